@@ -1,0 +1,1 @@
+"""Pieces shared by every stage: the name registry, run-folder conventions, seeding."""

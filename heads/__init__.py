@@ -1,0 +1,1 @@
+"""affcli heads package."""

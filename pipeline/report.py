@@ -1,0 +1,58 @@
+"""Console side of extraction: a rich progress bar (videos, frames/s, ETA) and the end-of-run summary."""
+from __future__ import annotations
+
+from collections import Counter
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipeline.extract import VideoResult
+
+
+class ExtractProgress:
+    """Context manager whose `__call__(event, info)` is the Extractor's progress callback."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console, transient=False)
+        self.videos = self.frames = None
+
+    def __enter__(self) -> "ExtractProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, et: type | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.__exit__(et, ev, tb)
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "start":
+            self.videos = self.progress.add_task("videos", total=info["videos"], rate="")
+            self.frames = self.progress.add_task("frames", total=info["frames"] or None, rate="")
+        elif event == "frames" and self.frames is not None:
+            self.progress.advance(self.frames, info["n"])
+            t = self.progress.tasks[self.frames]
+            if t.speed:
+                self.progress.update(self.frames, rate=f"{t.speed:,.0f} frames/s")
+        elif event == "video" and self.videos is not None:
+            self.progress.advance(self.videos)
+            if info["status"] != "ok" or info.get("message"):
+                self.console.print(f"[{'red' if info['status'] == 'failed' else 'yellow'}]{info['video']}: "
+                                   f"{info['status']}[/] {info.get('message', '')}", markup=True, highlight=False)
+
+
+def print_summary(results: list[VideoResult], console: Console | None = None) -> Counter:
+    """Print videos ok / skipped / failed with reasons; returns the counts."""
+    console = console or Console()
+    counts = Counter(r.status for r in results)
+    table = Table(title=f"extract: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
+    for col in ("video", "status", "frames", "note"):
+        table.add_column(col)
+    for r in results:
+        style = {"ok": "green", "skipped": "dim", "failed": "red"}.get(r.status, "")
+        table.add_row(r.video_id, f"[{style}]{r.status}[/]", str(r.n_frames or ""), r.message)
+    console.print(table)
+    return counts
