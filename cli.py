@@ -44,6 +44,7 @@ def extract(
     decode_workers: int = typer.Option(2, help="Decoder threads running ahead of the backbones."),
     no_face: bool = typer.Option(False, "--no-face", help="Use whole frames instead of detected face crops."),
     face_margin: float = typer.Option(0.25, help="Margin around the detected face box, as a fraction of its size."),
+    detect_every: int = typer.Option(1, help="Run the face detector on every k-th frame; the frames between reuse its box."),
     audio_align: str = typer.Option("centered", help="centered | causal (a frame's audio feature uses no later samples)."),
     frames_fps: float = typer.Option(30.0, help="Frame rate of --frames-dir input (for timestamps)."),
     prompts: list[str] = typer.Option(["expr8", "va9"], "--prompts", help="Prompt sets encoded with each CLIP backbone."),
@@ -64,7 +65,7 @@ def extract(
         vids = Path(videos) if Path(videos).is_file() else [v.strip() for v in videos.split(",") if v.strip()]
     cfg = ExtractConfig(cache=cache, backbones=backbone, video_dir=video_dir, frames_dir=frames_dir, videos=vids,
                         device=device, batch_size=batch_size, decode_workers=decode_workers, no_face=no_face,
-                        face_margin=face_margin, audio_align=audio_align, frames_fps=frames_fps,
+                        face_margin=face_margin, detect_every=detect_every, audio_align=audio_align, frames_fps=frames_fps,
                         prompt_sets=tuple(prompts), seed=seed)
     try:
         with ExtractProgress() as prog:
@@ -198,11 +199,67 @@ def _cache_call(fn, *args, **kwargs):
 
 # ===== section: ablate =====
 
+@app.command("ablate")
+def ablate(
+    target: str = typer.Argument(..., metavar="GRID|report",
+                                 help="A grid spec (.toml/.yaml) to run, or the word 'report' to rebuild tables."),
+    report_dir: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="With 'report': the ablation --out folder."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (Zarr); overrides the grid's base.cache."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Aff-Wild2 annotation root; overrides base.labels."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Ablation folder: runs/<name>/, grid.json, ablation.md/.csv/.tex/.png."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Local worker processes, each loading the data once "
+                                                     "(0 = as many as fit: cores on CPU, free memory on CUDA)."),
+    dask_local: int = typer.Option(0, "--dask-local", help="Start a local Dask cluster with N worker processes."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: tcp://host:port."),
+    device: Optional[str] = typer.Option(None, "--device", help="Override base.device (cpu, cuda, cuda:1)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs; run nothing."),
+) -> None:
+    """Run an ablation grid (fusion x temporal x loss x prompts x seeds) and print mean ± std tables.
+
+    \b
+      affcli ablate grid.toml --cache C --labels L --out DIR [--jobs N | --dask-local N | --scheduler tcp://host:port]
+      affcli ablate report DIR
+
+    The grid is validated before any run (unknown names and options are refused with the valid ones).
+    Finished runs are skipped, failed ones (error.json) are retried on the next invocation.
+    Exit status: 0 all runs ok, 1 some runs failed (tables still written), 2 grid or arguments refused.
+    """
+    from heads.ablate.command import ablate_command, report_command
+
+    if target == "report":
+        if report_dir is None:
+            _fail("affcli ablate report DIR: give the ablation folder")
+        raise typer.Exit(report_command(report_dir))
+    if report_dir is not None:
+        _fail(f"unexpected argument {report_dir}; did you mean `affcli ablate report {report_dir}`?")
+    raise typer.Exit(ablate_command(Path(target), cache, labels, out, jobs, dask_local, scheduler, device, dry_run))
+
+
 
 # ===== section: pc =====
 
 
 # ===== section: demo (lead) =====
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), help="Folder for the synthetic data, cache and runs."),
+    videos: int = typer.Option(6, help="Number of synthetic videos."),
+    seconds: float = typer.Option(8.0, help="Length of each video."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Offline end-to-end demo on synthetic videos: extract with tiny backbones and show the cache."""
+    from rich.console import Console
+
+    from pipeline.demo import demo_extract
+    from pipeline.report import ExtractProgress, print_summary
+
+    console = Console()
+    with ExtractProgress() as prog:
+        ds, cache, results = demo_extract(out, videos, seconds, seed, prog)
+    print_summary(results, console)
+    cache_ls(cache)
+    console.print(f"labels: {ds.label_root}\ncache:  {cache}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ video's arrays to the cache while the next video is being embedded.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -47,6 +48,8 @@ class ExtractConfig:
     decode_workers: int = 2
     no_face: bool = False
     face_margin: float = 0.25
+    detect_every: int = 1
+    face_threads: int = max(1, (os.cpu_count() or 2))
     audio_align: Literal["centered", "causal"] = "centered"
     frames_fps: float = 30.0
     prompt_sets: tuple[str, ...] = DEFAULT_PROMPT_SETS
@@ -120,7 +123,8 @@ class Extractor:
         self.visual = [b for b in self.backbones if b.modality == "visual"]
         self.audio = [b for b in self.backbones if b.modality == "audio"]
         self.crop_size = max([b.input_size for b in self.visual], default=0)
-        self.cropper = FaceCropper(size=self.crop_size, margin=cfg.face_margin) if self.visual and not cfg.no_face else None
+        self.cropper = FaceCropper(size=self.crop_size, margin=cfg.face_margin,
+                                                 detect_every=cfg.detect_every, threads=cfg.face_threads) if self.visual and not cfg.no_face else None
 
     # ---- planning ---------------------------------------------------------------------------
     def _crop_fingerprint(self, kind: str) -> dict[str, Any]:

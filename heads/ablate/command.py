@@ -1,0 +1,87 @@
+"""What `affcli ablate GRID ...` and `affcli ablate report DIR` do; returns the exit status."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markdown import Markdown
+
+from heads.ablate.execute import auto_jobs, run_grid
+from heads.ablate.grid import GridError, load_grid
+from heads.ablate.report import STD_NOTE, Table, build_report
+from heads.ablate.validate import build_runs, grid_meta
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_REFUSED = 0, 1, 2
+
+
+def feature_bytes(cache: str | Path | None, features: list[str]) -> int:
+    """Bytes the run's feature sets take as float32 on the device (sizing for --jobs 0)."""
+    if not cache or not features:
+        return 0
+    from cache.store import FeatureStore
+
+    store = FeatureStore(cache, mode="r")
+    total = 0
+    for fs in features:
+        dim = int(store.fingerprint(fs).get("dim") or 0)
+        total += sum(int(store.video_attrs(fs, v).get("n_frames", 0)) for v in store.videos(fs)) * dim * 4
+    return total
+
+
+def print_tables(tables: list[Table], console: Console) -> None:
+    """Tables as rendered markdown, plus where they were written."""
+    for t in tables:
+        console.print(Markdown(f"**{t.task}** ({STD_NOTE}; best per column in bold)\n\n{t.markdown}"))
+        if t.files:
+            console.print("written: " + ", ".join(str(p) for p in t.files.values()))
+
+
+def ablate_command(grid_path: Path, cache: Path | None, labels: Path | None, out: Path | None, jobs: int = 1,
+                   dask_local: int = 0, scheduler: str | None = None, device: str | None = None,
+                   dry_run: bool = False, console: Console | None = None, **run_kw: Any) -> int:
+    """Validate the grid (refusing bad ones before any run), execute it, print and write the tables."""
+    console = console or Console()
+    if sum(bool(x) for x in (jobs > 1 or jobs == 0, dask_local, scheduler)) > 1:
+        console.print("[red]refused[/red]: choose one of --jobs, --dask-local, --scheduler")
+        return EXIT_REFUSED
+    if out is None and not dry_run:
+        console.print("[red]refused[/red]: --out DIR is required")
+        return EXIT_REFUSED
+    try:
+        grid = load_grid(grid_path)
+        runs = build_runs(grid, cache, labels, {"device": device} if device else None)
+    except GridError as e:
+        console.print(f"[red]grid refused[/red] ({grid_path}): {e}")
+        return EXIT_REFUSED
+    if dry_run:
+        for r in runs:
+            console.print(f"{r.hash}  {r.name}")
+        console.print(f"{len(runs)} runs")
+        return EXIT_OK
+    cfg = runs[0].config
+    if jobs == 0:
+        jobs = auto_jobs(str(cfg.get("device", "cpu")), feature_bytes(cfg.get("cache"), list(cfg.get("features") or [])))
+        console.print(f"--jobs 0: {jobs} workers")
+    console.print(f"{len(runs)} runs -> {out}")
+    res = run_grid(runs, out, jobs=jobs, dask_local=dask_local, scheduler=scheduler, console=console,
+                   grid_meta=grid_meta(grid), **run_kw)
+    print_tables(build_report(out), console)
+    n_failed = res.count("failed")
+    console.print(f"{res.count('ok')} ok, {n_failed} failed, {res.count('skipped')} skipped in {res.seconds:.1f} s"
+                  + (f"; failed runs have error.json and are retried on the next invocation" if n_failed else ""))
+    return EXIT_FAILED_RUNS if n_failed else EXIT_OK
+
+
+def report_command(out: Path, console: Console | None = None) -> int:
+    """Rebuild and print the tables of an ablation folder from its finished runs."""
+    console = console or Console()
+    if not (Path(out) / "runs").is_dir():
+        console.print(f"[red]refused[/red]: {out} holds no ablation runs (no runs/ folder)")
+        return EXIT_REFUSED
+    tables = build_report(out)
+    if not tables:
+        console.print(f"{out}: no runs recorded yet")
+        return EXIT_FAILED_RUNS
+    print_tables(tables, console)
+    return EXIT_OK

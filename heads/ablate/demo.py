@@ -1,0 +1,39 @@
+"""The ablation step of `affcli demo`: fusion none:visual / none:audio / xattn x two seeds on EXPR, tiny epochs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from heads.ablate.execute import run_grid
+from heads.ablate.grid import grid_from_dict
+from heads.ablate.report import STD_NOTE, build_report
+from heads.ablate.validate import build_runs, cached_feature_sets, grid_meta
+
+DEMO_BASE = {"task": "EXPR", "epochs": 1, "device": "cpu"}
+
+
+def pick_features(cache: str | Path) -> list[str]:
+    """One visual (clip/fer) and one audio (wav2vec2/ast) feature set of the cache."""
+    present = cached_feature_sets(cache)
+    visual = next((s for s in present if s.split(":")[0] in ("clip", "fer")), None)
+    audio = next((s for s in present if s.split(":")[0] in ("wav2vec2", "ast")), None)
+    if visual is None or audio is None:
+        raise ValueError(f"{cache}: the demo ablation needs a visual and an audio feature set; present: {present}")
+    return [visual, audio]
+
+
+def demo_grid(cache: str | Path, epochs: int = 1) -> dict:
+    """The demo grid as a dict (same shape as a grid file)."""
+    return {"base": {**DEMO_BASE, "epochs": epochs, "features": pick_features(cache)},
+            "axes": {"fusion": ["none:visual", "none:audio", "xattn"], "seeds": [0, 1]}}
+
+
+def demo_ablation(cache: str | Path, labels_root: str | Path, out_dir: str | Path,
+                  console: Console | None = None) -> str:
+    """Run the demo grid in-process (data loaded once) into out_dir; return the markdown table."""
+    grid = grid_from_dict(demo_grid(cache), source="demo")
+    runs = build_runs(grid, cache, labels_root)
+    run_grid(runs, out_dir, jobs=1, console=console or Console(), grid_meta=grid_meta(grid))
+    tables = build_report(out_dir)
+    return "\n\n".join(f"{t.task} ({STD_NOTE}; best in bold)\n\n{t.markdown}" for t in tables)

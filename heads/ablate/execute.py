@@ -1,0 +1,325 @@
+"""Run a grid: in-process, a local process pool or a Dask cluster; resumable, failure-isolated, with progress."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from common.runs import read_json, write_json
+from heads.ablate.grid import RunSpec
+from heads.ablate.report import GRID_FILE, RUN_FILE, run_status
+
+Runner = Callable[[dict[str, Any], Path], dict[str, Any]]
+DATA_CACHE_SIZE = 2
+_DATA: OrderedDict[str, Any] = OrderedDict()
+_DATA_LOCK = threading.Lock()
+_DATA_LOADS = 0
+_WORKER_GPU: int | None = None
+
+
+class WorkerDied(RuntimeError):
+    """A pool worker exited abruptly; the runs it held are recorded failed and retried next time."""
+
+
+@dataclass
+class Outcome:
+    """What happened to one run: ok, failed or skipped (already finished), with its main metric or error."""
+
+    name: str
+    hash: str
+    status: str
+    main: float | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class GridResult:
+    """All outcomes of one invocation plus its wall time."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        """Number of runs with this status."""
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def ran(self) -> list[Outcome]:
+        """Runs that actually executed in this invocation (ok or failed, not skipped)."""
+        return [o for o in self.outcomes if o.status != "skipped"]
+
+
+# ---- data cache (one per process: a pool worker or a Dask worker) ----------------------------------
+def data_key(cfg: dict[str, Any]) -> str:
+    """The part of a run config that decides what `prepare_data` loads."""
+    from common.runs import config_hash
+
+    try:
+        from heads import trainer
+
+        if hasattr(trainer, "data_key"):
+            return str(trainer.data_key(cfg))
+    except ImportError:
+        pass
+    keep = ("task", "features", "cache", "labels", "labels_root", "device", "edition", "splits", "videos", "dtype")
+    return config_hash({k: cfg.get(k) for k in keep if k in cfg})
+
+
+def cached_data(cfg_obj: Any, cfg: dict[str, Any], prepare: Callable[[Any], Any]) -> Any:
+    """`prepare(cfg_obj)` once per data key in this process (the last few kept)."""
+    global _DATA_LOADS
+    key = data_key(cfg)
+    with _DATA_LOCK:
+        if key in _DATA:
+            _DATA.move_to_end(key)
+            return _DATA[key]
+        data = prepare(cfg_obj)
+        _DATA_LOADS += 1
+        _DATA[key] = data
+        while len(_DATA) > DATA_CACHE_SIZE:
+            _DATA.popitem(last=False)
+        return data
+
+
+def data_loads() -> int:
+    """How many times this process loaded data (for tests and benchmarks)."""
+    return _DATA_LOADS
+
+
+def clear_data_cache() -> None:
+    """Drop this process's cached data."""
+    with _DATA_LOCK:
+        _DATA.clear()
+
+
+# ---- one run ----------------------------------------------------------------------------------------
+def train_with_trainer(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The real runner: `heads.trainer.train_run` on data cached per process."""
+    from heads.trainer import RunConfig, prepare_data, train_run
+
+    cfg = dict(cfg, out=str(run_dir))
+    if _WORKER_GPU is not None and str(cfg.get("device", "")).startswith("cuda"):
+        cfg["device"] = f"cuda:{_WORKER_GPU}"
+    obj = RunConfig.from_dict(cfg)
+    return train_run(obj, data=cached_data(obj, cfg, prepare_data))
+
+
+def is_finished(run_dir: Path, want_hash: str) -> bool:
+    """A run dir whose metrics.json belongs to a completed run of this exact config."""
+    return run_status(run_dir, want_hash) == "ok"
+
+
+def run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None = None, threads: int | None = None) -> Outcome:
+    """Run one grid point into out_dir/runs/<name>; skip it if finished; record any failure in error.json."""
+    run_dir = Path(out_dir) / "runs" / spec.name
+    if is_finished(run_dir, spec.hash):
+        return Outcome(spec.name, spec.hash, "skipped", _main(read_json(run_dir / "metrics.json")))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    meta = {**spec.record(), "config": spec.config, "finished": False}
+    write_json(run_dir / RUN_FILE, meta)
+    t0 = time.perf_counter()
+    try:
+        metrics = (runner or train_with_trainer)(spec.config, run_dir)
+        if not (run_dir / "metrics.json").exists():
+            write_json(run_dir / "metrics.json", metrics)
+        dt = time.perf_counter() - t0
+        write_json(run_dir / RUN_FILE, {**meta, "finished": True, "seconds": dt})
+        return Outcome(spec.name, spec.hash, "ok", _main(read_json(run_dir / "metrics.json")), seconds=dt)
+    except Exception as e:  # one run's failure (NaN loss, OOM, bug) must not stop the grid
+        _free_gpu()
+        return record_failure(spec, run_dir, e, time.perf_counter() - t0)
+
+
+def record_failure(spec: RunSpec, run_dir: Path, e: BaseException, seconds: float = 0.0) -> Outcome:
+    """Write error.json (type, message, traceback) so the next invocation retries the run."""
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / RUN_FILE).exists():
+        write_json(run_dir / RUN_FILE, {**spec.record(), "config": spec.config, "finished": False})
+    for stale in ("metrics.json",):
+        (run_dir / stale).unlink(missing_ok=True)
+    write_json(run_dir / "error.json", {"type": type(e).__name__, "message": str(e), "traceback": tb,
+                                        "hash": spec.hash, "name": spec.name, "seconds": seconds})
+    msg = (str(e).strip().splitlines() or [""])[0]
+    return Outcome(spec.name, spec.hash, "failed", error=f"{type(e).__name__}: {msg}", seconds=seconds)
+
+
+def _main(metrics: dict[str, Any]) -> float | None:
+    v = metrics.get("main")
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _free_gpu() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+# ---- sizing -----------------------------------------------------------------------------------------
+def cpu_count() -> int:
+    """Cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_worker(jobs: int) -> int:
+    """Torch intra-op threads per worker so that jobs x threads fits the cores."""
+    return max(1, cpu_count() // max(1, jobs))
+
+
+def auto_jobs(device: str, bytes_per_run: int, overhead: int = 768 << 20) -> int:
+    """Workers that fit: on CUDA, free memory over (data + model + CUDA context) per worker; on CPU, the cores."""
+    cores = cpu_count()
+    if str(device).startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+            return max(1, min(cores, int(0.8 * free) // max(1, bytes_per_run + overhead)))
+        return 1
+    return cores
+
+
+# ---- executors --------------------------------------------------------------------------------------
+def _init_worker(threads: int, counter: Any, n_gpus: int) -> None:
+    global _WORKER_GPU
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    if n_gpus > 1:
+        with counter.get_lock():
+            _WORKER_GPU = counter.value % n_gpus
+            counter.value += 1
+
+
+def _pool_outcomes(todo: list[RunSpec], out_dir: Path, jobs: int, runner: Runner | None,
+                   threads: int) -> Iterator[Outcome]:
+    import multiprocessing as mp
+
+    import torch
+
+    ctx = mp.get_context("spawn")
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    queue = list(reversed(todo))
+    while queue:
+        counter = ctx.Value("i", 0)
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(threads, counter, n_gpus)) as pool:
+            live: dict[Future, RunSpec] = {}
+            broken = False
+            while (queue and not broken) or live:
+                while queue and not broken and len(live) < jobs:
+                    spec = queue.pop()
+                    live[pool.submit(run_one, spec, str(out_dir), runner, threads)] = spec
+                done, _ = wait(live, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    spec = live.pop(fut)
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        yield record_failure(spec, out_dir / "runs" / spec.name, WorkerDied(
+                            "a worker process died while this run was in flight (crash or out of host memory)"))
+                    except Exception as e:
+                        yield record_failure(spec, out_dir / "runs" / spec.name, e)
+
+
+def _dask_outcomes(todo: list[RunSpec], out_dir: Path, client: Any, runner: Runner | None,
+                   threads: int | None) -> Iterator[Outcome]:
+    from distributed import as_completed
+
+    futs = {client.submit(run_one, spec, str(out_dir), runner, threads, pure=False,
+                          key=f"ablate-{spec.name}-{spec.hash}"): spec for spec in todo}
+    for fut in as_completed(futs):
+        spec = futs[fut]
+        try:
+            yield fut.result()
+        except Exception as e:  # a killed worker (KilledWorker) or a transfer error
+            yield record_failure(spec, out_dir / "runs" / spec.name, e)
+
+
+def _dask_client(dask_local: int, scheduler: str | None, processes: bool, threads: int) -> tuple[Any, Any]:
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler), None
+    cluster = LocalCluster(n_workers=dask_local, threads_per_worker=1, processes=processes,
+                           dashboard_address=None, silence_logs=40,
+                           env={"OMP_NUM_THREADS": str(threads)} if processes else None)
+    return Client(cluster), cluster
+
+
+def run_grid(runs: list[RunSpec], out_dir: str | Path, *, jobs: int = 1, dask_local: int = 0,
+             scheduler: str | None = None, runner: Runner | None = None, processes: bool = True,
+             threads: int | None = None, console: Console | None = None, grid_meta: dict | None = None,
+             progress: bool = True) -> GridResult:
+    """Execute `runs` (finished ones skipped) and return their outcomes; never stops at a failed run."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / GRID_FILE, {**(grid_meta or {}), "runs": [r.record() for r in runs]})
+    console = console or Console()
+    res, t0 = GridResult(), time.perf_counter()
+    todo = [r for r in runs if not is_finished(out_dir / "runs" / r.name, r.hash)]
+    pending = {r.name for r in todo}
+    for r in runs:
+        if r.name not in pending:
+            res.outcomes.append(Outcome(r.name, r.hash, "skipped", _main(read_json(out_dir / "runs" / r.name / "metrics.json"))))
+    if res.outcomes:
+        console.print(f"[dim]{len(res.outcomes)} of {len(runs)} runs already finished: skipped[/dim]")
+    workers = max(1, dask_local or jobs)
+    threads = threads or threads_per_worker(workers)
+    client = cluster = None
+    if scheduler or dask_local:
+        client, cluster = _dask_client(dask_local, scheduler, processes, threads)
+        stream = _dask_outcomes(todo, out_dir, client, runner, threads if (processes or scheduler) else None)
+    elif jobs > 1 and len(todo) > 1:
+        stream = _pool_outcomes(todo, out_dir, min(jobs, len(todo)), runner, threads)
+    else:
+        stream = (run_one(r, out_dir, runner, threads) for r in todo)
+    cols = (TextColumn("[bold]ablate[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    try:
+        with Progress(*cols, console=console, disable=not progress, transient=False) as bar:
+            task = bar.add_task("runs", total=len(runs), completed=len(runs) - len(todo))
+            for o in stream:
+                res.outcomes.append(o)
+                bar.console.print(_line(o))
+                bar.advance(task)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _line(o: Outcome) -> str:
+    if o.status == "failed":
+        return f"[red]FAILED[/red] {o.name}  {o.error}"
+    main = "n/a" if o.main is None else f"{o.main:.4f}"
+    return f"[green]ok[/green]     {o.name}  main={main}  ({o.seconds:.1f} s)"

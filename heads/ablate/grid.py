@@ -1,0 +1,195 @@
+"""Grid specs (TOML/YAML): a base run config plus axes; expansion into named, hashed runs, validated before any run."""
+from __future__ import annotations
+
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.runs import config_hash
+from heads import spec
+from heads.spec import PartSpec
+
+SEED_AXIS = "seed"
+AXIS_ALIASES = {"seeds": "seed", "prompt": "prompts", "losses": "loss", "fusions": "fusion", "temporals": "temporal"}
+PART_AXES = ("temporal", "fusion")
+NOT_HASHED = ("out", "run_dir", "name")
+
+
+class GridError(ValueError):
+    """A grid refused before any run starts; names the offending key and, where known, the valid names."""
+
+    def __init__(self, key: str, message: str, valid: list[str] | None = None):
+        self.key, self.valid = key, list(valid or [])
+        tail = f"; valid: {', '.join(map(str, self.valid))}" if valid is not None else ""
+        super().__init__(f"{key}: {message}{tail}")
+
+
+@dataclass
+class Grid:
+    """A parsed grid spec: base config, axes in file order, exclude/include partial assignments."""
+
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+    include: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
+
+
+@dataclass
+class RunSpec:
+    """One run of a grid: readable name, axis values as written, full config dict and its hash."""
+
+    name: str
+    axes: dict[str, str]
+    config: dict[str, Any]
+    hash: str
+    task: str
+
+    def record(self) -> dict[str, Any]:
+        """What grid.json and ablate.json store about this run."""
+        return {"name": self.name, "hash": self.hash, "axes": self.axes, "task": self.task}
+
+
+def parse_part(value: Any, key: str = "part") -> PartSpec:
+    """`tcn(levels=3)` / `none:visual` / an inline table `{name = "tcn", levels = 3}` -> PartSpec."""
+    if isinstance(value, PartSpec):
+        return value
+    if isinstance(value, dict):
+        if "name" not in value:
+            raise GridError(key, f"an inline part needs a 'name': {value!r}")
+        return PartSpec(str(value["name"]), value.get("arg"), {k: v for k, v in value.items() if k not in ("name", "arg")})
+    try:
+        return spec.parse_part(str(value))
+    except spec.SpecError as e:
+        raise GridError(key, str(e)) from None
+
+
+def parse_loss(value: Any, key: str = "loss") -> list[tuple[float, PartSpec]]:
+    """`ce+0.1*text-contrastive` -> [(1.0, ce), (0.1, text-contrastive)]."""
+    try:
+        return spec.parse_loss(str(value))
+    except spec.SpecError as e:
+        raise GridError(key, str(e)) from None
+
+
+def display(value: Any) -> str:
+    """How an axis value is shown in names and tables; parts (PartSpec or inline tables) in canonical form."""
+    if isinstance(value, (dict, PartSpec)):
+        p = parse_part(value)
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(p.opts.items()))
+        return p.name + (f":{p.arg}" if p.arg else "") + (f"({opts})" if opts else "")
+    return str(value)
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read a grid spec from TOML (`.toml`) or YAML (`.yaml`/`.yml`)."""
+    path = Path(path)
+    if not path.exists():
+        raise GridError(str(path), "grid file not found")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        raw = yaml.safe_load(text) or {}
+    else:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise GridError(str(path), f"not valid TOML: {e}") from None
+    return grid_from_dict(raw, source=str(path))
+
+
+def grid_from_dict(raw: dict[str, Any], source: str = "") -> Grid:
+    """Build a Grid from the parsed file (keys: base, axes, exclude, include)."""
+    known = ("base", "axes", "exclude", "include")
+    for k in raw:
+        if k not in known:
+            raise GridError(k, "unknown top-level key", list(known))
+    axes: dict[str, list[Any]] = {}
+    for k, v in (raw.get("axes") or {}).items():
+        name = AXIS_ALIASES.get(k, k)
+        vals = v if isinstance(v, list) else [v]
+        if not vals:
+            raise GridError(f"axes.{k}", "empty axis: the grid would have no runs")
+        if len({display(x) for x in vals}) != len(vals):
+            raise GridError(f"axes.{k}", f"repeated value in {vals!r}")
+        axes[name] = vals
+    rules = {}
+    for kind in ("exclude", "include"):
+        items = raw.get(kind) or []
+        items = [items] if isinstance(items, dict) else items
+        rules[kind] = [{AXIS_ALIASES.get(k, k): v for k, v in r.items()} for r in items]
+    return Grid(dict(raw.get("base") or {}), axes, rules["exclude"], rules["include"], source)
+
+
+def _matches(assign: dict[str, Any], rule: dict[str, Any]) -> bool:
+    for k, want in rule.items():
+        wants = want if isinstance(want, list) else [want]
+        have = assign.get(k)
+        if have is None:
+            return False
+        ok = any(display(have) == display(w) or (k in PART_AXES and isinstance(w, str) and "(" not in w
+                                                   and ":" not in w and parse_part(have).name == w) for w in wants)
+        if not ok:
+            return False
+    return True
+
+
+def _check_rules(grid: Grid) -> None:
+    for kind, rules in (("exclude", grid.exclude), ("include", grid.include)):
+        for i, rule in enumerate(rules):
+            if not rule:
+                raise GridError(f"{kind}[{i}]", "empty rule")
+            for k, v in rule.items():
+                if kind == "exclude" and k not in grid.axes:
+                    raise GridError(f"{kind}[{i}].{k}", "not an axis of this grid", list(grid.axes))
+                if kind == "exclude":
+                    names = {display(x) for x in grid.axes[k]} | ({parse_part(x).name for x in grid.axes[k]}
+                                                                   if k in PART_AXES else set())
+                    for w in (v if isinstance(v, list) else [v]):
+                        if display(w) not in names:
+                            raise GridError(f"{kind}[{i}].{k}", f"{display(w)!r} is not a value of this axis",
+                                            [display(x) for x in grid.axes[k]])
+
+
+def expand(grid: Grid) -> list[dict[str, Any]]:
+    """Assignments {axis: value}: the cartesian product of the axes, minus excludes, plus includes."""
+    _check_rules(grid)
+    names = list(grid.axes)
+    out = [dict(zip(names, combo)) for combo in itertools.product(*grid.axes.values())]
+    out = [a for a in out if not any(_matches(a, r) for r in grid.exclude)]
+    seen = {tuple(sorted((k, display(v)) for k, v in a.items())) for a in out}
+    for rule in grid.include:
+        fixed = dict(rule)
+        if SEED_AXIS not in fixed and SEED_AXIS in grid.axes:
+            fixed[SEED_AXIS] = grid.axes[SEED_AXIS]
+        keys = list(fixed)
+        for combo in itertools.product(*[v if isinstance(v, list) else [v] for v in fixed.values()]):
+            a = dict(zip(keys, combo))
+            sig = tuple(sorted((k, display(v)) for k, v in a.items()))
+            if sig not in seen:
+                seen.add(sig)
+                out.append(a)
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9._=+,-]+", "-", text)).strip("-.") or "run"
+
+
+def run_name(assign: dict[str, Any]) -> str:
+    """Readable, filesystem-safe run name from its axis values (n/a and base values left out), seed last."""
+    skip = ("(base)", "—")
+    parts = [display(v) if k in (*PART_AXES, "loss") else f"{k}={display(v)}"
+             for k, v in assign.items() if k != SEED_AXIS and display(v) not in skip]
+    if SEED_AXIS in assign and display(assign[SEED_AXIS]) not in skip:
+        parts.append(f"seed{assign[SEED_AXIS]}")
+    return "__".join(_slug(p) for p in parts) or "base"
+
+
+def hashed_config(cfg: dict[str, Any]) -> str:
+    """Config hash of a full run config, ignoring where it is written."""
+    return config_hash({k: v for k, v in cfg.items() if k not in NOT_HASHED})

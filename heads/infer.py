@@ -1,0 +1,64 @@
+"""Whole-video inference: overlapping windows, outputs averaged over overlaps (or one window ending at each frame)."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from heads.data import Data
+from heads.model import HeadModel
+from heads.tasks import to_prediction
+from heads.windows import Windows, frame_windows, gather, make_windows
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when asked (no loss scaling needed), nothing elsewhere."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def batch_labels(data: Data, keys: list[str], win: Windows, rows: torch.Tensor, last: bool) -> dict[str, torch.Tensor]:
+    """Labels and masks of a batch, per frame [B, W, ...] or of the last frame [B, ...]; padding is masked."""
+    idx, real = win.idx[rows], win.real[rows]
+    if last:
+        idx, real = idx[:, -1], real[:, -1]
+    y = {"_idx": idx, "_real": real}
+    for k in keys:
+        y[k] = data.labels[k][idx]
+        m = data.labels[f"mask_{k}"][idx]
+        y[f"mask_{k}"] = m & real.view(*real.shape, *([1] * (m.dim() - real.dim())))
+    return y
+
+
+@torch.no_grad()
+def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray, window: int, stride: int | None = None,
+                 batch_size: int = 256, amp: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-frame predictions (class/AU probabilities, VA values) for every row of the given videos, in video order."""
+    model.eval()
+    vi = np.asarray(video_idx, dtype=np.int64)
+    starts, lengths = data.starts[vi], data.lengths[vi]
+    last = model.spec.label_position == "last"
+    win = (frame_windows(starts, lengths, window, vi) if last
+           else make_windows(starts, lengths, window, stride or max(1, window // 2), "start", vi)).to(data.device)
+    total = int(sum(data.lengths))
+    acc = {o.key: torch.zeros(total, o.dim, device=data.device) for o in model.outputs}
+    cnt = torch.zeros(total, device=data.device)
+    for b in range(0, len(win), batch_size):
+        rows = torch.arange(b, min(b + batch_size, len(win)), device=data.device)
+        xs, vs = gather(data.modalities, data.valid, win, rows)
+        with autocast(data.device, amp):
+            out = model(xs, vs, win.real[rows])
+        idx, real = win.idx[rows], win.real[rows]
+        if last:
+            idx, real = idx[:, -1], real[:, -1]
+        flat, keep = idx.reshape(-1), real.reshape(-1)
+        for o in model.outputs:
+            p = to_prediction(o.key, o.kind, out[o.key]).reshape(-1, o.dim)
+            acc[o.key].index_add_(0, flat[keep], p[keep])
+        cnt.index_add_(0, flat[keep], torch.ones(int(keep.sum()), device=data.device))
+    rows_all = torch.from_numpy(np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths)])
+                                if len(vi) else np.zeros(0, np.int64)).to(data.device)
+    c = cnt[rows_all].clamp_min(1).unsqueeze(1)
+    return rows_all, {k: v[rows_all] / c for k, v in acc.items()}

@@ -1,0 +1,348 @@
+"""Losses (registry LOSSES) with typed options, parsed from sums like `ce+0.1*text-contrastive`; labels are masked."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.registry import Registry
+from heads.spec import parse_loss
+from heads.tasks import DEFAULT_LOSS, Output, task_outputs
+
+LOSSES: Registry = Registry("loss")
+VA_CENTRES = (-0.66, 0.0, 0.66)
+
+
+@dataclass
+class LossContext:
+    """What a loss may need at build time: task outputs, train labels (auto weights), text embeddings, feature dim."""
+
+    task: str
+    feat_dim: int
+    train_labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    text: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher: Callable[[str], dict[str, torch.Tensor]] | None = None
+    device: torch.device | str = "cpu"
+
+    @property
+    def outputs(self) -> tuple[Output, ...]:
+        """The task's outputs."""
+        return task_outputs(self.task)
+
+
+def label_mask(y: dict[str, torch.Tensor], key: str, like: torch.Tensor) -> torch.Tensor:
+    """The label mask of `key` broadcast to the label's shape (per frame or per element)."""
+    m = y[f"mask_{key}"]
+    while m.dim() < like.dim():
+        m = m.unsqueeze(-1)
+    return m.expand_as(like)
+
+
+def masked_mean(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of v over mask; values at masked-out positions never enter (torch.where, not multiplication)."""
+    return torch.where(mask, v, torch.zeros((), dtype=v.dtype, device=v.device)).sum() / mask.sum().clamp_min(1)
+
+
+def _target(ctx: LossContext, kind: str, target: str | None, loss: str) -> Output:
+    outs = [o for o in ctx.outputs if o.kind == kind and (target is None or o.key == target)]
+    if not outs:
+        have = ", ".join(f"{o.key} ({o.kind})" for o in ctx.outputs)
+        raise ValueError(f"loss {loss}: task {ctx.task} has no {kind} output{f' {target!r}' if target else ''}; outputs: {have}")
+    return outs[0]
+
+
+def _weights(spec: Any, ctx: LossContext, key: str, n: int, what: str) -> torch.Tensor | None:
+    """None, 'auto' (inverse frequency over valid train labels) or an explicit list of n numbers."""
+    if spec is None:
+        return None
+    if isinstance(spec, str) and spec == "auto":
+        if key not in ctx.train_labels:
+            raise ValueError(f"{what}=auto needs train labels {key!r}")
+        y, m = ctx.train_labels[key], ctx.train_labels[f"mask_{key}"]
+        if y.dim() == 1:
+            counts = torch.bincount(y[m].long(), minlength=n).double()
+            w = counts.sum() / (n * counts.clamp_min(1))
+        else:
+            mm = m if m.dim() == y.dim() else m.unsqueeze(-1).expand_as(y)
+            pos = ((y > 0) & mm).sum(0).double()
+            neg = ((y <= 0) & mm).sum(0).double()
+            w = (neg / pos.clamp_min(1)).clamp(1.0, 100.0)
+        return w.float().to(ctx.device)
+    vals = [float(v) for v in (spec if isinstance(spec, (list, tuple)) else [spec] * n)]
+    if len(vals) != n:
+        raise ValueError(f"{what}: {len(vals)} values given, {key} has {n}")
+    return torch.tensor(vals, device=ctx.device)
+
+
+@LOSSES.register("ce", options=("weights", "target", "label_smoothing"),
+                 help="cross-entropy; weights=auto (inverse frequency) or a list")
+class CrossEntropy(nn.Module):
+    """Class-weighted cross-entropy over labelled frames (weighted mean, as torch does)."""
+
+    def __init__(self, ctx: LossContext, weights: Any = None, target: str | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.out = _target(ctx, "class", target, "ce")
+        self.register_buffer("w", _weights(weights, ctx, self.out.key, self.out.dim, "ce weights"), persistent=False)
+        self.smooth = float(label_smoothing)
+
+    def forward(self, out: dict, y: dict) -> torch.Tensor:
+        k = self.out.key
+        m = y[f"mask_{k}"]
+        lab = torch.where(m, y[k], 0).long()
+        logits = out[k].float()
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), reduction="none",
+                             label_smoothing=self.smooth).view_as(lab)
+        if self.w is None:
+            return masked_mean(ce, m)
+        wy = self.w[lab]
+        return torch.where(m, ce * wy, 0.0).sum() / torch.where(m, wy, 0.0).sum().clamp_min(1e-8)
+
+
+@LOSSES.register("focal", options=("gamma", "alpha", "target"), help="focal loss; alpha = float, list or auto")
+class Focal(nn.Module):
+    """Focal loss alpha_y (1 - p_y)^gamma CE for unbalanced classes."""
+
+    def __init__(self, ctx: LossContext, gamma: float = 2.0, alpha: Any = None, target: str | None = None):
+        super().__init__()
+        self.out = _target(ctx, "class", target, "focal")
+        self.gamma = float(gamma)
+        self.register_buffer("alpha", _weights(alpha, ctx, self.out.key, self.out.dim, "focal alpha"), persistent=False)
+
+    def forward(self, out: dict, y: dict) -> torch.Tensor:
+        k = self.out.key
+        m = y[f"mask_{k}"]
+        lab = torch.where(m, y[k], 0).long()
+        logp = torch.log_softmax(out[k].float(), -1).gather(-1, lab.unsqueeze(-1)).squeeze(-1)
+        f = -((1 - logp.exp()) ** self.gamma) * logp
+        if self.alpha is not None:
+            f = f * self.alpha[lab]
+        return masked_mean(f, m)
+
+
+def ccc_per_dim(x: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Masked concordance correlation per last dim (population moments), [..., K] -> [K]."""
+    x, t = x.float().reshape(-1, x.shape[-1]), t.float().reshape(-1, t.shape[-1])
+    m = m.reshape(-1, m.shape[-1])
+    zero = torch.zeros((), device=x.device)
+    n = m.sum(0).clamp_min(1)
+    x, t = torch.where(m, x, zero), torch.where(m, t, zero)
+    mx, mt = x.sum(0) / n, t.sum(0) / n
+    dx, dt = torch.where(m, x - mx, zero), torch.where(m, t - mt, zero)
+    vx, vt, cov = (dx * dx).sum(0) / n, (dt * dt).sum(0) / n, (dx * dt).sum(0) / n
+    return 2 * cov / (vx + vt + (mx - mt) ** 2 + 1e-8)
+
+
+@LOSSES.register("ccc", options=("target",), help="1 - CCC per dimension, averaged")
+class CCCLoss(nn.Module):
+    """1 - concordance correlation, per VA dimension, mean."""
+
+    def __init__(self, ctx: LossContext, target: str | None = None):
+        super().__init__()
+        self.out = _target(ctx, "reg", target, "ccc")
+
+    def forward(self, out: dict, y: dict) -> torch.Tensor:
+        k = self.out.key
+        return (1 - ccc_per_dim(out[k], y[k], label_mask(y, k, y[k]))).mean()
+
+
+@LOSSES.register("mse", options=("target",), help="mean squared error")
+class MSELoss(nn.Module):
+    """Masked mean squared error."""
+
+    def __init__(self, ctx: LossContext, target: str | None = None):
+        super().__init__()
+        self.out = _target(ctx, "reg", target, "mse")
+
+    def forward(self, out: dict, y: dict) -> torch.Tensor:
+        k = self.out.key
+        m = label_mask(y, k, y[k])
+        return masked_mean((out[k].float() - torch.where(m, y[k], 0.0).float()) ** 2, m)
+
+
+@LOSSES.register("bce", options=("pos_weight", "target"), help="binary CE per AU; pos_weight=auto (neg/pos) or a list")
+class BCELoss(nn.Module):
+    """Masked binary cross-entropy with per-label positive weights."""
+
+    def __init__(self, ctx: LossContext, pos_weight: Any = None, target: str | None = None):
+        super().__init__()
+        self.out = _target(ctx, "multilabel", target, "bce")
+        self.register_buffer("pw", _weights(pos_weight, ctx, self.out.key, self.out.dim, "bce pos_weight"), persistent=False)
+
+    def forward(self, out: dict, y: dict) -> torch.Tensor:
+        k = self.out.key
+        m = label_mask(y, k, y[k])
+        t = torch.where(m, y[k], 0).float().clamp(0, 1)
+        b = F.binary_cross_entropy_with_logits(out[k].float(), t, pos_weight=self.pw, reduction="none")
+        return masked_mean(b, m)
+
+
+def _text(ctx: LossContext, name: str, loss: str) -> torch.Tensor:
+    if name not in ctx.text:
+        have = ", ".join(ctx.text) or "none"
+        raise ValueError(f"loss {loss}: no CLIP text embeddings for prompt set {name!r} (cached sets: {have}); "
+                         f"run `affcli prompts --cache C --set {name}`")
+    return F.normalize(ctx.text[name].float().to(ctx.device), dim=-1)
+
+
+def _frames(out: dict, y: dict, key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features, labels and per-frame/window mask flattened over batch (and time)."""
+    feat, lab = out["feat"], y[key]
+    m = y[f"mask_{key}"]
+    if m.dim() > feat.dim() - 1:
+        m = m.all(-1)
+    return feat.reshape(-1, feat.shape[-1]), lab.reshape(-1, *lab.shape[m.dim():]), m.reshape(-1)
+
+
+@LOSSES.register("text-contrastive", options=("prompts", "temperature", "symmetric", "target"),
+                 help="InfoNCE between projected visual features and CLIP text embeddings of the class prompts")
+class TextContrastive(nn.Module):
+    """Visual features projected into the CLIP text space, contrasted with the class prompt embeddings."""
+
+    def __init__(self, ctx: LossContext, prompts: str = "expr8", temperature: float = 0.07, symmetric: bool = True,
+                 target: str | None = None):
+        super().__init__()
+        self.out = _target(ctx, "class", target, "text-contrastive")
+        text = _text(ctx, prompts, "text-contrastive")
+        if text.shape[0] != self.out.dim:
+            raise ValueError(f"loss text-contrastive: prompt set {prompts!r} has {text.shape[0]} prompts, "
+                             f"{self.out.key} has {self.out.dim} classes")
+        self.register_buffer("text", text, persistent=False)
+        self.proj = nn.Linear(ctx.feat_dim, text.shape[1])
+        self.tau, self.symmetric = float(temperature), bool(symmetric)
+
+    def forward(self, out: dict, y: dict) -> torch.Tensor:
+        f, lab, m = _frames(out, y, self.out.key)
+        f, lab = f[m], lab[m].long()
+        if f.shape[0] == 0:
+            return out["feat"].sum() * 0.0
+        logits = F.normalize(self.proj(f.float()), dim=-1) @ self.text.T / self.tau
+        v2t = F.cross_entropy(logits, lab)
+        if not self.symmetric:
+            return v2t
+        pos = F.one_hot(lab, logits.shape[1]).bool()
+        present = pos.any(0)
+        t2v = torch.logsumexp(logits, 0) - torch.logsumexp(logits.masked_fill(~pos, -math.inf), 0)
+        return (v2t + t2v[present].mean()) / 2
+
+
+def va_centres(device: torch.device | str = "cpu") -> torch.Tensor:
+    """The 9 region centres of the 3x3 VA grid, valence-major: [(v, a) for v in C for a in C]."""
+    c = torch.tensor(VA_CENTRES)
+    return torch.stack(torch.meshgrid(c, c, indexing="ij"), -1).reshape(9, 2).to(device)
+
+
+def soft_region_labels(va: torch.Tensor, sigma: float) -> torch.Tensor:
+    """softmax(-d^2 / (2 sigma^2)) of VA [..., 2] over the 9 region centres -> [..., 9]."""
+    d2 = ((va.float().unsqueeze(-2) - va_centres(va.device)) ** 2).sum(-1)
+    return torch.softmax(-d2 / (2 * sigma ** 2), -1)
+
+
+@LOSSES.register("soft-prompt", options=("prompts", "sigma", "scale", "templates", "target"),
+                 help="distance-aware soft prompts: KL(Gaussian soft labels over 3x3 VA regions || region logits)")
+class SoftPrompt(nn.Module):
+    """Region logits = scale x cosine(projected feature, region prototypes); KL to soft labels from the true VA."""
+
+    def __init__(self, ctx: LossContext, prompts: str = "va9", sigma: float = 0.45, scale: float = 10.0,
+                 templates: int = 3, target: str | None = None):
+        super().__init__()
+        self.out = _target(ctx, "reg", target, "soft-prompt")
+        text = _text(ctx, prompts, "soft-prompt")
+        if text.shape[0] != 9 * templates:
+            raise ValueError(f"loss soft-prompt: prompt set {prompts!r} has {text.shape[0]} prompts, "
+                             f"expected 9 regions x {templates} templates")
+        self.register_buffer("proto", text.view(9, templates, -1).mean(1), persistent=False)
+        self.proj = nn.Linear(ctx.feat_dim, text.shape[1])
+        self.sigma, self.scale = float(sigma), float(scale)
+
+    def forward(self, out: dict, y: dict) -> torch.Tensor:
+        f, va, m = _frames(out, y, self.out.key)
+        va = torch.where(m.unsqueeze(-1), va.float(), 0.0)
+        logits = self.scale * F.normalize(self.proj(f.float()), dim=-1) @ F.normalize(self.proto, dim=-1).T
+        soft = soft_region_labels(va, self.sigma)
+        kl = F.kl_div(torch.log_softmax(logits, -1), soft, reduction="none").sum(-1)
+        return masked_mean(kl, m)
+
+
+@LOSSES.register("distill", options=("teacher", "temperature"),
+                 help="teacher soft labels (a finished run dir) where ground truth is missing")
+class Distill(nn.Module):
+    """Match a teacher run's per-frame outputs on frames whose own label is missing (KL with temperature for classes)."""
+
+    def __init__(self, ctx: LossContext, teacher: str | None = None, temperature: float = 2.5):
+        super().__init__()
+        if not teacher:
+            raise ValueError("loss distill: give teacher=<run dir>, e.g. distill(teacher='runs/expr_teacher')")
+        if ctx.teacher is None:
+            raise ValueError("loss distill: no teacher predictions available in this context")
+        self.preds = ctx.teacher(str(teacher))
+        self.outs = [o for o in ctx.outputs if o.key in self.preds]
+        if not self.outs:
+            raise ValueError(f"loss distill: teacher {teacher} predicts {', '.join(self.preds)}; task {ctx.task} needs "
+                             f"{', '.join(o.key for o in ctx.outputs)}")
+        self.T = float(temperature)
+
+    def forward(self, out: dict, y: dict) -> torch.Tensor:
+        idx, real = y["_idx"], y["_real"]
+        total = out[self.outs[0].key].sum() * 0.0
+        for o in self.outs:
+            m = y[f"mask_{o.key}"]
+            if m.dim() > idx.dim():
+                m = m.all(-1)
+            use = real & ~m
+            t, s = self.preds[o.key][idx].float(), out[o.key].float()
+            if o.kind == "class":
+                tl = torch.log(t.clamp_min(1e-8)) / self.T
+                v = F.kl_div(torch.log_softmax(s / self.T, -1), torch.softmax(tl, -1), reduction="none").sum(-1) * self.T ** 2
+            elif o.kind == "multilabel":
+                v = F.binary_cross_entropy_with_logits(s, t.clamp(0, 1), reduction="none").mean(-1)
+            else:
+                v = ((s - t) ** 2).mean(-1)
+            total = total + masked_mean(v, use)
+        return total
+
+
+class LossSum(nn.Module):
+    """Weighted sum of loss terms; `forward` returns the total and each term's value."""
+
+    def __init__(self, terms: list[tuple[float, str, nn.Module]]):
+        super().__init__()
+        self.weights = [w for w, _, _ in terms]
+        self.names = [n for _, n, _ in terms]
+        self.terms = nn.ModuleList([m for _, _, m in terms])
+
+    def forward(self, out: dict, y: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts = None, {}
+        for w, n, m in zip(self.weights, self.names, self.terms):
+            v = m(out, y)
+            parts[n] = v.detach()
+            total = w * v if total is None else total + w * v
+        return total, parts
+
+
+def build_loss(text: str, ctx: LossContext) -> LossSum:
+    """Parse a loss string ('auto' = the task default) into a LossSum; unknown names/options are refused."""
+    text = DEFAULT_LOSS[ctx.task] if text in ("", "auto", None) else text
+    terms = []
+    for w, p in parse_loss(text):
+        cls = LOSSES.get(p.name)
+        allowed = LOSSES.meta(p.name).get("options", ())
+        bad = [k for k in p.opts if k not in allowed]
+        if bad:
+            raise ValueError(f"loss {p.name!r} takes no option {bad[0]!r}; valid: {', '.join(allowed)}")
+        name = p.name if p.name not in [n for _, n, _ in terms] else f"{p.name}#{len(terms)}"
+        terms.append((w, name, cls(ctx, **p.opts)))
+    return LossSum(terms)
+
+
+def needs_text(text: str) -> list[str]:
+    """Prompt sets a loss string uses (so the data loader reads them from the cache)."""
+    out = []
+    for _, p in parse_loss(text or "ce"):
+        if p.name in LOSSES and "prompts" in LOSSES.meta(p.name).get("options", ()):
+            out.append(str(p.opts.get("prompts", {"text-contrastive": "expr8", "soft-prompt": "va9"}[p.name])))
+    return out

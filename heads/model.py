@@ -1,0 +1,115 @@
+"""The head model: per-modality projection -> temporal head -> fusion -> task head, built from names."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from heads.fusion import FUSION, fusion_modalities
+from heads.spec import parse_part
+from heads.tasks import TaskHead, task_outputs
+from heads.temporal import _check_options, build_temporal
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a head model (stored in the checkpoint metadata)."""
+
+    task: str
+    in_dims: dict[str, int]
+    temporal: str = "tcn"
+    temporal_options: dict = field(default_factory=dict)
+    fusion: str = "concat"
+    fusion_options: dict = field(default_factory=dict)
+    d_model: int = 128
+    head_hidden: tuple[int, ...] = (256,)
+    dropout: float = 0.1
+    causal: bool = False
+    frame_mask_p: float = 0.0
+    frame_mask_mode: str = "token"
+    label_position: str = "frame"
+    pool: str = "last"
+
+    def to_dict(self) -> dict:
+        """JSON-able form."""
+        d = asdict(self)
+        d["head_hidden"] = list(self.head_hidden)
+        return d
+
+
+def _split_part(text: str, opts: dict) -> tuple[str, str | None, dict]:
+    p = parse_part(text)
+    return p.name, p.arg, {**p.opts, **(opts or {})}
+
+
+class HeadModel(nn.Module):
+    """Maps {modality: [B, W, D_m]} (+ validity) to task outputs per frame ([B, W, k]) or per window ([B, k])."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        if spec.label_position not in ("frame", "last"):
+            raise ValueError(f"label_position must be 'frame' or 'last', not {spec.label_position!r}")
+        if spec.pool not in ("last", "mean"):
+            raise ValueError(f"pool must be 'last' or 'mean', not {spec.pool!r}")
+        if spec.frame_mask_mode not in ("zero", "token"):
+            raise ValueError(f"frame_mask_mode must be 'zero' or 'token', not {spec.frame_mask_mode!r}")
+        t_name, _, t_opts = _split_part(spec.temporal, spec.temporal_options)
+        f_name, f_arg, f_opts = _split_part(spec.fusion, spec.fusion_options)
+        FUSION.get(f_name)
+        _check_options(FUSION, f_name, f_opts)
+        if f_arg is not None:
+            f_opts.setdefault("modality", f_arg)
+        t_opts.setdefault("causal", spec.causal)
+        f_opts.setdefault("causal", spec.causal)
+        self.modalities = fusion_modalities(f_name, f_opts.get("modality"), list(spec.in_dims))
+        for m in self.modalities:
+            if m not in spec.in_dims:
+                raise ValueError(f"fusion {spec.fusion}: no {m} features given (have {', '.join(spec.in_dims)})")
+        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(spec.in_dims[m], spec.d_model), nn.LayerNorm(spec.d_model))
+                                   for m in self.modalities})
+        self.mask_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(spec.d_model)) for m in self.modalities})
+        self.temporal = nn.ModuleDict({m: build_temporal(t_name, spec.d_model, **t_opts) for m in self.modalities})
+        dims = {m: self.temporal[m].out_dim for m in self.modalities}
+        self.fusion = FUSION.get(f_name)(dims, **f_opts)
+        self.head = TaskHead(spec.task, self.fusion.out_dim, tuple(spec.head_hidden), spec.dropout)
+        self.outputs = task_outputs(spec.task)
+        self.causal = all(t.causal for t in self.temporal.values()) and self.fusion.causal
+        self.feat_modality = "visual" if "visual" in self.modalities else self.modalities[0]
+        self.feat_dim = dims[self.feat_modality]
+
+    def embed(self, xs: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-modality projection with optional random frame masking (training only)."""
+        out = {}
+        for m in self.modalities:
+            h = self.proj[m](xs[m])
+            if self.training and self.spec.frame_mask_p > 0:
+                drop = torch.rand(h.shape[:2], device=h.device) < self.spec.frame_mask_p
+                fill = self.mask_token[m].to(h.dtype) if self.spec.frame_mask_mode == "token" else h.new_zeros(())
+                h = torch.where(drop.unsqueeze(-1), fill, h)
+            out[m] = h
+        return out
+
+    def sequence(self, xs: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-modality temporal features [B, W, H] (before fusion)."""
+        e = self.embed(xs, valid)
+        return {m: self.temporal[m](e[m], valid.get(m)) for m in self.modalities}
+
+    def forward(self, xs: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
+                real: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Outputs per label key plus 'feat' (the visual branch, or the only branch) for auxiliary losses."""
+        hs = self.sequence(xs, valid)
+        fused = self.fusion(hs, valid)
+        feat = hs[self.feat_modality]
+        if self.spec.label_position == "last":
+            if self.spec.pool == "mean":
+                w = (real if real is not None else torch.ones(fused.shape[:2], dtype=torch.bool, device=fused.device))
+                w = w.unsqueeze(-1).to(fused.dtype)
+                n = w.sum(1).clamp_min(1)
+                fused, feat = (fused * w).sum(1) / n, (feat * w).sum(1) / n
+            else:
+                fused, feat = fused[:, -1], feat[:, -1]
+        out = self.head(fused)
+        out["feat"] = feat
+        return out

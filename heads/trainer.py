@@ -1,0 +1,255 @@
+"""Train one head run: data on the device, windows by index arithmetic, AdamW + cosine, early stopping, artifacts.
+
+Reuse data across runs (ablations): `data = prepare_data(cfg)` once, then `train_run(cfg_i, data=data)` for every
+config whose `data_key(cfg_i.to_dict())` is the same; or pass `table=` (a FeatureTable) plus `labels=` (dense arrays
+over its rows) and `splits=` ({'train': [videos], 'val': [videos]}) to skip the cache and label files entirely.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.table import FeatureTable
+from common.runs import config_hash, seed_everything, write_json
+from heads.artifacts import CHECKPOINT, prediction_frame, save_checkpoint
+from heads.config import RunConfig
+from heads.data import Data
+from heads.infer import autocast, batch_labels, predict_rows
+from heads.losses import LossContext, build_loss, needs_text
+from heads.model import HeadModel, ModelSpec
+from heads.scoring import score
+from heads.tasks import task_outputs
+from heads.windows import Windows, gather, make_windows, sample_batches
+
+__all__ = ["RunConfig", "Data", "prepare_data", "data_key", "build_model", "train_run", "NaNLossError"]
+DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device")
+
+
+class NaNLossError(FloatingPointError):
+    """The training loss became NaN or infinite (the ablation marks the run failed)."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda if available else cpu."""
+    if device in ("auto", "", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def data_key(cfg: dict[str, Any] | RunConfig) -> str:
+    """Hash of the config fields that decide what `prepare_data` loads (runs with equal keys share Data)."""
+    d = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
+    return config_hash({k: d.get(k) for k in DATA_KEYS})
+
+
+def prepare_data(cfg: RunConfig, table: FeatureTable | None = None, labels: dict | None = None,
+                 splits: dict[str, list[str]] | None = None, text: dict | None = None) -> Data:
+    """Load features and labels once onto the device (from cfg.cache/cfg.labels unless given)."""
+    device = resolve_device(cfg.device)
+    if table is not None:
+        if labels is None or splits is None:
+            raise ValueError("prepare_data: with table= also give labels= (dense arrays) and splits= ({split: [videos]})")
+        return Data.from_table(table, labels, splits, cfg.task, cfg.features or None, text, device)
+    from heads.loading import load_run_data
+
+    return load_run_data(cfg, device)
+
+
+def build_model(cfg: RunConfig, data: Data) -> HeadModel:
+    """The head model for this config and data (input widths from the data)."""
+    fusion = cfg.fusion
+    if fusion == "auto":
+        fusion = "none" if len(data.modalities) == 1 else "concat"
+    spec = ModelSpec(task=cfg.task, in_dims=data.in_dims, temporal=cfg.temporal,
+                     temporal_options=dict(cfg.temporal_options), fusion=fusion,
+                     fusion_options=dict(cfg.fusion_options), d_model=cfg.d_model,
+                     head_hidden=tuple(cfg.head_hidden), dropout=cfg.dropout, causal=cfg.causal,
+                     frame_mask_p=cfg.frame_mask_p, frame_mask_mode=cfg.frame_mask_mode,
+                     label_position=cfg.label_position, pool=cfg.pool)
+    return HeadModel(spec)
+
+
+def train_windows(data: Data, cfg: RunConfig, keys: list[str]) -> Windows:
+    """Training windows of the train split that hold at least one labelled (target) frame."""
+    s, n, vi = data.split_rows(cfg.splits[0])
+    win = make_windows(s, n, cfg.window, cfg.stride, "end" if cfg.label_position == "last" else "start", vi)
+    win = win.to(data.device)
+    idx = win.idx[:, -1:] if cfg.label_position == "last" else win.idx
+    real = win.real[:, -1:] if cfg.label_position == "last" else win.real
+    has = torch.zeros(len(win), dtype=torch.bool, device=data.device)
+    for k in keys:
+        m = data.labels[f"mask_{k}"][idx]
+        m = m.flatten(2).any(-1) if m.dim() > 2 else m
+        has |= (m & real).any(1)
+    if not bool(has.any()):
+        raise ValueError(f"split {cfg.splits[0]!r}: no labelled frames for {', '.join(keys)}")
+    return win.select(has)
+
+
+def _lr_lambda(total: int, warm: int):
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    return f
+
+
+def _teacher_fn(data: Data, cfg: RunConfig):
+    def load(run_dir: str) -> dict[str, torch.Tensor]:
+        from heads.artifacts import load_model
+
+        t = load_model(run_dir, data.device)
+        missing = [m for m in t.modalities if m not in data.modalities or data.in_dims[m] != t.spec.in_dims[m]]
+        if missing:
+            raise ValueError(f"distill teacher {run_dir}: its {', '.join(missing)} features differ from this run's")
+        rows, preds = predict_rows(t, data, list(range(len(data.videos))), cfg.window, cfg.eval_stride, amp=cfg.amp)
+        return {k: torch.zeros(int(sum(data.lengths)), v.shape[1], device=data.device).index_copy_(0, rows, v)
+                for k, v in preds.items()}
+    return load
+
+
+def evaluate(model: HeadModel, data: Data, cfg: RunConfig, split: str) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
+    """Score a split: (metrics, rows, per-frame predictions)."""
+    _, _, vi = data.split_rows(split)
+    rows, preds = predict_rows(model, data, vi, cfg.window, cfg.eval_stride, max(cfg.batch_size, 256), cfg.amp)
+    p = {k: v.float().cpu().numpy() for k, v in preds.items()}
+    r = rows.cpu().numpy()
+    lab = {k: v[rows].cpu().numpy() for k, v in data.labels.items()}
+    return score(cfg.task, p, lab, cfg.edition), r, p
+
+
+def train_run(cfg: RunConfig, table: FeatureTable | None = None, labels: dict | None = None, *,
+              data: Data | None = None, splits: dict[str, list[str]] | None = None,
+              progress: bool = False) -> dict[str, Any]:
+    """Train, early-stop on the val main metric, write the run folder (cfg.out); returns metrics (with 'main')."""
+    t_start = time.perf_counter()
+    cfg.validate()
+    seed_everything(cfg.seed)
+    if data is None:
+        data = prepare_data(cfg, table, labels, splits)
+    t_data = time.perf_counter() - t_start
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", cfg.to_dict())
+    device = data.device
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data).to(device)
+    keys = [o.key for o in task_outputs(cfg.task)]
+    tr_rows = data.rows_of(cfg.splits[0]).to(device)
+    ctx = LossContext(cfg.task, model.feat_dim, {k: v[tr_rows] for k, v in data.labels.items()}, data.text,
+                      _teacher_fn(data, cfg), device)
+    loss_fn = build_loss(cfg.loss, ctx).to(device)
+    win = train_windows(data, cfg, keys)
+    if cfg.ssl_epochs > 0:
+        from heads.ssl import pretrain
+
+        pretrain(model, data, win, cfg)
+    params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(win) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps_per_epoch * cfg.epochs,
+                                                              int(round(cfg.warmup * steps_per_epoch))))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    last = cfg.label_position == "last"
+    history: list[dict] = []
+    best: dict[str, Any] = {"main": -math.inf}
+    bar = _Bar(cfg.epochs, out.name) if progress else None
+    t_train = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        parts_sum: dict[str, torch.Tensor] = {}
+        for rows in sample_batches(len(win), cfg.batch_size, gen, device):
+            xs, vs = gather(data.modalities, data.valid, win, rows)
+            y = batch_labels(data, keys, win, rows, last)
+            with autocast(device, cfg.amp):
+                o = model(xs, vs, win.real[rows])
+            loss, parts = loss_fn(o, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach()
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0) + v
+        train_loss = float(loss_sum) / steps_per_epoch
+        if not math.isfinite(train_loss):
+            bad = {k: float(v) / steps_per_epoch for k, v in parts_sum.items()}
+            raise NaNLossError(f"{out}: training loss is {train_loss} at epoch {epoch} (terms: {bad}); "
+                               f"try a lower lr (now {cfg.lr}) or check the features for NaN")
+        metrics, rows_np, preds = evaluate(model, data, cfg, cfg.splits[1])
+        dt = time.perf_counter() - t0
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_main": metrics["main"], "seconds": dt,
+                        "terms": {k: float(v) / steps_per_epoch for k, v in parts_sum.items()},
+                        "val": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        if bar:
+            bar.update(epoch, train_loss, metrics["main"])
+        main = float(metrics["main"]) if math.isfinite(float(metrics["main"])) else -math.inf
+        if "epoch" not in best or main > best["main"]:
+            best = {"main": main, "epoch": epoch, "metrics": metrics, "rows": rows_np, "preds": preds,
+                    "state": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
+        elif epoch - best["epoch"] >= cfg.patience:
+            break
+    if bar:
+        bar.close()
+    train_seconds = time.perf_counter() - t_train
+    save_checkpoint(out / CHECKPOINT, best["state"], model.spec)
+    result = {"main": best["main"], "task": cfg.task, "best_epoch": best["epoch"], "epochs": len(history),
+              "val": best["metrics"], "history": history, "n_params": sum(p.numel() for p in model.parameters()),
+              "n_train_windows": len(win), "causal": model.causal, "config_hash": config_hash(cfg.to_dict()),
+              "timings": {"data_s": t_data, "train_s": train_seconds,
+                          "epoch_s": train_seconds / max(1, len(history)),
+                          "windows_per_s": len(win) * len(history) / max(train_seconds, 1e-9)},
+              "device": str(device)}
+    _write_outputs(out, cfg, data, best, history)
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def _write_outputs(out: Path, cfg: RunConfig, data: Data, best: dict, history: list[dict]) -> None:
+    rows = best["rows"]
+    lab = {k: v[torch.as_tensor(rows, device=data.device)].cpu().numpy() for k, v in data.labels.items()}
+    if cfg.save_predictions:
+        prediction_frame(data.videos, data.starts, rows, best["preds"], lab).write_parquet(out / "predictions_val.parquet")
+    if not cfg.plots:
+        return
+    from heads import plots
+
+    plots.curves(history, out / "curves.png")
+    if "expr" in best["preds"] and "mask_expr" in lab:
+        from heads.scoring import expr_classes
+
+        m = lab["mask_expr"].astype(bool)
+        plots.confusion(lab["expr"][m].astype(int), best["preds"]["expr"][m].argmax(1), expr_classes(), out / "confusion.png")
+    if "va" in best["preds"] and "mask_va" in lab:
+        m = lab["mask_va"].astype(bool)
+        m = m.all(-1) if m.ndim > 1 else m
+        if m.any():
+            plots.va_density(best["preds"]["va"][m], lab["va"][m], out / "va_density.png")
+
+
+class _Bar:
+    """Rich progress bar, one tick per epoch, showing the loss and the val metric."""
+
+    def __init__(self, epochs: int, name: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(TextColumn(f"[bold]{name}[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
+                          TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+        self.p.start()
+        self.t = self.p.add_task("train", total=epochs, info="")
+
+    def update(self, epoch: int, loss: float, main: float) -> None:
+        self.p.update(self.t, completed=epoch, info=f"loss {loss:.4f}  val {main:.4f}")
+
+    def close(self) -> None:
+        self.p.stop()

@@ -1,0 +1,20 @@
+"""Stage-1 half of `affcli demo`: make the synthetic dataset and extract it with the tiny backbones."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.demo_data import DemoDataset, make_demo_dataset
+from pipeline.extract import ExtractConfig, VideoResult, run_extract
+
+DEMO_BACKBONES = ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
+
+
+def demo_extract(out: Path, n_videos: int = 6, seconds: float = 8.0, seed: int = 0,
+                 progress=None) -> tuple[DemoDataset, Path, list[VideoResult]]:
+    """Generate the demo videos + labels under `out` and cache their tiny-backbone features."""
+    out = Path(out)
+    ds = make_demo_dataset(out / "data", n_videos=n_videos, seconds=seconds, seed=seed)
+    cache = out / "cache.zarr"
+    cfg = ExtractConfig(cache=cache, backbones=list(DEMO_BACKBONES), video_dir=ds.video_dir, device="cpu",
+                        batch_size=128, seed=seed)
+    return ds, cache, run_extract(cfg, progress)

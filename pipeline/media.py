@@ -1,0 +1,210 @@
+"""Video and audio decoding with PyAV: lazy, threaded, true timestamps, every failure a one-line MediaError.
+
+Failure policy (also in docs/MEDIA.md):
+- a file that does not open, has no video stream, or yields no frame at all -> MediaError;
+- a file that breaks mid-way (a decoder error, or a stream that ends more than max(2, 1%) frames short
+  of the count the container declares, as a cut-off faststart mp4 does) -> the frames decoded before
+  the break are yielded, then MediaError(path, "decoding failed after N frames: ...") is raised, so a
+  caller marks the video failed instead of storing a silently shortened one;
+- a truncated mp4 whose moov atom was at the end (FFmpeg's default) fails at open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.errors import MediaError, NoAudioError
+
+
+@dataclass
+class VideoMeta:
+    """What probing a video file tells without decoding it (container figures may be missing or approximate)."""
+
+    video_id: str
+    path: Path
+    fps: float
+    n_frames: int | None
+    width: int
+    height: int
+    has_audio: bool
+    duration: float | None
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise MediaError(path, "no such file")
+    try:
+        return av.open(str(path), mode="r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise MediaError(path, f"not a readable media file ({_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(text).split())
+
+
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
+    if not container.streams.video:
+        raise MediaError(path, "no video stream")
+    return container.streams.video[0]
+
+
+def probe_video(path: Path) -> VideoMeta:
+    """Container-level facts (fps, size, frame count, audio) for the manifest, without decoding frames."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate:
+            raise MediaError(path, "video stream has no frame rate")
+        ctx = stream.codec_context
+        if not ctx.width or not ctx.height:
+            raise MediaError(path, "video stream has no frame size")
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        return VideoMeta(
+            video_id=path.stem,
+            path=path,
+            fps=float(rate),
+            n_frames=int(stream.frames) or None,
+            width=int(ctx.width),
+            height=int(ctx.height),
+            has_audio=bool(container.streams.audio),
+            duration=duration,
+        )
+    finally:
+        container.close()
+
+
+def iter_video_frames(
+    path: Path, batch_size: int = 64, threads: int = 0, thread_type: str = "AUTO"
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (frames uint8 [B,H,W,3] RGB, timestamps float64 [B] s) lazily; timestamps are pts * time_base.
+
+    `threads=0` lets FFmpeg pick the thread count; `thread_type` is FFmpeg's AUTO, FRAME, SLICE or NONE.
+    Memory stays at one batch whatever the video length.
+    """
+    path = Path(path)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_type = thread_type
+        stream.codec_context.thread_count = int(threads)
+        fps = float(stream.average_rate or stream.guessed_rate or 30)
+        buf: np.ndarray | None = None
+        times = np.empty(batch_size, np.float64)
+        n_in_buf = 0
+        n_done = 0
+        failure: BaseException | None = None
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except (av.FFmpegError, OSError) as e:
+                failure = e
+                break
+            img = frame.to_ndarray(format="rgb24")
+            if buf is not None and buf.shape[1:3] != img.shape[:2]:
+                yield buf[:n_in_buf], times[:n_in_buf]
+                n_done += n_in_buf
+                buf, times, n_in_buf = None, np.empty(batch_size, np.float64), 0
+            if buf is None:
+                buf = np.empty((batch_size, *img.shape), np.uint8)
+            buf[n_in_buf] = img
+            times[n_in_buf] = float(frame.time) if frame.pts is not None else (n_done + n_in_buf) / fps
+            n_in_buf += 1
+            if n_in_buf == batch_size:
+                yield buf, times
+                n_done += n_in_buf
+                buf, times, n_in_buf = None, np.empty(batch_size, np.float64), 0
+        if n_in_buf:
+            yield buf[:n_in_buf], times[:n_in_buf]
+            n_done += n_in_buf
+        if failure is not None:
+            if n_done == 0:
+                raise MediaError(path, f"no frame could be decoded ({_reason(failure)})")
+            raise MediaError(path, f"decoding failed after {n_done} frames: {_reason(failure)}")
+        if n_done == 0:
+            raise MediaError(path, "video stream holds no decodable frame")
+        declared = int(stream.frames)
+        if declared and n_done < declared - max(2, declared // 100):
+            raise MediaError(
+                path, f"decoding failed after {n_done} frames: stream ended early, the container declares {declared}"
+            )
+    finally:
+        container.close()
+
+
+def count_frames(path: Path) -> int:
+    """Exact number of decodable frames (a full decode pass without colour conversion)."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        n = 0
+        try:
+            for _ in container.decode(stream):
+                n += 1
+        except (av.FFmpegError, OSError) as e:
+            raise MediaError(path, f"decoding failed after {n} frames: {_reason(e)}") from None
+        return n
+    finally:
+        container.close()
+
+
+def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
+    """The first audio stream as float32 mono in [-1, 1] at `sample_rate`, sample 0 at the container's t=0.
+
+    A stream that starts late is padded with leading silence and one that starts early is trimmed, so
+    sample k lines up with video timestamp k / sample_rate.
+    """
+    path = Path(path)
+    container = _open(path)
+    try:
+        if not container.streams.audio:
+            raise NoAudioError(path, "no audio stream")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        start: float | None = None
+        try:
+            for frame in container.decode(stream):
+                if start is None:
+                    start = float(frame.time) if frame.pts is not None else 0.0
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise MediaError(path, f"audio decoding failed: {_reason(e)}") from None
+        if not chunks:
+            raise MediaError(path, "audio stream holds no decodable sample")
+        audio = np.concatenate(chunks).astype(np.float32, copy=False)
+        shift = int(round((start or 0.0) * sample_rate))
+        if shift > 0:
+            audio = np.concatenate([np.zeros(shift, np.float32), audio])
+        elif shift < 0:
+            audio = audio[-shift:]
+        if stream.duration is not None and stream.time_base is not None:
+            end = round(float(((stream.start_time or 0) + stream.duration) * stream.time_base) * sample_rate)
+            if 0 < end < len(audio):
+                audio = audio[:end]
+        return np.clip(audio, -1.0, 1.0)
+    finally:
+        container.close()

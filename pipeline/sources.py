@@ -1,0 +1,98 @@
+"""Find the videos (files or Aff-Wild2 frame folders) to extract, each under a unique id."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+_SUBJECT_SUFFIX = re.compile(r"_(left|right)$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One video to extract: its id (file stem or folder name), its path, and whether it is a file or frame folder."""
+
+    video_id: str
+    path: Path
+    kind: Literal["video", "frames"]
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{what} {path} is not a folder")
+    return path
+
+
+def _video_files(video_dir: Path) -> list[Source]:
+    files = (
+        p for p in _require_dir(video_dir, "video_dir").rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file()
+    )
+    return [Source(p.stem, p, "video") for p in files]
+
+
+def _frame_folders(frames_dir: Path) -> list[Source]:
+    folders = (p for p in _require_dir(frames_dir, "frames_dir").iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [Source(p.name, p, "frames") for p in folders]
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
+
+
+def parse_video_list(videos: list[str] | str | Path) -> list[str]:
+    """Ids from a list (items may be comma separated) or a text file (one per line or comma separated, # comments)."""
+    if isinstance(videos, Path) or (isinstance(videos, str) and _is_file(videos)):
+        path = Path(videos)
+        if not path.is_file():
+            raise ValueError(f"video list {path} is not a file")
+        lines = [line.split("#", 1)[0] for line in path.read_text().splitlines()]
+    else:
+        lines = [videos] if isinstance(videos, str) else [str(v) for v in videos]
+    ids = [item.strip() for line in lines for item in line.split(",")]
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def discover_sources(
+    video_dir: Path | None = None,
+    frames_dir: Path | None = None,
+    videos: list[str] | Path | None = None,
+) -> list[Source]:
+    """Sources sorted by id. Video files are searched recursively, frame folders are the subfolders of `frames_dir`.
+
+    Two sources with the same id raise ValueError naming both paths (features would overwrite each other).
+    `videos` keeps only the listed ids; an Aff-Wild2 label id `<video>_left`/`_right` selects `<video>`.
+    An id in the filter that matches nothing raises ValueError naming it.
+    """
+    if video_dir is None and frames_dir is None:
+        raise ValueError("give video_dir or frames_dir")
+    found: list[Source] = []
+    if video_dir is not None:
+        found += _video_files(Path(video_dir))
+    if frames_dir is not None:
+        found += _frame_folders(Path(frames_dir))
+    by_id: dict[str, Source] = {}
+    clashes: list[str] = []
+    for src in sorted(found, key=lambda s: (s.video_id, str(s.path))):
+        if src.video_id in by_id:
+            clashes.append(f"{src.video_id!r} ({by_id[src.video_id].path} and {src.path})")
+        else:
+            by_id[src.video_id] = src
+    if clashes:
+        raise ValueError(f"duplicate video ids: {'; '.join(clashes)}; rename one of each pair")
+    if videos is not None:
+        wanted: list[str] = []
+        unknown: list[str] = []
+        for vid in parse_video_list(videos):
+            base = vid if vid in by_id else _SUBJECT_SUFFIX.sub("", vid)
+            (wanted if base in by_id else unknown).append(base if base in by_id else vid)
+        if unknown:
+            raise ValueError(f"unknown video ids in the filter: {', '.join(unknown)}")
+        by_id = {vid: by_id[vid] for vid in set(wanted)}
+    return [by_id[vid] for vid in sorted(by_id)]

@@ -1,0 +1,31 @@
+"""Shared fixtures. Media fixtures (owner: media layer) write tiny videos once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.demo_data import click_track, write_test_video
+
+CLICK_AT = 1.25
+CLICK_FPS = 30000 / 1001
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for the session's media fixtures."""
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def click_video(media_dir: Path) -> Path:
+    """160x120 face video, 60 frames at 29.97 fps, 16 kHz audio with one click at CLICK_AT seconds."""
+    seconds = 60 / CLICK_FPS
+    return write_test_video(media_dir / "click.mp4", 60, CLICK_FPS, (160, 120), audio=click_track(seconds, CLICK_AT))
+
+
+@pytest.fixture(scope="session")
+def silent_video(media_dir: Path) -> Path:
+    """64x64 noise video without an audio stream, 30 frames at 25 fps."""
+    return write_test_video(media_dir / "noaudio.mp4", 30, 25.0, (64, 64), picture="noise")

@@ -1,0 +1,174 @@
+"""Windows, temporal heads, fusions, task heads: shapes, video boundaries, padding and causality."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from heads.config import RunConfig
+from heads.fusion import FUSION, group_features, modality_of
+from heads.model import HeadModel, ModelSpec
+from heads.spec import SpecError, parse_loss, parse_part
+from heads.tasks import TASK_HEADS
+from heads.temporal import TEMPORAL
+from heads.windows import frame_windows, gather, make_windows, sample_batches
+
+torch.set_num_threads(1)
+
+
+def test_windows_never_cross_videos_and_pad_at_ends():
+    starts, lengths = np.array([0, 10, 13]), np.array([10, 3, 25])
+    w = make_windows(starts, lengths, 8, 4)
+    for i in range(len(w)):
+        v = int(w.video[i])
+        lo, hi = starts[v], starts[v] + lengths[v]
+        assert ((w.idx[i] >= lo) & (w.idx[i] < hi)).all()
+    covered = torch.zeros(38, dtype=torch.long)
+    covered.index_add_(0, w.idx[w.real], torch.ones(int(w.real.sum()), dtype=torch.long))
+    assert (covered > 0).all()
+    short = w.video == 1
+    assert short.sum() == 1 and w.real[short].sum() == 3 and not w.real[short][0, 3:].any()
+    e = make_windows(starts, lengths, 8, 4, align="end")
+    assert e.real[:, -1].all()
+    ends = e.idx[:, -1]
+    assert set((starts + lengths - 1).tolist()) <= set(ends.tolist())
+    f = frame_windows(starts, lengths, 5)
+    assert len(f) == 38 and sorted(f.idx[:, -1].tolist()) == list(range(38))
+    assert not f.real[f.idx[:, -1] == 0][0, :-1].any()
+
+
+def test_sample_batches_is_seeded_and_complete():
+    a = torch.cat(list(sample_batches(50, 8, torch.Generator().manual_seed(3), "cpu")))
+    b = torch.cat(list(sample_batches(50, 8, torch.Generator().manual_seed(3), "cpu")))
+    assert torch.equal(a, b) and sorted(a.tolist()) == list(range(50))
+
+
+def test_gather_zeroes_invalid_and_padding():
+    feats = {"visual": torch.arange(20, dtype=torch.float32).view(10, 2) + 1}
+    valid = {"visual": torch.tensor([True] * 4 + [False] + [True] * 5)}
+    w = make_windows(np.array([0]), np.array([10]), 6, 6)
+    xs, vs = gather(feats, valid, w, torch.arange(len(w)))
+    assert xs["visual"].shape == (2, 6, 2)
+    assert (xs["visual"][0, 4] == 0).all() and not vs["visual"][0, 4]
+    assert (xs["visual"][1, 4:] == 0).all() and not vs["visual"][1, 4:].any()
+
+
+def test_modalities_from_spec_kind():
+    assert modality_of("clip:ViT-B-16/openai") == "visual" and modality_of("ast:MIT/x") == "audio"
+    assert group_features(["clip:a", "wav2vec2:b", "fer:c"]) == {"visual": ["clip:a", "fer:c"], "audio": ["wav2vec2:b"]}
+    with pytest.raises(ValueError, match="unknown kind"):
+        modality_of("resnet:x")
+
+
+def _inputs(B=2, W=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs = {"visual": torch.randn(B, W, 6, generator=g), "audio": torch.randn(B, W, 5, generator=g)}
+    return xs, {m: torch.ones(B, W, dtype=torch.bool) for m in xs}
+
+
+CAUSAL = [("tcn", "none:visual"), ("transformer", "none:visual"), ("gru", "none:audio"), ("mlp", "concat"),
+          ("tcn", "xattn"), ("transformer", "xattn-gated"), ("gru", "xattn")]
+
+
+@pytest.mark.parametrize("temporal,fusion", CAUSAL)
+def test_causal_outputs_ignore_the_future(temporal, fusion):
+    torch.manual_seed(0)
+    m = HeadModel(ModelSpec("mtl", {"visual": 6, "audio": 5}, temporal=temporal, fusion=fusion, d_model=16,
+                            causal=True, temporal_options={"levels": 2} if temporal == "tcn" else {})).eval()
+    assert m.causal
+    xs, vs = _inputs()
+    t = 6
+    xs2 = {k: v.clone() for k, v in xs.items()}
+    for v in xs2.values():
+        v[:, t + 1:] = torch.randn_like(v[:, t + 1:]) * 5
+    vs2 = {k: v.clone() for k, v in vs.items()}
+    vs2["audio"][:, t + 3] = False
+    with torch.no_grad():
+        a, b = m(xs, vs), m(xs2, vs2)
+    for k in ("expr", "va", "au"):
+        assert torch.allclose(a[k][:, : t + 1], b[k][:, : t + 1], atol=1e-6)
+        assert not torch.allclose(a[k][:, t + 1:], b[k][:, t + 1:])
+
+
+@pytest.mark.parametrize("temporal,fusion", [("tcn", "none:visual"), ("transformer", "none:visual"), ("tcn", "xattn")])
+def test_non_causal_heads_do_see_the_future(temporal, fusion):
+    torch.manual_seed(0)
+    m = HeadModel(ModelSpec("expr", {"visual": 6, "audio": 5}, temporal=temporal, fusion=fusion, d_model=16)).eval()
+    xs, vs = _inputs()
+    xs2 = {k: v.clone() for k, v in xs.items()}
+    for v in xs2.values():
+        v[:, 7:] += 3
+    with torch.no_grad():
+        assert not torch.allclose(m(xs, vs)["expr"][:, :7], m(xs2, vs)["expr"][:, :7])
+
+
+def test_causal_first_frame_with_all_past_keys_invalid():
+    m = HeadModel(ModelSpec("expr", {"visual": 6, "audio": 5}, temporal="transformer", fusion="xattn", d_model=16,
+                            causal=True)).eval()
+    xs, vs = _inputs()
+    vs["audio"][:, :3] = False
+    xs2 = {k: v.clone() for k, v in xs.items()}
+    xs2["audio"][:, 3:] += 4
+    with torch.no_grad():
+        a, b = m(xs, vs)["expr"], m(xs2, vs)["expr"]
+    assert torch.isfinite(a).all() and torch.allclose(a[:, :3], b[:, :3], atol=1e-6)
+
+
+def test_bidirectional_gru_is_refused_when_causal():
+    with pytest.raises(ValueError, match="bidirectional"):
+        HeadModel(ModelSpec("expr", {"visual": 6}, temporal="gru", temporal_options={"bidirectional": True},
+                            fusion="none", causal=True))
+
+
+@pytest.mark.parametrize("task", TASK_HEADS.names())
+def test_task_heads_shapes_and_ranges(task):
+    m = HeadModel(ModelSpec(task, {"visual": 6, "audio": 5}, temporal="mlp", fusion="concat", d_model=8)).eval()
+    xs, vs = _inputs()
+    out = m(xs, vs)
+    dims = {k: v.shape[-1] for k, v in out.items() if k != "feat"}
+    assert dims == {"expr": {"expr": 8}, "va": {"va": 2}, "au": {"au": 12}, "lsd": {"lsd": 6},
+                    "mtl": {"expr": 8, "va": 2, "au": 12}}[task]
+    if "va" in out:
+        assert out["va"].abs().max() <= 1
+
+
+def test_last_position_gives_one_output_per_window():
+    m = HeadModel(ModelSpec("expr", {"visual": 6}, temporal="tcn", fusion="none", d_model=8, label_position="last",
+                            pool="mean")).eval()
+    xs, vs = _inputs()
+    assert m({"visual": xs["visual"]}, {"visual": vs["visual"]})["expr"].shape == (2, 8)
+
+
+def test_bad_names_and_options_are_refused():
+    with pytest.raises(KeyError, match="valid temporal head names: gru, mlp, tcn, transformer"):
+        HeadModel(ModelSpec("expr", {"visual": 6}, temporal="lstm", fusion="none"))
+    with pytest.raises(ValueError, match="takes no option 'depth'"):
+        HeadModel(ModelSpec("expr", {"visual": 6}, temporal="tcn(depth=3)", fusion="none"))
+    with pytest.raises(ValueError, match="needs visual and audio"):
+        HeadModel(ModelSpec("expr", {"visual": 6}, temporal="tcn", fusion="xattn"))
+    assert {"mlp", "tcn", "gru", "transformer"} == set(TEMPORAL.names())
+    assert {"none", "concat", "xattn", "xattn-gated"} == set(FUSION.names())
+
+
+def test_spec_parsing():
+    p = parse_part("tcn(levels=6, channels=512, causal=true)")
+    assert p.name == "tcn" and p.opts == {"levels": 6, "channels": 512, "causal": True}
+    assert parse_part("none:visual").arg == "visual"
+    terms = parse_loss("ccc+0.2*soft-prompt(sigma=0.45)+1e-1*mse")
+    assert [(w, t.name) for w, t in terms] == [(1.0, "ccc"), (0.2, "soft-prompt"), (0.1, "mse")]
+    assert terms[1][1].opts == {"sigma": 0.45}
+    with pytest.raises(SpecError):
+        parse_part("tcn(levels)")
+
+
+def test_run_config_round_trip_and_refusals(tmp_path):
+    cfg = RunConfig(task="va", features=["clip:tiny"], temporal="gru", temporal_options={"hidden": 32})
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown run-config key 'epoch'"):
+        RunConfig.from_dict({"epoch": 3})
+    p = tmp_path / "run.toml"
+    p.write_text('task = "au"\nfeatures = ["clip:tiny"]\nepochs = 2\n[temporal_options]\nlevels = 2\n')
+    got = RunConfig.load(p, epochs=5, lr=None)
+    assert got.task == "au" and got.epochs == 5 and got.temporal_options == {"levels": 2} and got.lr == 1e-3
+    with pytest.raises(ValueError, match="label_position"):
+        RunConfig(label_position="middle").validate()
