@@ -196,6 +196,88 @@ def _cache_call(fn, *args, **kwargs):
 
 # ===== section: heads (train-head, predict, evaluate, score) =====
 
+from heads.cli_help import fusion_help as _fusion_help, loss_help as _loss_help, task_help as _task_help, \
+    temporal_help as _temporal_help
+from heads.config import RunConfig as _RunConfig
+
+_RC = _RunConfig()
+
+
+def _d(name: str) -> str:
+    return f" (default: {getattr(_RC, name)})"
+
+
+@app.command("train-head")
+def train_head(
+    config: Optional[Path] = typer.Option(None, "--config", help="Run config (.toml or .json); flags given here override it."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (Zarr) written by `affcli extract`."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Aff-Wild2 annotation root (EXPR/VA/AU challenge folders)."),
+    task: Optional[str] = typer.Option(None, "--task", help=_task_help() + _d("task")),
+    features: Optional[list[str]] = typer.Option(None, "--features", "-f",
+                                                 help="Feature set, repeatable (clip:*/fer:* visual, wav2vec2:*/ast:* audio) (default: all in the cache)"),
+    temporal: Optional[str] = typer.Option(None, "--temporal", help=_temporal_help() + _d("temporal")),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help=_fusion_help() + _d("fusion")),
+    loss: Optional[str] = typer.Option(None, "--loss", help=_loss_help() + _d("loss")),
+    window: Optional[int] = typer.Option(None, help="Window length in frames." + _d("window")),
+    stride: Optional[int] = typer.Option(None, help="Window stride in frames." + _d("stride")),
+    label_position: Optional[str] = typer.Option(None, help="frame (every frame of the window) or last (the last frame's label)." + _d("label_position")),
+    pool: Optional[str] = typer.Option(None, help="With label_position=last: last (output at the last frame) or mean (time-mean)." + _d("pool")),
+    causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="Never use frames after t (temporal heads and cross-attention)." + _d("causal")),
+    d_model: Optional[int] = typer.Option(None, help="Width each modality is projected to." + _d("d_model")),
+    dropout: Optional[float] = typer.Option(None, help="Dropout of the task head." + _d("dropout")),
+    batch_size: Optional[int] = typer.Option(None, help="Windows per step." + _d("batch_size")),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs." + _d("epochs")),
+    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (cosine schedule)." + _d("lr")),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay." + _d("weight_decay")),
+    warmup: Optional[float] = typer.Option(None, help="Linear warm-up, in epochs." + _d("warmup")),
+    patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a better val metric." + _d("patience")),
+    frame_mask_p: Optional[float] = typer.Option(None, help="Augmentation: fraction of window frames masked (train only)." + _d("frame_mask_p")),
+    ssl_epochs: Optional[int] = typer.Option(None, help="Masked-frame reconstruction pretraining epochs (0 = off)." + _d("ssl_epochs")),
+    seed: Optional[int] = typer.Option(None, help="Seed." + _d("seed")),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1." + _d("device")),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA." + _d("amp")),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (config, metrics, checkpoint, predictions, plots)." + _d("out")),
+) -> None:
+    """Train a temporal + fusion head on cached features; early-stops on the val main metric."""
+    from heads.commands import train_head_command
+
+    flags = {k: v for k, v in locals().items() if k != "config"}
+    raise typer.Exit(train_head_command(config, flags))
+
+
+@app.command("predict")
+def predict(
+    run: Path = typer.Option(..., "--run", help="A train-head run folder."),
+    cache: Path = typer.Option(..., "--cache", help="Feature cache holding the run's feature sets."),
+    out: Path = typer.Option(..., "--out", help="Folder for the ABAW prediction files."),
+    split: Optional[str] = typer.Option(None, help="Predict the videos of this labelled split (needs the run's labels)."),
+    videos: Optional[str] = typer.Option(None, help="Only these ids: comma list or a file of ids (default: all cached)."),
+    style: str = typer.Option("single-file", help="single-file (ABAW5+) or per-video (ABAW3 txt per video)."),
+    au_threshold: float = typer.Option(0.5, help="AU decision threshold on the sigmoid."),
+    smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video (default: the run's)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+) -> None:
+    """Predict every frame of whole videos (overlapping windows averaged) and write ABAW-format files."""
+    from heads.commands import predict_command
+
+    raise typer.Exit(predict_command(run, cache, out, split, videos, style, au_threshold, device, smooth))
+
+
+@app.command("evaluate")
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="A train-head run folder."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Override the run's cache."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Override the run's label root."),
+    split: Optional[str] = typer.Option(None, help="Split to score (default: the run's val split)."),
+    smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video before scoring."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+) -> None:
+    """Re-score a run's best checkpoint on its val split with the official metrics."""
+    from heads.commands import evaluate_command
+
+    raise typer.Exit(evaluate_command(run, cache, labels, split, device, smooth))
+
+
 
 # ===== section: ablate =====
 
@@ -237,6 +319,126 @@ def ablate(
 
 
 # ===== section: pc =====
+
+def _pc_run(fn, *args, **kwargs):
+    """Call a pointcloud function, turning its errors into one-line CLI errors."""
+    from common.registry import UnknownNameError
+    from pointcloud.errors import PointCloudError
+
+    try:
+        return fn(*args, **kwargs)
+    except (PointCloudError, UnknownNameError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@pc_app.command("train")
+def pc_train(
+    data: Path = typer.Option(..., "--data", help="PU-GAN-format HDF5 (poisson_256 / poisson_1024)."),
+    out: Path = typer.Option(..., "--out", help="Run folder (resumes when it holds a checkpoint of the same run)."),
+    model: str = typer.Option("pu-mfa", "--model", help="pu-mfa | pu-net"),
+    ratio: int = typer.Option(4, "--ratio", help="Upsampling ratio the model is built for."),
+    epochs: int = typer.Option(100, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda, cuda:1 ..."),
+    max_patches: Optional[int] = typer.Option(None, "--max-patches", help="Use only the first N patches."),
+    seed: int = typer.Option(0, "--seed"),
+    repulsion: float = typer.Option(0.0, "--repulsion", help="Weight of the PU-Net repulsion loss."),
+    uniform: float = typer.Option(0.0, "--uniform", help="Weight of the nearest-neighbour uniformity loss."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (and checkpoint) after this long."),
+    no_augment: bool = typer.Option(False, "--no-augment"),
+    input_key: str = typer.Option("poisson_256", "--input-key"),
+    gt_key: str = typer.Option("poisson_1024", "--gt-key"),
+    opt: list[str] = typer.Option([], "--opt", help="Model option key=value, repeatable (e.g. fusion=concat)."),
+) -> None:
+    """Train an upsampling network (Chamfer loss, Adam); checkpoints every epoch, resumable."""
+    from pointcloud.train import TrainConfig, parse_options, train
+
+    cfg = TrainConfig(data=str(data), out=str(out), model=model, ratio=ratio, epochs=epochs, batch_size=batch_size,
+                      lr=lr, device=device, max_patches=max_patches, seed=seed, repulsion=repulsion, uniform=uniform,
+                      augment=not no_augment, max_minutes=max_minutes, input_key=input_key, gt_key=gt_key,
+                      model_options=_pc_run(parse_options, opt))
+    m = _pc_run(train, cfg)
+    typer.echo(f"{out}: {m['epochs_done']} epochs, final loss {m['final_loss']:.6f}")
+
+
+@pc_app.command("make-data")
+def pc_make_data(
+    meshes: Path = typer.Option(..., "--meshes", help="Folder of .off/.obj/.ply meshes."),
+    out: Path = typer.Option(..., "--out", help="HDF5 file to write."),
+    patches_per_mesh: int = typer.Option(200, "--patches-per-mesh"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Build PU-GAN-format training patches (poisson_256 / poisson_1024) from meshes."""
+    from pointcloud.data import make_pugan_h5
+
+    typer.echo(str(_pc_run(make_pugan_h5, meshes, out, patches_per_mesh=patches_per_mesh, seed=seed)))
+
+
+@pc_app.command("make-test")
+def pc_make_test(
+    meshes: Path = typer.Option(..., "--meshes", help="Folder of meshes."),
+    out: Path = typer.Option(..., "--out", help="Test folder (input_2048/, gt_8192/)."),
+    n_in: int = typer.Option(2048, "--n-in"),
+    n_gt: int = typer.Option(8192, "--n-gt"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Poisson-disk test pairs (input and ground truth) from meshes, in the PU-GAN test layout."""
+    from pointcloud.data import make_test_pairs
+
+    typer.echo(f"{len(_pc_run(make_test_pairs, meshes, out, n_in, n_gt, seed))} clouds written under {out}")
+
+
+@pc_app.command("upsample")
+def pc_upsample(
+    run: Path = typer.Option(..., "--run", help="Run folder (or model.safetensors)."),
+    input: Path = typer.Option(..., "--input", help="Cloud: .xyz, .ply, .npy or KITTI .bin."),
+    ratio: int = typer.Option(4, "--ratio", help="4, or 16 (two x4 passes) for a x4 model."),
+    out: Path = typer.Option(..., "--out", help="Output cloud (.xyz, .ply, .npy)."),
+    device: str = typer.Option("auto", "--device"),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Patches per forward pass."),
+    merge: str = typer.Option("auto", "--merge", help="auto | fps | assign (assign: large clouds)."),
+    render: bool = typer.Option(False, "--render", help="Also write a before/after PNG beside --out."),
+) -> None:
+    """Upsample one cloud to exactly ratio x N points."""
+    from pointcloud.commands import upsample_file
+
+    info = _pc_run(upsample_file, run, input, ratio, out, device, batch, merge, render)
+    typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s: {out}")
+
+
+@pc_app.command("eval")
+def pc_eval(
+    run: Path = typer.Option(..., "--run", help="Run folder."),
+    test_dir: Path = typer.Option(..., "--test-dir", help="Folder with input_2048/, gt_8192/ (and meshes/)."),
+    mesh_dir: Optional[Path] = typer.Option(None, "--mesh-dir", help="Meshes for P2F (default TEST_DIR/meshes)."),
+    convention: str = typer.Option("pugcn", "--convention", help="pugcn | textbook | half"),
+    ratio: int = typer.Option(4, "--ratio"),
+    device: str = typer.Option("auto", "--device"),
+    renders: int = typer.Option(3, "--renders", help="Before/after PNGs of the first N shapes."),
+) -> None:
+    """Upsample a test set with the run and the midpoint baseline; CD/HD/P2F (x1e-3) table, CSV/JSON in the run."""
+    from rich.console import Console
+
+    from pointcloud.evaluate import evaluate_run, results_table
+
+    res = _pc_run(evaluate_run, run, test_dir, mesh_dir, convention, ratio, device, renders)
+    Console().print(results_table(res))
+
+
+@pc_app.command("metrics")
+def pc_metrics(
+    pred: Path = typer.Option(..., "--pred"),
+    gt: Path = typer.Option(..., "--gt"),
+    mesh: Optional[Path] = typer.Option(None, "--mesh", help="Ground-truth mesh for P2F."),
+    convention: str = typer.Option("pugcn", "--convention", help="pugcn | textbook | half"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Score any predicted cloud against a ground truth (CD, HD, P2F x1e-3)."""
+    from pointcloud.evaluate import score_pair
+
+    res = _pc_run(score_pair, pred, gt, mesh, convention, device)
+    typer.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
 
 
 # ===== section: demo (lead) =====

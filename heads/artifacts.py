@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -36,15 +35,17 @@ def load_model(run_dir: str | Path, device: torch.device | str = "cpu") -> HeadM
     if "model_spec" not in meta:
         raise ValueError(f"{path}: checkpoint has no model_spec metadata")
     d = json.loads(meta["model_spec"])
-    d["head_hidden"] = tuple(d["head_hidden"])
+    d["head_hidden"], d["temporal_on"] = tuple(d["head_hidden"]), tuple(d.get("temporal_on", ()))
     model = HeadModel(ModelSpec(**d))
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval()
 
 
 def prediction_frame(videos: list[str], starts: np.ndarray, rows: np.ndarray, preds: dict[str, np.ndarray],
-                     labels: dict[str, np.ndarray] | None = None) -> pl.DataFrame:
+                     labels: dict[str, np.ndarray] | None = None) -> "pl.DataFrame":
     """One row per frame: video, frame (1-based), predicted probabilities/values and, if given, labels and masks."""
+    import polars as pl
+
     vid_of = np.searchsorted(starts, rows, side="right") - 1
     cols: dict[str, object] = {"video": [videos[i] for i in vid_of], "frame": (rows - starts[vid_of] + 1).astype(np.int64)}
     for k, p in preds.items():

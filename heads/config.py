@@ -20,9 +20,11 @@ class RunConfig:
     splits: list[str] = field(default_factory=lambda: ["train", "val"])
     temporal: str = "tcn"
     temporal_options: dict[str, Any] = field(default_factory=dict)
+    temporal_on: list[str] = field(default_factory=list)
     fusion: str = "auto"
     fusion_options: dict[str, Any] = field(default_factory=dict)
     loss: str = "auto"
+    prompts: str | None = None
     d_model: int = 128
     head_hidden: list[int] = field(default_factory=lambda: [256])
     dropout: float = 0.1
@@ -30,8 +32,11 @@ class RunConfig:
     window: int = 32
     stride: int = 16
     label_position: str = "frame"
+    dilation: int = 1
+    shift: int = 0
     pool: str = "last"
     eval_stride: int | None = None
+    smooth: int = 0
     batch_size: int = 64
     epochs: int = 20
     lr: float = 1e-3
@@ -67,7 +72,7 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown run-config key {unknown[0]!r}; valid keys: {', '.join(cls.fields())}")
         kw = dict(d)
-        for k in ("features", "splits", "head_hidden"):
+        for k in ("features", "splits", "head_hidden", "temporal_on"):
             if k in kw and kw[k] is not None and not isinstance(kw[k], list):
                 kw[k] = list(kw[k]) if isinstance(kw[k], tuple) else [kw[k]]
         for k in ("temporal_options", "fusion_options"):
@@ -86,6 +91,8 @@ class RunConfig:
         for k in ("window", "stride", "batch_size", "epochs"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be >= 1, not {getattr(self, k)}")
+        if (self.dilation != 1 or self.shift != 0) and self.label_position != "last":
+            raise ValueError("dilation and shift need label_position = 'last'")
         if not 0 <= self.frame_mask_p < 1:
             raise ValueError(f"frame_mask_p must be in [0, 1), not {self.frame_mask_p}")
         if len(self.splits) != 2:

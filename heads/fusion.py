@@ -99,7 +99,7 @@ class CrossAttention(nn.Module):
 
 
 @FUSION.register("xattn-gated", options=("heads", "dropout", "hidden", "causal", "positions"),
-                 help="image queries audio, then gate g = sigmoid(MLP([attended, image])), g*att + (1-g)*image")
+                 help="image queries audio, then gate g = sigmoid(MLP(attended, image)), g*att + (1-g)*image")
 class GatedCrossAttention(nn.Module):
     """Image-queries-audio cross-attention, then a learned per-frame gate between the attended audio and the image."""
 

@@ -21,9 +21,11 @@ def autocast(device: torch.device, amp: bool):
 
 def batch_labels(data: Data, keys: list[str], win: Windows, rows: torch.Tensor, last: bool) -> dict[str, torch.Tensor]:
     """Labels and masks of a batch, per frame [B, W, ...] or of the last frame [B, ...]; padding is masked."""
-    idx, real = win.idx[rows], win.real[rows]
     if last:
-        idx, real = idx[:, -1], real[:, -1]
+        idx = win.target[rows]
+        real = torch.ones_like(idx, dtype=torch.bool)
+    else:
+        idx, real = win.idx[rows], win.real[rows]
     y = {"_idx": idx, "_real": real}
     for k in keys:
         y[k] = data.labels[k][idx]
@@ -40,7 +42,8 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
     vi = np.asarray(video_idx, dtype=np.int64)
     starts, lengths = data.starts[vi], data.lengths[vi]
     last = model.spec.label_position == "last"
-    win = (frame_windows(starts, lengths, window, vi) if last
+    sp = model.spec
+    win = (frame_windows(starts, lengths, window, vi, sp.dilation, sp.shift) if last
            else make_windows(starts, lengths, window, stride or max(1, window // 2), "start", vi)).to(data.device)
     total = int(sum(data.lengths))
     acc = {o.key: torch.zeros(total, o.dim, device=data.device) for o in model.outputs}
@@ -50,9 +53,8 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
         xs, vs = gather(data.modalities, data.valid, win, rows)
         with autocast(data.device, amp):
             out = model(xs, vs, win.real[rows])
-        idx, real = win.idx[rows], win.real[rows]
-        if last:
-            idx, real = idx[:, -1], real[:, -1]
+        idx, real = (win.target[rows], torch.ones(len(rows), dtype=torch.bool, device=data.device)) if last \
+            else (win.idx[rows], win.real[rows])
         flat, keep = idx.reshape(-1), real.reshape(-1)
         for o in model.outputs:
             p = to_prediction(o.key, o.kind, out[o.key]).reshape(-1, o.dim)
@@ -62,3 +64,21 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
                                 if len(vi) else np.zeros(0, np.int64)).to(data.device)
     c = cnt[rows_all].clamp_min(1).unsqueeze(1)
     return rows_all, {k: v[rows_all] / c for k, v in acc.items()}
+
+
+def smooth_rows(preds: dict[str, torch.Tensor], lengths: np.ndarray, radius: int) -> dict[str, torch.Tensor]:
+    """Centred moving average over +-radius frames within each video (rows concatenated in video order)."""
+    if radius <= 0:
+        return preds
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    pos = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+    L = np.repeat(lengths, lengths)
+    lo = np.repeat(starts, lengths) + np.maximum(pos - radius, 0)
+    hi = np.repeat(starts, lengths) + np.minimum(pos + radius, L - 1) + 1
+    out = {}
+    for k, v in preds.items():
+        cs = torch.cat([v.new_zeros(1, v.shape[1]), v.double().cumsum(0)])
+        lo_t, hi_t = torch.from_numpy(lo).to(v.device), torch.from_numpy(hi).to(v.device)
+        out[k] = ((cs[hi_t] - cs[lo_t]) / (hi_t - lo_t).unsqueeze(1)).to(v.dtype)
+    return out

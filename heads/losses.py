@@ -28,6 +28,7 @@ class LossContext:
     text: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher: Callable[[str], dict[str, torch.Tensor]] | None = None
     device: torch.device | str = "cpu"
+    prompts: str | None = None
 
     @property
     def outputs(self) -> tuple[Output, ...]:
@@ -203,10 +204,11 @@ def _frames(out: dict, y: dict, key: str) -> tuple[torch.Tensor, torch.Tensor, t
 class TextContrastive(nn.Module):
     """Visual features projected into the CLIP text space, contrasted with the class prompt embeddings."""
 
-    def __init__(self, ctx: LossContext, prompts: str = "expr8", temperature: float = 0.07, symmetric: bool = True,
+    def __init__(self, ctx: LossContext, prompts: str | None = None, temperature: float = 0.07, symmetric: bool = True,
                  target: str | None = None):
         super().__init__()
         self.out = _target(ctx, "class", target, "text-contrastive")
+        prompts = prompts or ctx.prompts or "expr8"
         text = _text(ctx, prompts, "text-contrastive")
         if text.shape[0] != self.out.dim:
             raise ValueError(f"loss text-contrastive: prompt set {prompts!r} has {text.shape[0]} prompts, "
@@ -337,12 +339,3 @@ def build_loss(text: str, ctx: LossContext) -> LossSum:
         name = p.name if p.name not in [n for _, n, _ in terms] else f"{p.name}#{len(terms)}"
         terms.append((w, name, cls(ctx, **p.opts)))
     return LossSum(terms)
-
-
-def needs_text(text: str) -> list[str]:
-    """Prompt sets a loss string uses (so the data loader reads them from the cache)."""
-    out = []
-    for _, p in parse_loss(text or "ce"):
-        if p.name in LOSSES and "prompts" in LOSSES.meta(p.name).get("options", ()):
-            out.append(str(p.opts.get("prompts", {"text-contrastive": "expr8", "soft-prompt": "va9"}[p.name])))
-    return out

@@ -30,12 +30,26 @@ class ModelSpec:
     frame_mask_mode: str = "token"
     label_position: str = "frame"
     pool: str = "last"
+    temporal_on: tuple[str, ...] = ()
+    dilation: int = 1
+    shift: int = 0
 
     def to_dict(self) -> dict:
         """JSON-able form."""
         d = asdict(self)
-        d["head_hidden"] = list(self.head_hidden)
+        d["head_hidden"], d["temporal_on"] = list(self.head_hidden), list(self.temporal_on)
         return d
+
+
+class Passthrough(nn.Module):
+    """No temporal model for a modality (e.g. the seed's audio adapter is its projection alone)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.out_dim, self.causal = dim, True
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return x
 
 
 def _split_part(text: str, opts: dict) -> tuple[str, str | None, dict]:
@@ -70,7 +84,12 @@ class HeadModel(nn.Module):
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(spec.in_dims[m], spec.d_model), nn.LayerNorm(spec.d_model))
                                    for m in self.modalities})
         self.mask_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(spec.d_model)) for m in self.modalities})
-        self.temporal = nn.ModuleDict({m: build_temporal(t_name, spec.d_model, **t_opts) for m in self.modalities})
+        bad = [m for m in spec.temporal_on if m not in ("visual", "audio")]
+        if bad:
+            raise ValueError(f"temporal_on: unknown modality {bad[0]!r}; use visual and/or audio")
+        on = spec.temporal_on or self.modalities
+        self.temporal = nn.ModuleDict({m: build_temporal(t_name, spec.d_model, **t_opts) if m in on
+                                       else Passthrough(spec.d_model) for m in self.modalities})
         dims = {m: self.temporal[m].out_dim for m in self.modalities}
         self.fusion = FUSION.get(f_name)(dims, **f_opts)
         self.head = TaskHead(spec.task, self.fusion.out_dim, tuple(spec.head_hidden), spec.dropout)

@@ -20,14 +20,14 @@ from common.runs import config_hash, seed_everything, write_json
 from heads.artifacts import CHECKPOINT, prediction_frame, save_checkpoint
 from heads.config import RunConfig
 from heads.data import Data
-from heads.infer import autocast, batch_labels, predict_rows
-from heads.losses import LossContext, build_loss, needs_text
+from heads.infer import autocast, batch_labels, predict_rows, smooth_rows
+from heads.losses import LossContext, build_loss
 from heads.model import HeadModel, ModelSpec
 from heads.scoring import score
 from heads.tasks import task_outputs
 from heads.windows import Windows, gather, make_windows, sample_batches
 
-__all__ = ["RunConfig", "Data", "prepare_data", "data_key", "build_model", "train_run", "NaNLossError"]
+__all__ = ["RunConfig", "Data", "prepare_data", "data_key", "check_names", "build_model", "train_run", "NaNLossError"]
 DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device")
 
 
@@ -61,6 +61,28 @@ def prepare_data(cfg: RunConfig, table: FeatureTable | None = None, labels: dict
     return load_run_data(cfg, device)
 
 
+def check_names(cfg: RunConfig) -> None:
+    """Refuse unknown task/temporal/fusion/loss names and options before any data is loaded."""
+    from heads.fusion import FUSION
+    from heads.losses import LOSSES
+    from heads.spec import parse_loss, parse_part
+    from heads.tasks import TASK_HEADS
+    from heads.temporal import TEMPORAL, _check_options
+
+    TASK_HEADS.get(cfg.task)
+    t = parse_part(cfg.temporal)
+    TEMPORAL.get(t.name)
+    _check_options(TEMPORAL, t.name, {**t.opts, **cfg.temporal_options})
+    if cfg.fusion != "auto":
+        f = parse_part(cfg.fusion)
+        FUSION.get(f.name)
+        _check_options(FUSION, f.name, {**f.opts, **cfg.fusion_options})
+    if cfg.loss not in ("", "auto"):
+        for _, p in parse_loss(cfg.loss):
+            LOSSES.get(p.name)
+            _check_options(LOSSES, p.name, p.opts)
+
+
 def build_model(cfg: RunConfig, data: Data) -> HeadModel:
     """The head model for this config and data (input widths from the data)."""
     fusion = cfg.fusion
@@ -71,17 +93,19 @@ def build_model(cfg: RunConfig, data: Data) -> HeadModel:
                      fusion_options=dict(cfg.fusion_options), d_model=cfg.d_model,
                      head_hidden=tuple(cfg.head_hidden), dropout=cfg.dropout, causal=cfg.causal,
                      frame_mask_p=cfg.frame_mask_p, frame_mask_mode=cfg.frame_mask_mode,
-                     label_position=cfg.label_position, pool=cfg.pool)
+                     label_position=cfg.label_position, pool=cfg.pool, temporal_on=tuple(cfg.temporal_on),
+                     dilation=cfg.dilation, shift=cfg.shift)
     return HeadModel(spec)
 
 
 def train_windows(data: Data, cfg: RunConfig, keys: list[str]) -> Windows:
     """Training windows of the train split that hold at least one labelled (target) frame."""
     s, n, vi = data.split_rows(cfg.splits[0])
-    win = make_windows(s, n, cfg.window, cfg.stride, "end" if cfg.label_position == "last" else "start", vi)
+    last = cfg.label_position == "last"
+    win = make_windows(s, n, cfg.window, cfg.stride, "end" if last else "start", vi, cfg.dilation, cfg.shift)
     win = win.to(data.device)
-    idx = win.idx[:, -1:] if cfg.label_position == "last" else win.idx
-    real = win.real[:, -1:] if cfg.label_position == "last" else win.real
+    idx = win.target[:, None] if last else win.idx
+    real = torch.ones_like(idx, dtype=torch.bool) if last else win.real
     has = torch.zeros(len(win), dtype=torch.bool, device=data.device)
     for k in keys:
         m = data.labels[f"mask_{k}"][idx]
@@ -118,89 +142,76 @@ def evaluate(model: HeadModel, data: Data, cfg: RunConfig, split: str) -> tuple[
     """Score a split: (metrics, rows, per-frame predictions)."""
     _, _, vi = data.split_rows(split)
     rows, preds = predict_rows(model, data, vi, cfg.window, cfg.eval_stride, max(cfg.batch_size, 256), cfg.amp)
+    preds = smooth_rows(preds, data.lengths[vi], cfg.smooth)
     p = {k: v.float().cpu().numpy() for k, v in preds.items()}
     r = rows.cpu().numpy()
     lab = {k: v[rows].cpu().numpy() for k, v in data.labels.items()}
     return score(cfg.task, p, lab, cfg.edition), r, p
 
 
-def train_run(cfg: RunConfig, table: FeatureTable | None = None, labels: dict | None = None, *,
+def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: dict | None = None, *,
               data: Data | None = None, splits: dict[str, list[str]] | None = None,
               progress: bool = False) -> dict[str, Any]:
     """Train, early-stop on the val main metric, write the run folder (cfg.out); returns metrics (with 'main')."""
     t_start = time.perf_counter()
     cfg.validate()
+    check_names(cfg)
     seed_everything(cfg.seed)
+    if isinstance(table, Data):
+        data, table = table, None
     if data is None:
         data = prepare_data(cfg, table, labels, splits)
     t_data = time.perf_counter() - t_start
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", cfg.to_dict())
+    write_json(out / "config.json", {**cfg.to_dict(), "features": list(data.features)})
     device = data.device
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data).to(device)
     keys = [o.key for o in task_outputs(cfg.task)]
     tr_rows = data.rows_of(cfg.splits[0]).to(device)
     ctx = LossContext(cfg.task, model.feat_dim, {k: v[tr_rows] for k, v in data.labels.items()}, data.text,
-                      _teacher_fn(data, cfg), device)
+                      _teacher_fn(data, cfg), device, cfg.prompts)
     loss_fn = build_loss(cfg.loss, ctx).to(device)
     win = train_windows(data, cfg, keys)
+    ssl_history = []
     if cfg.ssl_epochs > 0:
         from heads.ssl import pretrain
 
-        pretrain(model, data, win, cfg)
+        ssl_history = pretrain(model, data, win, cfg)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     steps_per_epoch = math.ceil(len(win) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps_per_epoch * cfg.epochs,
                                                               int(round(cfg.warmup * steps_per_epoch))))
     gen = torch.Generator().manual_seed(cfg.seed)
-    last = cfg.label_position == "last"
     history: list[dict] = []
     best: dict[str, Any] = {"main": -math.inf}
     bar = _Bar(cfg.epochs, out.name) if progress else None
-    t_train = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        parts_sum: dict[str, torch.Tensor] = {}
-        for rows in sample_batches(len(win), cfg.batch_size, gen, device):
-            xs, vs = gather(data.modalities, data.valid, win, rows)
-            y = batch_labels(data, keys, win, rows, last)
-            with autocast(device, cfg.amp):
-                o = model(xs, vs, win.real[rows])
-            loss, parts = loss_fn(o, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach()
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0) + v
-        train_loss = float(loss_sum) / steps_per_epoch
-        if not math.isfinite(train_loss):
-            bad = {k: float(v) / steps_per_epoch for k, v in parts_sum.items()}
-            raise NaNLossError(f"{out}: training loss is {train_loss} at epoch {epoch} (terms: {bad}); "
-                               f"try a lower lr (now {cfg.lr}) or check the features for NaN")
-        metrics, rows_np, preds = evaluate(model, data, cfg, cfg.splits[1])
-        dt = time.perf_counter() - t0
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_main": metrics["main"], "seconds": dt,
-                        "terms": {k: float(v) / steps_per_epoch for k, v in parts_sum.items()},
-                        "val": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+    t_train, step_s = time.perf_counter(), 0.0
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            train_loss, terms = _train_epoch(model, loss_fn, opt, sched, params, data, win, cfg, gen, keys)
+            step_s += time.perf_counter() - t0
+            if not math.isfinite(train_loss):
+                raise NaNLossError(f"{out}: training loss is {train_loss} at epoch {epoch} (terms: {terms}); "
+                                   f"try a lower lr (now {cfg.lr}) or check the features for NaN")
+            metrics, rows_np, preds = evaluate(model, data, cfg, cfg.splits[1])
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_main": metrics["main"],
+                            "seconds": time.perf_counter() - t0, "terms": terms,
+                            "val": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+            if bar:
+                bar.update(epoch, train_loss, metrics["main"])
+            main = float(metrics["main"]) if math.isfinite(float(metrics["main"])) else -math.inf
+            if "epoch" not in best or main > best["main"]:
+                best = {"main": main, "epoch": epoch, "metrics": metrics, "rows": rows_np, "preds": preds,
+                        "state": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
+            elif epoch - best["epoch"] >= cfg.patience:
+                break
+    finally:
         if bar:
-            bar.update(epoch, train_loss, metrics["main"])
-        main = float(metrics["main"]) if math.isfinite(float(metrics["main"])) else -math.inf
-        if "epoch" not in best or main > best["main"]:
-            best = {"main": main, "epoch": epoch, "metrics": metrics, "rows": rows_np, "preds": preds,
-                    "state": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
-        elif epoch - best["epoch"] >= cfg.patience:
-            break
-    if bar:
-        bar.close()
+            bar.close()
     train_seconds = time.perf_counter() - t_train
     save_checkpoint(out / CHECKPOINT, best["state"], model.spec)
     result = {"main": best["main"], "task": cfg.task, "best_epoch": best["epoch"], "epochs": len(history),
@@ -208,11 +219,38 @@ def train_run(cfg: RunConfig, table: FeatureTable | None = None, labels: dict | 
               "n_train_windows": len(win), "causal": model.causal, "config_hash": config_hash(cfg.to_dict()),
               "timings": {"data_s": t_data, "train_s": train_seconds,
                           "epoch_s": train_seconds / max(1, len(history)),
-                          "windows_per_s": len(win) * len(history) / max(train_seconds, 1e-9)},
-              "device": str(device)}
+                          "train_windows_per_s": len(win) * len(history) / max(step_s, 1e-9)},
+              "device": str(device), "ssl_loss": ssl_history, "features": data.features}
     _write_outputs(out, cfg, data, best, history)
     write_json(out / "metrics.json", result)
     return result
+
+
+def _train_epoch(model: HeadModel, loss_fn, opt, sched, params: list, data: Data, win: Windows, cfg: RunConfig,
+                 gen: torch.Generator, keys: list[str]) -> tuple[float, dict[str, float]]:
+    """One pass over the shuffled training windows; returns the mean loss and mean loss terms (one sync)."""
+    model.train()
+    last = cfg.label_position == "last"
+    loss_sum = torch.zeros((), device=data.device)
+    parts_sum: dict[str, torch.Tensor] = {}
+    n = 0
+    for rows in sample_batches(len(win), cfg.batch_size, gen, data.device):
+        xs, vs = gather(data.modalities, data.valid, win, rows)
+        y = batch_labels(data, keys, win, rows, last)
+        with autocast(data.device, cfg.amp):
+            out = model(xs, vs, win.real[rows])
+        loss, parts = loss_fn(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach()
+        for k, v in parts.items():
+            parts_sum[k] = parts_sum.get(k, 0) + v
+        n += 1
+    return float(loss_sum) / max(1, n), {k: float(v) / max(1, n) for k, v in parts_sum.items()}
 
 
 def _write_outputs(out: Path, cfg: RunConfig, data: Data, best: dict, history: list[dict]) -> None:

@@ -10,33 +10,38 @@ import torch
 
 @dataclass
 class Windows:
-    """`idx` [N, W] row indices (clamped inside the video), `real` [N, W] False on padding, `video` [N] video index."""
+    """`idx` [N, W] row indices (clamped inside the video), `real` [N, W] False on padding, `video` [N] video index,
+    `target` [N] the row whose label a `last`-position window predicts (its last frame plus any shift)."""
 
     idx: torch.Tensor
     real: torch.Tensor
     video: torch.Tensor
+    target: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.idx.shape[0])
 
     def to(self, device: torch.device | str) -> "Windows":
         """Move to the training device."""
-        return Windows(self.idx.to(device), self.real.to(device), self.video.to(device))
+        return Windows(self.idx.to(device), self.real.to(device), self.video.to(device), self.target.to(device))
 
     def select(self, keep: torch.Tensor) -> "Windows":
         """Subset of windows (bool mask or index tensor)."""
-        return Windows(self.idx[keep], self.real[keep], self.video[keep])
+        return Windows(self.idx[keep], self.real[keep], self.video[keep], self.target[keep])
 
 
 def make_windows(starts: np.ndarray, lengths: np.ndarray, window: int, stride: int, align: str = "start",
-                 video_ids: np.ndarray | None = None) -> Windows:
+                 video_ids: np.ndarray | None = None, dilation: int = 1, shift: int = 0) -> Windows:
     """Windows of `window` frames every `stride` frames in each video.
 
     align="start": windows start at 0, S, 2S, ... and are padded after the video end;
-    align="end": windows end at L-1, L-1-S, ... and are padded before the video start (label of the last frame).
+    align="end": one window per target frame t = L-1, L-1-S, ...; its frames are t - shift - (W-1-j) * dilation
+    (padded before the video start), so shift=0 ends at t and shift>0 predicts t from the past only (CAPNet).
     """
-    if window < 1 or stride < 1:
-        raise ValueError(f"window ({window}) and stride ({stride}) must be >= 1")
+    if window < 1 or stride < 1 or dilation < 1 or shift < 0:
+        raise ValueError(f"window ({window}), stride ({stride}), dilation ({dilation}) must be >= 1, shift ({shift}) >= 0")
+    if align == "start" and (dilation != 1 or shift != 0):
+        raise ValueError("dilation and shift need label_position=last (align='end')")
     if align not in ("start", "end"):
         raise ValueError(f"align must be 'start' or 'end', not {align!r}")
     starts = np.asarray(starts, dtype=np.int64)
@@ -52,16 +57,20 @@ def make_windows(starts: np.ndarray, lengths: np.ndarray, window: int, stride: i
     L = lengths[which][:, None]
     if align == "start":
         pos = (k * stride)[:, None] + np.arange(window)[None]
+        t = pos[:, -1]
     else:
-        pos = (lengths[which] - 1 - k * stride)[:, None] - (window - 1) + np.arange(window)[None]
+        t = lengths[which] - 1 - k * stride
+        pos = (t - shift)[:, None] - (window - 1 - np.arange(window))[None] * dilation
     real = (pos >= 0) & (pos < L)
     idx = starts[which][:, None] + np.clip(pos, 0, L - 1)
-    return Windows(torch.from_numpy(idx), torch.from_numpy(real), torch.from_numpy(vids[which]))
+    target = starts[which] + np.clip(t, 0, lengths[which] - 1)
+    return Windows(torch.from_numpy(idx), torch.from_numpy(real), torch.from_numpy(vids[which]), torch.from_numpy(target))
 
 
-def frame_windows(starts: np.ndarray, lengths: np.ndarray, window: int, video_ids: np.ndarray | None = None) -> Windows:
-    """One window ending at every frame (stride 1, left-padded): for `last`-position prediction."""
-    return make_windows(starts, lengths, window, 1, "end", video_ids)
+def frame_windows(starts: np.ndarray, lengths: np.ndarray, window: int, video_ids: np.ndarray | None = None,
+                  dilation: int = 1, shift: int = 0) -> Windows:
+    """One window per target frame (stride 1, left-padded): for `last`-position prediction of every frame."""
+    return make_windows(starts, lengths, window, 1, "end", video_ids, dilation, shift)
 
 
 def sample_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device | str,

@@ -1,4 +1,5 @@
 """PU-GAN-format data: read and build the HDF5 training patches, build Poisson-disk test pairs, batch augmentation."""
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,7 @@ def list_meshes(mesh_dir: str | os.PathLike) -> list[Path]:
 
 
 def gaussian_index_sample(n_rows: int, num: int, k: int, generator: torch.Generator) -> Tensor:
-    """Per row, k distinct indices of 0..num-1 drawn non-uniformly around a random centre (PU-GCN's nonuniform_sampling).
+    """Per row, k distinct indices of 0..num-1 drawn around a random centre (PU-GCN's nonuniform_sampling).
 
     The peers redraw int(N(loc, 0.3) * num), loc ~ U(0.1, 0.9), until k distinct ones are found: that is
     weighted sampling without replacement, done here in one shot with Gumbel top-k on the log density."""
@@ -97,11 +98,9 @@ def make_pugan_h5(
     n_dense: int | None = None,
     input_sampling: Literal["gaussian", "poisson"] = "gaussian",
 ) -> Path:
-    """Build a PU-GAN-style HDF5 (datasets poisson_{n_in}, poisson_{n_gt}, mesh_index) from a folder of meshes.
+    """Build a PU-GAN-style HDF5 (poisson_{n_in}, poisson_{n_gt}, mesh_index) from a folder of meshes.
 
-    Per mesh: n_dense (default 8 n_gt, the test scale of 256-point patches on 2048-point inputs) Poisson-disk
-    points, patches_per_mesh FPS seeds, kNN patches of n_gt points normalised to the unit sphere, inputs of
-    n_in points by Gaussian index sampling (peers) or Poisson-disk elimination within the patch."""
+    Per mesh: n_dense (default 8 n_gt) Poisson-disk points, FPS seeds, kNN patches on the unit sphere, sparse inputs."""
     if input_sampling not in ("gaussian", "poisson"):
         raise PointCloudError(f"make_pugan_h5: input_sampling must be 'gaussian' or 'poisson', got {input_sampling!r}")
     meshes = list_meshes(mesh_dir)
@@ -133,7 +132,7 @@ def make_pugan_h5(
 def make_test_pairs(
     mesh_dir: str | os.PathLike, out_dir: str | os.PathLike, n_in: int = 2048, n_gt: int = 8192, seed: int = 0
 ) -> list[Path]:
-    """Per mesh, independent Poisson-disk samples input_{n_in}/<name>.xyz and gt_{n_gt}/<name>.xyz; returns the paths written."""
+    """Per mesh, independent Poisson-disk samples input_{n_in}/<name>.xyz and gt_{n_gt}/<name>.xyz; returns paths."""
     out_dir = Path(out_dir)
     written = []
     for k, mesh in enumerate(list_meshes(mesh_dir)):
@@ -150,21 +149,36 @@ def random_rotations(b: int, generator: torch.Generator | None = None, dtype=tor
     gdev = generator.device if generator is not None else "cpu"
     q = torch.randn(b, 4, generator=generator, device=gdev, dtype=torch.float64)
     w, x, y, z = (q / q.norm(dim=-1, keepdim=True)).unbind(-1)
-    rot = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(b, 3, 3)
+    rot = torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - z * w),
+            2 * (x * z + y * w),
+            2 * (x * y + z * w),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - x * w),
+            2 * (x * z - y * w),
+            2 * (y * z + x * w),
+            1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(b, 3, 3)
     return rot.to(device=device, dtype=dtype)
 
 
 def augment(
-    inp: Tensor, gt: Tensor, generator: torch.Generator | None = None,
-    scale: tuple[float, float] = (0.8, 1.2), sigma: float = 0.01, clip: float = 0.03,
+    inp: Tensor,
+    gt: Tensor,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.8, 1.2),
+    sigma: float = 0.01,
+    clip: float = 0.03,
 ) -> tuple[Tensor, Tensor]:
     """Same random rotation and scale for input [B,N,3] and gt [B,M,3]; Gaussian jitter (clipped) on the input only."""
     if inp.ndim != 3 or gt.ndim != 3 or inp.shape[-1] != 3 or gt.shape[-1] != 3 or len(inp) != len(gt):
-        raise PointCloudError(f"augment: expected input [B,N,3] and gt [B,M,3], got {list(inp.shape)} and {list(gt.shape)}")
+        raise PointCloudError(
+            f"augment: expected input [B,N,3] and gt [B,M,3], got {list(inp.shape)} and {list(gt.shape)}"
+        )
     b, dev, dt = inp.shape[0], inp.device, inp.dtype
     gdev = generator.device if generator is not None else "cpu"
     rot = random_rotations(b, generator, dt, dev)

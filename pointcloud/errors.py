@@ -1,4 +1,5 @@
 """The one error type of the point-cloud path, with one-line messages naming the file and the problem."""
+
 from __future__ import annotations
 
 

@@ -2,6 +2,7 @@
 
 Small hand readers rather than trimesh/open3d: four text/binary layouts need ~150 lines, no extra
 dependency, and errors that name the file and the problem."""
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,22 @@ import numpy as np
 from pointcloud.errors import PointCloudError
 
 PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
 }
 
 
@@ -81,7 +95,7 @@ def _read_ply(path: Path) -> dict[str, np.ndarray]:
                 table = _text_table(path, chunk) if chunk else np.zeros((0, len(names)))
                 out["vertex"] = table[:, [names.index(c) for c in "xyz"]] if chunk else np.zeros((0, 3))
             elif el["name"] == "face":
-                out["face"] = [np.array(ln.split()[1 : 1 + int(ln.split()[0])], dtype=np.int64) for ln in chunk]
+                out["face"] = _polygon_lines(path, chunk)
         return out
     order = "<" if fmt == "binary_little_endian" else ">"
     buf, pos = memoryview(raw)[body_start:], 0
@@ -95,7 +109,9 @@ def _read_ply(path: Path) -> dict[str, np.ndarray]:
                 out["vertex"] = np.stack([table[c].astype(np.float64) for c in "xyz"], 1)
         elif el["name"] == "face" and len(props) == 1:
             _, ctype, itype, _ = props[0]
-            out["face"], pos = _ply_binary_faces(path, buf, pos, el["count"], order + PLY_TYPES[ctype], order + PLY_TYPES[itype])
+            out["face"], pos = _ply_binary_faces(
+                path, buf, pos, el["count"], order + PLY_TYPES[ctype], order + PLY_TYPES[itype]
+            )
         else:
             raise PointCloudError(f"{path}: unsupported binary PLY element {el['name']!r} with list properties")
     return out
@@ -144,6 +160,23 @@ def _group_by_size(polys: list[np.ndarray]) -> list[np.ndarray]:
     return [np.stack([polys[i] for i in np.flatnonzero(sizes == k)]) for k in np.unique(sizes)]
 
 
+def _polygon_lines(path: Path, lines: list[str]) -> np.ndarray | list[np.ndarray]:
+    """Face lines 'k i1 .. ik [extra]': one [F,k] array when all share k and width, else a list of index arrays."""
+    if not lines:
+        return np.zeros((0, 3), np.int64)
+    first = lines[0].split()
+    try:
+        table = np.array(" ".join(lines).split(), dtype=np.int64).reshape(len(lines), len(first))
+        if (table[:, 0] == int(first[0])).all():
+            return table[:, 1 : 1 + int(first[0])]
+    except ValueError:
+        pass
+    try:
+        return [np.array(ln.split()[1 : 1 + int(ln.split()[0])], dtype=np.int64) for ln in lines]
+    except (ValueError, IndexError):
+        raise PointCloudError(f"{path}: malformed face line") from None
+
+
 def _read_off(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """OFF with counts on the second line or on the first after the keyword; faces 'k i1..ik [colour]'."""
     lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()]
@@ -163,20 +196,9 @@ def _read_off(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(rest) < nv + nf:
         raise PointCloudError(f"{path}: OFF declares {nv} vertices and {nf} faces but has {len(rest)} data lines")
     v = _text_table(path, rest[:nv])[:, :3] if nv else np.zeros((0, 3))
-    face_lines = rest[nv : nv + nf]
     if nf == 0:
         raise PointCloudError(f"{path}: mesh has no faces")
-    first = face_lines[0].split()
-    k = int(first[0])
-    try:
-        table = np.array(" ".join(face_lines).split(), dtype=np.int64).reshape(nf, len(first))
-        uniform = (table[:, 0] == k).all()
-    except ValueError:
-        uniform = False
-    if uniform:
-        polys = table[:, 1 : 1 + k]
-    else:
-        polys = [np.array(ln.split()[1 : 1 + int(ln.split()[0])], dtype=np.int64) for ln in face_lines]
+    polys = _polygon_lines(path, rest[nv : nv + nf])
     return v, _fan(path, polys, len(v))
 
 
@@ -207,7 +229,9 @@ def read_cloud(path: str | os.PathLike) -> np.ndarray:
     elif ext == ".bin":
         raw = np.fromfile(path, dtype="<f4")
         if raw.size % 4:
-            raise PointCloudError(f"{path}: KITTI .bin size {raw.size * 4} bytes is not a multiple of 16 (x y z r float32)")
+            raise PointCloudError(
+                f"{path}: KITTI .bin size {raw.size * 4} bytes is not a multiple of 16 (x y z r float32)"
+            )
         xyz = raw.reshape(-1, 4)[:, :3]
     elif ext == ".npy":
         xyz = np.load(path)
@@ -220,7 +244,7 @@ def read_cloud(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_cloud(path: str | os.PathLike, xyz: np.ndarray, binary: bool = True) -> None:
-    """Write points [N,3] as .xyz (6 decimals, as the PU-GAN files), .ply (binary little-endian float32 or ascii) or .npy."""
+    """Write points [N,3] as .xyz (6 decimals, as the PU-GAN files), .ply (binary float32 or ascii) or .npy."""
     path = Path(path)
     xyz = np.asarray(xyz, dtype=np.float32)
     if xyz.ndim != 2 or xyz.shape[1] != 3:
@@ -231,7 +255,8 @@ def write_cloud(path: str | os.PathLike, xyz: np.ndarray, binary: bool = True) -
         np.savetxt(path, xyz, fmt="%.6f")
     elif ext == ".ply":
         fmt = "binary_little_endian" if binary else "ascii"
-        head = f"ply\nformat {fmt} 1.0\nelement vertex {len(xyz)}\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+        props = "".join(f"property float {c}\n" for c in "xyz")
+        head = f"ply\nformat {fmt} 1.0\nelement vertex {len(xyz)}\n{props}end_header\n"
         with open(path, "wb") as fh:
             fh.write(head.encode())
             if binary:
@@ -269,7 +294,9 @@ def write_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray)
     path = Path(path)
     v, f = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
-        raise PointCloudError(f"{path}: expected vertices [V,3] and non-empty faces [F,3], got {list(v.shape)}, {list(f.shape)}")
+        raise PointCloudError(
+            f"{path}: expected vertices [V,3] and non-empty faces [F,3], got {list(v.shape)}, {list(f.shape)}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     ext = path.suffix.lower()
     if ext == ".off":

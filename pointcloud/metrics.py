@@ -1,47 +1,50 @@
 """Upsampling metrics (Chamfer, Hausdorff, point-to-mesh) in the PU-GCN evaluate.py conventions; see FORMATS.md."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import polars as pl
 import torch
 from torch import Tensor
 
 from pointcloud.errors import PointCloudError, check_xyz_shape
 from pointcloud.io import read_cloud, read_mesh
-from pointcloud.ops import _rows_per_block, _sqdist, gather_points, knn, normalize_unit_sphere
+from pointcloud.ops import block_rows, gather_points, normalize_unit_sphere, sqdist
 
-PAIR_BLOCK = 1 << 21  # point x triangle pairs per block in point_to_mesh_distance
+if TYPE_CHECKING:
+    import polars as pl
+
+PAIR_BLOCK = {"cpu": 1 << 21, "cuda": 1 << 24}  # point x triangle pairs per block in point_to_mesh_distance
 CLOUD_EXTS = (".xyz", ".ply", ".npy", ".bin", ".txt", ".pts")
 MESH_EXTS = (".off", ".obj", ".ply")
-ROW_SCHEMA = {
-    "shape": pl.Utf8, "cd": pl.Float64, "hd": pl.Float64, "p2f_mean": pl.Float64,
-    "p2f_std": pl.Float64, "n_pred": pl.Int64, "n_gt": pl.Int64,
-}
+ROW_COLUMNS = ("shape", "cd", "hd", "p2f_mean", "p2f_std", "n_pred", "n_gt")
 
 
 def _nn_sq(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
-    """Squared nearest-neighbour distances pred->gt [B,N] and gt->pred [B,M] from one pass of distance blocks."""
+    """Squared nearest-neighbour distances pred->gt [B,N] and gt->pred [B,M] from one pass of distance blocks.
+
+    Neighbours are picked without autograd; the returned distances are recomputed exactly and differentiable."""
     check_xyz_shape(pred, "pred")
     check_xyz_shape(gt, "gt")
     if pred.shape[0] != gt.shape[0]:
         raise PointCloudError(f"pred and gt batch sizes differ: {pred.shape[0]} vs {gt.shape[0]}")
     b, n, m = pred.shape[0], pred.shape[1], gt.shape[1]
-    gt_sq = (gt * gt).sum(-1)
-    col_min = torch.full((b, m), float("inf"), dtype=pred.dtype, device=pred.device)
-    col_idx = torch.zeros((b, m), dtype=torch.long, device=pred.device)
-    row_idx = []
-    rows = _rows_per_block(b, m, 4096)
-    for s in range(0, n, rows):
-        d2 = _sqdist(pred[:, s : s + rows], gt, gt_sq)
-        row_idx.append(d2.argmin(-1))
-        val, arg = d2.min(1)
-        better = val < col_min
-        col_min = torch.where(better, val, col_min)
-        col_idx = torch.where(better, arg + s, col_idx)
+    with torch.no_grad():
+        gt_sq = (gt * gt).sum(-1)
+        col_min = torch.full((b, m), float("inf"), dtype=pred.dtype, device=pred.device)
+        col_idx = torch.zeros((b, m), dtype=torch.long, device=pred.device)
+        row_idx = []
+        rows = block_rows(b, m, 4096)
+        for s in range(0, n, rows):
+            d2 = sqdist(pred[:, s : s + rows], gt, gt_sq)
+            row_idx.append(d2.argmin(-1))
+            val, arg = d2.min(1)
+            better = val < col_min
+            col_min = torch.where(better, val, col_min)
+            col_idx = torch.where(better, arg + s, col_idx)
     fwd = ((gather_points(gt, torch.cat(row_idx, 1)) - pred) ** 2).sum(-1)
     bwd = ((gather_points(pred, col_idx) - gt) ** 2).sum(-1)
     return fwd, bwd
@@ -88,9 +91,16 @@ def _triangle_constants(tri: Tensor) -> dict[str, Tensor]:
     a, ab, ac = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     centre = tri.mean(1)
     return {
-        "a": a, "ab": ab, "ac": ac, "nrm": nrm,
-        "ab2": (ab * ab).sum(-1), "ac2": (ac * ac).sum(-1), "abac": (ab * ac).sum(-1), "nn": (nrm * nrm).sum(-1),
-        "centre": centre, "rad": (tri - centre.unsqueeze(1)).norm(dim=-1).amax(-1),
+        "a": a,
+        "ab": ab,
+        "ac": ac,
+        "nrm": nrm,
+        "ab2": (ab * ab).sum(-1),
+        "ac2": (ac * ac).sum(-1),
+        "abac": (ab * ac).sum(-1),
+        "nn": (nrm * nrm).sum(-1),
+        "centre": centre,
+        "rad": (tri - centre.unsqueeze(1)).norm(dim=-1).amax(-1),
     }
 
 
@@ -131,13 +141,14 @@ def _pairs_sq(points: Tensor, tc: dict[str, Tensor], pi: Tensor, ti: Tensor) -> 
     return _closest_sq(points[pi], {k: v[ti] for k, v in tc.items()})
 
 
+@torch.no_grad()
 def point_to_mesh_distance(
-    points: Tensor, vertices: Tensor, faces: Tensor, chunk: int = PAIR_BLOCK, k_init: int = 8
+    points: Tensor, vertices: Tensor, faces: Tensor, chunk: int | None = None, k_init: int = 8
 ) -> Tensor:
     """Exact Euclidean distance [N] of each point to the nearest triangle of the mesh.
 
-    An upper bound from the k_init triangles with the nearest centres prunes, per block of points, every
-    triangle whose bounding sphere lies farther; the survivors are tested exactly (an AABB-tree's job, batched)."""
+    Per block of points, an upper bound from the k_init triangles with the nearest centres prunes every triangle
+    whose bounding sphere lies farther; the survivors are tested exactly (an AABB tree's job, batched)."""
     check_xyz_shape(points, "points", batched=False)
     check_xyz_shape(vertices, "mesh vertices", batched=False)
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] == 0:
@@ -148,20 +159,19 @@ def point_to_mesh_distance(
     tc = _triangle_constants(vertices.to(points)[faces])
     n, f = points.shape[0], faces.shape[0]
     k0 = min(k_init, f)
-    near = knn(points[None], tc["centre"][None], k0)[1][0]
-    pi0 = torch.arange(n, device=points.device).repeat_interleave(k0)
-    upper = _pairs_sq(points, tc, pi0, near.reshape(-1)).reshape(n, k0).amin(-1).sqrt()
-    scale = float((points * points).sum(-1).amax() + (tc["centre"] ** 2).sum(-1).amax())
-    tol = 64 * torch.finfo(points.dtype).eps * scale
     c_sq = (tc["centre"] ** 2).sum(-1)
-    best = upper.square()
-    rows = max(1, chunk // f)
+    tol = 64 * torch.finfo(points.dtype).eps * float((points * points).sum(-1).amax() + c_sq.amax())
+    best = torch.empty(n, dtype=points.dtype, device=points.device)
+    rows = max(1, (chunk or PAIR_BLOCK.get(points.device.type, PAIR_BLOCK["cpu"])) // f)
     for s in range(0, n, rows):
         p = points[s : s + rows]
         d2 = (p * p).sum(-1, keepdim=True) + c_sq - 2.0 * p @ tc["centre"].T
+        near = d2.topk(k0, dim=-1, largest=False).indices
+        pi0 = torch.arange(len(p), device=p.device).repeat_interleave(k0)
+        upper = _pairs_sq(p, tc, pi0, near.reshape(-1)).reshape(len(p), k0).amin(-1)
         lower = (d2 - tol).clamp_min(0).sqrt() - tc["rad"]
-        pi, ti = (lower <= upper[s : s + rows, None]).nonzero(as_tuple=True)
-        best.scatter_reduce_(0, pi + s, _pairs_sq(points, tc, pi + s, ti), "amin")
+        pi, ti = (lower <= upper.sqrt()[:, None]).nonzero(as_tuple=True)
+        best[s : s + rows] = upper.scatter_reduce(0, pi, _pairs_sq(p, tc, pi, ti), "amin")
     return best.sqrt()
 
 
@@ -184,14 +194,17 @@ def evaluate_clouds(
     convention: Literal["pugcn", "textbook", "half"] = "pugcn",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    p2f_frame: Literal["gt", "mesh"] = "gt",
 ) -> dict[str, float | int | None]:
     """CD, HD and P2F of one shape in raw units (x1e3 for tables), following PU-GCN's evaluate.py.
 
     CD/HD: pred and gt each normalised to the unit sphere by their own centroid and radius (FORMATS.md).
-    P2F: pred and mesh both mapped by the gt's transform (the shared README's rule), i.e. the Euclidean
-    distance in mesh coordinates divided by the gt's radius; None without a mesh. 'half' halves CD and HD."""
+    P2F: pred and mesh both mapped by the gt's transform (shared README; = mesh-unit distance / gt radius), or
+    p2f_frame='mesh': in mesh units (PU-GCN's C++ tool); None without a mesh. 'half' halves CD and HD."""
     if convention not in CONVENTIONS:
         raise PointCloudError(f"evaluate_clouds: convention must be one of {CONVENTIONS}, got {convention!r}")
+    if p2f_frame not in ("gt", "mesh"):
+        raise PointCloudError(f"evaluate_clouds: p2f_frame must be 'gt' or 'mesh', got {p2f_frame!r}")
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     p_raw, g_raw = _as_tensor("pred", pred, dev, dtype), _as_tensor("gt", gt, dev, dtype)
     p, _, _ = normalize_unit_sphere(p_raw[None])
@@ -201,12 +214,18 @@ def evaluate_clouds(
     if convention == "half":
         cd, hd = cd / 2, hd / 2
     out: dict[str, float | int | None] = {
-        "cd": cd, "hd": hd, "p2f_mean": None, "p2f_std": None, "n_pred": len(pred), "n_gt": len(gt)
+        "cd": cd,
+        "hd": hd,
+        "p2f_mean": None,
+        "p2f_std": None,
+        "n_pred": len(pred),
+        "n_gt": len(gt),
     }
     if mesh is not None:
-        verts = (_as_tensor("mesh vertices", mesh[0], dev, dtype) - g_centroid[0]) / g_radius[0]
+        centre, scale = (g_centroid[0], g_radius[0]) if p2f_frame == "gt" else (0.0, 1.0)
+        verts = (_as_tensor("mesh vertices", mesh[0], dev, dtype) - centre) / scale
         faces = torch.as_tensor(np.asarray(mesh[1]), device=dev, dtype=torch.long)
-        d = point_to_mesh_distance((p_raw - g_centroid[0]) / g_radius[0], verts, faces)
+        d = point_to_mesh_distance((p_raw - centre) / scale, verts, faces)
         out["p2f_mean"], out["p2f_std"] = float(d.mean()), float(d.std(correction=0))
     return out
 
@@ -222,9 +241,12 @@ def evaluate_folder(
     convention: Literal["pugcn", "textbook", "half"] = "pugcn",
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    p2f_frame: Literal["gt", "mesh"] = "gt",
 ) -> pl.DataFrame:
     """One row per gt shape with a prediction of the same stem, plus a 'mean' row: CD and HD averaged over
     shapes, P2F pooled over all points of all shapes with a mesh (global mean and std, as FORMATS.md)."""
+    import polars as pl
+
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     gts = sorted(p for p in gt_dir.iterdir() if p.suffix.lower() in CLOUD_EXTS) if gt_dir.is_dir() else []
     if not gts:
@@ -236,24 +258,36 @@ def evaluate_folder(
     for g in gts:
         mesh_path = _find(Path(mesh_dir), g.stem, MESH_EXTS) if mesh_dir else None
         res = evaluate_clouds(
-            read_cloud(_find(pred_dir, g.stem, CLOUD_EXTS)), read_cloud(g),
-            read_mesh(mesh_path) if mesh_path else None, convention, device, dtype,
+            read_cloud(_find(pred_dir, g.stem, CLOUD_EXTS)),
+            read_cloud(g),
+            read_mesh(mesh_path) if mesh_path else None,
+            convention,
+            device,
+            dtype,
+            p2f_frame,
         )
         rows.append({"shape": g.stem, **res})
-    df = pl.DataFrame(rows, schema=ROW_SCHEMA)
-    return pl.concat([df, pl.DataFrame([_pooled_row(df)], schema=ROW_SCHEMA)])
+    schema = {"shape": pl.Utf8, "n_pred": pl.Int64, "n_gt": pl.Int64} | {k: pl.Float64 for k in ROW_COLUMNS[1:5]}
+    schema = {k: schema[k] for k in ROW_COLUMNS}
+    df = pl.DataFrame(rows, schema=schema)
+    return pl.concat([df, pl.DataFrame([_pooled_row(df)], schema=schema)])
 
 
 def _pooled_row(df: pl.DataFrame) -> dict[str, float | int | str | None]:
     """Mean CD/HD over shapes; P2F mean and std pooled over every point of the shapes that have a mesh."""
-    m = df.filter(pl.col("p2f_mean").is_not_null())
+    m = df.filter(df["p2f_mean"].is_not_null())
     p2f_mean = p2f_std = None
     if m.height:
-        n = m["n_pred"].cast(pl.Float64).to_numpy()
+        n = m["n_pred"].to_numpy().astype(np.float64)
         mu, sd = m["p2f_mean"].to_numpy(), m["p2f_std"].to_numpy()
         p2f_mean = float((n * mu).sum() / n.sum())
         p2f_std = float(np.sqrt(max((n * (sd**2 + mu**2)).sum() / n.sum() - p2f_mean**2, 0.0)))
     return {
-        "shape": "mean", "cd": float(df["cd"].mean()), "hd": float(df["hd"].mean()),
-        "p2f_mean": p2f_mean, "p2f_std": p2f_std, "n_pred": int(df["n_pred"].sum()), "n_gt": int(df["n_gt"].sum()),
+        "shape": "mean",
+        "cd": float(df["cd"].mean()),
+        "hd": float(df["hd"].mean()),
+        "p2f_mean": p2f_mean,
+        "p2f_std": p2f_std,
+        "n_pred": int(df["n_pred"].sum()),
+        "n_gt": int(df["n_gt"].sum()),
     }

@@ -1,4 +1,5 @@
 """Batched point-cloud primitives in pure torch (CPU or CUDA, device follows the inputs): FPS, kNN, ball query."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -9,26 +10,30 @@ from torch import Tensor
 from pointcloud.errors import PointCloudError, check_xyz_shape
 
 BLOCK_ELEMENTS = 1 << 25  # cap on distance-matrix entries held at once (128 MiB in float32)
+FPS_GRAPH_MIN_K = 32  # on CUDA, FPS of at least this many samples replays a captured graph
+FPS_GRAPH_CACHE = 32  # captured FPS graphs kept (one per input shape and k)
+_FPS_GRAPHS: dict[tuple, tuple | None] = {}
 
 
-def _rows_per_block(batch: int, n_ref: int, chunk: int) -> int:
+def block_rows(batch: int, n_ref: int, chunk: int) -> int:
     """Query rows per block so one [B, rows, N] block stays under BLOCK_ELEMENTS (and under `chunk`)."""
     return max(1, min(chunk, BLOCK_ELEMENTS // max(1, batch * n_ref)))
 
 
-def _sqdist(query: Tensor, ref: Tensor, ref_sq: Tensor) -> Tensor:
+def sqdist(query: Tensor, ref: Tensor, ref_sq: Tensor) -> Tensor:
     """Squared distances [B,M,N] by the matmul expansion, clamped at 0 (fast, ~1e-7 absolute error)."""
     d2 = (query * query).sum(-1, keepdim=True) + ref_sq.unsqueeze(-2) - 2.0 * query @ ref.transpose(1, 2)
     return d2.clamp_min_(0.0)
 
 
+@torch.no_grad()
 def farthest_point_sample(
     xyz: Tensor,
     k: int,
     start: Literal["first", "random"] = "first",
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Indices [B,k] of k distinct points by farthest point sampling, vectorised over batch and points."""
+    """Indices [B,k] of k distinct points (even with duplicate points) by farthest point sampling, batched."""
     check_xyz_shape(xyz, "farthest_point_sample xyz")
     b, n, _ = xyz.shape
     if not 0 < k <= n:
@@ -36,26 +41,66 @@ def farthest_point_sample(
     if start not in ("first", "random"):
         raise PointCloudError(f"farthest_point_sample: start must be 'first' or 'random', got {start!r}")
     dev = xyz.device
-    out = torch.empty(b, k, dtype=torch.long, device=dev)
     if start == "first":
         cur = torch.zeros(b, dtype=torch.long, device=dev)
     else:
         cur = torch.randint(n, (b,), generator=generator, device=generator.device if generator else "cpu").to(dev)
-    dist = torch.full((b, n), float("inf"), dtype=xyz.dtype, device=dev)
-    rows = torch.arange(b, device=dev)
-    for i in range(k):
-        out[:, i] = cur
-        centre = xyz[rows, cur].unsqueeze(1)
-        dist = torch.minimum(dist, ((xyz - centre) ** 2).sum(-1))
+    if dev.type == "cuda" and k >= FPS_GRAPH_MIN_K and not torch.cuda.is_current_stream_capturing():
+        out = _fps_graph(xyz, cur, k)
+        if out is not None:
+            return out
+    return _fps_steps(xyz, cur, k)
+
+
+def _fps_steps(xyz: Tensor, cur: Tensor, k: int) -> Tensor:
+    """The FPS loop from start indices `cur` [B]: k steps of distance update and argmax."""
+    b, n, _ = xyz.shape
+    dist = torch.full((b, n), float("inf"), dtype=xyz.dtype, device=xyz.device)
+    picked = []
+    for _ in range(k):
+        picked.append(cur)
+        centre = xyz.gather(1, cur.view(b, 1, 1).expand(b, 1, 3))
+        torch.minimum(dist, (xyz - centre).square_().sum(-1), out=dist)
+        dist.scatter_(1, cur.view(b, 1), -1.0)
         cur = dist.argmax(-1)
-    return out
+    return torch.stack(picked, 1)
+
+
+def _fps_graph(xyz: Tensor, cur: Tensor, k: int) -> Tensor | None:
+    """The same loop replayed as one captured CUDA graph per (shape, dtype, device, k): same kernels, same
+    indices, without the per-step launch cost; None if capture fails (the caller runs the loop eagerly)."""
+    key = (tuple(xyz.shape), xyz.dtype, xyz.device, k)
+    if key not in _FPS_GRAPHS:
+        if len(_FPS_GRAPHS) >= FPS_GRAPH_CACHE:
+            _FPS_GRAPHS.pop(next(iter(_FPS_GRAPHS)))
+        try:
+            s_xyz, s_cur = xyz.contiguous().clone(), cur.clone()
+            side = torch.cuda.Stream(device=xyz.device)
+            side.wait_stream(torch.cuda.current_stream(xyz.device))
+            with torch.cuda.stream(side):
+                _fps_steps(s_xyz, s_cur, k)
+            torch.cuda.current_stream(xyz.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                s_out = _fps_steps(s_xyz, s_cur, k)
+            _FPS_GRAPHS[key] = (graph, s_xyz, s_cur, s_out)
+        except RuntimeError:
+            _FPS_GRAPHS[key] = None
+    entry = _FPS_GRAPHS[key]
+    if entry is None:
+        return None
+    graph, s_xyz, s_cur, s_out = entry
+    s_xyz.copy_(xyz)
+    s_cur.copy_(cur)
+    graph.replay()
+    return s_out.clone()
 
 
 def knn(query: Tensor, ref: Tensor, k: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     """k nearest neighbours in `ref` of each query point: (squared distances [B,M,k] ascending, idx [B,M,k]).
 
     Candidates come from the matmul expansion in blocks of query rows; the returned distances are
-    recomputed exactly as |q - r|^2 for the selected neighbours."""
+    recomputed exactly as |q - r|^2 for the selected neighbours (differentiable; the choice is not)."""
     check_xyz_shape(query, "knn query")
     check_xyz_shape(ref, "knn ref")
     b, m, _ = query.shape
@@ -64,16 +109,17 @@ def knn(query: Tensor, ref: Tensor, k: int, chunk: int = 4096) -> tuple[Tensor, 
         raise PointCloudError(f"knn: batch sizes differ, query {b} vs ref {ref.shape[0]}")
     if not 0 < k <= n:
         raise PointCloudError(f"knn: k={k} must be in 1..{n} (reference points)")
-    ref_sq = (ref * ref).sum(-1)
-    rows = _rows_per_block(b, n, chunk)
-    idx_parts = []
-    for s in range(0, m, rows):
-        d2 = _sqdist(query[:, s : s + rows], ref, ref_sq)
-        if k == 1:
-            idx_parts.append(d2.argmin(-1, keepdim=True))
-        else:
-            idx_parts.append(d2.topk(k, dim=-1, largest=False, sorted=True).indices)
-    idx = torch.cat(idx_parts, 1)
+    with torch.no_grad():
+        ref_sq = (ref * ref).sum(-1)
+        rows = block_rows(b, n, chunk)
+        idx_parts = []
+        for s in range(0, m, rows):
+            d2 = sqdist(query[:, s : s + rows], ref, ref_sq)
+            if k == 1:
+                idx_parts.append(d2.argmin(-1, keepdim=True))
+            else:
+                idx_parts.append(d2.topk(k, dim=-1, largest=False, sorted=True).indices)
+        idx = torch.cat(idx_parts, 1)
     nbr = gather_points(ref, idx)
     dist2 = ((nbr - query.unsqueeze(2)) ** 2).sum(-1)
     if k > 1:
@@ -82,6 +128,7 @@ def knn(query: Tensor, ref: Tensor, k: int, chunk: int = 4096) -> tuple[Tensor, 
     return dist2, idx
 
 
+@torch.no_grad()
 def ball_query(query: Tensor, ref: Tensor, radius: float, k: int, chunk: int = 4096) -> Tensor:
     """Indices [B,M,k] of the first k ref points (in ref order) within `radius` of each query point.
 
@@ -97,10 +144,10 @@ def ball_query(query: Tensor, ref: Tensor, radius: float, k: int, chunk: int = 4
         raise PointCloudError(f"ball_query: k={k} must be in 1..{n} (reference points)")
     ref_sq = (ref * ref).sum(-1)
     order = torch.arange(n, device=ref.device)
-    rows = _rows_per_block(b, n, chunk)
+    rows = block_rows(b, n, chunk)
     parts = []
     for s in range(0, m, rows):
-        inside = _sqdist(query[:, s : s + rows], ref, ref_sq) < radius * radius
+        inside = sqdist(query[:, s : s + rows], ref, ref_sq) < radius * radius
         key = torch.where(inside, order, n)
         first_k = key.topk(k, dim=-1, largest=False, sorted=True).values
         first = first_k[..., :1]
@@ -121,7 +168,7 @@ def gather_points(xyz: Tensor, idx: Tensor) -> Tensor:
 
 
 def normalize_unit_sphere(xyz: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Subtract the centroid and divide by the max norm: (normalised [...,N,3], centroid [...,1,3], radius [...,1,1])."""
+    """Subtract the centroid, divide by the max norm: (normalised [...,N,3], centroid [...,1,3], radius [...,1,1])."""
     if xyz.ndim < 2 or xyz.shape[-1] != 3 or xyz.shape[-2] == 0:
         raise PointCloudError(f"normalize_unit_sphere: expected non-empty [...,N,3], got {list(xyz.shape)}")
     centroid = xyz.mean(-2, keepdim=True)

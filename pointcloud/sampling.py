@@ -1,4 +1,5 @@
 """Surface sampling of triangle meshes: area-weighted uniform, and Poisson-disk by weighted sample elimination."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,13 +58,9 @@ def poisson_disk_radius(points: np.ndarray) -> float:
 
 
 def eliminate(points: np.ndarray, n: int, area: float, quantile: float | None = 0.97) -> np.ndarray:
-    """Indices of n points kept by weighted sample elimination (Yuksel 2015) from a denser set on a surface of `area`.
+    """Indices of n points kept by Yuksel's (2015) weighted sample elimination, vectorised in rounds of local maxima.
 
-    Vectorised in rounds instead of a heap: a point whose weight is a strict local maximum among its live
-    neighbours keeps that weight until removed, so the greedy removes it before any neighbour. Each round
-    removes the local maxima weighing at least the heaviest non-maximum (quantile=None: exactly the greedy
-    heap order) or at least the `quantile` of live weights (default: far fewer rounds, same result in our
-    checks); the last round takes only the heaviest, so exactly n remain."""
+    quantile=None reproduces the greedy heap order exactly; 0.97 needs fewer rounds (docs/pointcloud_geometry.md)."""
     pts = np.asarray(points, dtype=np.float64)
     m = len(pts)
     if not 0 < n <= m:
@@ -96,10 +93,9 @@ def eliminate(points: np.ndarray, n: int, area: float, quantile: float | None = 
 def poisson_disk_sample(
     vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0, oversample: int = 5, quantile: float | None = 0.97
 ) -> np.ndarray:
-    """Exactly n points [n,3] Poisson-disk distributed on the surface: oversample x n uniform samples, then elimination.
+    """Exactly n points [n,3] Poisson-disk on the surface: oversample x n uniform samples, then elimination.
 
-    The achieved radius is poisson_disk_radius(result); relative to max_poisson_radius(area, n) it is
-    about 0.68 on the PU-GAN test meshes (Yuksel's 2D figure); the shipped PU-GAN ground truths reach about 0.77."""
+    The achieved radius, poisson_disk_radius(result), is about 0.68 max_poisson_radius(area, n) (Yuksel's figure)."""
     if n < 1:
         raise PointCloudError(f"poisson_disk_sample: n must be >= 1, got {n}")
     area = mesh_area(vertices, faces)

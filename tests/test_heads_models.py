@@ -172,3 +172,55 @@ def test_run_config_round_trip_and_refusals(tmp_path):
     assert got.task == "au" and got.epochs == 5 and got.temporal_options == {"levels": 2} and got.lr == 1e-3
     with pytest.raises(ValueError, match="label_position"):
         RunConfig(label_position="middle").validate()
+
+
+def test_dilated_shifted_windows_see_only_the_past():
+    w = make_windows(np.array([0, 50]), np.array([50, 40]), 3, 7, "end", dilation=10, shift=10)
+    for i in range(len(w)):
+        t = int(w.target[i])
+        real_rows = w.idx[i][w.real[i]]
+        assert (real_rows <= t - 10).all() and ((t - real_rows) % 10 == 0).all()
+    assert int(w.target[0]) == 49 and w.idx[0].tolist() == [19, 29, 39]
+    with pytest.raises(ValueError, match="label_position=last"):
+        make_windows(np.array([0]), np.array([10]), 3, 1, "start", dilation=2)
+
+
+RECIPES = sorted((__import__("pathlib").Path(__file__).parents[1] / "heads" / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_seed_recipes_build_model_and_loss(path):
+    from types import SimpleNamespace
+
+    from heads.fusion import group_features
+    from heads.losses import LossContext, build_loss
+    from heads.trainer import build_model
+
+    cfg = RunConfig.load(path)
+    dims = {m: 24 for m in group_features(cfg.features)}
+    model = build_model(cfg, SimpleNamespace(in_dims=dims, modalities=dims))
+    g = torch.Generator().manual_seed(0)
+    ctx = LossContext(cfg.task, model.feat_dim, {}, {"expr8": torch.randn(8, 16, generator=g), "va9": torch.randn(27, 16, generator=g)},
+                      teacher=lambda run: {"expr": torch.full((50, 8), 1 / 8)})
+    loss = build_loss(cfg.loss.replace("weights=auto", "weights=None").replace("pos_weight=auto", "pos_weight=None")
+                      .replace("alpha=auto", "alpha=None"), ctx)
+    W = min(cfg.window, 12)
+    xs = {m: torch.randn(2, W, d, generator=g) for m, d in dims.items()}
+    vs = {m: torch.ones(2, W, dtype=torch.bool) for m in dims}
+    out = model(xs, vs, torch.ones(2, W, dtype=torch.bool))
+    shape = (2,) if cfg.label_position == "last" else (2, W)
+    y = {"expr": torch.zeros(shape, dtype=torch.long), "mask_expr": torch.ones(shape, dtype=torch.bool),
+         "va": torch.zeros(*shape, 2), "mask_va": torch.ones(shape, dtype=torch.bool),
+         "au": torch.zeros(*shape, 12, dtype=torch.long), "mask_au": torch.ones(shape, dtype=torch.bool),
+         "_idx": torch.zeros(shape, dtype=torch.long), "_real": torch.ones(shape, dtype=torch.bool)}
+    total, _ = loss(out, y)
+    total.backward()
+    assert torch.isfinite(total)
+
+
+def test_smoothing_stays_inside_each_video():
+    from heads.infer import smooth_rows
+
+    x = torch.tensor([[0.0], [0.0], [3.0], [10.0], [10.0]])
+    out = smooth_rows({"va": x}, np.array([3, 2]), 1)["va"][:, 0].tolist()
+    assert out == pytest.approx([0.0, 1.0, 1.5, 10.0, 10.0])

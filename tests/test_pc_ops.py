@@ -1,4 +1,5 @@
 """Point-cloud ops and metrics against brute-force numpy/scipy references, plus a sanity check on a PU-GAN output."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,7 @@ def random_mesh(n_faces: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ref_point_triangle(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    """Distance [P,T] by another method: plane projection if inside (barycentric solve), else nearest of three segments."""
+    """Distance [P,T] another way: plane projection if inside (barycentric solve), else nearest of three segments."""
     a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
     n = np.cross(b - a, c - a)
     nn = (n * n).sum(-1)
@@ -56,6 +57,7 @@ def ref_point_triangle(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
 
 
 # ---- ops ----
+
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_knn_equals_brute_force(device):
@@ -111,6 +113,8 @@ def test_fps_random_start_is_seeded():
     a = farthest_point_sample(x, 10, "random", torch.Generator().manual_seed(5))
     b = farthest_point_sample(x, 10, "random", torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+    dup = torch.cat([x[:, :5], x[:, :5]], 1)
+    assert all(len(set(r)) == 10 for r in farthest_point_sample(dup, 10).tolist())
     with pytest.raises(PointCloudError, match="k=101"):
         farthest_point_sample(x, 101)
 
@@ -143,6 +147,7 @@ def test_gather_and_normalize():
 
 # ---- metrics ----
 
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_chamfer_hausdorff_brute_force(device):
     p, g = rand(3, 120, 3, seed=6), rand(3, 90, 3, seed=7)
@@ -157,6 +162,15 @@ def test_chamfer_hausdorff_brute_force(device):
     assert float(chamfer(p, g)) == pytest.approx(cd.mean(), rel=1e-9)
 
 
+def test_chamfer_gradient_matches_dense_autograd():
+    p, g = rand(2, 40, 3, seed=12).requires_grad_(), rand(2, 30, 3, seed=13)
+    chamfer(p, g).backward()
+    q = p.detach().clone().requires_grad_()
+    d = ((q[:, :, None] - g[:, None]) ** 2).sum(-1)
+    (d.min(2).values.mean(1) + d.min(1).values.mean(1)).mean().backward()
+    torch.testing.assert_close(p.grad, q.grad)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_point_to_mesh_brute_force(device):
     v, f = random_mesh(40, seed=8)
@@ -169,19 +183,26 @@ def test_point_to_mesh_brute_force(device):
 def test_point_to_mesh_on_surface_is_zero(dtype):
     v, f = random_mesh(30, seed=10)
     p = sample_surface_uniform(v, f, 400, seed=1)
-    d = point_to_mesh_distance(*(torch.from_numpy(a) for a in (p, v)), torch.from_numpy(f)) if dtype == torch.float64 else \
-        point_to_mesh_distance(torch.from_numpy(p).to(dtype), torch.from_numpy(v).to(dtype), torch.from_numpy(f))
+    d = (
+        point_to_mesh_distance(*(torch.from_numpy(a) for a in (p, v)), torch.from_numpy(f))
+        if dtype == torch.float64
+        else point_to_mesh_distance(torch.from_numpy(p).to(dtype), torch.from_numpy(v).to(dtype), torch.from_numpy(f))
+    )
     assert float(d.max()) < 1e-6
 
 
 def test_point_to_mesh_known_offsets():
     v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.float64)
     f = torch.tensor([[0, 1, 2]])
-    pts = torch.tensor([[0.2, 0.2, 0.3], [0.2, 0.2, -0.05], [-1, -1, 0.0], [2, 0, 1], [0.5, -0.5, 0], [1, 1, 0]], dtype=torch.float64)
+    pts = torch.tensor(
+        [[0.2, 0.2, 0.3], [0.2, 0.2, -0.05], [-1, -1, 0.0], [2, 0, 1], [0.5, -0.5, 0], [1, 1, 0]], dtype=torch.float64
+    )
     want = [0.3, 0.05, np.sqrt(2), np.sqrt(2), 0.5, np.sqrt(0.5)]
     np.testing.assert_allclose(point_to_mesh_distance(pts, v, f).numpy(), want, rtol=1e-12)
     degenerate = torch.tensor([[0, 0, 1], [2, 2, 2]])
-    np.testing.assert_allclose(point_to_mesh_distance(pts[:3], v, degenerate).numpy(), [np.sqrt(0.13), np.sqrt(0.0425), np.sqrt(2)], rtol=1e-12)
+    np.testing.assert_allclose(
+        point_to_mesh_distance(pts[:3], v, degenerate).numpy(), [np.sqrt(0.13), np.sqrt(0.0425), np.sqrt(2)], rtol=1e-12
+    )
     with pytest.raises(PointCloudError, match="faces"):
         point_to_mesh_distance(pts, v, torch.zeros(0, 3, dtype=torch.long))
 
@@ -197,6 +218,8 @@ def test_evaluate_clouds_conventions_and_invariance():
     _, _, r_gt = normalize_unit_sphere(torch.from_numpy(gt))
     d = point_to_mesh_distance(*(torch.from_numpy(a) for a in (pred, v, f))).numpy() / float(r_gt)
     assert base["p2f_mean"] == pytest.approx(d.mean(), rel=1e-9) and base["p2f_std"] == pytest.approx(d.std(), rel=1e-9)
+    raw = evaluate_clouds(pred, gt, (v, f), "pugcn", "cpu", torch.float64, p2f_frame="mesh")
+    assert raw["p2f_mean"] == pytest.approx(base["p2f_mean"] * float(r_gt), rel=1e-9) and raw["cd"] == base["cd"]
     half = evaluate_clouds(pred, gt, None, "half", "cpu", torch.float64)
     assert half["cd"] == pytest.approx(base["cd"] / 2) and half["hd"] == pytest.approx(base["hd"] / 2)
     assert half["p2f_mean"] is None and (base["n_pred"], base["n_gt"]) == (500, 300)
@@ -205,7 +228,9 @@ def test_evaluate_clouds_conventions_and_invariance():
 
 
 def test_evaluate_folder_pools_p2f(tmp_path):
+    pytest.importorskip("polars")
     from pointcloud.io import write_cloud, write_mesh
+
     rows = {}
     for k, name in enumerate(["a", "b"]):
         v, f = random_mesh(20 + 10 * k, seed=20 + k)
@@ -221,7 +246,9 @@ def test_evaluate_folder_pools_p2f(tmp_path):
     assert df["shape"].to_list() == ["a", "b", "mean"]
     pooled = np.concatenate(list(rows.values()))
     mean = df.filter(df["shape"] == "mean").row(0, named=True)
-    assert mean["p2f_mean"] == pytest.approx(pooled.mean(), rel=1e-6) and mean["p2f_std"] == pytest.approx(pooled.std(), rel=1e-6)
+    assert mean["p2f_mean"] == pytest.approx(pooled.mean(), rel=1e-6) and mean["p2f_std"] == pytest.approx(
+        pooled.std(), rel=1e-6
+    )
     assert mean["cd"] == pytest.approx(df["cd"][:2].mean()) and mean["n_pred"] == 700
     (tmp_path / "gt" / "c.xyz").write_text("0 0 0\n1 1 1\n")
     with pytest.raises(PointCloudError, match="no prediction .* c"):
@@ -231,6 +258,7 @@ def test_evaluate_folder_pools_p2f(tmp_path):
 @needs_data
 def test_pugan_peer_output_plausible():
     from pointcloud.io import read_cloud, read_mesh
+
     pred = read_cloud(PC / "pugan_x4_outputs" / "fandisk.xyz")
     gt = read_cloud(PC / "pugan_test" / "gt_8192" / "fandisk.xyz")
     res = evaluate_clouds(pred, gt, read_mesh(PC / "pugan_test" / "meshes" / "fandisk.off"), device="cpu")
@@ -238,3 +266,18 @@ def test_pugan_peer_output_plausible():
     assert 0.1e-3 < res["cd"] < 0.5e-3 and 0.5e-3 < res["hd"] < 10e-3 and 1e-3 < res["p2f_mean"] < 6e-3
     on_mesh = evaluate_clouds(gt, gt, read_mesh(PC / "pugan_test" / "meshes" / "fandisk.off"), device="cpu")
     assert on_mesh["cd"] == 0.0 and on_mesh["p2f_mean"] < 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fps_cuda_graph_matches_eager_and_cpu():
+    from pointcloud.ops import _fps_steps
+
+    x = rand(4, 3000, 3, seed=14).float()
+    cpu = farthest_point_sample(x, 200)
+    xc = x.cuda()
+    eager = _fps_steps(xc, torch.zeros(4, dtype=torch.long, device="cuda"), 200)
+    for _ in range(2):
+        graph = farthest_point_sample(xc, 200)
+        assert torch.equal(graph, eager) and torch.equal(graph.cpu(), cpu)
+    other = rand(4, 3000, 3, seed=15).float()
+    assert torch.equal(farthest_point_sample(other.cuda(), 200).cpu(), farthest_point_sample(other, 200))

@@ -10,7 +10,8 @@ from heads.ablate.grid import grid_from_dict
 from heads.ablate.report import STD_NOTE, build_report
 from heads.ablate.validate import build_runs, cached_feature_sets, grid_meta
 
-DEMO_BASE = {"task": "EXPR", "epochs": 1, "device": "cpu"}
+DEMO_BASE = {"task": "expr", "temporal": "tcn(channels=32, levels=2)", "loss": "ce(weights=auto)", "d_model": 32,
+             "window": 32, "stride": 16, "batch_size": 32, "lr": 2e-3, "plots": False}
 
 
 def pick_features(cache: str | Path) -> list[str]:
@@ -23,16 +24,17 @@ def pick_features(cache: str | Path) -> list[str]:
     return [visual, audio]
 
 
-def demo_grid(cache: str | Path, epochs: int = 1) -> dict:
+def demo_grid(cache: str | Path, epochs: int = 2, device: str = "cpu") -> dict:
     """The demo grid as a dict (same shape as a grid file)."""
-    return {"base": {**DEMO_BASE, "epochs": epochs, "features": pick_features(cache)},
+    return {"base": {**DEMO_BASE, "epochs": epochs, "patience": epochs, "device": device,
+                     "features": pick_features(cache)},
             "axes": {"fusion": ["none:visual", "none:audio", "xattn"], "seeds": [0, 1]}}
 
 
-def demo_ablation(cache: str | Path, labels_root: str | Path, out_dir: str | Path,
-                  console: Console | None = None) -> str:
+def demo_ablation(cache: str | Path, labels_root: str | Path, out_dir: str | Path, device: str = "cpu",
+                  epochs: int = 2, console: Console | None = None) -> str:
     """Run the demo grid in-process (data loaded once) into out_dir; return the markdown table."""
-    grid = grid_from_dict(demo_grid(cache), source="demo")
+    grid = grid_from_dict(demo_grid(cache, epochs, device), source="demo")
     runs = build_runs(grid, cache, labels_root)
     run_grid(runs, out_dir, jobs=1, console=console or Console(), grid_meta=grid_meta(grid))
     tables = build_report(out_dir)

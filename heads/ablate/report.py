@@ -62,7 +62,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
 def table_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The numbers a table shows: 'main' plus the trainer's best validation metrics ('val'), else all numbers."""
     if isinstance(metrics.get("val"), dict):
-        return {"main": float(metrics["main"]), **_flatten(metrics["val"])}
+        val = {k: v for k, v in metrics["val"].items() if not isinstance(v, dict)}
+        return {"main": float(metrics["main"]), **_flatten(val)}
     return _flatten(metrics)
 
 

@@ -1,0 +1,84 @@
+"""Bodies of `affcli train-head`, `predict` and `evaluate`: config merging, one-line errors, summaries; return exit codes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from common.registry import UnknownNameError
+
+EXIT_OK, EXIT_REFUSED = 0, 2
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, UnknownNameError)
+
+
+def _err(console: Console, e: BaseException) -> int:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    console.print(f"[red]error[/red]: {msg}", highlight=False)
+    return EXIT_REFUSED
+
+
+def _merge(config: Path | None, flags: dict[str, Any]):
+    from heads.config import RunConfig
+
+    over = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
+    if "features" in over and not over["features"]:
+        over.pop("features")
+    if config is not None:
+        return RunConfig.load(config, **over)
+    return RunConfig.from_dict(over)
+
+
+def train_head_command(config: Path | None, flags: dict[str, Any], console: Console | None = None) -> int:
+    """Merge --config and flags, train, print the best val metrics."""
+    from cache.errors import CacheError
+    from heads.trainer import train_run
+
+    console = console or Console()
+    try:
+        cfg = _merge(config, flags)
+        if cfg.name is None:
+            cfg.name = Path(cfg.out).name
+        m = train_run(cfg, progress=True)
+    except (*USER_ERRORS, CacheError, FloatingPointError) as e:
+        return _err(console, e)
+    val = ", ".join(f"{k} {v:.4f}" for k, v in m["val"].items() if isinstance(v, float))
+    console.print(f"[bold]{cfg.task}[/bold] best epoch {m['best_epoch']}/{m['epochs']}: {val}  -> {cfg.out}")
+    return EXIT_OK
+
+
+def predict_command(run: Path, cache: Path, out: Path, split: str | None, videos: str | None, style: str,
+                    au_threshold: float, device: str | None, smooth: int | None = None,
+                    console: Console | None = None) -> int:
+    """Write ABAW prediction files for a run."""
+    from cache.errors import CacheError
+    from heads.predict import predict_run
+
+    console = console or Console()
+    vids = None
+    if videos:
+        p = Path(videos)
+        vids = [v.strip() for v in (p.read_text().splitlines() if p.is_file() else videos.split(",")) if v.strip()]
+    try:
+        files = predict_run(run, cache, out, split=split, videos=vids, style=style, device=device,
+                            au_threshold=au_threshold, smooth=smooth)
+    except (*USER_ERRORS, CacheError) as e:
+        return _err(console, e)
+    console.print(f"wrote {len(files)} file(s) to {out}")
+    return EXIT_OK
+
+
+def evaluate_command(run: Path, cache: Path | None, labels: Path | None, split: str | None, device: str | None,
+                     smooth: int | None = None, console: Console | None = None) -> int:
+    """Re-score a run and print its metrics."""
+    from cache.errors import CacheError
+    from heads.predict import evaluate_run
+
+    console = console or Console()
+    try:
+        m = evaluate_run(run, cache, labels, split, device, smooth)
+    except (*USER_ERRORS, CacheError) as e:
+        return _err(console, e)
+    console.print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
+                            if not isinstance(v, (dict, list))))
+    return EXIT_OK

@@ -1,0 +1,93 @@
+"""Load a run's data from the Zarr cache and the Aff-Wild2 label files (heads.labels) onto the device."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from heads.config import RunConfig
+from heads.data import Data
+
+
+def _store(cfg: RunConfig):
+    from cache.store import FeatureStore
+
+    if not cfg.cache:
+        raise ValueError("no feature cache given: pass --cache (or `cache = ...` in the run config)")
+    if not cfg.labels:
+        raise ValueError("no label root given: pass --labels (or `labels = ...` in the run config)")
+    return FeatureStore(cfg.cache, mode="r")
+
+
+def resolve_features(cfg: RunConfig, store) -> list[str]:
+    """cfg.features, or every feature set of the cache when empty; unknown ones refused with those present."""
+    present = store.feature_sets()
+    feats = list(cfg.features) or list(present)
+    for f in feats:
+        if f not in present:
+            raise ValueError(f"{cfg.cache}: no feature set {f!r}; present: {', '.join(present) or '(none)'}")
+    if not feats:
+        raise ValueError(f"{cfg.cache}: the cache holds no feature sets")
+    return feats
+
+
+def split_label_videos(cfg: RunConfig, split: str) -> list[str]:
+    """Cache video ids (feature_video) that have labels in a split."""
+    from heads.labels import load_labels
+
+    df = load_labels(cfg.labels, cfg.task, split)
+    col = "feature_video" if "feature_video" in df.columns else "video"
+    return sorted(set(df[col].to_list()))
+
+
+def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
+    """Labels of both splits, features of their videos (those complete in the cache), dense label arrays and every
+    cached prompt set (those of the run's CLIP feature set first), so one Data serves any loss."""
+    from cache import load_table
+    from heads.labels import align_to_frames, labels_to_arrays, load_labels
+
+    store = _store(cfg)
+    feats = resolve_features(cfg, store)
+    complete = set.intersection(*[set(store.videos(f)) for f in feats])
+    frames = {s: load_labels(cfg.labels, cfg.task, s) for s in cfg.splits}
+    col = "feature_video" if "feature_video" in frames[cfg.splits[0]].columns else "video"
+    split_vids, missing = {}, {}
+    for s, df in frames.items():
+        vids = sorted(set(df[col].to_list()))
+        split_vids[s] = [v for v in vids if v in complete]
+        missing[s] = [v for v in vids if v not in complete]
+        if not split_vids[s]:
+            raise ValueError(f"{cfg.cache}: none of the {len(vids)} labelled {s} videos is complete in "
+                             f"{', '.join(feats)} (e.g. {', '.join(vids[:3])})")
+    order = list(dict.fromkeys(v for s in cfg.splits for v in split_vids[s]))
+    table = load_table(cfg.cache, feats, videos=order)
+    n_frames = {v: int(n) for v, n in zip(table.videos, table.lengths)}
+    index_of = {v: int(s) for v, s in zip(table.videos, table.starts)}
+    labels: dict[str, np.ndarray] = {}
+    for s, df in frames.items():
+        df = df.filter(df[col].is_in(split_vids[s]))
+        arr = labels_to_arrays(align_to_frames(df, n_frames), cfg.task, index_of)
+        for k, v in arr.items():
+            v = np.asarray(v)
+            if v.shape[0] != table.n_frames:
+                raise ValueError(f"labels_to_arrays({cfg.task}) gave {v.shape[0]} rows for key {k!r}, the table has {table.n_frames}")
+            if k not in labels:
+                labels[k] = v.copy()
+            elif k.startswith("mask_"):
+                labels[k] |= v
+            else:
+                labels[k] = np.where(_rows_mask(arr, k, v), v, labels[k])
+    text = {}
+    clip = next((f for f in feats if f.startswith("clip:")), None)
+    for name, spec in sorted(store.text_sets(), key=lambda ns: ns[1] != clip):
+        text.setdefault(name, store.read_text_embeddings(name, spec)[1])
+    data = Data.from_table(table, labels, split_vids, cfg.task, feats, text, device)
+    data.info = {"missing_videos": {s: len(v) for s, v in missing.items()},
+                 "videos": {s: len(v) for s, v in split_vids.items()}}
+    return data
+
+
+def _rows_mask(arr: dict, key: str, v: np.ndarray) -> np.ndarray:
+    m = np.asarray(arr.get(f"mask_{key}", np.ones(v.shape[0], bool)))
+    while m.ndim < v.ndim:
+        m = m[..., None]
+    return m

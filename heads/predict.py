@@ -1,0 +1,96 @@
+"""Inference of a finished run over whole videos (ABAW files via abaw_io) and re-scoring of its val split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.runs import read_json, write_json
+from heads.artifacts import load_model, prediction_frame
+from heads.config import RunConfig
+from heads.data import Data
+from heads.infer import predict_rows, smooth_rows
+from heads.scoring import hard_predictions
+
+
+def run_config(run_dir: str | Path, **overrides: Any) -> RunConfig:
+    """The RunConfig a run was trained with (config.json), with non-None overrides."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (is {run_dir} a train-head run folder?)")
+    d = read_json(path)
+    d.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None})
+    return RunConfig.from_dict(d)
+
+
+def split_videos(cfg: RunConfig, split: str) -> list[str]:
+    """Feature-cache video ids of a labelled split."""
+    from heads.loading import split_label_videos
+
+    return split_label_videos(cfg, split)
+
+
+def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, split: str | None = None,
+                videos: list[str] | None = None, style: str = "single-file", device: str | None = None,
+                au_threshold: float = 0.5, labels: str | Path | None = None, smooth: int | None = None) -> list[Path]:
+    """Predict every frame of the chosen videos (all cached ones by default) and write ABAW-format files.
+
+    `smooth` (frames; default the run's) averages predictions over +-smooth frames within each video.
+    """
+    import torch
+
+    from cache import load_table
+    from cache.store import FeatureStore
+    from heads.abaw_io import write_predictions
+    from heads.trainer import resolve_device
+
+    cfg = run_config(run_dir, cache=str(cache), labels=labels, device=device)
+    dev = resolve_device(cfg.device)
+    model = load_model(run_dir, dev)
+    if videos is None and split is not None:
+        videos = split_videos(cfg, split)
+    if videos is None:
+        store = FeatureStore(cache, mode="r")
+        videos = sorted(set.intersection(*[set(store.videos(f)) for f in cfg.features]))
+    if not videos:
+        raise ValueError(f"{cache}: no videos to predict (split={split!r})")
+    table = load_table(cache, cfg.features, videos=list(videos))
+    data = Data.from_table(table, {}, {"predict": list(table.videos)}, cfg.task, cfg.features, device=dev)
+    with torch.no_grad():
+        rows, preds = predict_rows(model, data, data.splits["predict"], cfg.window, cfg.eval_stride,
+                                   max(cfg.batch_size, 256), cfg.amp)
+    preds = smooth_rows(preds, data.lengths, cfg.smooth if smooth is None else smooth)
+    rows_np = rows.cpu().numpy()
+    probs = {k: v.float().cpu().numpy() for k, v in preds.items()}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prediction_frame(data.videos, data.starts, rows_np, probs).write_parquet(out_dir / f"predictions_{cfg.task}.parquet")
+    hard = hard_predictions(probs, au_threshold)
+    per_video = {}
+    for i, v in enumerate(data.videos):
+        sl = slice(int(data.starts[i]), int(data.starts[i] + data.lengths[i]))
+        pos = np.searchsorted(rows_np, np.arange(sl.start, sl.stop))
+        if cfg.task == "mtl":
+            per_video[v] = {k: a[pos] for k, a in hard.items()}
+        else:
+            per_video[v] = next(iter(hard.values()))[pos]
+    return write_predictions(out_dir, cfg.task, per_video, style=style)
+
+
+def evaluate_run(run_dir: str | Path, cache: str | Path | None = None, labels: str | Path | None = None,
+                 split: str | None = None, device: str | None = None, smooth: int | None = None) -> dict:
+    """Re-score a run's checkpoint on its val split (or `split`), optionally with prediction smoothing; writes
+    eval_<split>.json (eval_<split>_smooth<k>.json) beside it."""
+    from heads.trainer import evaluate, prepare_data
+
+    cfg = run_config(run_dir, cache=cache, labels=labels, device=device, smooth=smooth)
+    split = split or cfg.splits[1]
+    if split not in cfg.splits:
+        cfg.splits = [cfg.splits[0], split]
+    data = prepare_data(cfg)
+    model = load_model(run_dir, data.device)
+    metrics, _, _ = evaluate(model, data, cfg, split)
+    name = f"eval_{split}" + (f"_smooth{smooth}" if smooth else "")
+    write_json(Path(run_dir) / f"{name}.json", metrics)
+    return metrics

@@ -1,0 +1,30 @@
+"""Frozen stage-1 backbones, built by one factory from a spec string `kind:name` (e.g. `clip:ViT-B-16/openai`).
+
+Adding a backbone kind = one module with a class under `@BACKBONES.register("kind")`, imported below.
+"""
+from __future__ import annotations
+
+import torch
+
+from common.registry import UnknownNameError
+from pipeline.backbones.base import AudioBackbone, Backbone, BackboneError, Steps, VisualBackbone
+from pipeline.backbones.registry import BACKBONES
+from pipeline.backbones import ast as _ast, clip as _clip, fer as _fer, wav2vec2 as _wav2vec2  # noqa: F401  (registration)
+
+__all__ = ["BACKBONES", "AudioBackbone", "Backbone", "BackboneError", "Steps", "VisualBackbone",
+           "build_backbone", "parse_spec"]
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """`"clip:ViT-B-16/openai"` -> `("clip", "ViT-B-16/openai")`; an unknown kind raises UnknownNameError."""
+    kind, sep, name = str(spec).partition(":")
+    if not sep or not name:
+        raise UnknownNameError("backbone", str(spec), [f"{k}:<name>" for k in BACKBONES.names()])
+    BACKBONES.get(kind)
+    return kind, name
+
+
+def build_backbone(spec: str, device: str | torch.device = "cpu", seed: int = 0) -> Backbone:
+    """Build the frozen backbone named by `spec` on `device`; `seed` fixes random weights (tiny, /random)."""
+    kind, _ = parse_spec(spec)
+    return BACKBONES.get(kind)(spec, device=device, seed=seed)

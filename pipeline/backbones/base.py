@@ -1,0 +1,163 @@
+"""Backbone contract of stage 1: frozen models behind one small interface, each with a fingerprint for the cache."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+
+class BackboneError(RuntimeError):
+    """A backbone that cannot be built or loaded; str() is one line naming the spec."""
+
+    def __init__(self, spec: str, message: str):
+        self.spec = spec
+        self.message = " ".join(str(message).split())
+        super().__init__(f"{spec}: {self.message}")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def hub_offline() -> bool:
+    """True when the environment forbids hub access (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set)."""
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def looks_local(name: str) -> bool:
+    """A name meant as a filesystem path rather than a hub id (absolute, relative, home, or existing)."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()
+
+
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """Deterministic hash of a module's parameters and buffers (names, dtypes, shapes and bytes, sorted by name)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when supported, else fp16; plain fp32 elsewhere."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def seeded_build(seed: int, build):
+    """Call `build()` under a forked, seeded torch RNG so random-weight models are reproducible and side-effect free."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+class Backbone(ABC):
+    """A frozen feature extractor named by a spec string; `fingerprint()` identifies its features in the cache."""
+
+    spec: str
+    modality: ClassVar[Literal["visual", "audio"]]
+    dim: int
+    library: ClassVar[str] = ""
+
+    def __init__(self, spec: str, device: str | torch.device = "cpu", seed: int = 0):
+        self.spec = spec
+        self.device = torch.device(device)
+        self.seed = seed
+        self._sha: str | None = None
+
+    @property
+    @abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The torch module whose weights define the features (hashed for the fingerprint)."""
+
+    @abstractmethod
+    def preprocessing(self) -> dict[str, Any]:
+        """Everything besides the weights that changes the features (sizes, normalisation, windows)."""
+
+    def _freeze(self, model: torch.nn.Module) -> torch.nn.Module:
+        model.eval().requires_grad_(False)
+        return model.to(self.device)
+
+    def versions(self) -> dict[str, str]:
+        """Library versions that produced the features."""
+        out = {"torch": torch.__version__}
+        if self.library:
+            out[self.library] = __import__(self.library).__version__
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Spec, weights hash (computed once), preprocessing, dim, cache dtype and library versions."""
+        if self._sha is None:
+            self._sha = state_dict_sha256(self.module)
+        return {"spec": self.spec, "weights_sha256": self._sha, "preprocessing": self.preprocessing(),
+                "dim": int(self.dim), "dtype": "float16", "versions": self.versions()}
+
+
+class VisualBackbone(Backbone):
+    """Face-crop embedder: uint8 RGB crops of `input_size` -> [B, dim] features."""
+
+    modality = "visual"
+    input_size: int
+
+    @abstractmethod
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [B,S,S,3] RGB -> normalised float [B,C,S',S'] on self.device (one batched op)."""
+
+    @abstractmethod
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed batch -> [B, dim] float32 on the CPU."""
+
+    def _to_float(self, frames: np.ndarray, size: int, mode: str, antialias: bool) -> torch.Tensor:
+        """uint8 [B,S,S,3] -> float [B,3,size,size] in [0,1] on the device, resized only when S != size."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"{self.spec}: expected uint8 frames [B,S,S,3], got shape {frames.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        if x.shape[-2:] != (size, size):
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode=mode, antialias=antialias,
+                                                align_corners=False).clamp_(0, 1)
+        return x
+
+
+@dataclass
+class Steps:
+    """Time-resolved audio features: feats [T,D], step centres [T] and the time each step's receptive window ends [T] (s)."""
+
+    feats: np.ndarray
+    centre: np.ndarray
+    end: np.ndarray
+
+
+class AudioBackbone(Backbone):
+    """16 kHz mono waveform -> time-resolved steps -> features aligned to video frame timestamps."""
+
+    modality = "audio"
+    sample_rate: int = 16000
+
+    @abstractmethod
+    def steps(self, wav: np.ndarray, causal: bool) -> Steps:
+        """Run the model over the waveform; causal=True computes steps only from audio up to their `end`."""
+
+    def embed_audio(self, wav: np.ndarray, frame_times: np.ndarray,
+                    align: Literal["centered", "causal"]) -> tuple[np.ndarray, np.ndarray]:
+        """(feats float32 [F, dim], valid bool [F]) at the video frames' timestamps, see pipeline.align."""
+        from pipeline.align import align_steps
+
+        wav = np.ascontiguousarray(np.asarray(wav, np.float32).reshape(-1))
+        frame_times = np.asarray(frame_times, np.float64).reshape(-1)
+        if align not in ("centered", "causal"):
+            raise ValueError(f"{self.spec}: alignment must be 'centered' or 'causal', got {align!r}")
+        duration = len(wav) / self.sample_rate
+        if len(wav) == 0 or len(frame_times) == 0:
+            return np.zeros((len(frame_times), self.dim), np.float32), np.zeros(len(frame_times), bool)
+        st = self.steps(wav, causal=align == "causal")
+        return align_steps(st.feats, st.centre, st.end, frame_times, align, duration)

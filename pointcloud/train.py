@@ -1,0 +1,202 @@
+"""Train an upsampling network on PU-GAN-format patches: Chamfer (+ repulsion/uniform), Adam, resumable run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from common.runs import config_hash, read_json, seed_everything, write_json
+from pointcloud.checkpoint import MODEL_FILE, OPTIM_FILE, load_optimizer, save_model, save_optimizer
+from pointcloud.data import augment, read_pugan_h5
+from pointcloud.errors import PointCloudError
+from pointcloud.losses import upsampling_loss
+from pointcloud.models import create_model
+from pointcloud.ops import normalize_unit_sphere
+from pointcloud.runtime import autocast, progress, resolve_device
+
+
+@dataclass
+class TrainConfig:
+    """One training run; the paper's defaults (batch 64, 100 epochs, Adam lr 1e-4)."""
+
+    data: str
+    out: str
+    model: str = "pu-mfa"
+    ratio: int = 4
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-4
+    device: str = "auto"
+    max_patches: int | None = None
+    seed: int = 0
+    repulsion: float = 0.0
+    uniform: float = 0.0
+    augment: bool = True
+    max_minutes: float | None = None
+    input_key: str = "poisson_256"
+    gt_key: str = "poisson_1024"
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the original (not epochs, device or time budget)."""
+        keep = (
+            "data",
+            "model",
+            "ratio",
+            "batch_size",
+            "lr",
+            "max_patches",
+            "seed",
+            "repulsion",
+            "uniform",
+            "augment",
+            "input_key",
+            "gt_key",
+            "model_options",
+        )
+        d = dataclasses.asdict(self)
+        d["data"] = str(Path(self.data).resolve())
+        return {k: d[k] for k in keep}
+
+
+def load_patches(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input and gt patches as device tensors, checked against the ratio and for NaNs."""
+    inp, gt = read_pugan_h5(cfg.data, cfg.input_key, cfg.gt_key)
+    if cfg.max_patches:
+        inp, gt = inp[: cfg.max_patches], gt[: cfg.max_patches]
+    if not (torch.isfinite(torch.from_numpy(inp)).all() and torch.isfinite(torch.from_numpy(gt)).all()):
+        raise PointCloudError(f"{cfg.data}: training patches contain NaN or infinite coordinates")
+    if gt.shape[1] != cfg.ratio * inp.shape[1]:
+        raise PointCloudError(
+            f"{cfg.data}: patches are x{gt.shape[1] / inp.shape[1]:g} ({inp.shape[1]} -> {gt.shape[1]} points), "
+            f"cannot train ratio {cfg.ratio}"
+        )
+    return torch.from_numpy(inp).to(device), torch.from_numpy(gt).to(device)
+
+
+def normalise_pair(inp: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both clouds mapped by the input's centroid and radius, as inference normalises each input patch."""
+    inp_n, c, r = normalize_unit_sphere(inp)
+    return inp_n, (gt - c) / r
+
+
+def _start(cfg: TrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator):
+    """(first epoch, step, history): resume from the run folder when it holds a checkpoint of the same run."""
+    out = Path(cfg.out)
+    if not (out / MODEL_FILE).is_file() or not (out / OPTIM_FILE).is_file():
+        return 0, 0, []
+    old = read_json(out / "config.json")
+    if config_hash(old.get("identity", {})) != config_hash(cfg.identity()):
+        raise PointCloudError(f"{out}: holds a different run (other data/model/options); use another --out")
+    model.load_state_dict(load_file(str(out / MODEL_FILE)))
+    extra = load_optimizer(opt, out)
+    gen.set_state(extra["rng"])
+    hist = read_json(out / "metrics.json").get("epochs", []) if (out / "metrics.json").is_file() else []
+    return int(extra["epoch"]), int(extra["step"]), hist
+
+
+def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
+    """Run (or resume) training; writes config.json, metrics.json and checkpoints into cfg.out; returns metrics."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    inp, gt = load_patches(cfg, device)
+    model = create_model(cfg.model, cfg.ratio, **cfg.model_options).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    first, step, hist = _start(cfg, model, opt, gen)
+    write_json(
+        out / "config.json",
+        {
+            **dataclasses.asdict(cfg),
+            "identity": cfg.identity(),
+            "config_hash": config_hash(cfg.identity()),
+            "device_used": str(device),
+            "n_patches": len(inp),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+    )
+    n = len(inp)
+    bs = min(cfg.batch_size, n)
+    steps = math.ceil(n / bs)
+    t0, stopped = time.time(), None
+    model.train()
+    with progress(console=console, transient=False) as bar:
+        task = bar.add_task(f"train {cfg.model} x{cfg.ratio}", total=max(0, cfg.epochs - first) * steps, info="")
+        for epoch in range(first, cfg.epochs):
+            perm = torch.randperm(n, generator=gen).to(device)
+            sums: dict[str, float] = {}
+            te = time.time()
+            for s in range(steps):
+                idx = perm[s * bs : (s + 1) * bs]
+                x, y = inp[idx], gt[idx]
+                if cfg.augment:
+                    x, y = augment(x, y, gen)
+                x, y = normalise_pair(x, y)
+                with autocast(device):
+                    pred = model(x)
+                losses = upsampling_loss(pred, y, cfg.repulsion, cfg.uniform)
+                opt.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                opt.step()
+                step += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                bar.update(task, advance=1, info=f"ep {epoch + 1} cd {float(losses['cd'].detach()) * 1e3:.3f}e-3")
+                if cfg.max_minutes is not None and time.time() - t0 > cfg.max_minutes * 60:
+                    stopped = "time budget"
+                    break
+            done = s + 1
+            hist.append(
+                {
+                    "epoch": epoch + 1,
+                    "steps": done,
+                    "time_s": round(time.time() - te, 3),
+                    **{k: v / done for k, v in sums.items()},
+                }
+            )
+            _checkpoint(model, opt, gen, out, epoch + 1, step, hist, cfg, stopped)
+            if stopped:
+                break
+    return read_json(out / "metrics.json")
+
+
+def _checkpoint(model, opt, gen, out: Path, epoch: int, step: int, hist: list, cfg: TrainConfig, stopped) -> None:
+    """Weights, optimizer + RNG state and the loss curve, each written atomically."""
+    save_model(model, out)
+    save_optimizer(opt, out, {"epoch": torch.tensor(epoch), "step": torch.tensor(step), "rng": gen.get_state()})
+    write_json(
+        out / "metrics.json",
+        {
+            "epochs": hist,
+            "epochs_done": epoch,
+            "steps_done": step,
+            "final_loss": hist[-1]["loss"] if hist else None,
+            "final_cd": hist[-1]["cd"] if hist else None,
+            "stopped": stopped,
+            "target_epochs": cfg.epochs,
+        },
+    )
+
+
+def parse_options(items: list[str] | None) -> dict[str, Any]:
+    """['fusion=concat', 'scales=[8,16]'] -> {'fusion': 'concat', 'scales': [8, 16]} (values parsed as JSON if they can be)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise PointCloudError(f"model option {item!r}: expected key=value")
+        key, val = item.split("=", 1)
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = val
+    return out

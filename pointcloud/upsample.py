@@ -1,0 +1,128 @@
+"""Whole-cloud upsampling with a patch network: FPS seeds, kNN patches, batched inference, merge to exactly r N points."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pointcloud.errors import PointCloudError
+from pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
+from pointcloud.runtime import autocast, resolve_device
+
+PATCH = 256
+SEED_FACTOR = 3
+MIN_POINTS = 16
+FPS_MAX = 65536  # 'auto' merges by FPS up to this many output points, by child assignment above
+Merge = Literal["auto", "fps", "assign"]
+
+
+def check_cloud(xyz: Tensor | np.ndarray, name: str = "input cloud") -> Tensor:
+    """[N,3] float32 tensor, or a one-line PointCloudError for a wrong shape, an empty cloud or NaNs."""
+    t = torch.as_tensor(np.asarray(xyz) if not isinstance(xyz, Tensor) else xyz).float()
+    if t.ndim != 2 or t.shape[-1] != 3:
+        raise PointCloudError(f"{name}: expected [N,3] points, got shape {list(t.shape)}")
+    if t.shape[0] == 0:
+        raise PointCloudError(f"{name}: empty point cloud")
+    if not torch.isfinite(t).all():
+        raise PointCloudError(f"{name}: contains NaN or infinite coordinates")
+    if t.shape[0] < MIN_POINTS:
+        raise PointCloudError(f"{name}: {t.shape[0]} points; need at least {MIN_POINTS} to upsample")
+    return t
+
+
+def passes_for(model_ratio: int, ratio: int) -> int:
+    """How many model passes make `ratio` (ratio must be model_ratio ** k, k >= 1); else a clear error."""
+    k, r = 0, 1
+    while r < ratio:
+        r, k = r * model_ratio, k + 1
+    if r != ratio or k == 0:
+        reach = ", ".join(str(model_ratio**i) for i in (1, 2, 3))
+        raise PointCloudError(f"ratio {ratio} not reachable: the model was trained for x{model_ratio} ({reach} ...)")
+    return k
+
+
+@torch.no_grad()
+def _patches(xyz: Tensor, seeds: Tensor, size: int) -> Tensor:
+    """Indices [S,size] of the kNN patch around each seed point [S,3]."""
+    return knn(seeds[None], xyz[None], size)[1][0]
+
+
+@torch.no_grad()
+def _infer(model: nn.Module, pts: Tensor, batch: int) -> Tensor:
+    """Model output [S,P*r,3] for patches [S,P,3], each normalised to the unit sphere and mapped back."""
+    outs = []
+    for s in range(0, len(pts), batch):
+        p_n, c, r = normalize_unit_sphere(pts[s : s + batch])
+        with autocast(pts.device):
+            y = model(p_n).float()
+        outs.append(y * r + c)
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge = "auto") -> Tensor:
+    """One x r pass over a cloud [N,3] on the model's device: exactly r N points [rN,3]."""
+    n, r = xyz.shape[0], model.ratio
+    xyz_n, centre, radius = normalize_unit_sphere(xyz)
+    size = min(PATCH, n)
+    n_seeds = max(1, math.ceil(n / size * SEED_FACTOR))
+    seed_idx = farthest_point_sample(xyz_n[None], n_seeds)[0]
+    idx = _patches(xyz_n, xyz_n[seed_idx], size)
+    if merge == "auto":
+        merge = "fps" if r * n <= FPS_MAX else "assign"
+    if merge == "assign":
+        idx, seed_idx = _cover(xyz_n, idx, seed_idx, size)
+    up = _infer(model, xyz_n[idx], batch)
+    if merge == "fps":
+        flat = up.reshape(1, -1, 3)
+        out = gather_points(flat, farthest_point_sample(flat, r * n))[0]
+    elif merge == "assign":
+        out = _assign(xyz_n, idx, seed_idx, up, r)
+    else:
+        raise PointCloudError(f"merge must be auto, fps or assign, got {merge!r}")
+    return out * radius + centre
+
+
+def _cover(xyz: Tensor, idx: Tensor, seed_idx: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Add patches seeded at uncovered points until every point lies in some patch."""
+    while True:
+        covered = torch.zeros(len(xyz), dtype=torch.bool, device=xyz.device)
+        covered[idx.reshape(-1)] = True
+        missing = (~covered).nonzero()[:, 0]
+        if not len(missing):
+            return idx, seed_idx
+        extra = missing[farthest_point_sample(xyz[missing][None], min(len(missing), max(1, len(idx) // 8)))[0]]
+        idx = torch.cat([idx, _patches(xyz, xyz[extra], size)])
+        seed_idx = torch.cat([seed_idx, extra])
+
+
+def _assign(xyz: Tensor, idx: Tensor, seed_idx: Tensor, up: Tensor, r: int) -> Tensor:
+    """Per input point, its r children from the patch whose seed lies nearest (the most central copy): [rN,3]."""
+    s, p = idx.shape
+    flat = idx.reshape(-1)
+    d = (xyz[idx] - xyz[seed_idx][:, None]).square().sum(-1).reshape(-1)
+    best = torch.full((len(xyz),), float("inf"), dtype=d.dtype, device=xyz.device).scatter_reduce(0, flat, d, "amin")
+    slot = torch.where(d == best[flat], torch.arange(s * p, device=xyz.device), s * p)
+    chosen = torch.full((len(xyz),), s * p, dtype=torch.long, device=xyz.device).scatter_reduce(0, flat, slot, "amin")
+    return up.reshape(s * p, r, 3)[chosen].reshape(-1, 3)
+
+
+def upsample_cloud(
+    model: nn.Module, xyz: Tensor | np.ndarray, ratio: int, batch: int = 64, merge: Merge = "auto"
+) -> np.ndarray:
+    """Upsample a cloud [N,3] by `ratio` (x16 = two x4 passes for a x4 model): exactly ratio N points [ratio N,3]."""
+    t = check_cloud(xyz)
+    device = next(model.parameters()).device
+    cur = t.to(device)
+    for _ in range(passes_for(model.ratio, ratio)):
+        cur = upsample_pass(model, cur, batch, merge)
+    return cur.cpu().numpy()
+
+
+def default_batch(device: str | torch.device | None) -> int:
+    """Patches per forward pass: 64 on CUDA, 16 on CPU."""
+    return 64 if resolve_device(device).type == "cuda" else 16
