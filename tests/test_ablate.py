@@ -19,7 +19,8 @@ from heads.ablate.synthetic import AUDIO, VISUAL, make_synthetic
 
 QUIET = Console(quiet=True)
 BASE = {"task": "expr", "features": [VISUAL, AUDIO], "epochs": 1, "device": "cpu", "window": 16, "stride": 16,
-        "batch_size": 32, "d_model": 16, "plots": False, "save_predictions": False}
+        "batch_size": 32, "d_model": 16, "plots": False, "save_predictions": False, "warmup": 0}
+NAN = {"epochs": 2}  # lr=1e30 blows the weights up in epoch 1: the loss of epoch 2 is NaN
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +29,8 @@ def synth(tmp_path_factory) -> tuple[Path, Path]:
     return make_synthetic(tmp_path_factory.mktemp("synth"), n_videos=4, n_frames=64, dims=(8, 6))
 
 
-def _grid(axes: dict, **extra) -> dict:
-    return {"base": dict(BASE), "axes": axes, **extra}
+def _grid(axes: dict, base: dict | None = None, **extra) -> dict:
+    return {"base": {**BASE, **(base or {})}, "axes": axes, **extra}
 
 
 def _run(raw: dict, synth, out: Path, **kw):
@@ -102,7 +103,7 @@ def test_missing_feature_set_refused_by_cli_before_any_run(synth, tmp_path):
 # ---- execution through the real trainer --------------------------------------------------------------
 def test_failure_isolated_resume_and_exact_table(synth, tmp_path):
     out = tmp_path / "abl"
-    raw = _grid({"fusion": ["none:visual", "concat"], "lr": [1e-3, 1e30], "seeds": [0]})
+    raw = _grid({"fusion": ["none:visual", "concat"], "lr": [1e-3, 1e30], "seeds": [0]}, NAN)
     clear_data_cache()
     loads = data_loads()
     runs, res = _run(raw, synth, out)
@@ -130,7 +131,7 @@ def test_failure_isolated_resume_and_exact_table(synth, tmp_path):
     shutil.rmtree(out / "runs" / lost.name)
     meta = read_json(out / "runs" / killed.name / "ablate.json")
     write_json(out / "runs" / killed.name / "ablate.json", {**meta, "finished": False})
-    raw2 = _grid({"fusion": ["none:visual", "concat"], "lr": [1e-3, 1e30], "seeds": [0, 1]})
+    raw2 = _grid({"fusion": ["none:visual", "concat"], "lr": [1e-3, 1e30], "seeds": [0, 1]}, NAN)
     untouched = {r.name: os.stat(out / "runs" / r.name / "metrics.json").st_mtime_ns for r in ok if r is not lost and r is not killed}
     runs2, res2 = _run(raw2, synth, out)
     ran = {o.name for o in res2.ran}
@@ -174,8 +175,8 @@ def test_cli_runs_grid_and_exit_status_reports_failures(synth, tmp_path):
     from cli import app
 
     grid = tmp_path / "g.toml"
-    grid.write_text('[base]\ntask = "expr"\nfeatures = ["%s", "%s"]\nepochs = 1\nwindow = 16\nstride = 16\n'
-                    '[axes]\nfusion = ["none:audio"]\nlr = [1e-3, 1e30]\nseeds = [0]\n' % (VISUAL, AUDIO))
+    grid.write_text('[base]\ntask = "expr"\nfeatures = ["%s", "%s"]\nepochs = 2\nwarmup = 0\nwindow = 16\n'
+                    'plots = false\n[axes]\nfusion = ["none:audio"]\nlr = [1e-3, 1e30]\nseeds = [0]\n' % (VISUAL, AUDIO))
     res = CliRunner().invoke(app, ["ablate", str(grid), "--cache", str(synth[0]), "--labels", str(synth[1]),
                                    "--out", str(tmp_path / "out")])
     assert res.exit_code == 1, res.output

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -320,6 +321,7 @@ def run_grid(runs: list[RunSpec], out_dir: str | Path, *, jobs: int = 1, dask_lo
 
 def _line(o: Outcome) -> str:
     if o.status == "failed":
-        return f"[red]FAILED[/red] {o.name}  {o.error}"
+        err = o.error or ""
+        return f"[red]FAILED[/red] {escape(o.name)}  {escape(err[:200] + ('...' if len(err) > 200 else ''))}"
     main = "n/a" if o.main is None else f"{o.main:.4f}"
-    return f"[green]ok[/green]     {o.name}  main={main}  ({o.seconds:.1f} s)"
+    return f"[green]ok[/green]     {escape(o.name)}  main={main}  ({o.seconds:.1f} s)"

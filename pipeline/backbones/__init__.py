@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 
 from common.registry import UnknownNameError
-from pipeline.backbones.base import AudioBackbone, Backbone, BackboneError, Steps, VisualBackbone
+from pipeline.backbones.base import AudioBackbone, Backbone, BackboneError, Steps, TextEncoder, VisualBackbone
 from pipeline.backbones.registry import BACKBONES
-from pipeline.backbones import ast as _ast, clip as _clip, fer as _fer, wav2vec2 as _wav2vec2  # noqa: F401  (registration)
+from pipeline.backbones import ast, clip, fer, wav2vec2  # noqa: F401,E402  (each module registers its kind)
 
-__all__ = ["BACKBONES", "AudioBackbone", "Backbone", "BackboneError", "Steps", "VisualBackbone",
+__all__ = ["BACKBONES", "AudioBackbone", "Backbone", "BackboneError", "Steps", "TextEncoder",
+           "VisualBackbone",
            "build_backbone", "parse_spec"]
 
 

@@ -7,7 +7,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ class BackboneError(RuntimeError):
 
 def hub_offline() -> bool:
     """True when the environment forbids hub access (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set)."""
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    flags = (os.environ.get(k, "").lower() for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(f in ("1", "true", "yes", "on") for f in flags)
 
 
 def looks_local(name: str) -> bool:
@@ -130,11 +131,18 @@ class VisualBackbone(Backbone):
 
 @dataclass
 class Steps:
-    """Time-resolved audio features: feats [T,D], step centres [T] and the time each step's receptive window ends [T] (s)."""
+    """Time-resolved audio features: feats [T,D], step centres [T] (s), and when each step's receptive window ends [T] (s)."""
 
     feats: np.ndarray
     centre: np.ndarray
     end: np.ndarray
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """A backbone with a text tower (CLIP): prompts -> [P, dim] L2-normalised float32 embeddings."""
+
+    def encode_text(self, prompts: list[str]) -> np.ndarray: ...
 
 
 class AudioBackbone(Backbone):

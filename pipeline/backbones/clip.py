@@ -38,6 +38,9 @@ def _resolve(name: str) -> tuple[str, str | None]:
     if name == "tiny":
         return TINY_MODEL, None
     if name.startswith("local-dir:"):
+        folder = Path(name.partition(":")[2]).expanduser()
+        if folder.is_dir() and not any(folder.glob(p) for p in ("*.safetensors", "*.bin", "*.pth", "*.pt")):
+            raise FileNotFoundError(f"no weights (*.safetensors, *.bin, *.pth) in {folder}")
         return name, None
     if name.startswith(("/", ".", "~")) or Path(name).is_file():
         ckpt = Path(name).expanduser()
@@ -53,7 +56,8 @@ def _resolve(name: str) -> tuple[str, str | None]:
     return model, None if tag == RANDOM_TAG else tag
 
 
-@BACKBONES.register("clip", modality="visual", help="open_clip image tower: <model>/<tag|path|random>, local-dir:/path, tiny")
+@BACKBONES.register("clip", modality="visual",
+                    help="open_clip image tower: <model>/<tag|path|random>, local-dir:/path, /path/ckpt.pt, tiny")
 class ClipBackbone(VisualBackbone):
     """open_clip image embeddings (projected, not L2-normalised) of face crops, plus `encode_text` for prompt sets."""
 
@@ -73,10 +77,11 @@ class ClipBackbone(VisualBackbone):
             else:
                 model = seeded_build(seed, lambda: open_clip.create_model(
                     model_name, pretrained=pretrained, load_weights=True, cache_dir=None,
-                    **({"require_pretrained": True} if pretrained else {})))
+                    **({"require_pretrained": True} if pretrained else {"pretrained_text": False})))
             self.tokenizer = open_clip.get_tokenizer(model_name)
         except Exception as e:  # noqa: BLE001 - every load failure becomes one line naming the spec
-            hint = " (hub access is disabled: HF_HUB_OFFLINE)" if hub_offline() else ""
+            remote = not name.startswith(("local-dir:", "/", ".", "~", "tiny")) and not name.endswith("/" + RANDOM_TAG)
+            hint = " (hub access is disabled: HF_HUB_OFFLINE)" if hub_offline() and remote else ""
             raise BackboneError(spec, f"cannot load open_clip model: {type(e).__name__}: {e}{hint}") from e
         self.model = self._freeze(model)
         self.pre_cfg = dict(open_clip.get_model_preprocess_cfg(model))
@@ -96,7 +101,8 @@ class ClipBackbone(VisualBackbone):
         model = open_clip.create_model(model_name, pretrained=None, load_weights=False)
         open_clip.load_checkpoint(model, ckpt)
         if "preprocess_cfg" in cfg:
-            open_clip.model.set_model_preprocess_cfg(model, {**open_clip.get_model_preprocess_cfg(model), **cfg["preprocess_cfg"]})
+            merged = {**open_clip.get_model_preprocess_cfg(model), **cfg["preprocess_cfg"]}
+            open_clip.model.set_model_preprocess_cfg(model, merged)
         return model
 
     @property

