@@ -239,9 +239,9 @@ def train_head(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (config, metrics, checkpoint, predictions, plots)." + _d("out")),
 ) -> None:
     """Train a temporal + fusion head on cached features; early-stops on the val main metric."""
+    flags = {k: v for k, v in locals().items() if k != "config"}
     from heads.commands import train_head_command
 
-    flags = {k: v for k, v in locals().items() if k != "config"}
     raise typer.Exit(train_head_command(config, flags))
 
 
@@ -276,6 +276,21 @@ def evaluate(
     from heads.commands import evaluate_command
 
     raise typer.Exit(evaluate_command(run, cache, labels, split, device, smooth))
+
+
+@app.command("score")
+def score(
+    task: str = typer.Option(..., "--task", help="expr, va, au, mtl or lsd."),
+    pred: Path = typer.Option(..., "--pred", help="ABAW predictions: a folder of per-id txt files or the one file per task."),
+    labels: Path = typer.Option(..., "--labels", help="Aff-Wild2 annotation root (or the MTL annotation file)."),
+    split: str = typer.Option("val", "--split", help="train or val."),
+    edition: str = typer.Option("abaw3+", "--edition", help="abaw3+ (8-class F1, mean AU F1) or abaw1-2 (F1/accuracy mix)."),
+    tolerance: int = typer.Option(0, "--tolerance", help="Prediction rows a video may lack (last prediction carried)."),
+) -> None:
+    """Score ABAW prediction files against a labelled split with the official metrics; prints JSON."""
+    from heads.score import score_command
+
+    raise typer.Exit(score_command(task, pred, labels, split, edition, tolerance))
 
 
 

@@ -36,7 +36,7 @@ def bench(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     cache, labels = make_synthetic(work / "data", n_videos=videos, n_frames=frames, dims=dims, seed=0)
     t_make = time.perf_counter() - t0
-    grid = grid_from_dict({"base": {"task": "EXPR", "features": ["clip:synth", "wav2vec2:synth"],
+    grid = grid_from_dict({"base": {"task": "expr", "features": ["clip:synth", "wav2vec2:synth"],
                                     "epochs": args.epochs, "device": args.device}, "axes": AXES}, source="bench")
     runs = build_runs(grid, cache, labels)
     console = Console(quiet=not args.verbose)
@@ -56,13 +56,13 @@ def bench(args: argparse.Namespace) -> dict:
                               "failed": res.count("failed"),
                               "mean_run_s": sum(o.seconds for o in res.ran) / max(1, len(res.ran))}
         print(f"{mode:5s} workers={workers} wall={wall:7.1f} s  per run={wall / len(runs):6.2f} s  "
-              f"runs/h={3600 * len(runs) / wall:8.0f}  ok={res.count('ok')} failed={res.count('failed')}")
+              f"runs/h={3600 * len(runs) / wall:8.0f}  ok={res.count('ok')} failed={res.count('failed')}", flush=True)
     if "seq" in out["modes"]:
         t_seq = out["modes"]["seq"]["wall_s"]
         for mode, r in out["modes"].items():
             if mode != "seq":
                 r["efficiency"] = t_seq / (r["workers"] * r["wall_s"])
-                print(f"{mode:5s} parallel efficiency T_seq / ({r['workers']} x T_par) = {r['efficiency']:.2f}")
+                print(f"{mode:5s} parallel efficiency T_seq / ({r['workers']} x T_par) = {r['efficiency']:.2f}", flush=True)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return out

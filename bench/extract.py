@@ -64,12 +64,27 @@ def bare_audio(spec: str, wavs: list[tuple[np.ndarray, np.ndarray]], dev: torch.
     return n / (time.perf_counter() - t0)
 
 
-def end_to_end(spec: str, video_dir: Path, dev: torch.device, batch: int, workers: int) -> tuple[float, int]:
+def base_audio_folders(root: Path) -> list[str]:
+    """Random-weight base-size Wav2Vec2 and AST saved as local folders (the real `from_pretrained` path)."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    w, a = root / "wav2vec2-base-random", root / "ast-base-random"
+    Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(w)
+    Wav2Vec2FeatureExtractor().save_pretrained(w)
+    ASTModel(ASTConfig()).save_pretrained(a)
+    ASTFeatureExtractor().save_pretrained(a)
+    return [f"wav2vec2:{w}", f"ast:{a}"]
+
+
+def end_to_end(spec: str, video_dir: Path, dev: torch.device, batch: int, workers: int,
+               detect_every: int = 1) -> tuple[float, int]:
     """Frames/s of a full extract run into a fresh cache; returns (frames/s, frames)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     try:
         ex = Extractor(ExtractConfig(cache=tmp / "c.zarr", backbones=[spec], video_dir=video_dir, device=str(dev),
-                                     batch_size=batch, decode_workers=workers, prompt_sets=()))
+                                     batch_size=batch, decode_workers=workers, prompt_sets=(),
+                                     detect_every=detect_every))
         _sync(dev)
         t0 = time.perf_counter()
         res = ex.run()
@@ -94,18 +109,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--align", default="centered")
+    ap.add_argument("--detect-every", type=int, default=1)
+    ap.add_argument("--base-audio", action="store_true",
+                    help="Also bench base-size Wav2Vec2 and AST (random weights saved to local folders, "
+                         "loaded back through from_pretrained).")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     specs = a.backbone or ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
     dev = resolve_device(a.device)
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    if a.base_audio:
+        specs += base_audio_folders(work / "models")
     ds = make_demo_dataset(work, n_videos=a.videos, seconds=a.seconds, fps=a.fps, size=(a.width, a.height), seed=0)
     paths = sorted(Path(ds.video_dir).iterdir())
     rows = []
     for spec in specs:
         b = build_backbone(spec, dev)
         if b.modality == "visual":
-            cropper = FaceCropper(size=b.input_size)
+            cropper = FaceCropper(size=b.input_size, detect_every=a.detect_every)
             crops = np.concatenate([cropper.crop_batch(f)[0] for p in paths for f, _ in iter_video_frames(p, 64)])
             bare = bare_visual(spec, crops, dev, a.batch, a.repeats)
         else:
@@ -114,7 +135,7 @@ def main() -> None:
         del b
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        e2e, frames = end_to_end(spec, ds.video_dir, dev, a.batch, a.workers)
+        e2e, frames = end_to_end(spec, ds.video_dir, dev, a.batch, a.workers, a.detect_every)
         peak_gpu = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
         row = {"backbone": spec, "bare_fps": round(bare, 1), "e2e_fps": round(e2e, 1), "ratio": round(e2e / bare, 3),
                "frames": frames, "peak_gpu_mib": None if peak_gpu is None else round(peak_gpu, 1),
@@ -123,7 +144,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     meta = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
             "cpus": __import__("os").cpu_count(), "torch": torch.__version__, "videos": a.videos,
-            "seconds": a.seconds, "size": [a.width, a.height], "fps": a.fps, "batch": a.batch, "workers": a.workers}
+            "seconds": a.seconds, "size": [a.width, a.height], "fps": a.fps, "batch": a.batch, "workers": a.workers,
+            "detect_every": a.detect_every}
     print(f"\n{'backbone':28s} {'bare f/s':>10s} {'e2e f/s':>10s} {'ratio':>6s} {'peak GPU MiB':>12s} {'peak RSS MiB':>12s}")
     for r in rows:
         print(f"{r['backbone']:28s} {r['bare_fps']:10.1f} {r['e2e_fps']:10.1f} {r['ratio']:6.2f} "

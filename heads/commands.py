@@ -14,7 +14,7 @@ USER_ERRORS = (ValueError, KeyError, FileNotFoundError, UnknownNameError)
 
 def _err(console: Console, e: BaseException) -> int:
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    console.print(f"[red]error[/red]: {msg}", highlight=False)
+    console.print(f"[red]error[/red]: {msg}", highlight=False, soft_wrap=True)
     return EXIT_REFUSED
 
 

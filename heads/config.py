@@ -50,7 +50,7 @@ class RunConfig:
     frame_mask_p: float = 0.0
     frame_mask_mode: str = "token"
     ssl_epochs: int = 0
-    edition: int = 6
+    edition: str = "abaw3+"
     name: str | None = None
     out: str = "runs/run"
     save_predictions: bool = True

@@ -9,7 +9,7 @@ from heads.trainer import train_run
 DEMO_FEATURES = ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
 DEMO_RUNS = {
     "expr": {"task": "expr", "temporal": "tcn(levels=2, channels=64)", "fusion": "xattn", "loss": "ce(weights=auto)"},
-    "va": {"task": "va", "temporal": "gru(hidden=32)", "fusion": "xattn-gated", "loss": "ccc"},
+    "va": {"task": "va", "temporal": "tcn(levels=2, channels=64)", "fusion": "xattn-gated", "loss": "ccc"},
 }
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import torch
 
 from heads.config import RunConfig
@@ -30,13 +31,16 @@ def resolve_features(cfg: RunConfig, store) -> list[str]:
     return feats
 
 
-def split_label_videos(cfg: RunConfig, split: str) -> list[str]:
-    """Cache video ids (feature_video) that have labels in a split."""
+def split_label_videos(cfg: RunConfig, split: str) -> dict[str, str]:
+    """{label id: cache video id} of a split's labelled videos that are complete in the cache
+    (`video10_left` and `video10_right` both map to `video10` unless the cache holds per-id features)."""
     from heads.labels import load_labels
 
-    df = load_labels(cfg.labels, cfg.task, split)
-    col = "feature_video" if "feature_video" in df.columns else "video"
-    return sorted(set(df[col].to_list()))
+    store = _store(cfg)
+    complete = set.intersection(*[set(store.videos(f)) for f in resolve_features(cfg, store)])
+    df = _with_cached_ids(load_labels(cfg.labels, cfg.task, split), complete)
+    pairs = df.select("video", "feature_video").unique(maintain_order=True).iter_rows()
+    return {v: f for v, f in pairs if f in complete}
 
 
 def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
@@ -48,11 +52,10 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
     store = _store(cfg)
     feats = resolve_features(cfg, store)
     complete = set.intersection(*[set(store.videos(f)) for f in feats])
-    frames = {s: load_labels(cfg.labels, cfg.task, s) for s in cfg.splits}
-    col = "feature_video" if "feature_video" in frames[cfg.splits[0]].columns else "video"
+    frames = {s: _with_cached_ids(load_labels(cfg.labels, cfg.task, s), complete) for s in cfg.splits}
     split_vids, missing = {}, {}
     for s, df in frames.items():
-        vids = sorted(set(df[col].to_list()))
+        vids = sorted(set(df["feature_video"].to_list()))
         split_vids[s] = [v for v in vids if v in complete]
         missing[s] = [v for v in vids if v not in complete]
         if not split_vids[s]:
@@ -64,12 +67,9 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
     index_of = {v: int(s) for v, s in zip(table.videos, table.starts)}
     labels: dict[str, np.ndarray] = {}
     for s, df in frames.items():
-        df = df.filter(df[col].is_in(split_vids[s]))
-        arr = labels_to_arrays(align_to_frames(df, n_frames), cfg.task, index_of)
+        df = df.filter(pl.col("feature_video").is_in(split_vids[s]))
+        arr = labels_to_arrays(align_to_frames(df, n_frames), cfg.task, index_of, n_rows=table.n_frames)
         for k, v in arr.items():
-            v = np.asarray(v)
-            if v.shape[0] != table.n_frames:
-                raise ValueError(f"labels_to_arrays({cfg.task}) gave {v.shape[0]} rows for key {k!r}, the table has {table.n_frames}")
             if k not in labels:
                 labels[k] = v.copy()
             elif k.startswith("mask_"):
@@ -84,6 +84,12 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
     data.info = {"missing_videos": {s: len(v) for s, v in missing.items()},
                  "videos": {s: len(v) for s, v in split_vids.items()}}
     return data
+
+
+def _with_cached_ids(df: "pl.DataFrame", complete: set[str]) -> "pl.DataFrame":
+    """feature_video = the label id itself where the cache holds it (per-id face crops of `_left`/`_right`)."""
+    return df.with_columns(feature_video=pl.when(pl.col("video").is_in(list(complete)))
+                           .then(pl.col("video")).otherwise(pl.col("feature_video")))
 
 
 def _rows_mask(arr: dict, key: str, v: np.ndarray) -> np.ndarray:

@@ -24,13 +24,6 @@ def run_config(run_dir: str | Path, **overrides: Any) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
-def split_videos(cfg: RunConfig, split: str) -> list[str]:
-    """Feature-cache video ids of a labelled split."""
-    from heads.loading import split_label_videos
-
-    return split_label_videos(cfg, split)
-
-
 def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, split: str | None = None,
                 videos: list[str] | None = None, style: str = "single-file", device: str | None = None,
                 au_threshold: float = 0.5, labels: str | Path | None = None, smooth: int | None = None) -> list[Path]:
@@ -48,14 +41,17 @@ def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, spl
     cfg = run_config(run_dir, cache=str(cache), labels=labels, device=device)
     dev = resolve_device(cfg.device)
     model = load_model(run_dir, dev)
-    if videos is None and split is not None:
-        videos = split_videos(cfg, split)
-    if videos is None:
+    ids = {v: v for v in videos} if videos is not None else None
+    if ids is None and split is not None:
+        from heads.loading import split_label_videos
+
+        ids = split_label_videos(cfg, split)
+    if ids is None:
         store = FeatureStore(cache, mode="r")
-        videos = sorted(set.intersection(*[set(store.videos(f)) for f in cfg.features]))
-    if not videos:
+        ids = {v: v for v in sorted(set.intersection(*[set(store.videos(f)) for f in cfg.features]))}
+    if not ids:
         raise ValueError(f"{cache}: no videos to predict (split={split!r})")
-    table = load_table(cache, cfg.features, videos=list(videos))
+    table = load_table(cache, cfg.features, videos=list(dict.fromkeys(ids.values())))
     data = Data.from_table(table, {}, {"predict": list(table.videos)}, cfg.task, cfg.features, device=dev)
     with torch.no_grad():
         rows, preds = predict_rows(model, data, data.splits["predict"], cfg.window, cfg.eval_stride,
@@ -68,13 +64,10 @@ def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, spl
     prediction_frame(data.videos, data.starts, rows_np, probs).write_parquet(out_dir / f"predictions_{cfg.task}.parquet")
     hard = hard_predictions(probs, au_threshold)
     per_video = {}
-    for i, v in enumerate(data.videos):
-        sl = slice(int(data.starts[i]), int(data.starts[i] + data.lengths[i]))
-        pos = np.searchsorted(rows_np, np.arange(sl.start, sl.stop))
-        if cfg.task == "mtl":
-            per_video[v] = {k: a[pos] for k, a in hard.items()}
-        else:
-            per_video[v] = next(iter(hard.values()))[pos]
+    for label_id, v in ids.items():
+        i = data.videos.index(v)
+        pos = np.searchsorted(rows_np, np.arange(int(data.starts[i]), int(data.starts[i] + data.lengths[i])))
+        per_video[label_id] = {k: a[pos] for k, a in hard.items()} if cfg.task == "mtl" else next(iter(hard.values()))[pos]
     return write_predictions(out_dir, cfg.task, per_video, style=style)
 
 

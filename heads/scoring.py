@@ -17,11 +17,11 @@ def hard_predictions(probs: dict[str, np.ndarray], au_threshold: float = 0.5) ->
     return out
 
 
-def score(task: str, probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: int = 6) -> dict:
+def score(task: str, probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: str = "abaw3+") -> dict:
     """Official metrics of a split (dict with 'main') from per-frame probabilities and dense labels."""
-    from heads import metrics
+    from heads.metrics import score_task
 
-    return metrics.score_task(task, hard_predictions(probs), labels)
+    return score_task(task, hard_predictions(probs), labels, edition)
 
 
 def expr_classes() -> list[str]:

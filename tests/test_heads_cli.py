@@ -40,7 +40,17 @@ def test_train_predict_evaluate(tmp_path, synth):
     out = tmp_path / "preds"
     r = CliRunner().invoke(app, ["predict", "--run", str(run), "--cache", str(cache), "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert any(out.iterdir()) and (out / "predictions_expr.parquet").exists()
+    lines = (out / "predictions_expr.txt").read_text().splitlines()
+    assert lines[0].startswith("image_location,Neutral") and len(lines) == 1 + 6 * 90
+    assert lines[1].startswith("video000/00001.jpg,") and (out / "predictions_expr.parquet").exists()
+    per = tmp_path / "per"
+    r = CliRunner().invoke(app, ["predict", "--run", str(run), "--cache", str(cache), "--out", str(per), "--split", "val",
+                                 "--style", "per-video", "--smooth", "3"])
+    assert r.exit_code == 0, r.output
+    files = sorted(p.name for p in per.glob("*.txt"))
+    assert files == ["video004.txt", "video005.txt"]
+    rows = (per / "video004.txt").read_text().splitlines()
+    assert len(rows) == 91 and all(0 <= int(x) < 8 for x in rows[1:])
 
 
 def test_bad_input_is_one_line_error(tmp_path, synth):

@@ -112,7 +112,6 @@ def metric_columns(runs: pl.DataFrame, axes: list[str]) -> list[str]:
 def summarise(runs: pl.DataFrame, axes: list[str], metrics: list[str]) -> pl.DataFrame:
     """Per setting (axes except seed): n ok, n failed, n pending, mean and sample std of each metric."""
     setting = [a for a in axes if a != SEED_AXIS]
-    order = runs.select(setting).unique(maintain_order=True).with_row_index("_order") if setting else None
     ok = pl.col("status") == "ok"
     aggs = [ok.sum().alias("n"), (pl.col("status") == "failed").sum().alias("failed"),
             (pl.col("status") == "pending").sum().alias("pending")]
@@ -120,8 +119,7 @@ def summarise(runs: pl.DataFrame, axes: list[str], metrics: list[str]) -> pl.Dat
         aggs += [pl.col(m).filter(ok).mean().alias(f"{m}_mean"), pl.col(m).filter(ok).std(ddof=1).alias(f"{m}_std")]
     if not setting:
         return runs.select(aggs)
-    return (runs.group_by(setting, maintain_order=True).agg(aggs)
-            .join(order, on=setting).sort("_order").drop("_order"))
+    return runs.group_by(setting, maintain_order=True).agg(aggs)
 
 
 def _lower_is_better(metric: str) -> bool:

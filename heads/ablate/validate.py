@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from common.registry import Registry, UnknownNameError
-from heads.spec import PartSpec
 from heads.ablate.grid import (PART_AXES, SEED_AXIS, Grid, GridError, RunSpec, display, expand,
                                hashed_config, parse_loss, parse_part, run_name)
-
+from heads.spec import PartSpec
 
 PROMPTS_AXIS = "prompts"
 NOT_APPLICABLE = "—"
@@ -121,7 +120,7 @@ def cached_feature_sets(cache: str | Path) -> list[str]:
 
 
 def axis_field(axis: str, fields: list[str]) -> str:
-    """The RunConfig field an axis sets: the same name, or 'loss' for `prompts` (an option of prompt-using losses)."""
+    """The RunConfig field an axis sets: the same name, or 'loss' for `prompts` when the config has no such field."""
     if axis in fields:
         return axis
     if axis == PROMPTS_AXIS:
@@ -147,8 +146,8 @@ def with_prompts(loss: str, prompts: str, regs: dict[str, Registry]) -> str | No
     return loss_string(terms) if hit else None
 
 
-def prompt_sets_used(loss: str, regs: dict[str, Registry]) -> list[str]:
-    """Prompt-set names a loss reads (explicit `prompts=` or the term's default)."""
+def prompt_sets_used(loss: str, regs: dict[str, Registry], run_prompts: str | None = None) -> list[str]:
+    """Prompt-set names a loss reads: a term's `prompts=`, else the run's `prompts`, else the term's default."""
     if loss == "auto":
         return []
     used = []
@@ -156,13 +155,11 @@ def prompt_sets_used(loss: str, regs: dict[str, Registry]) -> list[str]:
         opts = accepted_options(regs["loss"], p.name)
         if opts is None or "prompts" not in opts:
             continue
-        if "prompts" in p.opts:
-            used.append(str(p.opts["prompts"]))
-            continue
         obj = regs["loss"].get(p.name)
         default = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj).parameters.get("prompts")
-        if default is not None and isinstance(default.default, str):
-            used.append(default.default)
+        name = p.opts.get("prompts") or run_prompts or (default.default if default is not None else None)
+        if isinstance(name, str):
+            used.append(name)
     return used
 
 
@@ -184,7 +181,7 @@ def apply_value(cfg: dict[str, Any], field: str, value: Any) -> None:
 def _check_prompts(cfg: dict[str, Any], key: str, regs: dict[str, Registry], have: list[str] | None) -> None:
     if have is None:
         return
-    for name in prompt_sets_used(str(cfg.get("loss", "auto")), regs):
+    for name in prompt_sets_used(str(cfg.get("loss", "auto")), regs, cfg.get(PROMPTS_AXIS)):
         if name not in have:
             raise GridError(key, f"prompt set {name!r} has no text embeddings in the cache "
                                  f"(run `affcli prompts --cache C --set {name}`)", have)
@@ -202,6 +199,8 @@ def _base_config(grid: Grid, fields: list[str], regs: dict[str, Registry], overr
             raise GridError(f"base.{k}", "not a run-config field", fields)
         if k in regs:
             check_value(k, v, f"base.{k}", regs)
+    if base.get("labels") and "://" not in str(base["labels"]) and not Path(base["labels"]).is_dir():
+        raise GridError("labels", f"{base['labels']}: no such label folder")
     return base
 
 
@@ -211,7 +210,7 @@ def _check_axes(grid: Grid, fields: list[str], regs: dict[str, Registry], prompt
                for x in (v if isinstance(v, list) else [v])]
     for key, axis, v in values:
         field = axis_field(axis, fields)
-        if axis == PROMPTS_AXIS and field == "loss":
+        if axis == PROMPTS_AXIS:
             if prompt_sets is not None and str(v) not in prompt_sets:
                 raise GridError(f"{key} = {v!r}", "prompt set has no text embeddings in the cache", prompt_sets)
         else:
@@ -236,12 +235,14 @@ def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path |
     for a in assigns:
         cfg, shown = dict(base), {ax: display(a[ax]) if ax in a else "(base)" for ax in all_axes}
         for axis, v in a.items():
-            if axis != PROMPTS_AXIS or PROMPTS_AXIS in fields:
+            if axis != PROMPTS_AXIS:
                 apply_value(cfg, axis_field(axis, fields), v)
-        if PROMPTS_AXIS in a and PROMPTS_AXIS not in fields:
+        if PROMPTS_AXIS in a:
             loss = with_prompts(str(cfg.get("loss", "auto")), str(a[PROMPTS_AXIS]), regs)
             if loss is None:
                 shown[PROMPTS_AXIS] = NOT_APPLICABLE
+            elif PROMPTS_AXIS in fields:
+                cfg[PROMPTS_AXIS] = a[PROMPTS_AXIS]
             else:
                 cfg["loss"] = loss
         key = f"run {run_name(shown)}"

@@ -1,0 +1,119 @@
+"""Official ABAW metrics (FORMATS.md): CCC with population moments, macro / per-AU F1 with zero_division=0, pooled over
+all valid frames of all videos; P_MTL sums the per-task scores, each on its own valid frames."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+EDITIONS = ("abaw3+", "abaw1-2")
+MAIN_METRIC = {"expr": "p_expr", "va": "p_va", "au": "p_au", "mtl": "p_mtl", "lsd": "p_lsd"}
+N_LSD = 6
+
+
+def _edition(edition: str) -> str:
+    if edition not in EDITIONS:
+        raise ValueError(f"unknown edition {edition!r}; valid editions: {', '.join(EDITIONS)}")
+    return edition
+
+
+def _mask(true: np.ndarray, mask: np.ndarray | None, valid: np.ndarray) -> np.ndarray:
+    """Element mask: the label's own validity and the given per-frame [N] or per-element mask."""
+    if mask is None:
+        return valid
+    m = np.asarray(mask, bool)
+    while m.ndim < valid.ndim:
+        m = m[..., None]
+    return valid & np.broadcast_to(m, valid.shape)
+
+
+def ccc(x: np.ndarray, y: np.ndarray) -> float:
+    """Concordance correlation 2cov / (var x + var y + (mean x - mean y)^2), population moments; 0 when undefined."""
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"ccc: prediction has {x.size} values, ground truth {y.size}")
+    if x.size == 0:
+        return 0.0
+    mx, my = x.mean(), y.mean()
+    cov = np.mean((x - mx) * (y - my))
+    den = x.var() + y.var() + (mx - my) ** 2
+    return float(2 * cov / den) if den > 0 else 0.0
+
+
+def va_score(pred: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """CCC of valence and arousal over their valid frames (true != -5, and mask) and P_VA = their mean."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    m = _mask(true, mask, ~np.isclose(true, -5.0))
+    cv, ca = ccc(pred[m[:, 0], 0], true[m[:, 0], 0]), ccc(pred[m[:, 1], 1], true[m[:, 1], 1])
+    return {"ccc_valence": cv, "ccc_arousal": ca, "p_va": (cv + ca) / 2, "n_va": int(m.all(1).sum())}
+
+
+def expr_score(pred_labels: np.ndarray, true: np.ndarray, n_classes: int | None = None, edition: str = "abaw3+",
+               mask: np.ndarray | None = None) -> dict:
+    """Macro F1 over all classes (labels given explicitly: an absent class scores 0) and accuracy on valid frames.
+
+    abaw3+: 8 classes, P_EXPR = F1. abaw1-2: 7 classes (frames labelled Other are left out), 0.67 F1 + 0.33 acc.
+    """
+    edition = _edition(edition)
+    n = n_classes or (8 if edition == "abaw3+" else 7)
+    pred, true = np.asarray(pred_labels).reshape(-1), np.asarray(true).reshape(-1)
+    m = _mask(true, mask, (true >= 0) & (true < n))
+    p, t = pred[m], true[m]
+    per = f1_score(t, p, labels=list(range(n)), average=None, zero_division=0) if t.size else np.zeros(n)
+    f1 = float(np.mean(per))
+    acc = float(accuracy_score(t, p)) if t.size else 0.0
+    main = f1 if edition == "abaw3+" else 0.67 * f1 + 0.33 * acc
+    return {"f1_macro": f1, "acc": acc, "p_expr": main, "f1_per_class": [float(v) for v in per], "n_expr": int(t.size)}
+
+
+def au_score(pred_bin: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None, edition: str = "abaw3+") -> dict:
+    """Binary F1 of each AU over its valid frames (true != -1, and mask; zero_division=0), their mean and accuracy.
+
+    abaw3+: P_AU = mean F1. abaw1-2: 0.5 mean F1 + 0.5 accuracy (over all valid AU entries).
+    """
+    edition = _edition(edition)
+    pred, true = np.asarray(pred_bin), np.asarray(true)
+    if pred.shape != true.shape:
+        raise ValueError(f"au_score: prediction shape {pred.shape} != ground truth {true.shape}")
+    m = _mask(true, mask, true >= 0)
+    per = [float(f1_score(true[m[:, j], j], pred[m[:, j], j], labels=[1], average="macro", zero_division=0))
+           if m[:, j].any() else 0.0 for j in range(true.shape[1])]
+    f1 = float(np.mean(per))
+    acc = float((pred[m] == true[m]).mean()) if m.any() else 0.0
+    main = f1 if edition == "abaw3+" else 0.5 * f1 + 0.5 * acc
+    return {"f1_per_au": per, "f1_mean": f1, "acc_au": acc, "p_au": main, "n_au": int(m.all(1).sum())}
+
+
+def mtl_score(preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: str = "abaw3+") -> dict:
+    """P_MTL = P_VA + P_EXPR + P_AU, each on its own valid frames (not only fully labelled frames, which inflates)."""
+    va = va_score(preds["va"], labels["va"], labels.get("mask_va"))
+    ex = expr_score(preds["expr"], labels["expr"], edition=edition, mask=labels.get("mask_expr"))
+    au = au_score(preds["au"], labels["au"], labels.get("mask_au"), edition=edition)
+    return {**va, **ex, **au, "p_mtl": va["p_va"] + ex["p_expr"] + au["p_au"]}
+
+
+def lsd_score(pred: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """Macro F1 over the 6 LSD classes (zero_division=0) and accuracy."""
+    s = expr_score(pred, true, n_classes=N_LSD, mask=mask)
+    return {"f1_macro": s["f1_macro"], "acc": s["acc"], "p_lsd": s["f1_macro"], "f1_per_class": s["f1_per_class"],
+            "n_lsd": s["n_expr"]}
+
+
+def score_task(task: str, preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: str = "abaw3+") -> dict:
+    """Official metrics of a task from hard predictions and dense labels (+ optional mask_<key>); 'main' = headline."""
+    if task not in MAIN_METRIC:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(MAIN_METRIC)}")
+    for k in ("va", "expr", "au") if task == "mtl" else (task,):
+        if k not in preds or k not in labels:
+            raise KeyError(f"score_task({task}): needs {k!r} in both predictions and labels "
+                           f"(have {sorted(preds)} and {sorted(labels)})")
+    if task == "mtl":
+        out = mtl_score(preds, labels, edition)
+    elif task == "va":
+        out = va_score(preds["va"], labels["va"], labels.get("mask_va"))
+    elif task == "expr":
+        out = expr_score(preds["expr"], labels["expr"], edition=edition, mask=labels.get("mask_expr"))
+    elif task == "au":
+        out = au_score(preds["au"], labels["au"], labels.get("mask_au"), edition=edition)
+    else:
+        out = lsd_score(preds["lsd"], labels["lsd"], labels.get("mask_lsd"))
+    return {**out, "main": out[MAIN_METRIC[task]]}

@@ -1,0 +1,98 @@
+"""`affcli score`: an ABAW prediction file or folder against the label files of a split, with the official metrics."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from heads.abaw_io import read_prediction_table, single_file_name
+from heads.errors import LabelError
+from heads.labels import KEY_COLUMNS, TASK_KEYS, load_labels
+from heads.metrics import score_task
+
+DENSE = ("expr", "va", "au")
+
+
+def _pred_file(pred_path: Path, task: str, video: str) -> Path:
+    """The file that holds a video's predictions (the single file, or <id>.txt of a per-video folder)."""
+    p = Path(pred_path)
+    if p.is_file():
+        return p
+    return p / single_file_name(task) if (p / single_file_name(task)).is_file() else p / f"{video}.txt"
+
+
+def _match_videos(labels: pl.DataFrame, preds: pl.DataFrame, pred_path: Path) -> pl.DataFrame:
+    """Label video -> prediction id: the label id itself, else its feature video (`_left`/`_right` stripped)."""
+    have = set(preds["video"].unique().to_list())
+    per = labels.group_by("video", maintain_order=True).agg(pl.col("feature_video").first(),
+                                                           pl.col("source").first().cast(pl.String), n_label=pl.len())
+    pv = [v if v in have else (f if f in have else None) for v, f in zip(per["video"], per["feature_video"])]
+    per = per.with_columns(pred_video=pl.Series(pv, dtype=pl.String))
+    missing = per.filter(pl.col("pred_video").is_null())
+    if missing.height:
+        raise LabelError(pred_path, f"no predictions for {missing.height} of {per.height} labelled videos "
+                                    f"(e.g. {missing['video'][0]!r}, labels in {missing['source'][0]})")
+    return per
+
+
+def _check_counts(per: pl.DataFrame, preds: pl.DataFrame, pred_path: Path, task: str, tolerance: int) -> None:
+    counts = preds.group_by("video").agg(n_pred=pl.len()).rename({"video": "pred_video"})
+    per = per.join(counts, on="pred_video", how="left")
+    bad = per.filter((pl.col("n_pred").cast(pl.Int64) - pl.col("n_label").cast(pl.Int64)).abs() > tolerance)
+    if bad.height:
+        r = bad.row(0, named=True)
+        raise LabelError(_pred_file(pred_path, task, r["pred_video"]),
+                         f"{r['n_pred']} prediction rows for {r['pred_video']!r} but the label file {r['source']} "
+                         f"has {r['n_label']} rows (tolerance {tolerance})")
+
+
+def score_predictions(task: str, pred_path: Path, labels_root: Path, split: str = "val", edition: str = "abaw3+",
+                      tolerance: int = 0) -> dict:
+    """Official metrics of ABAW prediction files (either style) on a labelled split, as a JSON-able dict.
+
+    Every labelled video needs predictions; per-video tasks need one row per label row (up to `tolerance` rows
+    short: the last prediction is carried; longer: extra rows ignored); MTL/LSD need every labelled frame.
+    """
+    labels = load_labels(Path(labels_root), task, split)
+    preds = read_prediction_table(Path(pred_path), task)
+    per = _match_videos(labels, preds, Path(pred_path))
+    if task in DENSE:
+        _check_counts(per, preds, Path(pred_path), task, tolerance)
+    cols = [c for k in TASK_KEYS[task] for c in KEY_COLUMNS[k]]
+    p = preds.rename({c: f"{c}_pred" for c in cols}).rename({"video": "pred_video"})
+    df = (labels.join(per.select("video", "pred_video"), on="video", how="left")
+          .join(p.unique(["pred_video", "frame"], keep="first", maintain_order=True), on=["pred_video", "frame"],
+                how="left"))
+    pcols = [f"{c}_pred" for c in cols]
+    if task in DENSE:
+        df = df.sort(["video", "frame"]).with_columns(pl.col(pcols).forward_fill().over("video"))
+    miss = df.filter(pl.col(pcols[0]).is_null())
+    if miss.height:
+        r = miss.row(0, named=True)
+        raise LabelError(_pred_file(Path(pred_path), task, r["pred_video"]),
+                         f"no prediction for {miss.height} labelled frames (e.g. {r['pred_video']!r} frame "
+                         f"{r['frame'] + 1:05d})")
+    truth, pred = {}, {}
+    for k in TASK_KEYS[task]:
+        t = df.select(KEY_COLUMNS[k]).to_numpy()
+        q = df.select([f"{c}_pred" for c in KEY_COLUMNS[k]]).to_numpy()
+        truth[k], pred[k] = (t, q) if t.shape[1] > 1 else (t[:, 0], q[:, 0])
+        truth[f"mask_{k}"] = df[f"mask_{k}"].to_numpy().astype(bool)
+    out = score_task(task, pred, truth, edition)
+    return {"task": task, "edition": edition, "split": split, "n_videos": per.height, "n_frames": df.height,
+            **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in out.items()}}
+
+
+def score_command(task: str, pred: Path, labels: Path, split: str = "val", edition: str = "abaw3+",
+                  tolerance: int = 0) -> int:
+    """Body of `affcli score`: print the metrics as JSON (exit 0) or a one-line error on stderr (exit 2)."""
+    try:
+        result = score_predictions(task, pred, labels, split, edition, tolerance)
+    except (LabelError, ValueError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
