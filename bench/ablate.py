@@ -1,6 +1,7 @@
 """Benchmark `affcli ablate`: a 24-run grid on a synthetic cache, sequential vs --jobs N vs --dask-local N.
 
-Prints wall time per run and parallel efficiency T_seq / (N * T_par); `--device cuda --scale` sizes the
+Prints wall time per run and parallel efficiency T_seq / (N * T_par) (against `seq`, torch threads = cores, or
+`seq1`, one thread, whichever comes first in --modes); `--device cuda --scale` sizes the
 cache like Aff-Wild2 EXPR (about 300 videos x 3000 frames, 512-d visual + 768-d audio) for runs/hour on a GPU.
 
     python bench/ablate.py --out results.json
@@ -40,7 +41,7 @@ def bench(args: argparse.Namespace) -> dict:
                                     "epochs": args.epochs, "device": args.device}, "axes": AXES}, source="bench")
     runs = build_runs(grid, cache, labels)
     console = Console(quiet=not args.verbose)
-    modes = {"seq": {}, "jobs": {"jobs": args.jobs}, "dask": {"dask_local": args.jobs}}
+    modes = {"seq": {}, "seq1": {"threads": 1}, "jobs": {"jobs": args.jobs}, "dask": {"dask_local": args.jobs}}
     out: dict = {"runs": len(runs), "videos": videos, "frames_per_video": frames, "dims": dims,
                  "epochs": args.epochs, "device": args.device, "jobs": args.jobs, "cores": cpu_count(),
                  "host": platform.node(), "python": platform.python_version(), "make_cache_s": t_make, "modes": {}}
@@ -50,17 +51,18 @@ def bench(args: argparse.Namespace) -> dict:
         t = time.perf_counter()
         res = run_grid(runs, d, console=console, grid_meta=grid_meta(grid), progress=args.verbose, **modes[mode])
         wall = time.perf_counter() - t
-        workers = 1 if mode == "seq" else args.jobs
+        workers = 1 if mode.startswith("seq") else args.jobs
         out["modes"][mode] = {"workers": workers, "wall_s": wall, "per_run_s": wall / len(runs),
                               "runs_per_hour": 3600 * len(runs) / wall, "ok": res.count("ok"),
                               "failed": res.count("failed"),
                               "mean_run_s": sum(o.seconds for o in res.ran) / max(1, len(res.ran))}
         print(f"{mode:5s} workers={workers} wall={wall:7.1f} s  per run={wall / len(runs):6.2f} s  "
               f"runs/h={3600 * len(runs) / wall:8.0f}  ok={res.count('ok')} failed={res.count('failed')}", flush=True)
-    if "seq" in out["modes"]:
-        t_seq = out["modes"]["seq"]["wall_s"]
+    base = next((m for m in ("seq", "seq1") if m in out["modes"]), None)
+    if base:
+        t_seq = out["modes"][base]["wall_s"]
         for mode, r in out["modes"].items():
-            if mode != "seq":
+            if not mode.startswith("seq"):
                 r["efficiency"] = t_seq / (r["workers"] * r["wall_s"])
                 print(f"{mode:5s} parallel efficiency T_seq / ({r['workers']} x T_par) = {r['efficiency']:.2f}", flush=True)
     if not args.work:
@@ -72,7 +74,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=2, help="workers for the pool and the local Dask cluster")
-    p.add_argument("--modes", default="seq,jobs,dask", help="comma list of seq, jobs, dask")
+    p.add_argument("--modes", default="seq,jobs,dask",
+                   help="comma list of seq (torch threads = cores), seq1 (1 thread), jobs, dask; efficiency vs the first seq*")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--videos", type=int, default=6)
     p.add_argument("--frames", type=int, default=300)

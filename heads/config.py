@@ -95,6 +95,8 @@ class RunConfig:
             raise ValueError("dilation and shift need label_position = 'last'")
         if not 0 <= self.frame_mask_p < 1:
             raise ValueError(f"frame_mask_p must be in [0, 1), not {self.frame_mask_p}")
+        if self.edition not in ("abaw3+", "abaw1-2"):
+            raise ValueError(f"edition must be 'abaw3+' or 'abaw1-2', not {self.edition!r}")
         if len(self.splits) != 2:
             raise ValueError(f"splits must be [train, val], not {self.splits}")
 

@@ -72,3 +72,20 @@ def test_demo_train_returns_val_metrics(tmp_path, synth):
     res = demo_train(cache, labels, tmp_path / "demo", "cpu", epochs=2, features=[VISUAL, AUDIO], tasks=("expr",))
     assert set(res) == {"expr"} and 0 <= res["expr"]["main"] <= 1
     assert (tmp_path / "demo" / "expr" / "metrics.json").exists()
+
+
+def test_predicted_files_score_like_evaluate(tmp_path, synth):
+    cache, labels = synth
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train-head", "--cache", str(cache), "--labels", str(labels), "--task", "expr",
+                                 "--temporal", "gru", "--fusion", "concat", "--epochs", "2", "--d-model", "16",
+                                 "--window", "16", "--stride", "8", "--device", "cpu", "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    main = json.loads((run / "metrics.json").read_text())["main"]
+    out = tmp_path / "sub"
+    assert CliRunner().invoke(app, ["predict", "--run", str(run), "--cache", str(cache), "--out", str(out),
+                                    "--split", "val"]).exit_code == 0
+    r = CliRunner().invoke(app, ["score", "--task", "expr", "--pred", str(out / "predictions_expr.txt"),
+                                 "--labels", str(labels), "--split", "val"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["main"] == pytest.approx(main, abs=1e-9)
