@@ -458,14 +458,17 @@ def pc_metrics(
 
 # ===== section: demo (lead) =====
 
+
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo_out"), help="Folder for the synthetic data, cache and runs."),
+    out: Path = typer.Option(Path("demo_out"), help="Folder for the synthetic data, cache, runs and ablation."),
     videos: int = typer.Option(6, help="Number of synthetic videos."),
     seconds: float = typer.Option(8.0, help="Length of each video."),
     seed: int = typer.Option(0),
+    train: bool = typer.Option(True, help="Train the EXPR and VA demo heads after extraction."),
+    ablate: bool = typer.Option(True, help="End with a small fusion ablation (none:visual / none:audio / xattn x 2 seeds)."),
 ) -> None:
-    """Offline end-to-end demo on synthetic videos: extract with tiny backbones and show the cache."""
+    """Offline end-to-end demo on synthetic videos: extract with tiny backbones, train heads, ablate."""
     from rich.console import Console
 
     from pipeline.demo import demo_extract
@@ -477,6 +480,16 @@ def demo(
     print_summary(results, console)
     cache_ls(cache)
     console.print(f"labels: {ds.label_root}\ncache:  {cache}")
+    if train:
+        from heads.demo import demo_train
+
+        for task, m in demo_train(cache, ds.label_root, out / "runs", "cpu").items():
+            shown = {k: round(v, 3) for k, v in m.items() if isinstance(v, float) and not k.endswith("_s")}
+            console.print(f"[bold]{task}[/] head: validation {shown}  ({m['run_dir']})")
+    if ablate:
+        from heads.ablate.demo import demo_ablation
+
+        print(demo_ablation(cache, ds.label_root, out / "ablation", console=console))
 
 
 if __name__ == "__main__":
