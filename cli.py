@@ -362,6 +362,8 @@ def pc_train(
     uniform: float = typer.Option(0.0, "--uniform", help="Weight of the nearest-neighbour uniformity loss."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (and checkpoint) after this long."),
     no_augment: bool = typer.Option(False, "--no-augment"),
+    inputs: str = typer.Option("h5", "--inputs", help="h5: the file's sparse patches; fps: FPS of each gt patch "
+                                                       "(uniform, like Poisson-disk test inputs), redrawn per batch."),
     input_key: str = typer.Option("poisson_256", "--input-key"),
     gt_key: str = typer.Option("poisson_1024", "--gt-key"),
     opt: list[str] = typer.Option([], "--opt", help="Model option key=value, repeatable (e.g. fusion=concat)."),
@@ -371,7 +373,7 @@ def pc_train(
 
     cfg = TrainConfig(data=str(data), out=str(out), model=model, ratio=ratio, epochs=epochs, batch_size=batch_size,
                       lr=lr, device=device, max_patches=max_patches, seed=seed, repulsion=repulsion, uniform=uniform,
-                      augment=not no_augment, max_minutes=max_minutes, input_key=input_key, gt_key=gt_key,
+                      augment=not no_augment, inputs=inputs, max_minutes=max_minutes, input_key=input_key, gt_key=gt_key,
                       model_options=_pc_run(parse_options, opt))
     m = _pc_run(train, cfg)
     typer.echo(f"{out}: {m['epochs_done']} epochs, final loss {m['final_loss']:.6f}")

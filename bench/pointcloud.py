@@ -125,7 +125,7 @@ def report(res: dict) -> str:
     if tr:
         lines += ["", f"Training: {tr['patches']} patches from {tr['meshes']} meshes (made in {tr['data_seconds']:.0f}s), "
                       f"{tr['epochs_done']} epochs / {tr['steps_done']} steps in {tr['train_seconds']:.0f}s, "
-                      f"batch {tr['batch_size']}, lr {tr['lr']}; train CD first epoch {tr['cd_first'] * 1e3:.3f}e-3 "
+                      f"batch {tr['batch_size']}, lr {tr['lr']}, inputs {tr.get('inputs')}; train CD first epoch {tr['cd_first'] * 1e3:.3f}e-3 "
                       f"-> last {tr['cd_last'] * 1e3:.3f}e-3."]
     ev = res.get("eval")
     if ev:
@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3, help="1e-3 for a minutes-long run (the paper: 1e-4, 100 epochs).")
     ap.add_argument("--epochs", type=int, default=1000, help="Upper bound; the time budget usually stops first.")
     ap.add_argument("--work", type=Path, default=None, help="Folder for data, run and predictions (default: temp).")
+    ap.add_argument("--inputs", default="fps", help="Training inputs: fps (uniform, like the test inputs) or h5.")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("results_pointcloud.json"))
     args = ap.parse_args()
@@ -178,13 +179,14 @@ def main() -> None:
         minutes = max(0.5, min(args.train_minutes, left / 60))
         print(json.dumps({"data_seconds": round(data_s, 1), "train_minutes": round(minutes, 2)}), flush=True)
         cfg = TrainConfig(data=str(h5), out=str(run), model=args.model, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, device=str(device), max_minutes=minutes)
+                          batch_size=args.batch_size, lr=args.lr, device=str(device), max_minutes=minutes,
+                          inputs=args.inputs)
         t = time.time()
         m = train(cfg)
         hist = m["epochs"]
         res["train"] = {"meshes": len(list(meshes.iterdir())), "patches": json.loads((run / "config.json").read_text())[
             "n_patches"], "data_seconds": data_s, "train_seconds": time.time() - t, "epochs_done": m["epochs_done"],
-                        "steps_done": m["steps_done"], "batch_size": args.batch_size, "lr": args.lr,
+                        "steps_done": m["steps_done"], "batch_size": args.batch_size, "lr": args.lr, "inputs": args.inputs,
                         "cd_first": hist[0]["cd"], "cd_last": hist[-1]["cd"], "curve": [h["cd"] for h in hist]}
     else:
         create_model(args.model, 4)

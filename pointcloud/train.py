@@ -18,7 +18,7 @@ from pointcloud.data import augment, read_pugan_h5
 from pointcloud.errors import PointCloudError
 from pointcloud.losses import upsampling_loss
 from pointcloud.models import create_model
-from pointcloud.ops import normalize_unit_sphere
+from pointcloud.ops import farthest_point_sample, gather_points, normalize_unit_sphere
 from pointcloud.runtime import autocast, progress, resolve_device
 
 
@@ -39,6 +39,7 @@ class TrainConfig:
     repulsion: float = 0.0
     uniform: float = 0.0
     augment: bool = True
+    inputs: str = "h5"
     max_minutes: float | None = None
     input_key: str = "poisson_256"
     gt_key: str = "poisson_1024"
@@ -68,6 +69,8 @@ class TrainConfig:
 
 def load_patches(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Input and gt patches as device tensors, checked against the ratio and for NaNs."""
+    if cfg.inputs not in ("h5", "fps"):
+        raise PointCloudError(f"inputs must be 'h5' (the file's sparse patches) or 'fps' (FPS of the gt), got {cfg.inputs!r}")
     inp, gt = read_pugan_h5(cfg.data, cfg.input_key, cfg.gt_key)
     if cfg.max_patches:
         inp, gt = inp[: cfg.max_patches], gt[: cfg.max_patches]
@@ -137,6 +140,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             for s in range(steps):
                 idx = perm[s * bs : (s + 1) * bs]
                 x, y = inp[idx], gt[idx]
+                if cfg.inputs == "fps":
+                    x = gather_points(y, farthest_point_sample(y, x.shape[1], "random", gen))
                 if cfg.augment:
                     x, y = augment(x, y, gen)
                 x, y = normalise_pair(x, y)

@@ -54,7 +54,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(_flatten(v, key + "."))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and key not in NOT_METRICS:
+        elif (isinstance(v, (int, float)) and not isinstance(v, bool) and key not in NOT_METRICS
+              and not k.startswith("n_")):
             out[key] = float(v)
     return out
 
@@ -170,7 +171,7 @@ def to_markdown(summary: pl.DataFrame, axes: list[str], metrics: list[str], digi
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$"}
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "—": "---"}
 
 
 def _tex(s: str) -> str:

@@ -199,7 +199,10 @@ def _base_config(grid: Grid, fields: list[str], regs: dict[str, Registry], overr
             raise GridError(f"base.{k}", "not a run-config field", fields)
         if k in regs:
             check_value(k, v, f"base.{k}", regs)
-    if base.get("labels") and "://" not in str(base["labels"]) and not Path(base["labels"]).is_dir():
+    for k in ("cache", "labels"):
+        if not base.get(k):
+            raise GridError(k, f"no {k} given: pass --{k} or set base.{k} in the grid")
+    if "://" not in str(base["labels"]) and not Path(base["labels"]).is_dir():
         raise GridError("labels", f"{base['labels']}: no such label folder")
     return base
 
