@@ -24,7 +24,7 @@ def pick_features(cache: str | Path) -> list[str]:
     return [visual, audio]
 
 
-def demo_grid(cache: str | Path, epochs: int = 2, device: str = "cpu") -> dict:
+def demo_grid(cache: str | Path, epochs: int = 6, device: str = "cpu") -> dict:
     """The demo grid as a dict (same shape as a grid file)."""
     return {"base": {**DEMO_BASE, "epochs": epochs, "patience": epochs, "device": device,
                      "features": pick_features(cache)},
@@ -32,7 +32,7 @@ def demo_grid(cache: str | Path, epochs: int = 2, device: str = "cpu") -> dict:
 
 
 def demo_ablation(cache: str | Path, labels_root: str | Path, out_dir: str | Path, device: str = "cpu",
-                  epochs: int = 2, console: Console | None = None) -> str:
+                  epochs: int = 6, console: Console | None = None) -> str:
     """Run the demo grid in-process (data loaded once) into out_dir; return the markdown table."""
     grid = grid_from_dict(demo_grid(cache, epochs, device), source="demo")
     runs = build_runs(grid, cache, labels_root)
