@@ -376,7 +376,8 @@ def pc_train(
                       augment=not no_augment, inputs=inputs, max_minutes=max_minutes, input_key=input_key, gt_key=gt_key,
                       model_options=_pc_run(parse_options, opt))
     m = _pc_run(train, cfg)
-    typer.echo(f"{out}: {m['epochs_done']} epochs, final loss {m['final_loss']:.6f}")
+    loss = "-" if m["final_loss"] is None else f"{m['final_loss']:.6f}"
+    typer.echo(f"{out}: {m['epochs_done']} epochs, final loss {loss}" + (f" (stopped: {m['stopped']})" if m["stopped"] else ""))
 
 
 @pc_app.command("make-data")

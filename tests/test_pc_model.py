@@ -162,7 +162,7 @@ def test_eval_cli_tables_and_files(tmp_path, patches_h5):
     runner = CliRunner()
     run = tmp_path / "run"
     r = runner.invoke(app, ["pc", "train", "--data", str(patches_h5), "--out", str(run), "--epochs", "1",
-                            "--max-patches", "2", "--device", "cpu", *TINY_OPTS])
+                            "--max-patches", "2", "--inputs", "fps", "--device", "cpu", *TINY_OPTS])
     assert r.exit_code == 0, r.output
     test = tmp_path / "test"
     for k, rot in enumerate((0.0, 0.7)):
