@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -67,7 +68,10 @@ def cached_epoch(data: Data, cfg: RunConfig, max_steps: int | None) -> dict:
     gen = torch.Generator().manual_seed(0)
     model.train()
     n, t0, windows = 0, None, 0
-    for rows in sample_batches(len(win), cfg.batch_size, gen, data.device):
+    target = max_steps or steps_epoch
+    batches = itertools.chain.from_iterable(
+        sample_batches(len(win), cfg.batch_size, gen, data.device) for _ in itertools.count())
+    for rows in batches:
         if n == 3:
             _sync(data.device)
             t0, windows = time.perf_counter(), 0
@@ -81,7 +85,7 @@ def cached_epoch(data: Data, cfg: RunConfig, max_steps: int | None) -> dict:
         opt.step()
         n += 1
         windows += len(rows)
-        if max_steps and n >= max_steps + 3:
+        if n >= target + 3:
             break
     _sync(data.device)
     dt = time.perf_counter() - t0
