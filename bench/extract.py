@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.backbones import build_backbone  # noqa: E402
 from pipeline.demo_data import make_demo_dataset  # noqa: E402
-from pipeline.extract import ExtractConfig, Extractor, _resize_batch, resolve_device  # noqa: E402
+from common.device import resolve_device  # noqa: E402
+from pipeline.extract import ExtractConfig, Extractor, _resize_batch  # noqa: E402
 from pipeline.faces import FaceCropper  # noqa: E402
 from pipeline.media import iter_video_frames, read_audio  # noqa: E402
 

@@ -36,7 +36,7 @@ def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, spl
     from cache import load_table
     from cache.store import FeatureStore
     from heads.abaw_io import write_predictions
-    from heads.trainer import resolve_device
+    from common.device import resolve_device
 
     cfg = run_config(run_dir, cache=str(cache), labels=labels, device=device)
     dev = resolve_device(cfg.device)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cache.table import FeatureTable
+from common.device import resolve_device
 from common.runs import config_hash, seed_everything, write_json
 from heads.artifacts import CHECKPOINT, prediction_frame, save_checkpoint
 from heads.config import RunConfig
@@ -33,13 +34,6 @@ DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device")
 
 class NaNLossError(FloatingPointError):
     """The training loss became NaN or infinite (the ablation marks the run failed)."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda if available else cpu."""
-    if device in ("auto", "", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def data_key(cfg: dict[str, Any] | RunConfig) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from cache.store import FeatureStore
+from common.device import resolve_device
 from pipeline.backbones import build_backbone
 from pipeline.errors import MediaError, NoAudioError
 from pipeline.faces import FaceCropper, whole_frames
@@ -75,13 +76,6 @@ class _Acc:
     ts: list[np.ndarray] = field(default_factory=list)
     pending: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     pending_n: int = 0
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def feature_fingerprint(backbone: Any, cfg: ExtractConfig, kind: str, crop_fp: dict[str, Any]) -> dict[str, Any]:

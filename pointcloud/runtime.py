@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
+
+from common.device import resolve_device as _resolve_device
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,13 +20,11 @@ from pointcloud.errors import PointCloudError
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """'auto'/None -> cuda if available else cpu; an unavailable CUDA request is a one-line error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PointCloudError(f"device {device!r} requested but CUDA is not available")
-    return dev
+    """common.device.resolve_device, with an unavailable CUDA reported as a PointCloudError."""
+    try:
+        return _resolve_device(device)
+    except ValueError as e:
+        raise PointCloudError(str(e)) from None
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
