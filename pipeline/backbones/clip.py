@@ -11,6 +11,7 @@ Spec forms after `clip:`
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,14 @@ class ClipBackbone(VisualBackbone):
             if model_name.startswith("local-dir:") and pretrained:
                 model = self._from_config_and_checkpoint(model_name, pretrained)
             else:
-                model = seeded_build(seed, lambda: open_clip.create_model(
-                    model_name, pretrained=pretrained, load_weights=True, cache_dir=None,
-                    **({"require_pretrained": True} if pretrained else {"pretrained_text": False})))
+                if not pretrained:
+                    logging.disable(logging.WARNING)  # open_clip warns that random weights are random: we asked for them
+                try:
+                    model = seeded_build(seed, lambda: open_clip.create_model(
+                        model_name, pretrained=pretrained, load_weights=True, cache_dir=None,
+                        **({"require_pretrained": True} if pretrained else {"pretrained_text": False})))
+                finally:
+                    logging.disable(logging.NOTSET)
             self.tokenizer = open_clip.get_tokenizer(model_name)
         except Exception as e:  # noqa: BLE001 - every load failure becomes one line naming the spec
             remote = not name.startswith(("local-dir:", "/", ".", "~", "tiny")) and not name.endswith("/" + RANDOM_TAG)
