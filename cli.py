@@ -184,14 +184,19 @@ def cache_import_h5(src: Path = typer.Argument(...), cache: Path = typer.Argumen
         typer.echo(f"{s}: {n} videos imported")
 
 
+def _guarded(errors: tuple[type[BaseException], ...], fn, *args, **kwargs):
+    """Run `fn`; the expected error types become one-line CLI errors (exit 2) instead of tracebacks."""
+    try:
+        return fn(*args, **kwargs)
+    except errors as e:
+        _fail(str(e))
+
+
 def _cache_call(fn, *args, **kwargs):
     """Run a cache function, turning its errors into one-line CLI errors."""
     from cache.errors import CacheError
 
-    try:
-        return fn(*args, **kwargs)
-    except CacheError as e:
-        _fail(str(e))
+    return _guarded((CacheError,), fn, *args, **kwargs)
 
 
 # ===== section: heads (train-head, predict, evaluate, score) =====
@@ -340,10 +345,7 @@ def _pc_run(fn, *args, **kwargs):
     from common.registry import UnknownNameError
     from pointcloud.errors import PointCloudError
 
-    try:
-        return fn(*args, **kwargs)
-    except (PointCloudError, UnknownNameError, FileNotFoundError) as e:
-        _fail(str(e))
+    return _guarded((PointCloudError, UnknownNameError, FileNotFoundError), fn, *args, **kwargs)
 
 
 @pc_app.command("train")
