@@ -57,6 +57,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _step(model, loss_fn, opt, data: Data, cfg: RunConfig, win, rows, xs: dict, vs: dict) -> None:
+    """One optimiser step of the EXPR head on a gathered batch (the same in both timed loops)."""
+    y = batch_labels(data, ["expr"], win, rows, False)
+    with autocast(data.device, cfg.amp):
+        out = model(xs, vs, win.real[rows])
+    loss, _ = loss_fn(out, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def cached_epoch(data: Data, cfg: RunConfig, max_steps: int | None) -> dict:
     """Train steps on cached features; a full epoch unless max_steps (then the epoch time is extrapolated)."""
     model = build_model(cfg, data).to(data.device)
@@ -76,13 +87,7 @@ def cached_epoch(data: Data, cfg: RunConfig, max_steps: int | None) -> dict:
             _sync(data.device)
             t0, windows = time.perf_counter(), 0
         xs, vs = gather(data.modalities, data.valid, win, rows)
-        y = batch_labels(data, ["expr"], win, rows, False)
-        with autocast(data.device, cfg.amp):
-            out = model(xs, vs, win.real[rows])
-        loss, _ = loss_fn(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(model, loss_fn, opt, data, cfg, win, rows, xs, vs)
         n += 1
         windows += len(rows)
         if n >= target + 3:
@@ -125,13 +130,7 @@ def backbone_loop(data: Data, cfg: RunConfig, spec: str, steps: int, batch_size:
             emb = bb.embed(bb.preprocess(frames[: B * cfg.window])).float()
         xs["visual"] = emb.view(B, cfg.window, -1).to(data.device).clone()
         vs["visual"] = win.real[rows]
-        y = batch_labels(data, ["expr"], win, rows, False)
-        with autocast(data.device, cfg.amp):
-            out = model(xs, vs, win.real[rows])
-        loss, _ = loss_fn(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(model, loss_fn, opt, data, cfg, win, rows, xs, vs)
         n += 1
         windows += B
         if n >= steps + 1:
