@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from heads.errors import LabelError
-from heads.labels import AU_NAMES, EXPR_CLASSES, KEY_COLUMNS, LSD_CLASSES, TASK_KEYS, TASKS, VA_NAMES, numeric_cells, \
+from heads.labels import AU_NAMES, image_frame_ids, EXPR_CLASSES, KEY_COLUMNS, LSD_CLASSES, TASK_KEYS, TASKS, VA_NAMES, numeric_cells, \
     split_cells
 
 HEADERS = {"expr": ",".join(EXPR_CLASSES), "va": ",".join(VA_NAMES), "au": ",".join(AU_NAMES),
@@ -150,12 +150,7 @@ def _read_single_file(path: Path, task: str) -> pl.DataFrame:
         ids = pl.DataFrame({"video": img.str.replace(r"\.\w+$", ""), "frame": pl.repeat(0, len(img), eager=True,
                                                                                         dtype=pl.Int64)})
     else:
-        ids = pl.DataFrame({"video": img.str.extract(r"^(.*)/[^/]+$", 1),
-                            "frame": img.str.extract(r"(\d+)\.\w+$", 1).cast(pl.Int64, strict=False) - 1})
-    bad = ids.select(pl.any_horizontal(pl.all().is_null()) | (pl.col("frame") < 0)).to_series().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise LabelError(path, f"line {i + 2}: image {img[i]!r} is not <video>/<NNNNN>.jpg")
+        ids = image_frame_ids(path, img, 2)
     return ids.hstack(_values(path, task, cells.drop("c0"), 2))
 
 

@@ -220,19 +220,24 @@ def find_mtl_file(labels_root: Path, split: Literal["train", "val"]) -> Path:
     return found
 
 
+def image_frame_ids(path: Path, img: pl.Series, first_line: int) -> pl.DataFrame:
+    """`video/NNNNN.jpg` cells -> (video, 0-based frame); LabelError naming the line of the first bad cell."""
+    ids = pl.DataFrame({"video": img.str.extract(r"^(.*)/[^/]+$", 1),
+                        "frame": img.str.extract(r"(\d+)\.\w+$", 1).cast(pl.Int64, strict=False) - 1})
+    bad = ids.select(pl.any_horizontal(pl.all().is_null()) | (pl.col("frame") < 0)).to_series().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise LabelError(path, f"line {first_line + i}: image {img[i]!r} is not <video>/<NNNNN>.jpg")
+    return ids
+
+
 def read_mtl_file(path: Path) -> pl.DataFrame:
     """s-Aff-Wild2 rows `video/NNNNN.jpg,valence,arousal,expression,AU1..AU26` -> table (frame 0-based, sparse)."""
     path = Path(path)
     lines = _lines(path)
     first = 1 if lines and ".jpg" not in lines[0].split(",")[0].lower() else 0
     cells = split_cells(path, lines[first:], 16, first + 1)
-    img = cells["c0"]
-    parts = pl.DataFrame({"video": img.str.extract(r"^(.*)/[^/]+$", 1),
-                          "frame": img.str.extract(r"(\d+)\.\w+$", 1).cast(pl.Int64, strict=False) - 1})
-    bad = parts.select(pl.any_horizontal(pl.all().is_null()) | (pl.col("frame") < 0)).to_series().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise LabelError(path, f"line {first + 1 + i}: image {img[i]!r} is not <video>/<NNNNN>.jpg")
+    parts = image_frame_ids(path, cells["c0"], first + 1)
     arr = numeric_cells(path, cells.drop("c0"), first + 1)
     check_values(path, "va", arr[:, 0:2], first + 1)
     check_values(path, "expr", arr[:, 2], first + 1)
