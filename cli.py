@@ -51,10 +51,10 @@ def extract(
     seed: int = typer.Option(0, help="Seed of tiny random-weight backbones."),
 ) -> None:
     """Decode videos, crop faces, run frozen backbones and cache per-frame embeddings (resumable)."""
-    from cache.errors import CacheError
-    from common.registry import UnknownNameError
-    from pipeline.extract import ExtractConfig, run_extract
-    from pipeline.report import ExtractProgress, print_summary
+    from affcli.cache.errors import CacheError
+    from affcli.common.registry import UnknownNameError
+    from affcli.pipeline.extract import ExtractConfig, run_extract
+    from affcli.pipeline.report import ExtractProgress, print_summary
 
     if (video_dir is None) == (frames_dir is None) and frames_dir is None:
         _fail("give --video-dir or --frames-dir")
@@ -86,7 +86,7 @@ def prompts(
     device: str = typer.Option("auto"),
 ) -> None:
     """Encode prompt lists with the CLIP text tower and store them in the cache."""
-    from pipeline.extract import encode_prompt_sets
+    from affcli.pipeline.extract import encode_prompt_sets
 
     custom = None
     if file is not None:
@@ -108,7 +108,7 @@ def cache_ls(cache: Path = typer.Argument(..., help="Feature cache path.")) -> N
     from rich.console import Console
     from rich.table import Table
 
-    from cache.verify import summary
+    from affcli.cache.verify import summary
 
     rows = _cache_call(summary, cache)
     t = Table(title=str(cache))
@@ -124,7 +124,7 @@ def cache_info(cache: Path = typer.Argument(...), feature_set: Optional[str] = t
     """Fingerprints, prompt sets and the manifest of a cache (or of one feature set)."""
     import json as _json
 
-    from cache.store import FeatureStore
+    from affcli.cache.store import FeatureStore
 
     store = _cache_call(FeatureStore, cache, mode="r")
     specs = [feature_set] if feature_set else store.feature_sets()
@@ -143,7 +143,7 @@ def cache_info(cache: Path = typer.Argument(...), feature_set: Optional[str] = t
 def cache_verify(cache: Path = typer.Argument(...),
                  quick: bool = typer.Option(False, help="Skip re-reading arrays (structure only).")) -> None:
     """Check shapes, dtypes, finiteness, timestamps and checksums; exit 1 on any problem."""
-    from cache.verify import verify
+    from affcli.cache.verify import verify
 
     problems = _cache_call(verify, cache, deep=not quick)
     for p in problems:
@@ -156,7 +156,7 @@ def cache_verify(cache: Path = typer.Argument(...),
 @cache_app.command("rm")
 def cache_rm(cache: Path = typer.Argument(...), feature_set: str = typer.Argument(...)) -> None:
     """Remove one feature set (e.g. to re-extract it with another backbone)."""
-    from cache.store import FeatureStore
+    from affcli.cache.store import FeatureStore
 
     store = _cache_call(FeatureStore, cache, mode="a")
     _cache_call(store.remove_feature_set, feature_set)
@@ -168,7 +168,7 @@ def cache_rm(cache: Path = typer.Argument(...), feature_set: str = typer.Argumen
 def cache_export_h5(cache: Path = typer.Argument(...), out: Path = typer.Argument(...),
                     feature_set: Optional[list[str]] = typer.Option(None, "--feature-set")) -> None:
     """Export feature sets (all by default) to one HDF5 file."""
-    from cache.h5io import export_h5
+    from affcli.cache.h5io import export_h5
 
     typer.echo(f"wrote {_cache_call(export_h5, cache, out, feature_set or None)}")
 
@@ -178,7 +178,7 @@ def cache_import_h5(src: Path = typer.Argument(...), cache: Path = typer.Argumen
                     spec: Optional[str] = typer.Option(None, help="Feature-set name for a foreign HDF5 file."),
                     fps: float = typer.Option(30.0, help="Frame rate for timestamps of a foreign file.")) -> None:
     """Import an HDF5 file (an affcli export, or per-video [n_frames, dim] datasets) into a cache."""
-    from cache.h5io import import_h5
+    from affcli.cache.h5io import import_h5
 
     for s, n in _cache_call(import_h5, src, cache, spec, fps).items():
         typer.echo(f"{s}: {n} videos imported")
@@ -194,16 +194,16 @@ def _guarded(errors: tuple[type[BaseException], ...], fn, *args, **kwargs):
 
 def _cache_call(fn, *args, **kwargs):
     """Run a cache function, turning its errors into one-line CLI errors."""
-    from cache.errors import CacheError
+    from affcli.cache.errors import CacheError
 
     return _guarded((CacheError,), fn, *args, **kwargs)
 
 
 # ===== section: heads (train-head, predict, evaluate, score) =====
 
-from heads.cli_help import fusion_help as _fusion_help, loss_help as _loss_help, task_help as _task_help, \
+from affcli.heads.cli_help import fusion_help as _fusion_help, loss_help as _loss_help, task_help as _task_help, \
     temporal_help as _temporal_help
-from heads.config import RunConfig as _RunConfig
+from affcli.heads.config import RunConfig as _RunConfig
 
 _RC = _RunConfig()
 
@@ -245,7 +245,7 @@ def train_head(
 ) -> None:
     """Train a temporal + fusion head on cached features; early-stops on the val main metric."""
     flags = {k: v for k, v in locals().items() if k != "config"}
-    from heads.commands import train_head_command
+    from affcli.heads.commands import train_head_command
 
     raise typer.Exit(train_head_command(config, flags))
 
@@ -263,7 +263,7 @@ def predict(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
 ) -> None:
     """Predict every frame of whole videos (overlapping windows averaged) and write ABAW-format files."""
-    from heads.commands import predict_command
+    from affcli.heads.commands import predict_command
 
     raise typer.Exit(predict_command(run, cache, out, split, videos, style, au_threshold, device, smooth))
 
@@ -278,7 +278,7 @@ def evaluate(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
 ) -> None:
     """Re-score a run's best checkpoint on its val split with the official metrics."""
-    from heads.commands import evaluate_command
+    from affcli.heads.commands import evaluate_command
 
     raise typer.Exit(evaluate_command(run, cache, labels, split, device, smooth))
 
@@ -293,7 +293,7 @@ def score(
     tolerance: int = typer.Option(0, "--tolerance", help="Prediction rows a video may lack (last prediction carried)."),
 ) -> None:
     """Score ABAW prediction files against a labelled split with the official metrics; prints JSON."""
-    from heads.score import score_command
+    from affcli.heads.score import score_command
 
     raise typer.Exit(score_command(task, pred, labels, split, edition, tolerance))
 
@@ -326,7 +326,7 @@ def ablate(
     Finished runs are skipped, failed ones (error.json) are retried on the next invocation.
     Exit status: 0 all runs ok, 1 some runs failed (tables still written), 2 grid or arguments refused.
     """
-    from heads.ablate.command import ablate_command, report_command
+    from affcli.heads.ablate.command import ablate_command, report_command
 
     if target == "report":
         if report_dir is None:
@@ -342,8 +342,8 @@ def ablate(
 
 def _pc_run(fn, *args, **kwargs):
     """Call a pointcloud function, turning its errors into one-line CLI errors."""
-    from common.registry import UnknownNameError
-    from pointcloud.errors import PointCloudError
+    from affcli.common.registry import UnknownNameError
+    from affcli.pointcloud.errors import PointCloudError
 
     return _guarded((PointCloudError, UnknownNameError, FileNotFoundError), fn, *args, **kwargs)
 
@@ -371,7 +371,7 @@ def pc_train(
     opt: list[str] = typer.Option([], "--opt", help="Model option key=value, repeatable (e.g. fusion=concat)."),
 ) -> None:
     """Train an upsampling network (Chamfer loss, Adam); checkpoints every epoch, resumable."""
-    from pointcloud.train import TrainConfig, parse_options, train
+    from affcli.pointcloud.train import TrainConfig, parse_options, train
 
     cfg = TrainConfig(data=str(data), out=str(out), model=model, ratio=ratio, epochs=epochs, batch_size=batch_size,
                       lr=lr, device=device, max_patches=max_patches, seed=seed, repulsion=repulsion, uniform=uniform,
@@ -390,7 +390,7 @@ def pc_make_data(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Build PU-GAN-format training patches (poisson_256 / poisson_1024) from meshes."""
-    from pointcloud.data import make_pugan_h5
+    from affcli.pointcloud.data import make_pugan_h5
 
     typer.echo(str(_pc_run(make_pugan_h5, meshes, out, patches_per_mesh=patches_per_mesh, seed=seed)))
 
@@ -404,7 +404,7 @@ def pc_make_test(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Poisson-disk test pairs (input and ground truth) from meshes, in the PU-GAN test layout."""
-    from pointcloud.data import make_test_pairs
+    from affcli.pointcloud.data import make_test_pairs
 
     typer.echo(f"{len(_pc_run(make_test_pairs, meshes, out, n_in, n_gt, seed))} clouds written under {out}")
 
@@ -421,7 +421,7 @@ def pc_upsample(
     render: bool = typer.Option(False, "--render", help="Also write a before/after PNG beside --out."),
 ) -> None:
     """Upsample one cloud to exactly ratio x N points."""
-    from pointcloud.commands import upsample_file
+    from affcli.pointcloud.commands import upsample_file
 
     info = _pc_run(upsample_file, run, input, ratio, out, device, batch, merge, render)
     typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s: {out}")
@@ -440,7 +440,7 @@ def pc_eval(
     """Upsample a test set with the run and the midpoint baseline; CD/HD/P2F (x1e-3) table, CSV/JSON in the run."""
     from rich.console import Console
 
-    from pointcloud.evaluate import evaluate_run, results_table
+    from affcli.pointcloud.evaluate import evaluate_run, results_table
 
     res = _pc_run(evaluate_run, run, test_dir, mesh_dir, convention, ratio, device, renders)
     Console().print(results_table(res))
@@ -455,7 +455,7 @@ def pc_metrics(
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Score any predicted cloud against a ground truth (CD, HD, P2F x1e-3)."""
-    from pointcloud.evaluate import score_pair
+    from affcli.pointcloud.evaluate import score_pair
 
     res = _pc_run(score_pair, pred, gt, mesh, convention, device)
     typer.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
@@ -476,8 +476,8 @@ def demo(
     """Offline end-to-end demo on synthetic videos: extract with tiny backbones, train heads, ablate."""
     from rich.console import Console
 
-    from pipeline.demo import demo_extract
-    from pipeline.report import ExtractProgress, print_summary
+    from affcli.pipeline.demo import demo_extract
+    from affcli.pipeline.report import ExtractProgress, print_summary
 
     console = Console()
     with ExtractProgress() as prog:
@@ -486,13 +486,13 @@ def demo(
     cache_ls(cache)
     console.print(f"labels: {ds.label_root}\ncache:  {cache}")
     if train:
-        from heads.demo import demo_train
+        from affcli.heads.demo import demo_train
 
         for task, m in demo_train(cache, ds.label_root, out / "runs", "cpu").items():
             shown = {k: round(v, 3) for k, v in m.items() if isinstance(v, float) and not k.endswith("_s")}
             console.print(f"[bold]{task}[/] head: validation {shown}  ({m['run_dir']})")
     if ablate:
-        from heads.ablate.demo import demo_ablation
+        from affcli.heads.ablate.demo import demo_ablation
 
         print(demo_ablation(cache, ds.label_root, out / "ablation", console=console))
 

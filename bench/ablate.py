@@ -13,19 +13,17 @@ import argparse
 import json
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console  # noqa: E402
 
-from heads.ablate.execute import cpu_count, run_grid  # noqa: E402
-from heads.ablate.grid import grid_from_dict  # noqa: E402
-from heads.ablate.synthetic import make_synthetic  # noqa: E402
-from heads.ablate.validate import build_runs, grid_meta  # noqa: E402
+from affcli.heads.ablate.execute import cpu_count, run_grid  # noqa: E402
+from affcli.heads.ablate.grid import grid_from_dict  # noqa: E402
+from affcli.heads.ablate.synthetic import make_synthetic  # noqa: E402
+from affcli.heads.ablate.validate import build_runs, grid_meta  # noqa: E402
 
 AXES = {"fusion": ["none:visual", "none:audio", "concat", "xattn"], "temporal": ["mlp", "tcn", "gru"], "seeds": [0, 1]}
 

@@ -17,9 +17,9 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.demo_data import render_faces, smooth_background, write_video
-from pipeline.faces import FaceCropper
-from pipeline.media import iter_video_frames
+from affcli.pipeline.demo_data import render_faces, smooth_background, write_video
+from affcli.pipeline.faces import FaceCropper
+from affcli.pipeline.media import iter_video_frames
 
 
 def make_clip(path: Path, noise_sigma: float, seconds: float = 5.0, fps: float = 25.0) -> Path:

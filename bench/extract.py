@@ -14,7 +14,6 @@ import json
 import platform
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.backbones import build_backbone  # noqa: E402
-from pipeline.demo_data import make_demo_dataset  # noqa: E402
-from common.device import resolve_device  # noqa: E402
-from pipeline.extract import ExtractConfig, Extractor, _resize_batch  # noqa: E402
-from pipeline.faces import FaceCropper  # noqa: E402
-from pipeline.media import iter_video_frames, read_audio  # noqa: E402
+from affcli.pipeline.backbones import build_backbone  # noqa: E402
+from affcli.pipeline.demo_data import make_demo_dataset  # noqa: E402
+from affcli.common.device import resolve_device  # noqa: E402
+from affcli.pipeline.extract import ExtractConfig, Extractor, _resize_batch  # noqa: E402
+from affcli.pipeline.faces import FaceCropper  # noqa: E402
+from affcli.pipeline.media import iter_video_frames, read_audio  # noqa: E402
 
 
 def _sync(dev: torch.device) -> None:

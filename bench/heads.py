@@ -10,21 +10,19 @@ import itertools
 import json
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from heads.config import RunConfig  # noqa: E402
-from heads.data import Data  # noqa: E402
-from heads.infer import autocast, batch_labels  # noqa: E402
-from heads.losses import LossContext, build_loss  # noqa: E402
-from heads.trainer import build_model, train_windows  # noqa: E402
-from heads.windows import gather, sample_batches  # noqa: E402
+from affcli.heads.config import RunConfig  # noqa: E402
+from affcli.heads.data import Data  # noqa: E402
+from affcli.heads.infer import autocast, batch_labels  # noqa: E402
+from affcli.heads.losses import LossContext, build_loss  # noqa: E402
+from affcli.heads.trainer import build_model, train_windows  # noqa: E402
+from affcli.heads.windows import gather, sample_batches  # noqa: E402
 
 TRAIN_FRAMES, VAL_FRAMES = 2_600_000, 300_000
 DIMS = {"visual": 512, "audio": 768 + 768}
@@ -102,7 +100,7 @@ def cached_epoch(data: Data, cfg: RunConfig, max_steps: int | None) -> dict:
 
 def backbone_loop(data: Data, cfg: RunConfig, spec: str, steps: int, batch_size: int) -> dict:
     """The same head, but each batch's visual features come from the backbone run on the frames (random images)."""
-    from pipeline.backbones import build_backbone
+    from affcli.pipeline.backbones import build_backbone
 
     bb = build_backbone(spec, str(data.device))
     size = int(getattr(bb, "input_size", 224))

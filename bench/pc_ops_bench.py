@@ -7,17 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pointcloud.metrics import chamfer, evaluate_clouds, point_to_mesh_distance  # noqa: E402
-from pointcloud.ops import farthest_point_sample, knn  # noqa: E402
-from pointcloud.sampling import poisson_disk_sample, sample_surface_uniform  # noqa: E402
+from affcli.pointcloud.metrics import chamfer, evaluate_clouds, point_to_mesh_distance  # noqa: E402
+from affcli.pointcloud.ops import farthest_point_sample, knn  # noqa: E402
+from affcli.pointcloud.sampling import poisson_disk_sample, sample_surface_uniform  # noqa: E402
 
 SHARED = Path(os.environ.get("AFFCLI_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
 
@@ -87,7 +85,7 @@ def main() -> None:
         print(json.dumps({"figure": name, "seconds": round(timed(fn, dev), 4), **info}), flush=True)
     mesh = SHARED / "data" / "pointcloud" / "pugan_test" / "meshes" / "fandisk.off"
     if mesh.is_file():
-        from pointcloud.io import read_cloud, read_mesh
+        from affcli.pointcloud.io import read_cloud, read_mesh
 
         mv, mf = read_mesh(mesh)
         t = time.perf_counter()

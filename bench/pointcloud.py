@@ -13,7 +13,6 @@ import os
 import platform
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,16 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pointcloud.baselines import midpoint_upsample  # noqa: E402
-from pointcloud.data import make_pugan_h5  # noqa: E402
-from pointcloud.evaluate import evaluate_run, score_pair, seconds  # noqa: E402
-from pointcloud.io import read_cloud, read_mesh, write_cloud  # noqa: E402
-from pointcloud.models import create_model  # noqa: E402
-from pointcloud.runtime import resolve_device  # noqa: E402
-from pointcloud.sampling import poisson_disk_sample  # noqa: E402
-from pointcloud.train import TrainConfig, train  # noqa: E402
-from pointcloud.upsample import default_batch, upsample_cloud  # noqa: E402
+from affcli.pointcloud.baselines import midpoint_upsample  # noqa: E402
+from affcli.pointcloud.data import make_pugan_h5  # noqa: E402
+from affcli.pointcloud.evaluate import evaluate_run, score_pair, seconds  # noqa: E402
+from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud  # noqa: E402
+from affcli.pointcloud.models import create_model  # noqa: E402
+from affcli.pointcloud.runtime import resolve_device  # noqa: E402
+from affcli.pointcloud.sampling import poisson_disk_sample  # noqa: E402
+from affcli.pointcloud.train import TrainConfig, train  # noqa: E402
+from affcli.pointcloud.upsample import default_batch, upsample_cloud  # noqa: E402
 
 SHARED = Path(os.environ.get("AFFCLI_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
 PC = SHARED / "data" / "pointcloud"
@@ -78,7 +76,7 @@ def training_meshes(work: Path) -> Path:
 
 def pugan_peer(run: Path, work: Path, device: torch.device) -> list[dict]:
     """PU-GAN's own x4 outputs vs our run and midpoint on PU-GAN's inputs; gt = 8192 Poisson-disk points of the mesh."""
-    from pointcloud.checkpoint import load_model
+    from affcli.pointcloud.checkpoint import load_model
 
     model = load_model(run, device) if (run / "model.safetensors").is_file() else None
     rows = []
@@ -190,7 +188,7 @@ def main() -> None:
                         "cd_first": hist[0]["cd"], "cd_last": hist[-1]["cd"], "curve": [h["cd"] for h in hist]}
     else:
         create_model(args.model, 4)
-        from pointcloud.checkpoint import save_model
+        from affcli.pointcloud.checkpoint import save_model
 
         save_model(create_model(args.model, 4), run)
     t = time.time()

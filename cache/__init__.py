@@ -1,7 +1,7 @@
 """The feature cache: Zarr v3 store layout, fingerprints, manifest, loaders, verification, HDF5 interchange."""
-from cache.errors import CacheError, FingerprintMismatch
-from cache.loader import as_dask, load_table
-from cache.store import FeatureStore
-from cache.table import FeatureTable
+from affcli.cache.errors import CacheError, FingerprintMismatch
+from affcli.cache.loader import as_dask, load_table
+from affcli.cache.store import FeatureStore
+from affcli.cache.table import FeatureTable
 
 __all__ = ["CacheError", "FingerprintMismatch", "FeatureStore", "FeatureTable", "as_dask", "load_table"]

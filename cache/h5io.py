@@ -7,8 +7,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.errors import CacheError
-from cache.store import FeatureStore, safe_key
+from affcli.cache.errors import CacheError
+from affcli.cache.store import FeatureStore, safe_key
 
 
 def export_h5(cache: str | Path, out: str | Path, specs: list[str] | None = None) -> Path:

@@ -8,9 +8,9 @@ import dask.array as da
 import numpy as np
 import torch
 
-from cache.errors import CacheError
-from cache.store import FeatureStore
-from cache.table import FeatureTable
+from affcli.cache.errors import CacheError
+from affcli.cache.store import FeatureStore
+from affcli.cache.table import FeatureTable
 
 
 def common_videos(store: FeatureStore, specs: list[str], videos: list[str] | None = None) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from cache.errors import CacheError, FingerprintMismatch
+from affcli.cache.errors import CacheError, FingerprintMismatch
 
 FORMAT_VERSION = 1
 TEXT_GROUP = "_text"

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from cache.store import FeatureStore, array_sha256
+from affcli.cache.store import FeatureStore, array_sha256
 
 
 def verify(path: str | Path, deep: bool = True) -> list[str]:

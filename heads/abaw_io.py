@@ -8,8 +8,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from heads.errors import LabelError
-from heads.labels import AU_NAMES, image_frame_ids, EXPR_CLASSES, KEY_COLUMNS, LSD_CLASSES, TASK_KEYS, TASKS, VA_NAMES, numeric_cells, \
+from affcli.heads.errors import LabelError
+from affcli.heads.labels import AU_NAMES, image_frame_ids, EXPR_CLASSES, KEY_COLUMNS, LSD_CLASSES, TASK_KEYS, TASKS, VA_NAMES, numeric_cells, \
     split_cells
 
 HEADERS = {"expr": ",".join(EXPR_CLASSES), "va": ",".join(VA_NAMES), "au": ",".join(AU_NAMES),

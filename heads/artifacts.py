@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from heads.model import HeadModel, ModelSpec
+from affcli.heads.model import HeadModel, ModelSpec
 
 CHECKPOINT = "model.safetensors"
 

@@ -1,7 +1,7 @@
 """Help strings for the heads commands, built from the registries so --help lists what is registered."""
 from __future__ import annotations
 
-from common.registry import Registry
+from affcli.common.registry import Registry
 
 
 def names_help(reg: Registry) -> str:
@@ -15,25 +15,25 @@ def names_help(reg: Registry) -> str:
 
 
 def temporal_help() -> str:
-    from heads.temporal import TEMPORAL
+    from affcli.heads.temporal import TEMPORAL
 
     return "Temporal head, e.g. tcn or 'tcn(levels=6, channels=512, causal=true)'. Registered: " + names_help(TEMPORAL)
 
 
 def fusion_help() -> str:
-    from heads.fusion import FUSION
+    from affcli.heads.fusion import FUSION
 
     return "Fusion (auto = none for one modality, else concat), e.g. xattn or none:visual. Registered: " + names_help(FUSION)
 
 
 def loss_help() -> str:
-    from heads.losses import LOSSES
+    from affcli.heads.losses import LOSSES
 
     return ("Loss: a weighted sum such as 'ce(weights=auto)+0.1*text-contrastive' or 'ccc+0.2*soft-prompt(sigma=0.45)'; "
             "auto = task default. Registered: " + names_help(LOSSES))
 
 
 def task_help() -> str:
-    from heads.tasks import TASK_HEADS
+    from affcli.heads.tasks import TASK_HEADS
 
     return "Task. Registered: " + names_help(TASK_HEADS)

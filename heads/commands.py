@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from common.registry import UnknownNameError
+from affcli.common.registry import UnknownNameError
 
 EXIT_OK, EXIT_REFUSED = 0, 2
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, UnknownNameError)
@@ -19,7 +19,7 @@ def _err(console: Console, e: BaseException) -> int:
 
 
 def _merge(config: Path | None, flags: dict[str, Any]):
-    from heads.config import RunConfig
+    from affcli.heads.config import RunConfig
 
     over = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
     if "features" in over and not over["features"]:
@@ -31,8 +31,8 @@ def _merge(config: Path | None, flags: dict[str, Any]):
 
 def train_head_command(config: Path | None, flags: dict[str, Any], console: Console | None = None) -> int:
     """Merge --config and flags, train, print the best val metrics."""
-    from cache.errors import CacheError
-    from heads.trainer import train_run
+    from affcli.cache.errors import CacheError
+    from affcli.heads.trainer import train_run
 
     console = console or Console()
     try:
@@ -51,8 +51,8 @@ def predict_command(run: Path, cache: Path, out: Path, split: str | None, videos
                     au_threshold: float, device: str | None, smooth: int | None = None,
                     console: Console | None = None) -> int:
     """Write ABAW prediction files for a run."""
-    from cache.errors import CacheError
-    from heads.predict import predict_run
+    from affcli.cache.errors import CacheError
+    from affcli.heads.predict import predict_run
 
     console = console or Console()
     vids = None
@@ -71,8 +71,8 @@ def predict_command(run: Path, cache: Path, out: Path, split: str | None, videos
 def evaluate_command(run: Path, cache: Path | None, labels: Path | None, split: str | None, device: str | None,
                      smooth: int | None = None, console: Console | None = None) -> int:
     """Re-score a run and print its metrics."""
-    from cache.errors import CacheError
-    from heads.predict import evaluate_run
+    from affcli.cache.errors import CacheError
+    from affcli.heads.predict import evaluate_run
 
     console = console or Console()
     try:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cache.table import FeatureTable
-from heads.fusion import group_features
+from affcli.cache.table import FeatureTable
+from affcli.heads.fusion import group_features
 
 
 @dataclass

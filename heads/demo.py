@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from heads.config import RunConfig
-from heads.trainer import train_run
+from affcli.heads.config import RunConfig
+from affcli.heads.trainer import train_run
 
 DEMO_FEATURES = ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
 DEMO_RUNS = {

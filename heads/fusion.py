@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.registry import Registry
-from heads.attn import MHA
-from heads.temporal import sinusoidal
+from affcli.common.registry import Registry
+from affcli.heads.attn import MHA
+from affcli.heads.temporal import sinusoidal
 
 FUSION: Registry = Registry("fusion")
 MODALITIES = ("visual", "audio")

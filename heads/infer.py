@@ -6,10 +6,10 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from heads.data import Data
-from heads.model import HeadModel
-from heads.tasks import to_prediction
-from heads.windows import Windows, frame_windows, gather, make_windows
+from affcli.heads.data import Data
+from affcli.heads.model import HeadModel
+from affcli.heads.tasks import to_prediction
+from affcli.heads.windows import Windows, frame_windows, gather, make_windows
 
 
 def autocast(device: torch.device, amp: bool):

@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from heads.errors import LabelError
+from affcli.heads.errors import LabelError
 
 TASKS = ("expr", "va", "au", "mtl", "lsd")
 EXPR_CLASSES = ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"]

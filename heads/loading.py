@@ -5,12 +5,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from heads.config import RunConfig
-from heads.data import Data
+from affcli.heads.config import RunConfig
+from affcli.heads.data import Data
 
 
 def _store(cfg: RunConfig):
-    from cache.store import FeatureStore
+    from affcli.cache.store import FeatureStore
 
     if not cfg.cache:
         raise ValueError("no feature cache given: pass --cache (or `cache = ...` in the run config)")
@@ -34,7 +34,7 @@ def resolve_features(cfg: RunConfig, store) -> list[str]:
 def split_label_videos(cfg: RunConfig, split: str) -> dict[str, str]:
     """{label id: cache video id} of a split's labelled videos that are complete in the cache
     (`video10_left` and `video10_right` both map to `video10` unless the cache holds per-id features)."""
-    from heads.labels import load_labels
+    from affcli.heads.labels import load_labels
 
     store = _store(cfg)
     complete = set.intersection(*[set(store.videos(f)) for f in resolve_features(cfg, store)])
@@ -46,8 +46,8 @@ def split_label_videos(cfg: RunConfig, split: str) -> dict[str, str]:
 def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
     """Labels of both splits, features of their videos (those complete in the cache), dense label arrays and every
     cached prompt set (those of the run's CLIP feature set first), so one Data serves any loss."""
-    from cache import load_table
-    from heads.labels import align_to_frames, labels_to_arrays, load_labels
+    from affcli.cache import load_table
+    from affcli.heads.labels import align_to_frames, labels_to_arrays, load_labels
 
     store = _store(cfg)
     feats = resolve_features(cfg, store)

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.registry import Registry
-from heads.spec import parse_loss
-from heads.tasks import DEFAULT_LOSS, Output, task_outputs
+from affcli.common.registry import Registry
+from affcli.heads.spec import parse_loss
+from affcli.heads.tasks import DEFAULT_LOSS, Output, task_outputs
 
 LOSSES: Registry = Registry("loss")
 VA_CENTRES = (-0.66, 0.0, 0.66)

@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from heads.fusion import FUSION, fusion_modalities
-from heads.spec import parse_part
-from heads.tasks import TaskHead, task_outputs
-from heads.temporal import _check_options, build_temporal
+from affcli.heads.fusion import FUSION, fusion_modalities
+from affcli.heads.spec import parse_part
+from affcli.heads.tasks import TaskHead, task_outputs
+from affcli.heads.temporal import _check_options, build_temporal
 
 
 @dataclass

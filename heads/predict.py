@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from common.runs import read_json, write_json
-from heads.artifacts import load_model, prediction_frame
-from heads.config import RunConfig
-from heads.data import Data
-from heads.infer import predict_rows, smooth_rows
-from heads.scoring import hard_predictions
+from affcli.common.runs import read_json, write_json
+from affcli.heads.artifacts import load_model, prediction_frame
+from affcli.heads.config import RunConfig
+from affcli.heads.data import Data
+from affcli.heads.infer import predict_rows, smooth_rows
+from affcli.heads.scoring import hard_predictions
 
 
 def run_config(run_dir: str | Path, **overrides: Any) -> RunConfig:
@@ -33,17 +33,17 @@ def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, spl
     """
     import torch
 
-    from cache import load_table
-    from cache.store import FeatureStore
-    from heads.abaw_io import write_predictions
-    from common.device import resolve_device
+    from affcli.cache import load_table
+    from affcli.cache.store import FeatureStore
+    from affcli.heads.abaw_io import write_predictions
+    from affcli.common.device import resolve_device
 
     cfg = run_config(run_dir, cache=str(cache), labels=labels, device=device)
     dev = resolve_device(cfg.device)
     model = load_model(run_dir, dev)
     ids = {v: v for v in videos} if videos is not None else None
     if ids is None and split is not None:
-        from heads.loading import split_label_videos
+        from affcli.heads.loading import split_label_videos
 
         ids = split_label_videos(cfg, split)
     if ids is None:
@@ -75,7 +75,7 @@ def evaluate_run(run_dir: str | Path, cache: str | Path | None = None, labels: s
                  split: str | None = None, device: str | None = None, smooth: int | None = None) -> dict:
     """Re-score a run's checkpoint on its val split (or `split`), optionally with prediction smoothing; writes
     eval_<split>.json (eval_<split>_smooth<k>.json) beside it."""
-    from heads.trainer import evaluate, prepare_data
+    from affcli.heads.trainer import evaluate, prepare_data
 
     cfg = run_config(run_dir, cache=cache, labels=labels, device=device, smooth=smooth)
     split = split or cfg.splits[1]

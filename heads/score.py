@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from heads.abaw_io import read_prediction_table, single_file_name
-from heads.errors import LabelError
-from heads.labels import KEY_COLUMNS, TASK_KEYS, load_labels
-from heads.metrics import score_task
+from affcli.heads.abaw_io import read_prediction_table, single_file_name
+from affcli.heads.errors import LabelError
+from affcli.heads.labels import KEY_COLUMNS, TASK_KEYS, load_labels
+from affcli.heads.metrics import score_task
 
 DENSE = ("expr", "va", "au")
 

@@ -19,7 +19,7 @@ def hard_predictions(probs: dict[str, np.ndarray], au_threshold: float = 0.5) ->
 
 def score(task: str, probs: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: str = "abaw3+") -> dict:
     """Official metrics of a split (dict with 'main') from per-frame probabilities and dense labels."""
-    from heads.metrics import score_task
+    from affcli.heads.metrics import score_task
 
     return score_task(task, hard_predictions(probs), labels, edition)
 
@@ -27,7 +27,7 @@ def score(task: str, probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]
 def expr_classes() -> list[str]:
     """EXPR class names in label order."""
     try:
-        from heads.labels import EXPR_CLASSES
+        from affcli.heads.labels import EXPR_CLASSES
 
         return list(EXPR_CLASSES)
     except ImportError:

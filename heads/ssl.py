@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.data import Data
-from heads.infer import autocast
-from heads.losses import masked_mean
-from heads.model import HeadModel
-from heads.windows import Windows, gather, sample_batches
+from affcli.heads.data import Data
+from affcli.heads.infer import autocast
+from affcli.heads.losses import masked_mean
+from affcli.heads.model import HeadModel
+from affcli.heads.windows import Windows, gather, sample_batches
 
 
 def pretrain(model: HeadModel, data: Data, win: Windows, cfg, mask_p: float = 0.3) -> list[float]:

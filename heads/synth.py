@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cache.table import FeatureTable
+from affcli.cache.table import FeatureTable
 
 VISUAL, AUDIO = "clip:synth", "wav2vec2:synth"
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from common.registry import Registry
+from affcli.common.registry import Registry
 
 TASK_HEADS: Registry = Registry("task head")
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.registry import Registry
-from heads.attn import MHA
+from affcli.common.registry import Registry
+from affcli.heads.attn import MHA
 
 TEMPORAL: Registry = Registry("temporal head")
 

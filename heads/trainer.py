@@ -15,18 +15,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.table import FeatureTable
-from common.device import resolve_device
-from common.runs import config_hash, seed_everything, write_json
-from heads.artifacts import CHECKPOINT, prediction_frame, save_checkpoint
-from heads.config import RunConfig
-from heads.data import Data
-from heads.infer import autocast, batch_labels, predict_rows, smooth_rows
-from heads.losses import LossContext, build_loss
-from heads.model import HeadModel, ModelSpec
-from heads.scoring import score
-from heads.tasks import task_outputs
-from heads.windows import Windows, gather, make_windows, sample_batches
+from affcli.cache.table import FeatureTable
+from affcli.common.device import resolve_device
+from affcli.common.runs import config_hash, seed_everything, write_json
+from affcli.heads.artifacts import CHECKPOINT, prediction_frame, save_checkpoint
+from affcli.heads.config import RunConfig
+from affcli.heads.data import Data
+from affcli.heads.infer import autocast, batch_labels, predict_rows, smooth_rows
+from affcli.heads.losses import LossContext, build_loss
+from affcli.heads.model import HeadModel, ModelSpec
+from affcli.heads.scoring import score
+from affcli.heads.tasks import task_outputs
+from affcli.heads.windows import Windows, gather, make_windows, sample_batches
 
 __all__ = ["RunConfig", "Data", "prepare_data", "data_key", "check_names", "build_model", "train_run", "NaNLossError"]
 DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device")
@@ -50,18 +50,18 @@ def prepare_data(cfg: RunConfig, table: FeatureTable | None = None, labels: dict
         if labels is None or splits is None:
             raise ValueError("prepare_data: with table= also give labels= (dense arrays) and splits= ({split: [videos]})")
         return Data.from_table(table, labels, splits, cfg.task, cfg.features or None, text, device)
-    from heads.loading import load_run_data
+    from affcli.heads.loading import load_run_data
 
     return load_run_data(cfg, device)
 
 
 def check_names(cfg: RunConfig) -> None:
     """Refuse unknown task/temporal/fusion/loss names and options before any data is loaded."""
-    from heads.fusion import FUSION
-    from heads.losses import LOSSES
-    from heads.spec import parse_loss, parse_part
-    from heads.tasks import TASK_HEADS
-    from heads.temporal import TEMPORAL, _check_options
+    from affcli.heads.fusion import FUSION
+    from affcli.heads.losses import LOSSES
+    from affcli.heads.spec import parse_loss, parse_part
+    from affcli.heads.tasks import TASK_HEADS
+    from affcli.heads.temporal import TEMPORAL, _check_options
 
     TASK_HEADS.get(cfg.task)
     t = parse_part(cfg.temporal)
@@ -120,7 +120,7 @@ def _lr_lambda(total: int, warm: int):
 
 def _teacher_fn(data: Data, cfg: RunConfig):
     def load(run_dir: str) -> dict[str, torch.Tensor]:
-        from heads.artifacts import load_model
+        from affcli.heads.artifacts import load_model
 
         t = load_model(run_dir, data.device)
         missing = [m for m in t.modalities if m not in data.modalities or data.in_dims[m] != t.spec.in_dims[m]]
@@ -170,7 +170,7 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
     win = train_windows(data, cfg, keys)
     ssl_history = []
     if cfg.ssl_epochs > 0:
-        from heads.ssl import pretrain
+        from affcli.heads.ssl import pretrain
 
         ssl_history = pretrain(model, data, win, cfg)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
@@ -254,11 +254,11 @@ def _write_outputs(out: Path, cfg: RunConfig, data: Data, best: dict, history: l
         prediction_frame(data.videos, data.starts, rows, best["preds"], lab).write_parquet(out / "predictions_val.parquet")
     if not cfg.plots:
         return
-    from heads import plots
+    from affcli.heads import plots
 
     plots.curves(history, out / "curves.png")
     if "expr" in best["preds"] and "mask_expr" in lab:
-        from heads.scoring import expr_classes
+        from affcli.heads.scoring import expr_classes
 
         m = lab["mask_expr"].astype(bool)
         plots.confusion(lab["expr"][m].astype(int), best["preds"]["expr"][m].argmax(1), expr_classes(), out / "confusion.png")

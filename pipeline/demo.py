@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.demo_data import DemoDataset, make_demo_dataset
-from pipeline.extract import ExtractConfig, VideoResult, run_extract
+from affcli.pipeline.demo_data import DemoDataset, make_demo_dataset
+from affcli.pipeline.extract import ExtractConfig, VideoResult, run_extract
 
 DEMO_BACKBONES = ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
 

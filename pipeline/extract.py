@@ -21,15 +21,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from cache.store import FeatureStore
-from common.device import resolve_device
-from pipeline.backbones import build_backbone
-from pipeline.errors import MediaError, NoAudioError
-from pipeline.faces import FaceCropper, whole_frames
-from pipeline.frames import frame_folder_index, iter_frame_folder
-from pipeline.media import iter_video_frames, probe_video, read_audio
-from pipeline.prompts import PROMPT_SETS
-from pipeline.sources import Source, discover_sources
+from affcli.cache.store import FeatureStore
+from affcli.common.device import resolve_device
+from affcli.pipeline.backbones import build_backbone
+from affcli.pipeline.errors import MediaError, NoAudioError
+from affcli.pipeline.faces import FaceCropper, whole_frames
+from affcli.pipeline.frames import frame_folder_index, iter_frame_folder
+from affcli.pipeline.media import iter_video_frames, probe_video, read_audio
+from affcli.pipeline.prompts import PROMPT_SETS
+from affcli.pipeline.sources import Source, discover_sources
 
 DEFAULT_PROMPT_SETS = ("expr8", "va9")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.errors import MediaError, NoAudioError
+from affcli.pipeline.errors import MediaError, NoAudioError
 
 
 @dataclass

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.registry import UnknownNameError
+from affcli.common.registry import UnknownNameError
 
 EXPR8_CLASSES = ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"]
 LSD6_CLASSES = ["Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise"]

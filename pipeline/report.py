@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.extract import VideoResult
+from affcli.pipeline.extract import VideoResult
 
 
 class ExtractProgress:

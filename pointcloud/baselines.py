@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pointcloud.ops import farthest_point_sample, gather_points, knn
-from pointcloud.upsample import check_cloud
+from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn
+from affcli.pointcloud.upsample import check_cloud
 
 
 @torch.no_grad()

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from pointcloud.errors import PointCloudError
-from pointcloud.models import model_from_spec, model_spec
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.models import model_from_spec, model_spec
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"

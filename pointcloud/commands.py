@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pointcloud.checkpoint import load_model
-from pointcloud.io import read_cloud, write_cloud
-from pointcloud.runtime import resolve_device
-from pointcloud.upsample import Merge, default_batch, upsample_cloud
+from affcli.pointcloud.checkpoint import load_model
+from affcli.pointcloud.io import read_cloud, write_cloud
+from affcli.pointcloud.runtime import resolve_device
+from affcli.pointcloud.upsample import Merge, default_batch, upsample_cloud
 
 
 def upsample_file(
@@ -32,7 +32,7 @@ def upsample_file(
     write_cloud(out, up)
     info: dict[str, Any] = {"input_points": len(xyz), "output_points": len(up), "seconds": sec, "out": str(out)}
     if render:
-        from pointcloud.render import render_before_after
+        from affcli.pointcloud.render import render_before_after
 
         info["render"] = str(render_before_after(xyz, up, out.with_suffix(".png"), f"{inp.name} x{ratio}"))
     return info

@@ -12,10 +12,10 @@ import torch
 from rich.progress import Progress
 from torch import Tensor
 
-from pointcloud.errors import PointCloudError
-from pointcloud.io import read_mesh, write_cloud
-from pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
-from pointcloud.sampling import eliminate, poisson_disk_sample
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.io import read_mesh, write_cloud
+from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
+from affcli.pointcloud.sampling import eliminate, poisson_disk_sample
 
 MESH_EXTS = (".off", ".obj", ".ply")
 

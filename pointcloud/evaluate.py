@@ -10,14 +10,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from common.runs import write_json
-from pointcloud.baselines import midpoint_upsample
-from pointcloud.checkpoint import load_model
-from pointcloud.errors import PointCloudError
-from pointcloud.io import read_cloud, read_mesh, write_cloud
-from pointcloud.metrics import evaluate_clouds, evaluate_folder
-from pointcloud.runtime import progress, resolve_device
-from pointcloud.upsample import default_batch, upsample_cloud
+from affcli.common.runs import write_json
+from affcli.pointcloud.baselines import midpoint_upsample
+from affcli.pointcloud.checkpoint import load_model
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
+from affcli.pointcloud.metrics import evaluate_clouds, evaluate_folder
+from affcli.pointcloud.runtime import progress, resolve_device
+from affcli.pointcloud.upsample import default_batch, upsample_cloud
 
 SCALE = 1e3
 METRICS = ("cd", "hd", "p2f_mean")
@@ -101,7 +101,7 @@ def evaluate_run(
         rows = score_folder(out / name, gt_dir, mesh_dir, convention, dev)
         result["methods"][name] = {"seconds_per_shape": sec, "rows": rows}
     for f in files[:renders]:
-        from pointcloud.render import render_before_after
+        from affcli.pointcloud.render import render_before_after
 
         clouds = {m: read_cloud(out / m / f"{f.stem}.xyz") for m in methods}
         render_before_after(

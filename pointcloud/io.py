@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pointcloud.errors import PointCloudError
+from affcli.pointcloud.errors import PointCloudError
 
 PLY_TYPES = {
     "char": "i1",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pointcloud.metrics import chamfer
-from pointcloud.ops import knn
+from affcli.pointcloud.metrics import chamfer
+from affcli.pointcloud.ops import knn
 
 
 def repulsion_loss(pred: Tensor, k: int = 4, h: float = 0.03) -> Tensor:

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pointcloud.errors import PointCloudError, check_xyz_shape
-from pointcloud.io import read_cloud, read_mesh
-from pointcloud.ops import block_rows, gather_points, normalize_unit_sphere, sqdist
+from affcli.pointcloud.errors import PointCloudError, check_xyz_shape
+from affcli.pointcloud.io import read_cloud, read_mesh
+from affcli.pointcloud.ops import block_rows, gather_points, normalize_unit_sphere, sqdist
 
 if TYPE_CHECKING:
     import polars as pl

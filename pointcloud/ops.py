@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from pointcloud.errors import PointCloudError, check_xyz_shape
+from affcli.pointcloud.errors import PointCloudError, check_xyz_shape
 
 BLOCK_ELEMENTS = 1 << 25  # cap on distance-matrix entries held at once (128 MiB in float32)
 FPS_GRAPH_MIN_K = 32  # on CUDA, FPS of at least this many samples replays a captured graph

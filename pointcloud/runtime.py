@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from common.device import resolve_device as _resolve_device
+from affcli.common.device import resolve_device as _resolve_device
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pointcloud.errors import PointCloudError
+from affcli.pointcloud.errors import PointCloudError
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

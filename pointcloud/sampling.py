@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pointcloud.errors import PointCloudError
+from affcli.pointcloud.errors import PointCloudError
 
 ALPHA, BETA, GAMMA = 8.0, 0.65, 1.5  # Yuksel 2015 weight exponent and weight-limiting constants
 

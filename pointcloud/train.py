@@ -12,14 +12,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from common.runs import config_hash, read_json, seed_everything, write_json
-from pointcloud.checkpoint import MODEL_FILE, OPTIM_FILE, load_optimizer, save_model, save_optimizer
-from pointcloud.data import augment, read_pugan_h5
-from pointcloud.errors import PointCloudError
-from pointcloud.losses import upsampling_loss
-from pointcloud.models import create_model
-from pointcloud.ops import farthest_point_sample, gather_points, normalize_unit_sphere
-from pointcloud.runtime import autocast, progress, resolve_device
+from affcli.common.runs import config_hash, read_json, seed_everything, write_json
+from affcli.pointcloud.checkpoint import MODEL_FILE, OPTIM_FILE, load_optimizer, save_model, save_optimizer
+from affcli.pointcloud.data import augment, read_pugan_h5
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.losses import upsampling_loss
+from affcli.pointcloud.models import create_model
+from affcli.pointcloud.ops import farthest_point_sample, gather_points, normalize_unit_sphere
+from affcli.pointcloud.runtime import autocast, progress, resolve_device
 
 
 @dataclass

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pointcloud.errors import PointCloudError
-from pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
-from pointcloud.runtime import autocast, resolve_device
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
+from affcli.pointcloud.runtime import autocast, resolve_device
 
 PATCH = 256
 SEED_FACTOR = 3

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.demo_data import click_track, write_test_video
+from affcli.pipeline.demo_data import click_track, write_test_video
 
 CLICK_AT = 1.25
 CLICK_FPS = 30000 / 1001

@@ -11,11 +11,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from common.runs import read_json, write_json
-from heads.ablate import (GridError, build_report, build_runs, collect, demo_ablation, expand, grid_from_dict,
+from affcli.common.runs import read_json, write_json
+from affcli.heads.ablate import (GridError, build_report, build_runs, collect, demo_ablation, expand, grid_from_dict,
                           grid_meta, load_grid, run_grid)
-from heads.ablate.execute import clear_data_cache, data_loads
-from heads.ablate.synthetic import AUDIO, VISUAL, make_synthetic
+from affcli.heads.ablate.execute import clear_data_cache, data_loads
+from affcli.heads.ablate.synthetic import AUDIO, VISUAL, make_synthetic
 
 QUIET = Console(quiet=True)
 BASE = {"task": "expr", "features": [VISUAL, AUDIO], "epochs": 1, "device": "cpu", "window": 16, "stride": 16,
@@ -88,7 +88,7 @@ def test_prompts_axis_sets_prompt_losses_only(synth):
 
 
 def test_missing_feature_set_refused_by_cli_before_any_run(synth, tmp_path):
-    from cli import app
+    from affcli.cli import app
 
     grid = tmp_path / "g.toml"
     grid.write_text('[base]\ntask = "expr"\nfeatures = ["clip:ViT-B-16/openai"]\nepochs = 1\n'
@@ -155,7 +155,7 @@ def test_failure_isolated_resume_and_exact_table(synth, tmp_path):
     assert (out / "ablation.csv").exists() and (out / "ablation.png").stat().st_size > 1000
     assert "\\toprule" in (out / "ablation.tex").read_text() and "\\textbf{" in t.latex
 
-    from cli import app
+    from affcli.cli import app
 
     rep = CliRunner().invoke(app, ["ablate", "report", str(out)])
     assert rep.exit_code == 0, rep.output
@@ -172,7 +172,7 @@ def test_pool_and_dask_give_the_same_table(synth, tmp_path):
 
 
 def test_cli_runs_grid_and_exit_status_reports_failures(synth, tmp_path):
-    from cli import app
+    from affcli.cli import app
 
     grid = tmp_path / "g.toml"
     grid.write_text('[base]\ntask = "expr"\nfeatures = ["%s", "%s"]\nepochs = 2\nwarmup = 0\nwindow = 16\n'

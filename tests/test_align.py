@@ -8,9 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 
-from pipeline.align import align_steps
-from pipeline.backbones import build_backbone
-from pipeline.demo_data import click_track
+from affcli.pipeline.align import align_steps
+from affcli.pipeline.backbones import build_backbone
+from affcli.pipeline.demo_data import click_track
 
 FPS = 30000 / 1001
 CLICK_AT = 1.25
@@ -96,7 +96,7 @@ def test_causal_never_looks_ahead(click_pair):
 
 
 def test_window_plans():
-    from pipeline.backbones.windows import batched_windows, causal_ends, centered_starts
+    from affcli.pipeline.backbones.windows import batched_windows, causal_ends, centered_starts
 
     np.testing.assert_array_equal(centered_starts(100, 30, 25), [0, 25, 50, 70])  # last chunk ends at 100
     np.testing.assert_array_equal(centered_starts(20, 30, 25), [0])

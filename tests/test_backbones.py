@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.registry import UnknownNameError
-from pipeline.backbones import BACKBONES, BackboneError, TextEncoder, build_backbone, parse_spec
-from pipeline.backbones.clip import CONFIG_DIR
-from pipeline.prompts import PROMPT_SETS, VA9_CENTRES, prompt_set
+from affcli.common.registry import UnknownNameError
+from affcli.pipeline.backbones import BACKBONES, BackboneError, TextEncoder, build_backbone, parse_spec
+from affcli.pipeline.backbones.clip import CONFIG_DIR
+from affcli.pipeline.prompts import PROMPT_SETS, VA9_CENTRES, prompt_set
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_ast_runs_once_per_segment(ast_tiny):
 
 
 def test_random_weight_real_architecture_spec_parses():
-    from pipeline.backbones.clip import _resolve
+    from affcli.pipeline.backbones.clip import _resolve
 
     assert _resolve("ViT-B-16/random") == ("ViT-B-16", None)
     assert _resolve("ViT-L-14/openai") == ("ViT-L-14", "openai")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cache import CacheError, FeatureStore, FingerprintMismatch, as_dask, load_table
-from cache.h5io import export_h5, import_h5
-from cache.store import safe_key
-from cache.verify import summary, verify
+from affcli.cache import CacheError, FeatureStore, FingerprintMismatch, as_dask, load_table
+from affcli.cache.h5io import export_h5, import_h5
+from affcli.cache.store import safe_key
+from affcli.cache.verify import summary, verify
 
 FP = {"spec": "clip:tiny", "weights_sha256": "abc", "preprocessing": {"crop": 32}, "dim": 8,
       "dtype": "float16", "alignment": None, "versions": {"torch": "x"}}

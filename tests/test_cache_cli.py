@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 from typer.testing import CliRunner
 
-from cache import FeatureStore
-from cli import app
-from pipeline.backbones import build_backbone
-from pipeline.demo_data import write_test_video
+from affcli.cache import FeatureStore
+from affcli.cli import app
+from affcli.pipeline.backbones import build_backbone
+from affcli.pipeline.demo_data import write_test_video
 
 runner = CliRunner()
 

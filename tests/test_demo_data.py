@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.demo_data import (
+from affcli.pipeline.demo_data import (
     AU_DIR,
     AU_NAMES,
     CLASS_PITCH,
@@ -17,8 +17,8 @@ from pipeline.demo_data import (
     DemoDataset,
     make_demo_dataset,
 )
-from pipeline.faces import FaceCropper
-from pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
+from affcli.pipeline.faces import FaceCropper
+from affcli.pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
 
 FPS = 25.0
 

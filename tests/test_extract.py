@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cache import FeatureStore
-from cache.verify import verify
-from cli import app
-from pipeline.demo_data import write_test_video
-from pipeline.media import iter_video_frames
+from affcli.cache import FeatureStore
+from affcli.cache.verify import verify
+from affcli.cli import app
+from affcli.pipeline.demo_data import write_test_video
+from affcli.pipeline.media import iter_video_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
@@ -166,7 +166,7 @@ def test_frames_dir_input(tmp_path):
 
 def _run_cli(args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", "from cli import app; app()"] + args, cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-c", "from affcli.cli import app; app()"] + args, cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

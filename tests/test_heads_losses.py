@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from heads.losses import LOSSES, LossContext, build_loss, ccc_per_dim, soft_region_labels, va_centres
+from affcli.heads.losses import LOSSES, LossContext, build_loss, ccc_per_dim, soft_region_labels, va_centres
 
 torch.set_num_threads(1)
 B, W, H = 3, 10, 16

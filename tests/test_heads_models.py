@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from heads.config import RunConfig
-from heads.fusion import FUSION, group_features, modality_of
-from heads.model import HeadModel, ModelSpec
-from heads.spec import SpecError, parse_loss, parse_part
-from heads.tasks import TASK_HEADS
-from heads.temporal import TEMPORAL
-from heads.windows import frame_windows, gather, make_windows, sample_batches
+from affcli.heads.config import RunConfig
+from affcli.heads.fusion import FUSION, group_features, modality_of
+from affcli.heads.model import HeadModel, ModelSpec
+from affcli.heads.spec import SpecError, parse_loss, parse_part
+from affcli.heads.tasks import TASK_HEADS
+from affcli.heads.temporal import TEMPORAL
+from affcli.heads.windows import frame_windows, gather, make_windows, sample_batches
 
 torch.set_num_threads(1)
 
@@ -192,9 +192,9 @@ RECIPES = sorted((__import__("pathlib").Path(__file__).parents[1] / "heads" / "r
 def test_seed_recipes_build_model_and_loss(path):
     from types import SimpleNamespace
 
-    from heads.fusion import group_features
-    from heads.losses import LossContext, build_loss
-    from heads.trainer import build_model
+    from affcli.heads.fusion import group_features
+    from affcli.heads.losses import LossContext, build_loss
+    from affcli.heads.trainer import build_model
 
     cfg = RunConfig.load(path)
     dims = {m: 24 for m in group_features(cfg.features)}
@@ -219,7 +219,7 @@ def test_seed_recipes_build_model_and_loss(path):
 
 
 def test_smoothing_stays_inside_each_video():
-    from heads.infer import smooth_rows
+    from affcli.heads.infer import smooth_rows
 
     x = torch.tensor([[0.0], [0.0], [3.0], [10.0], [10.0]])
     out = smooth_rows({"va": x}, np.array([3, 2]), 1)["va"][:, 0].tolist()

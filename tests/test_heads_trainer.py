@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from heads import synth
-from heads.artifacts import load_model
-from heads.fusion import FUSION
-from heads.tasks import TASK_HEADS
-from heads.temporal import TEMPORAL
-from heads.trainer import NaNLossError, RunConfig, data_key, prepare_data, train_run
+from affcli.heads import synth
+from affcli.heads.artifacts import load_model
+from affcli.heads.fusion import FUSION
+from affcli.heads.tasks import TASK_HEADS
+from affcli.heads.temporal import TEMPORAL
+from affcli.heads.trainer import NaNLossError, RunConfig, data_key, prepare_data, train_run
 
 torch.set_num_threads(1)
 DIMS = {synth.VISUAL: 6, synth.AUDIO: 5}

@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from heads.errors import LabelError
-from heads.labels import AU_NAMES, EXPR_CLASSES, align_to_frames, find_task_dirs, label_files, labels_to_arrays, \
+from affcli.heads.errors import LabelError
+from affcli.heads.labels import AU_NAMES, EXPR_CLASSES, align_to_frames, find_task_dirs, label_files, labels_to_arrays, \
     load_labels, read_label_file
 
 HEADER = {"expr": ",".join(EXPR_CLASSES), "va": "valence,arousal", "au": ",".join(AU_NAMES)}

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.demo_data import (
+from affcli.pipeline.demo_data import (
     click_track,
     corrupted_copy,
     truncated_copy,
@@ -19,10 +19,10 @@ from pipeline.demo_data import (
     write_test_video,
     write_video,
 )
-from pipeline.errors import MediaError, NoAudioError
-from pipeline.frames import frame_folder_index, iter_frame_folder
-from pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
-from pipeline.sources import discover_sources
+from affcli.pipeline.errors import MediaError, NoAudioError
+from affcli.pipeline.frames import frame_folder_index, iter_frame_folder
+from affcli.pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
+from affcli.pipeline.sources import discover_sources
 from tests.conftest import CLICK_AT, CLICK_FPS
 
 

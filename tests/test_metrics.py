@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from heads.metrics import MAIN_METRIC, au_score, ccc, expr_score, lsd_score, mtl_score, score_task, va_score
+from affcli.heads.metrics import MAIN_METRIC, au_score, ccc, expr_score, lsd_score, mtl_score, score_task, va_score
 
 
 def test_ccc_by_hand() -> None:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from pointcloud.data import augment, gaussian_index_sample, make_pugan_h5, make_test_pairs, read_pugan_h5
-from pointcloud.errors import PointCloudError
-from pointcloud.io import read_cloud, read_mesh, write_cloud, write_mesh
-from pointcloud.metrics import point_to_mesh_distance
-from pointcloud.sampling import (
+from affcli.pointcloud.data import augment, gaussian_index_sample, make_pugan_h5, make_test_pairs, read_pugan_h5
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud, write_mesh
+from affcli.pointcloud.metrics import point_to_mesh_distance
+from affcli.pointcloud.sampling import (
     ALPHA,
     BETA,
     GAMMA,

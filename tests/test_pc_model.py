@@ -12,15 +12,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
-from pointcloud.baselines import midpoint_upsample
-from pointcloud.errors import PointCloudError
-from pointcloud.io import write_cloud
-from pointcloud.losses import upsampling_loss
-from pointcloud.metrics import chamfer
-from pointcloud.models import MODELS, create_model
-from pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
-from pointcloud.upsample import upsample_cloud
+from affcli.cli import app
+from affcli.pointcloud.baselines import midpoint_upsample
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.io import write_cloud
+from affcli.pointcloud.losses import upsampling_loss
+from affcli.pointcloud.metrics import chamfer
+from affcli.pointcloud.models import MODELS, create_model
+from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
+from affcli.pointcloud.upsample import upsample_cloud
 
 torch.set_num_threads(1)
 TINY = {"dim": 32, "growth": 16, "dense_layers": 2, "scales": [8, 16], "levels": 1, "heads": 2, "code_dim": 8}

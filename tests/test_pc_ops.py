@@ -11,10 +11,10 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
-from pointcloud.errors import PointCloudError
-from pointcloud.metrics import chamfer, evaluate_clouds, evaluate_folder, hausdorff, point_to_mesh_distance
-from pointcloud.ops import ball_query, farthest_point_sample, gather_points, knn, normalize_unit_sphere
-from pointcloud.sampling import sample_surface_uniform
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.metrics import chamfer, evaluate_clouds, evaluate_folder, hausdorff, point_to_mesh_distance
+from affcli.pointcloud.ops import ball_query, farthest_point_sample, gather_points, knn, normalize_unit_sphere
+from affcli.pointcloud.sampling import sample_surface_uniform
 
 SHARED = Path(os.environ.get("AFFCLI_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
 PC = SHARED / "data" / "pointcloud"
@@ -229,7 +229,7 @@ def test_evaluate_clouds_conventions_and_invariance():
 
 def test_evaluate_folder_pools_p2f(tmp_path):
     pytest.importorskip("polars")
-    from pointcloud.io import write_cloud, write_mesh
+    from affcli.pointcloud.io import write_cloud, write_mesh
 
     rows = {}
     for k, name in enumerate(["a", "b"]):
@@ -257,7 +257,7 @@ def test_evaluate_folder_pools_p2f(tmp_path):
 
 @needs_data
 def test_pugan_peer_output_plausible():
-    from pointcloud.io import read_cloud, read_mesh
+    from affcli.pointcloud.io import read_cloud, read_mesh
 
     pred = read_cloud(PC / "pugan_x4_outputs" / "fandisk.xyz")
     gt = read_cloud(PC / "pugan_test" / "gt_8192" / "fandisk.xyz")
@@ -270,7 +270,7 @@ def test_pugan_peer_output_plausible():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fps_cuda_graph_matches_eager_and_cpu():
-    from pointcloud.ops import _fps_steps
+    from affcli.pointcloud.ops import _fps_steps
 
     x = rand(4, 3000, 3, seed=14).float()
     cpu = farthest_point_sample(x, 200)

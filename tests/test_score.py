@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from heads.abaw_io import read_predictions, write_predictions
-from heads.errors import LabelError
-from heads.labels import AU_NAMES, EXPR_CLASSES, LSD_CLASSES
-from heads.score import score_predictions
+from affcli.heads.abaw_io import read_predictions, write_predictions
+from affcli.heads.errors import LabelError
+from affcli.heads.labels import AU_NAMES, EXPR_CLASSES, LSD_CLASSES
+from affcli.heads.score import score_predictions
 
 HEADER = {"expr": ",".join(EXPR_CLASSES), "va": "valence,arousal", "au": ",".join(AU_NAMES)}
 FOLDER = {"expr": "EXPR_Recognition_Challenge", "va": "VA_Estimation_Challenge", "au": "AU_Detection_Challenge"}
@@ -137,7 +137,7 @@ def test_mtl_and_lsd_score(tmp_path: Path) -> None:
 
 
 def test_cli_score_prints_json_or_one_line_error(tmp_path: Path, root) -> None:
-    from cli import app
+    from affcli.cli import app
 
     base, truths = root
     write_predictions(tmp_path, "va", {v: _perfect("va", t) for v, t in truths["va"].items()})

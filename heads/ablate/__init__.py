@@ -1,9 +1,9 @@
 """Ablation grids over cached features: expand and validate a grid, run it (pool or Dask), tabulate mean ± std."""
-from heads.ablate.demo import demo_ablation
-from heads.ablate.execute import GridResult, Outcome, run_grid, run_one
-from heads.ablate.grid import Grid, GridError, RunSpec, expand, grid_from_dict, load_grid
-from heads.ablate.report import Table, build_report, collect, summarise
-from heads.ablate.validate import build_runs, grid_meta
+from affcli.heads.ablate.demo import demo_ablation
+from affcli.heads.ablate.execute import GridResult, Outcome, run_grid, run_one
+from affcli.heads.ablate.grid import Grid, GridError, RunSpec, expand, grid_from_dict, load_grid
+from affcli.heads.ablate.report import Table, build_report, collect, summarise
+from affcli.heads.ablate.validate import build_runs, grid_meta
 
 __all__ = ["Grid", "GridError", "GridResult", "Outcome", "RunSpec", "Table", "build_report", "build_runs",
            "collect", "demo_ablation", "expand", "grid_from_dict", "grid_meta", "load_grid", "run_grid",

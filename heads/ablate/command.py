@@ -7,10 +7,10 @@ from typing import Any
 from rich.console import Console
 from rich.markdown import Markdown
 
-from heads.ablate.execute import auto_jobs, run_grid
-from heads.ablate.grid import GridError, load_grid
-from heads.ablate.report import STD_NOTE, Table, build_report
-from heads.ablate.validate import build_runs, grid_meta
+from affcli.heads.ablate.execute import auto_jobs, run_grid
+from affcli.heads.ablate.grid import GridError, load_grid
+from affcli.heads.ablate.report import STD_NOTE, Table, build_report
+from affcli.heads.ablate.validate import build_runs, grid_meta
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_REFUSED = 0, 1, 2
 
@@ -19,7 +19,7 @@ def feature_bytes(cache: str | Path | None, features: list[str]) -> int:
     """Bytes the run's feature sets take as float32 on the device (sizing for --jobs 0)."""
     if not cache or not features:
         return 0
-    from cache.store import FeatureStore
+    from affcli.cache.store import FeatureStore
 
     store = FeatureStore(cache, mode="r")
     total = 0

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from heads.ablate.execute import run_grid
-from heads.ablate.grid import grid_from_dict
-from heads.ablate.report import STD_NOTE, build_report
-from heads.ablate.validate import build_runs, cached_feature_sets, grid_meta
+from affcli.heads.ablate.execute import run_grid
+from affcli.heads.ablate.grid import grid_from_dict
+from affcli.heads.ablate.report import STD_NOTE, build_report
+from affcli.heads.ablate.validate import build_runs, cached_feature_sets, grid_meta
 
 DEMO_BASE = {"task": "expr", "temporal": "tcn(channels=32, levels=2)", "loss": "ce(weights=auto)", "d_model": 32,
              "window": 32, "stride": 16, "batch_size": 32, "lr": 2e-3, "plots": False}

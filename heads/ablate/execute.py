@@ -19,9 +19,9 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from common.runs import read_json, write_json
-from heads.ablate.grid import RunSpec
-from heads.ablate.report import GRID_FILE, RUN_FILE, run_status
+from affcli.common.runs import read_json, write_json
+from affcli.heads.ablate.grid import RunSpec
+from affcli.heads.ablate.report import GRID_FILE, RUN_FILE, run_status
 
 Runner = Callable[[dict[str, Any], Path], dict[str, Any]]
 DATA_CACHE_SIZE = 2
@@ -67,10 +67,10 @@ class GridResult:
 # ---- data cache (one per process: a pool worker or a Dask worker) ----------------------------------
 def data_key(cfg: dict[str, Any]) -> str:
     """The part of a run config that decides what `prepare_data` loads."""
-    from common.runs import config_hash
+    from affcli.common.runs import config_hash
 
     try:
-        from heads import trainer
+        from affcli.heads import trainer
 
         if hasattr(trainer, "data_key"):
             return str(trainer.data_key(cfg))
@@ -110,7 +110,7 @@ def clear_data_cache() -> None:
 # ---- one run ----------------------------------------------------------------------------------------
 def train_with_trainer(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The real runner: `heads.trainer.train_run` on data cached per process."""
-    from heads.trainer import RunConfig, prepare_data, train_run
+    from affcli.heads.trainer import RunConfig, prepare_data, train_run
 
     cfg = dict(cfg, out=str(run_dir))
     if _WORKER_GPU is not None and str(cfg.get("device", "")).startswith("cuda"):

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.runs import config_hash
-from heads import spec
-from heads.spec import PartSpec
+from affcli.common.runs import config_hash
+from affcli.heads import spec
+from affcli.heads.spec import PartSpec
 
 SEED_AXIS = "seed"
 AXIS_ALIASES = {"seeds": "seed", "prompt": "prompts", "losses": "loss", "fusions": "fusion", "temporals": "temporal"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from common.runs import read_json
+from affcli.common.runs import read_json
 
 GRID_FILE = "grid.json"
 RUN_FILE = "ablate.json"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.store import FeatureStore
+from affcli.cache.store import FeatureStore
 
 EXPR_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"
 EXPR_DIR = "EXPR_Recognition_Challenge"

@@ -6,27 +6,27 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from common.registry import Registry, UnknownNameError
-from heads.ablate.grid import (PART_AXES, SEED_AXIS, Grid, GridError, RunSpec, display, expand,
+from affcli.common.registry import Registry, UnknownNameError
+from affcli.heads.ablate.grid import (PART_AXES, SEED_AXIS, Grid, GridError, RunSpec, display, expand,
                                hashed_config, parse_loss, parse_part, run_name)
-from heads.spec import PartSpec
+from affcli.heads.spec import PartSpec
 
 PROMPTS_AXIS = "prompts"
 NOT_APPLICABLE = "—"
 
 
 def _trainer() -> Any:
-    from heads import trainer
+    from affcli.heads import trainer
 
     return trainer
 
 
 def registries() -> dict[str, Registry]:
     """The registries an axis value is checked against, by config field."""
-    from heads.fusion import FUSION
-    from heads.losses import LOSSES
-    from heads.tasks import TASK_HEADS
-    from heads.temporal import TEMPORAL
+    from affcli.heads.fusion import FUSION
+    from affcli.heads.losses import LOSSES
+    from affcli.heads.tasks import TASK_HEADS
+    from affcli.heads.temporal import TEMPORAL
 
     return {"temporal": TEMPORAL, "fusion": FUSION, "loss": LOSSES, "task": TASK_HEADS}
 
@@ -79,7 +79,7 @@ def check_value(field: str, value: Any, key: str, regs: dict[str, Registry]) -> 
         part = parse_part(value, key)
         check_part(regs[field], part, key)
         if part.arg is not None:
-            from heads.fusion import MODALITIES
+            from affcli.heads.fusion import MODALITIES
 
             if field != "fusion":
                 raise GridError(key, f"{field} {part.name!r} takes no ':{part.arg}' argument")
@@ -89,7 +89,7 @@ def check_value(field: str, value: Any, key: str, regs: dict[str, Registry]) -> 
 
 def check_modalities(cfg: dict[str, Any], key: str) -> None:
     """A `none:<modality>` fusion needs a feature set of that modality."""
-    from heads.fusion import group_features
+    from affcli.heads.fusion import group_features
 
     fusion = cfg.get("fusion")
     if not fusion or not cfg.get("features"):
@@ -107,7 +107,7 @@ def check_modalities(cfg: dict[str, Any], key: str) -> None:
 def cached_feature_sets(cache: str | Path) -> list[str]:
     """Feature sets present in a cache (FeatureStore, else the Zarr group names)."""
     try:
-        from cache.store import FeatureStore
+        from affcli.cache.store import FeatureStore
 
         return FeatureStore(cache, mode="r").feature_sets()
     except Exception:
@@ -166,7 +166,7 @@ def prompt_sets_used(loss: str, regs: dict[str, Registry], run_prompts: str | No
 def cached_prompt_sets(cache: str | Path) -> list[str] | None:
     """Names of the CLIP text-embedding prompt sets in the cache (None if it cannot tell)."""
     try:
-        from cache.store import FeatureStore
+        from affcli.cache.store import FeatureStore
 
         return sorted({n for n, _ in FeatureStore(cache, mode="r").text_sets()})
     except Exception:

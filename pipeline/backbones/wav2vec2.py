@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.backbones.base import (AudioBackbone, BackboneError, Steps, autocast_for, hub_offline, looks_local,
+from affcli.pipeline.backbones.base import (AudioBackbone, BackboneError, Steps, autocast_for, hub_offline, looks_local,
                                      seeded_build)
-from pipeline.backbones.registry import BACKBONES
-from pipeline.backbones.windows import run_causal, run_centered
+from affcli.pipeline.backbones.registry import BACKBONES
+from affcli.pipeline.backbones.windows import run_causal, run_centered
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from pipeline.backbones.base import Steps
+from affcli.pipeline.backbones.base import Steps
 
 
 def centered_starts(n: int, length: int, hop: int) -> np.ndarray:

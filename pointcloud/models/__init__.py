@@ -7,10 +7,10 @@ from typing import Any
 
 from torch import nn
 
-from common.registry import Registry
-from pointcloud.errors import PointCloudError
-from pointcloud.models.pu_mfa import PUMFA, PUMFAConfig
-from pointcloud.models.pu_net import PUNet, PUNetConfig
+from affcli.common.registry import Registry
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.models.pu_mfa import PUMFA, PUMFAConfig
+from affcli.pointcloud.models.pu_net import PUNet, PUNetConfig
 
 MODELS: Registry = Registry("point-cloud model")
 MODELS.register("pu-mfa", config=PUMFAConfig, help="PU-MFA-style: dense EdgeConv, multi-scale attention U-Net")(PUMFA)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pointcloud.ops import gather_points, knn
+from affcli.pointcloud.ops import gather_points, knn
 
 
 def mlp(dims: list[int], last_act: bool = True) -> nn.Sequential:

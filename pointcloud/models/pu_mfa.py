@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pointcloud.models.layers import (
+from affcli.pointcloud.models.layers import (
     ChannelAttention,
     CrossResolutionAttention,
     DenseEdgeBlock,
@@ -19,7 +19,7 @@ from pointcloud.models.layers import (
     knn_idx,
     mlp,
 )
-from pointcloud.ops import farthest_point_sample, gather_points
+from affcli.pointcloud.ops import farthest_point_sample, gather_points
 
 
 @dataclass

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pointcloud.models.layers import interpolate, knn_idx, mlp
-from pointcloud.ops import farthest_point_sample, gather_points
+from affcli.pointcloud.models.layers import interpolate, knn_idx, mlp
+from affcli.pointcloud.ops import farthest_point_sample, gather_points
 
 
 @dataclass
