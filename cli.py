@@ -56,14 +56,7 @@ def extract(
     from affcli.pipeline.extract import ExtractConfig, run_extract
     from affcli.pipeline.report import ExtractProgress, print_summary
 
-    if (video_dir is None) == (frames_dir is None) and frames_dir is None:
-        _fail("give --video-dir or --frames-dir")
-    if audio_align not in ("centered", "causal"):
-        _fail(f"--audio-align must be centered or causal, not {audio_align!r}")
-    vids: list[str] | Path | None = None
-    if videos:
-        vids = Path(videos) if Path(videos).is_file() else [v.strip() for v in videos.split(",") if v.strip()]
-    cfg = ExtractConfig(cache=cache, backbones=backbone, video_dir=video_dir, frames_dir=frames_dir, videos=vids,
+    cfg = ExtractConfig(cache=cache, backbones=backbone, video_dir=video_dir, frames_dir=frames_dir, videos=videos or None,
                         device=device, batch_size=batch_size, decode_workers=decode_workers, no_face=no_face,
                         face_margin=face_margin, detect_every=detect_every, audio_align=audio_align, frames_fps=frames_fps,
                         prompt_sets=tuple(prompts), seed=seed)
@@ -86,25 +79,18 @@ def prompts(
     device: str = typer.Option("auto"),
 ) -> None:
     """Encode prompt lists with the CLIP text tower and store them in the cache."""
+    from affcli.common.registry import UnknownNameError
     from affcli.pipeline.extract import encode_prompt_sets
 
-    custom = None
-    if file is not None:
-        lines = [ln.strip() for ln in file.read_text().splitlines() if ln.strip()]
-        if not lines:
-            _fail(f"{file}: no prompts in file")
-        custom = {name: lines}
-    try:
-        done = encode_prompt_sets(cache, backbone, list(prompt_set), device, custom)
-    except (ValueError, KeyError) as e:
-        _fail(str(e))
+    done = _guarded((ValueError, KeyError, UnknownNameError, OSError), encode_prompt_sets, cache, backbone,
+                    list(prompt_set), device, prompt_file=file, file_set=name)
     for n, k in done:
         typer.echo(f"{n}: {k} prompts encoded with {backbone}")
 
 
 @cache_app.command("ls")
 def cache_ls(cache: Path = typer.Argument(..., help="Feature cache path.")) -> None:
-    """One line per feature set: dim, videos ok / failed / incomplete, frames."""
+    """One line per feature set: modality, dim, videos ok / failed / incomplete, frames."""
     from rich.console import Console
     from rich.table import Table
 
@@ -112,31 +98,29 @@ def cache_ls(cache: Path = typer.Argument(..., help="Feature cache path.")) -> N
 
     rows = _cache_call(summary, cache)
     t = Table(title=str(cache))
-    for col in ("feature_set", "dim", "videos_ok", "failed", "incomplete", "frames"):
+    cols = ("feature_set", "modality", "dim", "videos_ok", "failed", "incomplete", "frames")
+    for col in cols:
         t.add_column(col)
     for r in rows:
-        t.add_row(*[str(r[c]) for c in ("feature_set", "dim", "videos_ok", "failed", "incomplete", "frames")])
+        t.add_row(*[str(r[c]) for c in cols])
     Console().print(t)
 
 
 @cache_app.command("info")
 def cache_info(cache: Path = typer.Argument(...), feature_set: Optional[str] = typer.Argument(None)) -> None:
-    """Fingerprints, prompt sets and the manifest of a cache (or of one feature set)."""
+    """Fingerprints (modality, dim, weights, preprocessing), prompt sets and videos of a cache (or of one feature set)."""
     import json as _json
 
-    from affcli.cache.store import FeatureStore
+    from affcli.cache.verify import info
 
-    store = _cache_call(FeatureStore, cache, mode="r")
-    specs = [feature_set] if feature_set else store.feature_sets()
-    for s in specs:
-        fp = _cache_call(store.fingerprint, s)
-        typer.echo(f"== {s}\n{_json.dumps(fp, indent=2, sort_keys=True)}")
-        fails = store.failures(s)
-        typer.echo(f"videos: {len(store.videos(s))} ok, {len(fails)} failed, {len(store.incomplete(s))} incomplete")
-        for v, e in fails.items():
+    rep = _cache_call(info, cache, feature_set)
+    for r in rep["feature_sets"]:
+        typer.echo(f"== {r['feature_set']}\n{_json.dumps(r['fingerprint'], indent=2, sort_keys=True)}")
+        typer.echo(f"videos: {r['videos_ok']} ok, {len(r['failures'])} failed, {r['incomplete']} incomplete")
+        for v, e in r["failures"].items():
             typer.echo(f"  failed {v}: {e}")
-    for n, s in store.text_sets():
-        typer.echo(f"prompt set {n} @ {s}: {len(store.read_text_embeddings(n, s)[0])} prompts")
+    for p in rep["prompt_sets"]:
+        typer.echo(f"prompt set {p['name']} @ {p['spec']}: {p['prompts']} prompts")
 
 
 @cache_app.command("verify")
@@ -158,10 +142,20 @@ def cache_rm(cache: Path = typer.Argument(...), feature_set: str = typer.Argumen
     """Remove one feature set (e.g. to re-extract it with another backbone)."""
     from affcli.cache.store import FeatureStore
 
-    store = _cache_call(FeatureStore, cache, mode="a")
+    store = _cache_call(FeatureStore, cache, mode="r+")
     _cache_call(store.remove_feature_set, feature_set)
-    store.write_manifest()
     typer.echo(f"removed {feature_set} from {cache}")
+
+
+@cache_app.command("set-modality")
+def cache_set_modality(cache: Path = typer.Argument(...), feature_set: str = typer.Argument(...),
+                       modality: str = typer.Argument(..., help="visual or audio")) -> None:
+    """Record the modality of a feature set from a cache written before fingerprints carried one."""
+    from affcli.cache.store import FeatureStore
+
+    store = _cache_call(FeatureStore, cache, mode="r+")
+    _cache_call(store.set_modality, feature_set, modality)
+    typer.echo(f"{feature_set}: modality {modality}")
 
 
 @cache_app.command("export-h5")
@@ -176,11 +170,14 @@ def cache_export_h5(cache: Path = typer.Argument(...), out: Path = typer.Argumen
 @cache_app.command("import-h5")
 def cache_import_h5(src: Path = typer.Argument(...), cache: Path = typer.Argument(...),
                     spec: Optional[str] = typer.Option(None, help="Feature-set name for a foreign HDF5 file."),
-                    fps: float = typer.Option(30.0, help="Frame rate for timestamps of a foreign file.")) -> None:
+                    fps: float = typer.Option(30.0, help="Frame rate for timestamps of a foreign file."),
+                    modality: Optional[str] = typer.Option(
+                        None, help="visual or audio: what a foreign file's features describe (required for one; "
+                                   "fills in older affcli exports without it).")) -> None:
     """Import an HDF5 file (an affcli export, or per-video [n_frames, dim] datasets) into a cache."""
     from affcli.cache.h5io import import_h5
 
-    for s, n in _cache_call(import_h5, src, cache, spec, fps).items():
+    for s, n in _cache_call(import_h5, src, cache, spec, fps, modality).items():
         typer.echo(f"{s}: {n} videos imported")
 
 
@@ -203,61 +200,43 @@ def _cache_call(fn, *args, **kwargs):
 
 from affcli.heads.cli_help import fusion_help as _fusion_help, loss_help as _loss_help, task_help as _task_help, \
     temporal_help as _temporal_help
+from affcli.common.cli_options import dataclass_options as _dataclass_options
 from affcli.heads.config import RunConfig as _RunConfig
-
-_RC = _RunConfig()
-
-
-def _d(name: str) -> str:
-    return f" (default: {getattr(_RC, name)})"
 
 
 @app.command("train-head")
+@_dataclass_options(_RunConfig, overrides=True, what="train-head",
+                    help_for={"task": _task_help(), "temporal": _temporal_help(), "fusion": _fusion_help(),
+                              "loss": _loss_help()})
 def train_head(
     config: Optional[Path] = typer.Option(None, "--config", help="Run config (.toml or .json); flags given here override it."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (Zarr) written by `affcli extract`."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Aff-Wild2 annotation root (EXPR/VA/AU challenge folders)."),
-    task: Optional[str] = typer.Option(None, "--task", help=_task_help() + _d("task")),
-    features: Optional[list[str]] = typer.Option(None, "--features", "-f",
-                                                 help="Feature set, repeatable (clip:*/fer:* visual, wav2vec2:*/ast:* audio) (default: all in the cache)"),
-    temporal: Optional[str] = typer.Option(None, "--temporal", help=_temporal_help() + _d("temporal")),
-    fusion: Optional[str] = typer.Option(None, "--fusion", help=_fusion_help() + _d("fusion")),
-    loss: Optional[str] = typer.Option(None, "--loss", help=_loss_help() + _d("loss")),
-    window: Optional[int] = typer.Option(None, help="Window length in frames." + _d("window")),
-    stride: Optional[int] = typer.Option(None, help="Window stride in frames." + _d("stride")),
-    label_position: Optional[str] = typer.Option(None, help="frame (every frame of the window) or last (the last frame's label)." + _d("label_position")),
-    pool: Optional[str] = typer.Option(None, help="With label_position=last: last (output at the last frame) or mean (time-mean)." + _d("pool")),
-    causal: Optional[bool] = typer.Option(None, "--causal/--no-causal", help="Never use frames after t (temporal heads and cross-attention)." + _d("causal")),
-    d_model: Optional[int] = typer.Option(None, help="Width each modality is projected to." + _d("d_model")),
-    dropout: Optional[float] = typer.Option(None, help="Dropout of the task head." + _d("dropout")),
-    batch_size: Optional[int] = typer.Option(None, help="Windows per step." + _d("batch_size")),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs." + _d("epochs")),
-    lr: Optional[float] = typer.Option(None, help="AdamW learning rate (cosine schedule)." + _d("lr")),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay." + _d("weight_decay")),
-    warmup: Optional[float] = typer.Option(None, help="Linear warm-up, in epochs." + _d("warmup")),
-    patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a better val metric." + _d("patience")),
-    frame_mask_p: Optional[float] = typer.Option(None, help="Augmentation: fraction of window frames masked (train only)." + _d("frame_mask_p")),
-    ssl_epochs: Optional[int] = typer.Option(None, help="Masked-frame reconstruction pretraining epochs (0 = off)." + _d("ssl_epochs")),
-    seed: Optional[int] = typer.Option(None, help="Seed." + _d("seed")),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1." + _d("device")),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA." + _d("amp")),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (config, metrics, checkpoint, predictions, plots)." + _d("out")),
+    **flags: object,
 ) -> None:
-    """Train a temporal + fusion head on cached features; early-stops on the val main metric."""
-    flags = {k: v for k, v in locals().items() if k != "config"}
+    """Train a temporal + fusion head on cached features; early-stops on the val main metric.
+
+    Every run-config key (heads/config.py) is an option, the model table's keys too (--temporal, --d-model ...).
+    """
     from affcli.heads.commands import train_head_command
 
     raise typer.Exit(train_head_command(config, flags))
 
 
+_LABELS_HELP = ("Labels: the ABAW annotation folder, a challenge folder (Train_Set/Validation_Set parent) or a flat "
+                "folder of one split's per-video txt files")
+_RUN_CACHE_HELP = "Feature cache holding the run's feature sets (default: the run's, from its config.json)."
+_RUN_LABELS_HELP = "Aff-Wild2 annotation root (default: the run's, from its config.json)."
+
+
 @app.command("predict")
 def predict(
     run: Path = typer.Option(..., "--run", help="A train-head run folder."),
-    cache: Path = typer.Option(..., "--cache", help="Feature cache holding the run's feature sets."),
     out: Path = typer.Option(..., "--out", help="Folder for the ABAW prediction files."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP),
+    labels: Optional[Path] = typer.Option(None, "--labels", help=_RUN_LABELS_HELP + " Read only with --split."),
     split: Optional[str] = typer.Option(None, help="Predict the videos of this labelled split (needs the run's labels)."),
     videos: Optional[str] = typer.Option(None, help="Only these ids: comma list or a file of ids (default: all cached)."),
-    style: str = typer.Option("single-file", help="single-file (ABAW5+) or per-video (ABAW3 txt per video)."),
+    style: str = typer.Option("single-file", help="single-file (ABAW5+) or per-video (ABAW3 txt per video; "
+                                                   "not for tasks with one row per image)."),
     au_threshold: float = typer.Option(0.5, help="AU decision threshold on the sigmoid."),
     smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video (default: the run's)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
@@ -265,14 +244,14 @@ def predict(
     """Predict every frame of whole videos (overlapping windows averaged) and write ABAW-format files."""
     from affcli.heads.commands import predict_command
 
-    raise typer.Exit(predict_command(run, cache, out, split, videos, style, au_threshold, device, smooth))
+    raise typer.Exit(predict_command(run, cache, out, split, videos, style, au_threshold, device, smooth, labels=labels))
 
 
 @app.command("evaluate")
 def evaluate(
     run: Path = typer.Option(..., "--run", help="A train-head run folder."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Override the run's cache."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Override the run's label root."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP),
+    labels: Optional[Path] = typer.Option(None, "--labels", help=_RUN_LABELS_HELP),
     split: Optional[str] = typer.Option(None, help="Split to score (default: the run's val split)."),
     smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video before scoring."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
@@ -285,15 +264,15 @@ def evaluate(
 
 @app.command("score")
 def score(
-    task: str = typer.Option(..., "--task", help="expr, va, au, mtl or lsd."),
+    task: str = typer.Option(..., "--task", help=_task_help()),
     pred: Path = typer.Option(..., "--pred", help="ABAW predictions: a folder of per-id txt files or the one file per task."),
-    labels: Path = typer.Option(..., "--labels", help="Aff-Wild2 annotation root (or the MTL annotation file)."),
+    labels: Path = typer.Option(..., "--labels", help=_LABELS_HELP + " (or the task's annotation file)."),
     split: str = typer.Option("val", "--split", help="train or val."),
     edition: str = typer.Option("abaw3+", "--edition", help="abaw3+ (8-class F1, mean AU F1) or abaw1-2 (F1/accuracy mix)."),
     tolerance: int = typer.Option(0, "--tolerance", help="Prediction rows a video may lack (last prediction carried)."),
 ) -> None:
     """Score ABAW prediction files against a labelled split with the official metrics; prints JSON."""
-    from affcli.heads.score import score_command
+    from affcli.heads.score_files import score_command
 
     raise typer.Exit(score_command(task, pred, labels, split, edition, tolerance))
 
@@ -340,6 +319,8 @@ def ablate(
 
 # ===== section: pc =====
 
+from affcli.pointcloud.train import TrainConfig as _PcTrainConfig
+
 def _pc_run(fn, *args, **kwargs):
     """Call a pointcloud function, turning its errors into one-line CLI errors."""
     from affcli.common.registry import UnknownNameError
@@ -349,50 +330,30 @@ def _pc_run(fn, *args, **kwargs):
 
 
 @pc_app.command("train")
-def pc_train(
-    data: Path = typer.Option(..., "--data", help="PU-GAN-format HDF5 (poisson_256 / poisson_1024)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (resumes when it holds a checkpoint of the same run)."),
-    model: str = typer.Option("pu-mfa", "--model", help="pu-mfa | pu-net"),
-    ratio: int = typer.Option(4, "--ratio", help="Upsampling ratio the model is built for."),
-    epochs: int = typer.Option(100, "--epochs"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    lr: float = typer.Option(1e-4, "--lr"),
-    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu, cuda, cuda:1 ..."),
-    max_patches: Optional[int] = typer.Option(None, "--max-patches", help="Use only the first N patches."),
-    seed: int = typer.Option(0, "--seed"),
-    repulsion: float = typer.Option(0.0, "--repulsion", help="Weight of the PU-Net repulsion loss."),
-    uniform: float = typer.Option(0.0, "--uniform", help="Weight of the nearest-neighbour uniformity loss."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (and checkpoint) after this long."),
-    no_augment: bool = typer.Option(False, "--no-augment"),
-    inputs: str = typer.Option("h5", "--inputs", help="h5: the file's sparse patches; fps: FPS of each gt patch "
-                                                       "(uniform, like Poisson-disk test inputs), redrawn per batch."),
-    input_key: str = typer.Option("poisson_256", "--input-key"),
-    gt_key: str = typer.Option("poisson_1024", "--gt-key"),
-    opt: list[str] = typer.Option([], "--opt", help="Model option key=value, repeatable (e.g. fusion=concat)."),
-) -> None:
+@_dataclass_options(_PcTrainConfig, overrides=False, what="model option")
+def pc_train(**fields: object) -> None:
     """Train an upsampling network (Chamfer loss, Adam); checkpoints every epoch, resumable."""
-    from affcli.pointcloud.train import TrainConfig, parse_options, train
+    from affcli.pointcloud.train import train
 
-    cfg = TrainConfig(data=str(data), out=str(out), model=model, ratio=ratio, epochs=epochs, batch_size=batch_size,
-                      lr=lr, device=device, max_patches=max_patches, seed=seed, repulsion=repulsion, uniform=uniform,
-                      augment=not no_augment, inputs=inputs, max_minutes=max_minutes, input_key=input_key, gt_key=gt_key,
-                      model_options=_pc_run(parse_options, opt))
+    cfg = _PcTrainConfig(**fields)
     m = _pc_run(train, cfg)
     loss = "-" if m["final_loss"] is None else f"{m['final_loss']:.6f}"
-    typer.echo(f"{out}: {m['epochs_done']} epochs, final loss {loss}" + (f" (stopped: {m['stopped']})" if m["stopped"] else ""))
+    typer.echo(f"{cfg.out}: {m['epochs_done']} epochs, final loss {loss}" + (f" (stopped: {m['stopped']})" if m["stopped"] else ""))
 
 
 @pc_app.command("make-data")
 def pc_make_data(
-    meshes: Path = typer.Option(..., "--meshes", help="Folder of .off/.obj/.ply meshes."),
+    meshes: list[Path] = typer.Option([], "--meshes", help="Folder of .off/.obj/.ply meshes (repeatable)."),
     out: Path = typer.Option(..., "--out", help="HDF5 file to write."),
+    procedural: int = typer.Option(0, "--procedural", help="Also N generated shapes (superquadrics, tori, CSG, ...)."),
     patches_per_mesh: int = typer.Option(200, "--patches-per-mesh"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Build PU-GAN-format training patches (poisson_256 / poisson_1024) from meshes."""
+    """Build PU-GAN-format training patches (poisson_256 / poisson_1024) from meshes and procedural shapes."""
     from affcli.pointcloud.data import make_pugan_h5
 
-    typer.echo(str(_pc_run(make_pugan_h5, meshes, out, patches_per_mesh=patches_per_mesh, seed=seed)))
+    typer.echo(str(_pc_run(make_pugan_h5, meshes, out, patches_per_mesh=patches_per_mesh, seed=seed,
+                           procedural=procedural)))
 
 
 @pc_app.command("make-test")
@@ -417,14 +378,19 @@ def pc_upsample(
     out: Path = typer.Option(..., "--out", help="Output cloud (.xyz, .ply, .npy)."),
     device: str = typer.Option("auto", "--device"),
     batch: Optional[int] = typer.Option(None, "--batch", help="Patches per forward pass."),
-    merge: str = typer.Option("auto", "--merge", help="auto | fps | assign (assign: large clouds)."),
+    merge: str = typer.Option("auto", "--merge", help="auto (blocked up to 2^20 points, else assign) | "
+                              "blocked (FPS inside spatial blocks) | fps (one global FPS: slow) | assign."),
     render: bool = typer.Option(False, "--render", help="Also write a before/after PNG beside --out."),
+    max_memory: float = typer.Option(2048, "--max-memory", help="MiB of working memory; larger clouds go in chunks."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: what this process may "
+                                          "use: affinity, cgroup quota, idle CPUs, OMP_NUM_THREADS)."),
 ) -> None:
     """Upsample one cloud to exactly ratio x N points."""
     from affcli.pointcloud.commands import upsample_file
 
-    info = _pc_run(upsample_file, run, input, ratio, out, device, batch, merge, render)
-    typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s: {out}")
+    info = _pc_run(upsample_file, run, input, ratio, out, device, batch, merge, render, max_memory, threads)
+    typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s "
+               f"({info['threads']} threads): {out}")
 
 
 @pc_app.command("eval")
@@ -436,14 +402,29 @@ def pc_eval(
     ratio: int = typer.Option(4, "--ratio"),
     device: str = typer.Option("auto", "--device"),
     renders: int = typer.Option(3, "--renders", help="Before/after PNGs of the first N shapes."),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap",
+                                       help="Evaluate even if the training data holds test shapes (reported)."),
 ) -> None:
-    """Upsample a test set with the run and the midpoint baseline; CD/HD/P2F (x1e-3) table, CSV/JSON in the run."""
+    """Upsample a test set with the run and the midpoint baseline; CD/HD/P2F (x1e-3) table, CSV/JSON in the run.
+
+    Refuses a run trained on a test shape (same name, mesh geometry or sampled surface) unless --allow-overlap."""
     from rich.console import Console
 
     from affcli.pointcloud.evaluate import evaluate_run, results_table
 
-    res = _pc_run(evaluate_run, run, test_dir, mesh_dir, convention, ratio, device, renders)
+    res = _pc_run(evaluate_run, run, test_dir, mesh_dir, convention, ratio, device, renders,
+                  allow_overlap=allow_overlap)
+    leak = res["leak"]
+    if not leak["checked"]:
+        typer.echo("warning: the run's training data (config.json 'data') is missing or has no shape record "
+                   "(make it with `affcli pc make-data`): train/test overlap not checked")
+    elif leak["overlap"]:
+        typer.echo(f"OVERLAP: {len(leak['overlap'])} test shape(s) in the training data: "
+                   + ", ".join(f"{o['test']}={o['train']} ({o['by']})" for o in leak["overlap"]))
+    else:
+        typer.echo(f"no train/test overlap ({leak['train_shapes']} training shapes checked)")
     Console().print(results_table(res))
+    Console().print(results_table(res, frame="gt"))
 
 
 @pc_app.command("metrics")

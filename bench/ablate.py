@@ -22,7 +22,7 @@ from rich.console import Console  # noqa: E402
 
 from affcli.heads.ablate.execute import cpu_count, run_grid  # noqa: E402
 from affcli.heads.ablate.grid import grid_from_dict  # noqa: E402
-from affcli.heads.ablate.synthetic import make_synthetic  # noqa: E402
+from affcli.synthetic.features import make_synthetic  # noqa: E402
 from affcli.heads.ablate.validate import build_runs, grid_meta  # noqa: E402
 
 AXES = {"fusion": ["none:visual", "none:audio", "concat", "xattn"], "temporal": ["mlp", "tcn", "gru"], "seeds": [0, 1]}

@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 
-from affcli.pipeline.demo_data import render_faces, smooth_background, write_video
+from affcli.synthetic.media import render_faces, smooth_background, write_video
 from affcli.pipeline.faces import FaceCropper
 from affcli.pipeline.media import iter_video_frames
 

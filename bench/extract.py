@@ -23,7 +23,7 @@ import torch
 
 
 from affcli.pipeline.backbones import build_backbone  # noqa: E402
-from affcli.pipeline.demo_data import make_demo_dataset  # noqa: E402
+from affcli.synthetic.media import make_demo_dataset  # noqa: E402
 from affcli.common.device import resolve_device  # noqa: E402
 from affcli.pipeline.extract import ExtractConfig, Extractor, _resize_batch  # noqa: E402
 from affcli.pipeline.faces import FaceCropper  # noqa: E402

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 
+from affcli.common.device import autocast  # noqa: E402
 from affcli.heads.config import RunConfig  # noqa: E402
 from affcli.heads.data import Data  # noqa: E402
-from affcli.heads.infer import autocast, batch_labels  # noqa: E402
 from affcli.heads.losses import LossContext, build_loss  # noqa: E402
-from affcli.heads.trainer import build_model, train_windows  # noqa: E402
+from affcli.heads.trainer import batch_labels, build_model, train_windows  # noqa: E402
 from affcli.heads.windows import gather, sample_batches  # noqa: E402
 
 TRAIN_FRAMES, VAL_FRAMES = 2_600_000, 300_000
@@ -158,16 +158,16 @@ def main(argv: list[str] | None = None) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
-    cfg = RunConfig(task="expr", temporal="tcn(levels=4, channels=256, causal=true)", fusion="xattn", d_model=256,
-                    loss="ce", window=a.window, stride=a.stride, batch_size=a.batch_size, device=a.device,
-                    causal=True, amp=True)
+    cfg = RunConfig.from_dict(dict(task="expr", temporal="tcn(levels=4, channels=256, causal=true)", fusion="xattn",
+                                   d_model=256, loss="ce", window=a.window, stride=a.stride, batch_size=a.batch_size,
+                                   device=a.device, causal=True, amp=True))
     t = time.perf_counter()
     data = synthetic_data(a.scale, device)
     build_s = time.perf_counter() - t
     res = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "scale": a.scale, "frames": int(data.lengths.sum()), "dims": DIMS, "window": a.window, "stride": a.stride,
-           "head": f"{cfg.temporal} + {cfg.fusion}", "data_build_s": build_s}
+           "head": f"{cfg.model.temporal} + {cfg.model.fusion}", "data_build_s": build_s}
     res["cached"] = cached_epoch(data, cfg, a.max_steps or None)
     spec = a.backbone or ("clip:ViT-B-16/random" if device.type == "cuda" else "clip:tiny")
     try:

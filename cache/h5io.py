@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 
 from affcli.cache.errors import CacheError
+from affcli.cache.fingerprint import MODALITIES, check_modality, make_fingerprint
 from affcli.cache.store import FeatureStore, safe_key
 
 
@@ -41,16 +42,22 @@ def export_h5(cache: str | Path, out: str | Path, specs: list[str] | None = None
     return out
 
 
-def import_h5(src: str | Path, cache: str | Path, spec: str | None = None, fps: float = 30.0) -> dict[str, int]:
+def import_h5(src: str | Path, cache: str | Path, spec: str | None = None, fps: float = 30.0,
+              modality: str | None = None) -> dict[str, int]:
     """Import an HDF5 file into a cache; returns {spec: videos imported}. Complete videos are kept.
 
-    Our own export layout is recognised by its attributes. Any other file is read as one feature set
-    (name it with `spec`): each top-level dataset of shape [n_frames, dim] is a video, all frames valid,
-    timestamps i / fps.
+    Our own export layout is recognised by its attributes (`modality` then only fills in fingerprints of
+    older exports that lack one). Any other file is read as one feature set (name it with `spec`, give its
+    `modality`): each top-level dataset of shape [n_frames, dim] is a video, all frames valid, timestamps i / fps.
     """
     src = Path(src)
     if not src.exists():
         raise CacheError(f"{src}: no such file")
+    if modality is not None:
+        try:
+            check_modality(modality, f"{src}: --modality")
+        except ValueError as e:
+            raise CacheError(str(e)) from None
     store = FeatureStore(cache, mode="a")
     counts: dict[str, int] = {}
     try:
@@ -63,7 +70,13 @@ def import_h5(src: str | Path, cache: str | Path, spec: str | None = None, fps: 
                 if key == "_text":
                     continue
                 sp = str(g.attrs["spec"])
-                store.ensure_feature_set(sp, json.loads(g.attrs["fingerprint"]))
+                fp = json.loads(g.attrs["fingerprint"])
+                if fp.get("modality") is None:
+                    if modality is None:
+                        raise CacheError(f"{src}: feature set {sp!r} was exported without a modality; "
+                                         f"pass --modality {'|'.join(MODALITIES)}")
+                    fp["modality"] = modality
+                store.ensure_feature_set(sp, fp)
                 counts[sp] = 0
                 for _, vg in g.items():
                     vid = str(vg.attrs["video_id"])
@@ -78,6 +91,9 @@ def import_h5(src: str | Path, cache: str | Path, spec: str | None = None, fps: 
             return counts
         if spec is None:
             raise CacheError(f"{src}: not an affcli export; pass --spec NAME to import its datasets as one feature set")
+        if modality is None:
+            raise CacheError(f"{src}: not an affcli export; pass --modality {'|'.join(MODALITIES)} "
+                             f"to say what its features describe")
         dsets = {k: d for k, d in f.items() if isinstance(d, h5py.Dataset)}
         if not dsets:
             raise CacheError(f"{src}: no top-level datasets to import")
@@ -85,9 +101,8 @@ def import_h5(src: str | Path, cache: str | Path, spec: str | None = None, fps: 
         if len(dims) != 1 or None in dims:
             raise CacheError(f"{src}: datasets must all be [n_frames, dim] with one dim; found dims {sorted(map(str, dims))}")
         dim = dims.pop()
-        store.ensure_feature_set(spec, {"spec": spec, "weights_sha256": f"h5:{src.name}", "dim": int(dim),
-                                        "dtype": "float16", "preprocessing": {"imported_from": src.name},
-                                        "alignment": None, "versions": {}})
+        store.ensure_feature_set(spec, make_fingerprint(spec, modality, int(dim), f"h5:{src.name}",
+                                                        {"imported_from": src.name}))
         counts[spec] = 0
         for vid, d in dsets.items():
             if store.has_video(spec, vid):

@@ -82,4 +82,5 @@ def load_table(path: str | Path, specs: list[str], videos: list[str] | None = No
         feats[s] = t if dtype == torch.float16 else t.to(dtype)
         valid[s] = torch.from_numpy(vbuf)
     fps = {v: float(attrs[v].get("fps") or 0.0) for v in vids}
-    return FeatureTable(vids, starts, lengths, feats, valid, torch.from_numpy(ts), fps)
+    modality = {s: m for s in specs if (m := store.fingerprint(s).get("modality")) is not None}
+    return FeatureTable(vids, starts, lengths, feats, valid, torch.from_numpy(ts), fps, modality)

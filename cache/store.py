@@ -28,10 +28,10 @@ import numpy as np
 import zarr
 
 from affcli.cache.errors import CacheError, FingerprintMismatch
+from affcli.cache.fingerprint import check_modality, fingerprint_diff, missing_modality
 
 FORMAT_VERSION = 1
 TEXT_GROUP = "_text"
-IDENTITY_FIELDS = ("spec", "weights_sha256", "preprocessing", "dim", "dtype", "alignment")
 CHUNK_BYTES = 1 << 20
 
 
@@ -48,11 +48,6 @@ def array_sha256(feats: np.ndarray, valid: np.ndarray, timestamps: np.ndarray) -
               np.ascontiguousarray(timestamps, np.float64)):
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Identity fields on which two fingerprints disagree (library versions are not identity)."""
-    return [k for k in IDENTITY_FIELDS if old.get(k) != new.get(k)]
 
 
 @dataclass
@@ -103,8 +98,36 @@ class FeatureStore:
         """The fingerprint recorded when the feature set was created."""
         return dict(self._fs_group(spec).attrs["fingerprint"])
 
+    def modality(self, spec: str) -> str:
+        """The modality (visual, audio) of a feature set, from its fingerprint; one-line error for legacy sets."""
+        m = self.fingerprint(spec).get("modality")
+        if m is None:
+            raise CacheError(missing_modality(self.path, spec))
+        return str(m)
+
+    def modalities(self, specs: list[str] | None = None) -> dict[str, str]:
+        """{spec: modality} of the given feature sets (all by default)."""
+        return {s: self.modality(s) for s in (self.feature_sets() if specs is None else specs)}
+
+    def set_modality(self, spec: str, modality: str) -> None:
+        """Record the modality of a feature set written before fingerprints carried one (never changes a set one)."""
+        grp = self._fs_group(spec)
+        try:
+            check_modality(modality, f"{self.path}: feature set {spec!r}")
+        except ValueError as e:
+            raise CacheError(str(e)) from None
+        fp = dict(grp.attrs["fingerprint"])
+        if fp.get("modality") not in (None, modality):
+            raise CacheError(f"{self.path}: feature set {spec!r} is already {fp['modality']!r}; "
+                             f"remove it (`affcli cache rm`) and extract or import it again to change that")
+        fp["modality"] = modality
+        grp.attrs["fingerprint"] = fp
+
     def ensure_feature_set(self, spec: str, fingerprint: dict[str, Any]) -> None:
-        """Create the feature set, or check that an existing one has the same fingerprint."""
+        """Create the feature set, or check that an existing one has the same fingerprint.
+
+        A new set's fingerprint must name its modality and dim; a legacy set without a modality adopts the new one.
+        """
         key = self.key_of(spec)
         if spec in self.feature_sets():
             old = dict(self.root[key].attrs["fingerprint"])
@@ -118,7 +141,16 @@ class FeatureStore:
             if old.get("versions") != fingerprint.get("versions"):
                 warnings.warn(f"{self.path}: feature set {spec!r} was made with library versions "
                               f"{old.get('versions')}, now {fingerprint.get('versions')}", stacklevel=2)
+            if old.get("modality") is None and fingerprint.get("modality") is not None:
+                self.set_modality(spec, fingerprint["modality"])
             return
+        try:
+            check_modality(fingerprint.get("modality"), f"{self.path}: feature set {spec!r}")
+        except ValueError as e:
+            raise CacheError(str(e)) from None
+        if not isinstance(fingerprint.get("dim"), int) or fingerprint["dim"] <= 0:
+            raise CacheError(f"{self.path}: feature set {spec!r}: fingerprint needs a positive int dim, "
+                             f"not {fingerprint.get('dim')!r}")
         grp = self.root.require_group(key)
         grp.attrs.update({"spec": spec, "fingerprint": fingerprint, "failures": {},
                           "created": _now()})
@@ -127,13 +159,14 @@ class FeatureStore:
         self.root.attrs["feature_sets"] = sets
 
     def remove_feature_set(self, spec: str) -> None:
-        """Delete a feature set and everything in it."""
+        """Delete a feature set and everything in it, and rewrite the manifest without it."""
         key = self.key_of(spec)
         self._fs_group(spec)
         del self.root[key]
         sets = dict(self.root.attrs.get("feature_sets", {}))
         sets.pop(key, None)
         self.root.attrs["feature_sets"] = sets
+        self.write_manifest()
 
     # ---- videos -------------------------------------------------------------------------------
     def _video_groups(self, spec: str) -> dict[str, zarr.Group]:

@@ -14,6 +14,7 @@ class FeatureTable:
     Video i occupies rows ``starts[i] : starts[i] + lengths[i]`` of every tensor. ``feats[spec]`` is
     ``[T, D_spec]`` (float16 on disk, kept as stored unless a dtype was asked for), ``valid[spec]`` is
     ``[T]`` bool (False where the frame had no face / no audio), ``timestamps`` is ``[T]`` float64 seconds.
+    ``modality[spec]`` is the set's modality (visual, audio) from its fingerprint, which heads group by.
     """
 
     videos: list[str]
@@ -23,6 +24,7 @@ class FeatureTable:
     valid: dict[str, torch.Tensor]
     timestamps: torch.Tensor
     fps: dict[str, float] = field(default_factory=dict)
+    modality: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -40,14 +42,15 @@ class FeatureTable:
             self.videos, self.starts, self.lengths,
             {k: v.to(device) for k, v in self.feats.items()},
             {k: v.to(device) for k, v in self.valid.items()},
-            self.timestamps.to(device), dict(self.fps),
+            self.timestamps.to(device), dict(self.fps), dict(self.modality),
         )
 
     @staticmethod
     def from_arrays(per_video: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
                     timestamps: dict[str, np.ndarray] | None = None,
-                    fps: dict[str, float] | None = None) -> "FeatureTable":
-        """Build from ``{video: {spec: (feats [N, D], valid [N])}}``; every spec must cover every video."""
+                    fps: dict[str, float] | None = None, modality: dict[str, str] | None = None) -> "FeatureTable":
+        """Build from ``{video: {spec: (feats [N, D], valid [N])}}``; every spec must cover every video.
+        `modality` gives each spec's modality ({spec: "visual" | "audio"}), as a fingerprint would."""
         videos = list(per_video)
         lengths = np.array([next(iter(per_video[v].values()))[0].shape[0] for v in videos], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -63,4 +66,5 @@ class FeatureTable:
             ts = np.concatenate([np.arange(n) / 30.0 for n in lengths])
         else:
             ts = np.concatenate([timestamps[v] for v in videos])
-        return FeatureTable(videos, starts, lengths, feats, valid, torch.from_numpy(ts.astype(np.float64)), dict(fps or {}))
+        return FeatureTable(videos, starts, lengths, feats, valid, torch.from_numpy(ts.astype(np.float64)), dict(fps or {}),
+                            dict(modality or {}))

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from affcli.cache.fingerprint import missing_modality
 from affcli.cache.store import FeatureStore, array_sha256
 
 
@@ -18,6 +19,8 @@ def verify(path: str | Path, deep: bool = True) -> list[str]:
         for k in ("spec", "weights_sha256", "dim", "preprocessing"):
             if k not in fp:
                 problems.append(f"{spec}: fingerprint lacks {k!r}")
+        if "modality" not in fp:
+            problems.append(missing_modality(store.path, spec))
         dim = fp.get("dim")
         for key in store.incomplete(spec):
             problems.append(f"{spec}/{key}: incomplete video (interrupted write); re-run extract to finish it")
@@ -54,15 +57,28 @@ def verify(path: str | Path, deep: bool = True) -> list[str]:
 
 
 def summary(path: str | Path) -> list[dict[str, Any]]:
-    """One row per feature set: spec, dim, videos ok / failed / incomplete, frames, valid fraction."""
+    """One row per feature set: spec, modality, dim, videos ok / failed / incomplete, frames."""
     store = FeatureStore(path, mode="r")
     m = store.manifest()
     rows = []
     for spec in store.feature_sets():
         sub = m.filter(m["feature_set"] == spec)
         ok = sub.filter(sub["status"] == "ok")
-        rows.append({"feature_set": spec, "dim": store.fingerprint(spec).get("dim"),
+        fp = store.fingerprint(spec)
+        rows.append({"feature_set": spec, "modality": fp.get("modality") or "(unset)", "dim": fp.get("dim"),
                      "videos_ok": ok.height, "failed": int((sub["status"] == "failed").sum()),
                      "incomplete": int((sub["status"] == "incomplete").sum()),
                      "frames": int(ok["n_frames"].sum() or 0)})
     return rows
+
+
+def info(path: str | Path, spec: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """What `affcli cache info` shows: per feature set (all, or `spec`) its fingerprint, complete videos,
+    failures {video: error} and incomplete groups; and every prompt set with its prompt count."""
+    store = FeatureStore(path, mode="r")
+    sets = []
+    for s in [spec] if spec else store.feature_sets():
+        sets.append({"feature_set": s, "fingerprint": store.fingerprint(s), "videos_ok": len(store.videos(s)),
+                     "failures": store.failures(s), "incomplete": len(store.incomplete(s))})
+    prompts = [{"name": n, "spec": s, "prompts": len(store.read_text_embeddings(n, s)[0])} for n, s in store.text_sets()]
+    return {"feature_sets": sets, "prompt_sets": prompts}

@@ -1,5 +1,7 @@
-"""Device choice shared by every stage: 'auto' means CUDA when present, and an absent CUDA is a clear error."""
+"""Device choice and mixed precision shared by every stage: 'auto' means CUDA when present, and an absent CUDA is a clear error."""
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -12,3 +14,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
     return dev
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (fp16 where bf16 is unsupported) when enabled; a no-op on CPU or when disabled."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return contextlib.nullcontext()

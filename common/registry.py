@@ -1,10 +1,19 @@
-"""A name -> factory table, so backbones, heads, fusions and losses are picked by name, not if-chains."""
+"""A name -> factory table, so backbones, heads, fusions and losses are picked by name, not if-chains.
+
+A part's options are its factory's keyword parameters (the timm way): `Registry.options` reads them from the
+signature, `Registry.check` is the one place that refuses an unknown or missing option, `Registry.build` checks
+and constructs. The leading parameters the framework passes itself (`d_in`, `dims`, `ctx`, ...) are declared once
+per registry (`supplied=`) and are not options.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_OPTION = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 class UnknownNameError(KeyError):
@@ -18,25 +27,67 @@ class UnknownNameError(KeyError):
         return self.args[0]
 
 
-class Registry(Generic[T]):
-    """A named table of factories of one kind; `register` is a decorator, `get` raises a helpful error."""
+class OptionError(ValueError):
+    """An option a registered part does not take (or a required one left out); the message lists the valid options."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, name: str, option: str, valid: list[str], missing: bool = False):
+        self.kind, self.name, self.option, self.valid = kind, name, option, valid
+        self.problem = f"{kind} {name!r} " + (f"needs option {option!r}" if missing else f"takes no option {option!r}")
+        super().__init__(f"{self.problem}; valid options: {', '.join(valid) or '(none)'}")
+
+
+class Registry(Generic[T]):
+    """A named table of factories of one kind; options come from each factory's signature.
+
+    `supplied` names the leading positional parameters the framework passes to every factory (not options);
+    `required` names options the framework always sets, so every registered factory must take them.
+    """
+
+    def __init__(self, kind: str, supplied: tuple[str, ...] = (), required: tuple[str, ...] = ()):
+        self.kind, self.supplied, self.required = kind, tuple(supplied), tuple(required)
         self._items: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        self._options: dict[str, dict[str, inspect.Parameter]] = {}
 
     def register(self, name: str, **meta: Any) -> Callable[[T], T]:
         """Decorator: `@REG.register("tcn", help="...")` adds the decorated object under `name`."""
+        if "options" in meta:
+            raise ValueError(f"{self.kind} {name!r}: options come from the signature; drop options= from register()")
 
         def deco(obj: T) -> T:
             if name in self._items and self._items[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._options[name] = self._signature_options(name, obj)
             self._items[name] = obj
             self._meta[name] = meta
             return obj
 
         return deco
+
+    def _signature_options(self, name: str, obj: Any) -> dict[str, inspect.Parameter]:
+        """The factory's option parameters: everything after the supplied leading ones; refuses *args/**kwargs."""
+        try:
+            params = list(inspect.signature(obj).parameters.values())
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.kind} {name!r}: {obj!r} has no readable signature") from None
+        head = params[:len(self.supplied)]
+        if tuple(p.name for p in head) != self.supplied or any(p.kind not in _POSITIONAL for p in head):
+            raise ValueError(f"{self.kind} {name!r}: the signature must start with ({', '.join(self.supplied)}), "
+                             f"then the options")
+        opts = {p.name: p for p in params[len(self.supplied):]}
+        var = [p.name for p in opts.values() if p.kind not in _OPTION]
+        if var:
+            raise ValueError(f"{self.kind} {name!r}: options must be named keyword parameters, not *{var[0]}")
+        lacking = [r for r in self.required if r not in opts]
+        if lacking:
+            raise ValueError(f"{self.kind} {name!r}: every {self.kind} takes option {lacking[0]!r}")
+        return opts
+
+    def unregister(self, name: str) -> None:
+        """Remove `name` (a part registered for a test, or by a plugin being unloaded)."""
+        self.get(name)
+        for table in (self._items, self._meta, self._options):
+            del table[name]
 
     def get(self, name: str) -> T:
         """The object registered under `name`, or UnknownNameError naming the valid ones."""
@@ -50,6 +101,33 @@ class Registry(Generic[T]):
         self.get(name)
         return self._meta[name]
 
+    def options(self, name: str) -> dict[str, inspect.Parameter]:
+        """The options of `name` in signature order; `.default` (`inspect.Parameter.empty`: required), `.annotation`."""
+        self.get(name)
+        return dict(self._options[name])
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """Option -> default value, for the options that have one."""
+        return {k: p.default for k, p in self.options(name).items() if p.default is not p.empty}
+
+    def check(self, name: str, opts: Mapping[str, Any]) -> None:
+        """Refuse an unknown name, an option the part does not take, or a required option left out."""
+        valid = self.options(name)
+        for k in opts:
+            if k not in valid:
+                raise OptionError(self.kind, name, k, list(valid))
+        for k, p in valid.items():
+            if p.default is p.empty and k not in opts:
+                raise OptionError(self.kind, name, k, list(valid), missing=True)
+
+    def build(self, name: str, *supplied: Any, **opts: Any) -> Any:
+        """Check `opts`, then call the factory with the framework-supplied arguments and the options."""
+        if len(supplied) != len(self.supplied):
+            raise TypeError(f"{self.kind} {name!r}: build takes ({', '.join(self.supplied)}) positionally, "
+                            f"got {len(supplied)} arguments")
+        self.check(name, opts)
+        return self._items[name](*supplied, **opts)
+
     def names(self) -> list[str]:
         """Registered names, sorted, for --help and error messages."""
         return sorted(self._items)
@@ -57,5 +135,5 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.names())

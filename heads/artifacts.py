@@ -1,26 +1,20 @@
 """Run-folder artifacts: safetensors checkpoint with its model spec, per-frame prediction tables."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from affcli.heads.model import HeadModel, ModelSpec
+from affcli.common.checkpoint import load_weights, read_checkpoint, write_checkpoint
+from affcli.heads.model import HeadModel
 
 CHECKPOINT = "model.safetensors"
 
 
-def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], spec: ModelSpec) -> Path:
-    """Write the weights with the model spec as safetensors metadata (atomic rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp),
-              metadata={"model_spec": json.dumps(spec.to_dict())})
-    tmp.replace(path)
-    return path
+def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], model: HeadModel) -> Path:
+    """Write the weights with the model's record (task, input widths, spec) as safetensors metadata (atomic rename)."""
+    return write_checkpoint(path, state, model_spec=model.record())
 
 
 def load_model(run_dir: str | Path, device: torch.device | str = "cpu") -> HeadModel:
@@ -28,17 +22,8 @@ def load_model(run_dir: str | Path, device: torch.device | str = "cpu") -> HeadM
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint (is {run_dir} a finished train-head run?)")
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if "model_spec" not in meta:
-        raise ValueError(f"{path}: checkpoint has no model_spec metadata")
-    d = json.loads(meta["model_spec"])
-    d["head_hidden"], d["temporal_on"] = tuple(d["head_hidden"]), tuple(d.get("temporal_on", ()))
-    model = HeadModel(ModelSpec(**d))
-    model.load_state_dict(load_file(str(path)))
-    return model.to(device).eval()
+    meta, state = read_checkpoint(path, "model_spec")
+    return load_weights(HeadModel.from_record(meta["model_spec"]), state, path).to(device).eval()
 
 
 def prediction_frame(videos: list[str], starts: np.ndarray, rows: np.ndarray, preds: dict[str, np.ndarray],

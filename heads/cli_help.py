@@ -4,13 +4,17 @@ from __future__ import annotations
 from affcli.common.registry import Registry
 
 
-def names_help(reg: Registry) -> str:
-    """'name (options: a, b) - help; ...' for every registered name."""
+def options_help(reg: Registry, name: str) -> str:
+    """'a=1, b=None, c' from the part's signature (an option without a default is required)."""
+    return ", ".join(k if p.default is p.empty else f"{k}={p.default!r}" for k, p in reg.options(name).items())
+
+
+def names_help(reg: Registry, with_options: bool = True) -> str:
+    """'name(option=default, ...): help; ...' for every registered name."""
     parts = []
     for n in reg.names():
-        meta = reg.meta(n)
-        opts = meta.get("options", ())
-        parts.append(f"{n}" + (f"({', '.join(opts)})" if opts else "") + (f": {meta['help']}" if meta.get("help") else ""))
+        meta, opts = reg.meta(n), options_help(reg, n) if with_options else ""
+        parts.append(n + (f"({opts})" if opts else "") + (f": {meta['help']}" if meta.get("help") else ""))
     return "; ".join(parts)
 
 
@@ -36,4 +40,4 @@ def loss_help() -> str:
 def task_help() -> str:
     from affcli.heads.tasks import TASK_HEADS
 
-    return "Task. Registered: " + names_help(TASK_HEADS)
+    return "Task. Registered: " + names_help(TASK_HEADS, with_options=False)

@@ -12,9 +12,10 @@ EXIT_OK, EXIT_REFUSED = 0, 2
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, UnknownNameError)
 
 
-def _err(console: Console, e: BaseException) -> int:
+def _err(console: Console, e: BaseException, run: Path | None = None) -> int:
+    """Print one error line (prefixed `run R:` for the commands that read a run folder); the refused exit code."""
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    console.print(f"[red]error[/red]: {msg}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error[/red]: {f'run {run}: ' if run is not None else ''}{msg}", highlight=False, soft_wrap=True)
     return EXIT_REFUSED
 
 
@@ -22,8 +23,6 @@ def _merge(config: Path | None, flags: dict[str, Any]):
     from affcli.heads.config import RunConfig
 
     over = {k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None}
-    if "features" in over and not over["features"]:
-        over.pop("features")
     if config is not None:
         return RunConfig.load(config, **over)
     return RunConfig.from_dict(over)
@@ -47,23 +46,22 @@ def train_head_command(config: Path | None, flags: dict[str, Any], console: Cons
     return EXIT_OK
 
 
-def predict_command(run: Path, cache: Path, out: Path, split: str | None, videos: str | None, style: str,
+def predict_command(run: Path, cache: Path | None, out: Path, split: str | None, videos: str | None, style: str,
                     au_threshold: float, device: str | None, smooth: int | None = None,
-                    console: Console | None = None) -> int:
-    """Write ABAW prediction files for a run."""
+                    console: Console | None = None, labels: Path | None = None) -> int:
+    """Write ABAW prediction files for a run (its stored cache and labels unless overridden)."""
     from affcli.cache.errors import CacheError
     from affcli.heads.predict import predict_run
 
     console = console or Console()
-    vids = None
-    if videos:
-        p = Path(videos)
-        vids = [v.strip() for v in (p.read_text().splitlines() if p.is_file() else videos.split(",")) if v.strip()]
+    from affcli.common.ids import parse_id_list
+
+    vids = parse_id_list(videos) if videos else None
     try:
         files = predict_run(run, cache, out, split=split, videos=vids, style=style, device=device,
-                            au_threshold=au_threshold, smooth=smooth)
+                            au_threshold=au_threshold, labels=labels, smooth=smooth)
     except (*USER_ERRORS, CacheError) as e:
-        return _err(console, e)
+        return _err(console, e, run)
     console.print(f"wrote {len(files)} file(s) to {out}")
     return EXIT_OK
 
@@ -78,7 +76,7 @@ def evaluate_command(run: Path, cache: Path | None, labels: Path | None, split: 
     try:
         m = evaluate_run(run, cache, labels, split, device, smooth)
     except (*USER_ERRORS, CacheError) as e:
-        return _err(console, e)
+        return _err(console, e, run)
     console.print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
                             if not isinstance(v, (dict, list))))
     return EXIT_OK

@@ -54,7 +54,7 @@ class Data:
     def from_table(table: FeatureTable, labels: dict[str, np.ndarray | torch.Tensor], splits: dict[str, list[str]],
                    task: str, features: list[str] | None = None, text: dict[str, np.ndarray | torch.Tensor] | None = None,
                    device: torch.device | str = "cpu") -> "Data":
-        """Group feature sets by modality (concatenated, invalid frames zeroed) and move everything to `device`.
+        """Group feature sets by the table's modality (concatenated, invalid frames zeroed); move all to `device`.
 
         A modality's frame is valid only where all of its feature sets are valid.
         """
@@ -65,7 +65,7 @@ class Data:
                 raise KeyError(f"feature set {s!r} not in the table; have {', '.join(table.feats)}")
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         mods, valid = {}, {}
-        for m, specs in group_features(features).items():
+        for m, specs in group_features(features, table.modality).items():
             ok = torch.stack([table.valid[s].bool() for s in specs]).all(0)
             x = torch.cat([table.feats[s].to(device=device, dtype=dtype) for s in specs], 1)
             ok = ok.to(device)

@@ -20,9 +20,10 @@ def demo_train(cache: str | Path, labels_root: str | Path, out_dir: str | Path, 
     results = {}
     for task in tasks:
         kw = DEMO_RUNS[task]
-        cfg = RunConfig(features=list(features or DEMO_FEATURES), cache=str(cache), labels=str(labels_root), window=32, stride=16,
-                        d_model=64, batch_size=32, epochs=epochs, lr=2e-3, patience=epochs, device=device,
-                        out=str(Path(out_dir) / task), name=f"demo-{task}", **kw)
+        cfg = RunConfig.from_dict(dict(features=list(features or DEMO_FEATURES), cache=str(cache), labels=str(labels_root),
+                                       window=32, stride=16, d_model=64, batch_size=32, epochs=epochs, lr=2e-3,
+                                       patience=epochs, device=device, out=str(Path(out_dir) / task),
+                                       name=f"demo-{task}", **kw))
         m = train_run(cfg, progress=progress)
         results[task] = {**m["val"], "main": m["main"], "best_epoch": m["best_epoch"],
                          "train_s": m["timings"]["train_s"], "run_dir": cfg.out}

@@ -1,35 +1,31 @@
 """Fusions (registry FUSION): combine per-modality sequences {visual, audio: [B, W, H]} into one [B, W, H']."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
+from affcli.cache.fingerprint import MODALITIES
 from affcli.common.registry import Registry
 from affcli.heads.attn import MHA
 from affcli.heads.temporal import sinusoidal
 
-FUSION: Registry = Registry("fusion")
-MODALITIES = ("visual", "audio")
-KIND_MODALITY = {"clip": "visual", "fer": "visual", "vit": "visual", "wav2vec2": "audio", "ast": "audio"}
+FUSION: Registry = Registry("fusion", supplied=("dims",), required=("causal",))
 
 
-def modality_of(spec: str) -> str:
-    """'visual' or 'audio' from a feature-set spec's kind prefix (clip:..., wav2vec2:...)."""
-    kind = spec.split(":", 1)[0].lower()
-    if kind not in KIND_MODALITY:
-        raise ValueError(f"feature set {spec!r}: unknown kind {kind!r}; known kinds: {', '.join(sorted(KIND_MODALITY))}")
-    return KIND_MODALITY[kind]
-
-
-def group_features(specs: list[str]) -> dict[str, list[str]]:
-    """Feature specs grouped by modality, in the order given."""
+def group_features(specs: list[str], modality: Mapping[str, str]) -> dict[str, list[str]]:
+    """Feature specs grouped by their modality (as recorded in the cache's fingerprints), in the order given."""
     out: dict[str, list[str]] = {}
     for s in specs:
-        out.setdefault(modality_of(s), []).append(s)
+        if s not in modality:
+            raise ValueError(f"feature set {s!r}: no modality recorded with its features; "
+                             f"record one with `affcli cache set-modality CACHE {s} visual|audio`")
+        out.setdefault(modality[s], []).append(s)
     return out
 
 
-@FUSION.register("none", options=("modality", "causal"), help="one modality only (none:visual / none:audio)")
+@FUSION.register("none", help="one modality only (none:visual / none:audio)")
 class NoFusion(nn.Module):
     """Pass one modality through (the only one present, or the one named)."""
 
@@ -54,7 +50,7 @@ def _need_both(name: str, dims: dict[str, int]) -> None:
                          f"(give e.g. --features clip:... --features wav2vec2:...)")
 
 
-@FUSION.register("concat", options=("dim", "dropout", "causal"), help="concatenate modalities, then a linear layer")
+@FUSION.register("concat", help="concatenate modalities, then a linear layer")
 class ConcatFusion(nn.Module):
     """Per-frame concatenation of all modalities, projected to `dim`."""
 
@@ -76,8 +72,7 @@ def _same_dim(name: str, dims: dict[str, int]) -> int:
     return dims["visual"]
 
 
-@FUSION.register("xattn", options=("heads", "dropout", "causal", "positions"),
-                 help="bi-directional cross-attention (V->A, A->V), residual + LayerNorm, concatenated")
+@FUSION.register("xattn", help="bi-directional cross-attention (V->A, A->V), residual + LayerNorm, concatenated")
 class CrossAttention(nn.Module):
     """Visual queries audio and audio queries visual (symmetric), each residual + LayerNorm, then concatenated."""
 
@@ -98,7 +93,7 @@ class CrossAttention(nn.Module):
         return torch.cat([v2, a2], -1)
 
 
-@FUSION.register("xattn-gated", options=("heads", "dropout", "hidden", "causal", "positions"),
+@FUSION.register("xattn-gated",
                  help="image queries audio, then gate g = sigmoid(MLP(attended, image)), g*att + (1-g)*image")
 class GatedCrossAttention(nn.Module):
     """Image-queries-audio cross-attention, then a learned per-frame gate between the attended audio and the image."""

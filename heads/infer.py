@@ -1,37 +1,14 @@
 """Whole-video inference: overlapping windows, outputs averaged over overlaps (or one window ending at each frame)."""
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import numpy as np
 import torch
 
+from affcli.common.device import autocast
 from affcli.heads.data import Data
 from affcli.heads.model import HeadModel
 from affcli.heads.tasks import to_prediction
-from affcli.heads.windows import Windows, frame_windows, gather, make_windows
-
-
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when asked (no loss scaling needed), nothing elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def batch_labels(data: Data, keys: list[str], win: Windows, rows: torch.Tensor, last: bool) -> dict[str, torch.Tensor]:
-    """Labels and masks of a batch, per frame [B, W, ...] or of the last frame [B, ...]; padding is masked."""
-    if last:
-        idx = win.target[rows]
-        real = torch.ones_like(idx, dtype=torch.bool)
-    else:
-        idx, real = win.idx[rows], win.real[rows]
-    y = {"_idx": idx, "_real": real}
-    for k in keys:
-        y[k] = data.labels[k][idx]
-        m = data.labels[f"mask_{k}"][idx]
-        y[f"mask_{k}"] = m & real.view(*real.shape, *([1] * (m.dim() - real.dim())))
-    return y
+from affcli.heads.windows import frame_windows, gather, make_windows
 
 
 @torch.no_grad()

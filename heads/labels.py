@@ -1,40 +1,32 @@
-"""Aff-Wild2 / s-Aff-Wild2 / LSD label files -> polars tables keyed by (video, frame) -> dense arrays for the trainer.
+"""Label files of any registered task (heads.tasks records: per-video txt, one annotation file per split, class
+folders of images) -> polars tables keyed by (video, frame) -> dense arrays for the trainer.
 
-Invalid markers (EXPR -1, VA -5, AU -1) are kept in the table and exposed as boolean `mask_*` columns (True = usable).
+Invalid markers (each output's `invalid`: EXPR -1, VA -5, AU -1) are kept in the table and exposed as boolean `mask_*`
+columns (True = usable). A label root may be the ABAW folder, a challenge folder (a Train_Set / Validation_Set parent)
+or a flat folder of per-video txt files, which is one split and answers for whichever split is asked.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
 
+from affcli.common.vocab import SIDE_SUFFIX
 from affcli.heads.errors import LabelError
+from affcli.heads.tasks import TASKS, Output, Task, get_task
 
-TASKS = ("expr", "va", "au", "mtl", "lsd")
-EXPR_CLASSES = ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"]
-AU_NAMES = ["AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26"]
-LSD_CLASSES = ["ANGRER", "DISGUST", "FEAR", "HAPPINESS", "SADNESS", "SURPRISE"]
-VA_NAMES = ["valence", "arousal"]
-
-INVALID = {"expr": -1, "va": -5.0, "au": -1, "lsd": -1}
-TASK_KEYS = {"expr": ("expr",), "va": ("va",), "au": ("au",), "mtl": ("va", "expr", "au"), "lsd": ("lsd",)}
-KEY_COLUMNS = {"expr": ["expr"], "va": VA_NAMES, "au": AU_NAMES, "lsd": ["lsd"]}
-TASK_DIRS = {"expr": ("EXPR_Classification_Challenge", "EXPR_Recognition_Challenge", "EXPR_Set"),
-             "va": ("VA_Estimation_Challenge", "VA_Set"), "au": ("AU_Detection_Challenge", "AU_Set")}
-SPLIT_DIRS = {"train": ("Train_Set", "Training_Set"), "val": ("Validation_Set",)}
-MTL_FILES = {"train": ("training_set_annotations.txt", "train_set.txt", "training_set.txt"),
-             "val": ("validation_set_annotations.txt", "validation_set.txt", "val_set.txt")}
-LSD_DIRS = {"train": ("training_set_synthetic_images",), "val": ("validation_set_real_images",)}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-SIDE_SUFFIX = r"_(left|right)$"
+PL_DTYPES = {"class": pl.Int64, "reg": pl.Float32, "multilabel": pl.Int8}
 
 
-def _check_task(task: str, allowed: tuple[str, ...] = TASKS) -> None:
-    if task not in allowed:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(allowed)}")
+def _record(task: str | Task, layout: str | None = None) -> Task:
+    """The task record (by name or as given), refused when its labels are not stored in `layout`."""
+    t = get_task(task) if isinstance(task, str) else task
+    if layout is not None and t.labels.layout != layout:
+        raise ValueError(f"task {t.name!r} stores its labels as {t.labels.layout}, not {layout}")
+    return t
 
 
 def _lines(path: Path) -> list[str]:
@@ -75,61 +67,52 @@ def numeric_cells(path: Path, cells: pl.DataFrame, first_line: int) -> np.ndarra
     return arr
 
 
-def check_values(path: Path, key: str, arr: np.ndarray, first_line: int, n_classes: int = 8) -> None:
-    """Values of one label kind in range (integers for classes, VA in [-1, 1] or -5); LabelError naming the line."""
-    if key == "va":
-        ok = ((arr >= -1.0) & (arr <= 1.0)) | (arr == -5.0)
-        what = "VA values must lie in [-1, 1] or be -5 (invalid)"
-    elif key == "au":
-        ok = np.isin(arr, (-1.0, 0.0, 1.0))
-        what = "AU values must be 0, 1 or -1 (invalid)"
-    else:
-        ok = (arr == np.round(arr)) & (arr >= -1) & (arr < n_classes)
-        what = f"{key} values must be integers 0..{n_classes - 1} or -1 (invalid)"
+def check_values(path: Path, out: Output, arr: np.ndarray, first_line: int, n_classes: int | None = None) -> None:
+    """Values of one output in range (class ids 0..n-1, 0/1 per label, values in [-1, 1]) or its invalid marker;
+    LabelError naming the first bad line."""
     if arr.size == 0:
         return
+    bad_marker = arr == out.invalid
+    if out.kind == "reg":
+        ok = ((arr >= -1.0) & (arr <= 1.0)) | bad_marker
+        what = f"{out.key} values must lie in [-1, 1] or be {out.invalid:g} (invalid)"
+    elif out.kind == "multilabel":
+        ok = np.isin(arr, (0.0, 1.0)) | bad_marker
+        what = f"{out.key} values must be 0, 1 or {out.invalid:g} (invalid)"
+    else:
+        n = n_classes or out.dim
+        ok = ((arr == np.round(arr)) & (arr >= 0) & (arr < n)) | bad_marker
+        what = f"{out.key} values must be integers 0..{n - 1} or {out.invalid:g} (invalid)"
     bad = ~ok.reshape(len(arr), -1).all(1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise LabelError(path, f"line {first_line + i}: {arr[i].tolist()} out of range: {what}")
 
 
-def _norm(tokens: list[str]) -> list[str]:
+def _norm(tokens: tuple[str, ...] | list[str]) -> list[str]:
     return [t.strip().lower() for t in tokens]
 
 
-def _expected_header(task: str, header: list[str]) -> int:
-    """Columns the header announces (EXPR: 8 classes, or 7 in ABAW1-2 files); 0 when it is not the task's header."""
-    if task == "expr":
-        for n in (8, 7):
-            if _norm(header) == _norm(EXPR_CLASSES[:n]):
-                return n
-        return 0
-    names = VA_NAMES if task == "va" else AU_NAMES
-    return len(names) if _norm(header) == _norm(names) else 0
+def read_label_file(path: Path, task: str | Task) -> np.ndarray:
+    """One per-video label txt of a per-video task -> [n] int64 class ids, [n, k] float32 values or [n, k] int64 0/1.
 
-
-def read_label_file(path: Path, task: Literal["expr", "va", "au"]) -> np.ndarray:
-    """One per-video Aff-Wild2 label txt -> [n] int64 (expr), [n, 2] float32 (va) or [n, 12] int64 (au).
-
-    Row i after the header is frame i (0-based here, `{i+1:05d}.jpg`); invalid markers are kept as they are.
+    Row i after the header is frame i (0-based here, `{i+1:05d}.jpg`); invalid markers are kept as they are. A class
+    output accepts any of the record's headers (EXPR: 8 classes, or 7 in ABAW1-2 files) and ids below its length.
     """
-    _check_task(task, ("expr", "va", "au"))
+    t = _record(task, "per-video")
+    out = t.outputs[0]
     path = Path(path)
     lines = _lines(path)
     if not lines:
-        raise LabelError(path, f"empty file (expected the {task} header)")
-    header = lines[0].split(",")
-    n_classes = _expected_header(task, header)
-    if not n_classes:
-        want = {"expr": EXPR_CLASSES, "va": VA_NAMES, "au": AU_NAMES}[task]
-        raise LabelError(path, f"line 1: header {lines[0].strip()!r} is not the {task} header {','.join(want)!r}")
-    n_cols = 1 if task == "expr" else n_classes
-    arr = numeric_cells(path, split_cells(path, lines[1:], n_cols, 2), 2)
-    check_values(path, task, arr, 2, n_classes)
-    if task == "va":
-        return arr.astype(np.float32)
-    return arr.astype(np.int64).reshape(-1) if task == "expr" else arr.astype(np.int64)
+        raise LabelError(path, f"empty file (expected the {t.name} header)")
+    header = next((h for h in t.label_headers() if _norm(h) == _norm(lines[0].split(","))), None)
+    if header is None:
+        raise LabelError(path, f"line 1: header {lines[0].strip()!r} is not the {t.name} header "
+                               f"{','.join(t.label_headers()[0])!r}")
+    arr = numeric_cells(path, split_cells(path, lines[1:], len(out.columns), 2), 2)
+    check_values(path, out, arr, 2, len(header) if out.kind == "class" else None)
+    arr = arr.astype(out.dtype)
+    return arr.reshape(-1) if out.kind == "class" else arr
 
 
 def _find(root: Path, names: tuple[str, ...], want_dir: bool = True) -> Path | None:
@@ -141,82 +124,82 @@ def _find(root: Path, names: tuple[str, ...], want_dir: bool = True) -> Path | N
     return None
 
 
-def find_task_dirs(labels_root: Path, task: Literal["expr", "va", "au"]) -> dict[str, Path]:
-    """{"train": .../Train_Set, "val": .../Validation_Set} of a task under any ABAW edition's folder name, or a root
-    that holds the split folders itself."""
-    _check_task(task, ("expr", "va", "au"))
+def _first_dir(parent: Path, names: tuple[str, ...]) -> Path | None:
+    return next((parent / n for n in names if (parent / n).is_dir()), None)
+
+
+def find_task_dirs(labels_root: Path, task: str | Task) -> dict[str, Path]:
+    """{"train": .../Train_Set, "val": .../Validation_Set} of a per-video task. The root may hold a challenge folder
+    under any ABAW edition's name, be a Train_Set/Validation_Set parent, or be a flat folder of per-video txt files
+    (one split: it answers for every split)."""
+    t = _record(task, "per-video")
     root = Path(labels_root)
     if not root.is_dir():
         raise LabelError(root, "label root is not a folder")
-    has_split = any((root / d).is_dir() for ds in SPLIT_DIRS.values() for d in ds)
-    task_dir = root if has_split else _find(root, TASK_DIRS[task])
+    splits = t.labels.splits
+    has_split = any(_first_dir(root, names) for names in splits.values())
+    task_dir = root if has_split else _find(root, t.labels.folders)
     if task_dir is None:
-        raise LabelError(root, f"no {task} annotations: expected one of {', '.join(TASK_DIRS[task])} "
-                               f"(or Train_Set/Validation_Set directly)")
-    out = {}
-    for split, names in SPLIT_DIRS.items():
-        d = next((task_dir / n for n in names if (task_dir / n).is_dir()), None)
-        if d is not None:
-            out[split] = d
+        if any(root.glob("*.txt")):
+            return {split: root for split in splits}
+        raise LabelError(root, f"no {t.name} annotations: expected a challenge folder ({', '.join(t.labels.folders)}), "
+                               f"a Train_Set/Validation_Set parent or a flat folder of per-video .txt files")
+    out = {split: d for split, names in splits.items() if (d := _first_dir(task_dir, names)) is not None}
     if not out:
         raise LabelError(task_dir, "holds neither Train_Set nor Validation_Set")
     return out
 
 
-def label_files(labels_root: Path, task: Literal["expr", "va", "au"],
-                split: Literal["train", "val"]) -> dict[str, Path]:
+def label_files(labels_root: Path, task: str | Task, split: str) -> dict[str, Path]:
     """{video id: label txt} of one split of a per-video task."""
-    dirs = find_task_dirs(labels_root, task)
+    t = _record(task, "per-video")
+    dirs = find_task_dirs(labels_root, t)
     if split not in dirs:
-        raise LabelError(labels_root, f"no {split} split for {task} (found: {', '.join(dirs)})")
+        raise LabelError(labels_root, f"no {split} split for {t.name} (found: {', '.join(dirs)})")
     files = {p.stem: p for p in sorted(dirs[split].glob("*.txt"))}
     if not files:
         raise LabelError(dirs[split], "no .txt label files")
     return files
 
 
-def _with_masks(df: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
-    masks = {"expr": pl.col("expr") >= 0, "lsd": pl.col("lsd") >= 0,
-             "va": pl.all_horizontal([pl.col(c) >= -1.0 for c in VA_NAMES]),
-             "au": pl.all_horizontal([pl.col(c) >= 0 for c in AU_NAMES])}
-    return df.with_columns(**{f"mask_{k}": masks[k] for k in keys})
+def _with_masks(df: pl.DataFrame, t: Task) -> pl.DataFrame:
+    return df.with_columns(**{f"mask_{o.key}": pl.all_horizontal([pl.col(c) != o.invalid for c in o.columns])
+                              for o in t.outputs})
 
 
-def _key_frame(key: str, arr: np.ndarray) -> dict[str, pl.Series]:
-    if key == "va":
-        return {c: pl.Series(c, arr[:, i], pl.Float32) for i, c in enumerate(VA_NAMES)}
-    if key == "au":
-        return {c: pl.Series(c, arr[:, i], pl.Int8) for i, c in enumerate(AU_NAMES)}
-    return {key: pl.Series(key, arr.reshape(-1), pl.Int64)}
+def _key_frame(out: Output, arr: np.ndarray) -> dict[str, pl.Series]:
+    a = arr.reshape(-1, len(out.columns))
+    return {c: pl.Series(c, a[:, i], PL_DTYPES[out.kind]) for i, c in enumerate(out.columns)}
 
 
 def _feature_video(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(feature_video=pl.col("video").str.replace(SIDE_SUFFIX, ""))
 
 
-def _per_video_table(labels_root: Path, task: str, split: str) -> pl.DataFrame:
-    files = label_files(labels_root, task, split)
-    arrays = [read_label_file(p, task) for p in files.values()]
+def _per_video_table(labels_root: Path, t: Task, split: str) -> pl.DataFrame:
+    files = label_files(labels_root, t, split)
+    arrays = [read_label_file(p, t) for p in files.values()]
     lens = np.array([len(a) for a in arrays], np.int64)
     which = np.repeat(np.arange(len(files)), lens)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-    data = np.concatenate(arrays) if arrays else np.zeros(0)
-    df = pl.DataFrame({"video": pl.Series(list(files), dtype=pl.String).gather(which),
-                       "frame": np.arange(len(which), dtype=np.int64) - starts[which],
-                       **_key_frame(task, data),
-                       "source": pl.Series([str(p) for p in files.values()], dtype=pl.String).gather(which)})
-    return df
+    data = np.concatenate(arrays) if arrays else np.zeros(0, t.outputs[0].dtype)
+    return pl.DataFrame({"video": pl.Series(list(files), dtype=pl.String).gather(which),
+                         "frame": np.arange(len(which), dtype=np.int64) - starts[which],
+                         **_key_frame(t.outputs[0], data),
+                         "source": pl.Series([str(p) for p in files.values()], dtype=pl.String).gather(which)})
 
 
-def find_mtl_file(labels_root: Path, split: Literal["train", "val"]) -> Path:
-    """The s-Aff-Wild2 annotation file of a split (ABAW3 MTL_Challenge/train_set.txt, ABAW4/7 *_set_annotations.txt);
-    labels_root may be the file itself."""
+def find_annotation_file(labels_root: Path, task: str | Task, split: str) -> Path:
+    """The annotation file of a split of a one-file-per-split task (MTL: ABAW3 MTL_Challenge/train_set.txt, ABAW4/7
+    *_set_annotations.txt); labels_root may be the file itself."""
+    t = _record(task, "annotation-file")
     root = Path(labels_root)
     if root.is_file():
         return root
-    found = _find(root, MTL_FILES[split], want_dir=False)
+    names = t.labels.splits[split]
+    found = _find(root, names, want_dir=False) if root.is_dir() else None
     if found is None:
-        raise LabelError(root, f"no MTL {split} annotations: expected one of {', '.join(MTL_FILES[split])}")
+        raise LabelError(root, f"no {t.name.upper()} {split} annotations: expected one of {', '.join(names)}")
     return found
 
 
@@ -231,71 +214,106 @@ def image_frame_ids(path: Path, img: pl.Series, first_line: int) -> pl.DataFrame
     return ids
 
 
-def read_mtl_file(path: Path) -> pl.DataFrame:
-    """s-Aff-Wild2 rows `video/NNNNN.jpg,valence,arousal,expression,AU1..AU26` -> table (frame 0-based, sparse)."""
+def read_annotation_file(path: Path, task: str | Task) -> pl.DataFrame:
+    """Rows `video/NNNNN.jpg,<every output's columns>` (s-Aff-Wild2: valence,arousal,expression,AU1..AU26) -> table
+    (frame 0-based, sparse); an optional header row is skipped."""
+    t = _record(task, "annotation-file")
     path = Path(path)
     lines = _lines(path)
     first = 1 if lines and ".jpg" not in lines[0].split(",")[0].lower() else 0
-    cells = split_cells(path, lines[first:], 16, first + 1)
+    cells = split_cells(path, lines[first:], 1 + len(t.columns), first + 1)
     parts = image_frame_ids(path, cells["c0"], first + 1)
     arr = numeric_cells(path, cells.drop("c0"), first + 1)
-    check_values(path, "va", arr[:, 0:2], first + 1)
-    check_values(path, "expr", arr[:, 2], first + 1)
-    check_values(path, "au", arr[:, 3:], first + 1)
-    return parts.with_columns(**_key_frame("va", arr[:, :2].astype(np.float32)),
-                              **_key_frame("expr", arr[:, 2].astype(np.int64)),
-                              **_key_frame("au", arr[:, 3:].astype(np.int64)), source=pl.lit(str(path)))
+    cols: dict[str, pl.Series] = {}
+    j = 0
+    for o in t.outputs:
+        a = arr[:, j:j + len(o.columns)]
+        j += len(o.columns)
+        check_values(path, o, a, first + 1)
+        cols.update(_key_frame(o, a.astype(o.dtype)))
+    return parts.with_columns(**cols, source=pl.lit(str(path)))
 
 
-def read_lsd_folder(folder: Path) -> pl.DataFrame:
-    """LSD class folders (ANGRER ... SURPRISE) of images -> (video = image stem, or class/stem when stems repeat,
-    frame 0, lsd class id)."""
+def read_class_folders(folder: Path, task: str | Task) -> pl.DataFrame:
+    """Class folders of images (LSD: ANGRER ... SURPRISE) -> (video = image stem, or class/stem when stems repeat,
+    frame 0, class id)."""
+    t = _record(task, "class-folders")
+    out = t.outputs[0]
     folder = Path(folder)
-    lookup = {c: i for i, c in enumerate(LSD_CLASSES)} | {"ANGER": 0}
+    lookup = {n.upper(): i for i, n in enumerate(out.names)}
+    lookup |= {a.upper(): lookup[n.upper()] for a, n in t.labels.aliases.items()}
     paths, classes = [], []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         if sub.name.upper() not in lookup:
-            raise LabelError(sub, f"unknown LSD class folder; valid: {', '.join(LSD_CLASSES)}")
+            raise LabelError(sub, f"unknown {t.name.upper()} class folder; valid: {', '.join(out.names)}")
         imgs = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         paths += imgs
         classes += [lookup[sub.name.upper()]] * len(imgs)
     if not paths:
-        raise LabelError(folder, f"no images in class folders {', '.join(LSD_CLASSES)}")
+        raise LabelError(folder, f"no images in class folders {', '.join(out.names)}")
     stems = [p.stem for p in paths]
     if len(set(stems)) < len(stems):
         stems = [f"{p.parent.name}/{p.stem}" for p in paths]
     return pl.DataFrame({"video": stems, "frame": np.zeros(len(paths), np.int64),
-                         "lsd": np.asarray(classes, np.int64), "source": [str(p) for p in paths]})
+                         **_key_frame(out, np.asarray(classes, np.int64)), "source": [str(p) for p in paths]})
 
 
-def load_labels(labels_root: Path, task: str, split: Literal["train", "val"]) -> pl.DataFrame:
-    """Long table (video, feature_video, frame 0-based, task columns, mask_* columns, source file) of one split."""
-    _check_task(task)
-    if split not in ("train", "val"):
-        raise ValueError(f"unknown split {split!r}; valid splits: train, val")
-    if task == "mtl":
-        df = read_mtl_file(find_mtl_file(labels_root, split))
-    elif task == "lsd":
-        root = Path(labels_root)
-        folder = _find(root, LSD_DIRS[split])
-        if folder is None:
-            raise LabelError(root, f"no LSD {split} folder: expected {LSD_DIRS[split][0]}/<CLASS>/")
-        df = read_lsd_folder(folder)
-    else:
-        df = _per_video_table(labels_root, task, split)
-    keys = TASK_KEYS[task]
-    cols = ["video", "feature_video", "frame", *[c for k in keys for c in KEY_COLUMNS[k]],
-            *[f"mask_{k}" for k in keys], "source"]
-    out = _with_masks(_feature_video(df), keys).with_columns(pl.col("source").cast(pl.Categorical))
+def _annotation_table(labels_root: Path, t: Task, split: str) -> pl.DataFrame:
+    return read_annotation_file(find_annotation_file(labels_root, t, split), t)
+
+
+def _class_folder_table(labels_root: Path, t: Task, split: str) -> pl.DataFrame:
+    """The split's folder of class folders; the root itself when it holds class folders (one split)."""
+    root = Path(labels_root)
+    if not root.is_dir():
+        raise LabelError(root, "label root is not a folder")
+    folder = _find(root, t.labels.splits[split])
+    names = {n.upper() for n in (*t.outputs[0].names, *t.labels.aliases)}
+    if folder is None and any(p.is_dir() and p.name.upper() in names for p in root.iterdir()):
+        folder = root
+    if folder is None:
+        raise LabelError(root, f"no {t.name.upper()} {split} folder: expected {t.labels.splits[split][0]}/<CLASS>/ "
+                               f"or class folders here")
+    return read_class_folders(folder, t)
+
+
+READERS: dict[str, Callable[[Path, Task, str], pl.DataFrame]] = {
+    "per-video": _per_video_table, "annotation-file": _annotation_table, "class-folders": _class_folder_table}
+
+
+def load_labels(labels_root: Path, task: str | Task, split: str) -> pl.DataFrame:
+    """Long table (video, feature_video, frame 0-based, the task's columns, mask_* columns, source file) of a split."""
+    t = _record(task)
+    if split not in t.labels.splits:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(t.labels.splits)}")
+    df = READERS[t.labels.layout](Path(labels_root), t, split)
+    cols = ["video", "feature_video", "frame", *t.columns, *[f"mask_{k}" for k in t.keys], "source"]
+    out = _with_masks(_feature_video(df), t).with_columns(pl.col("source").cast(pl.Categorical))
     return out.select(cols)
 
 
+def check_disjoint_splits(labels_root: Path, tables: dict[str, pl.DataFrame]) -> None:
+    """Refuse ids labelled in two different splits: a flat label folder is one split, and training and validating on
+    it would score the training videos."""
+    names = list(tables)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = set(tables[a]["video"].unique().to_list()) & set(tables[b]["video"].unique().to_list())
+            if a != b and shared:
+                raise LabelError(labels_root, f"{len(shared)} ids are labelled in both the {a} and the {b} split (e.g. "
+                                              f"{sorted(shared)[0]!r}); a flat folder is one split: give the folder "
+                                              f"holding Train_Set and Validation_Set")
+
+
 def _invalid_value(col: str) -> float | int | bool:
+    """Padding value of a label-table column: False for masks, else the invalid marker of the output it belongs to."""
     if col.startswith("mask_"):
         return False
-    if col in VA_NAMES:
-        return INVALID["va"]
-    return INVALID["au"] if col in AU_NAMES else INVALID.get(col, -1)
+    for name in TASKS.names():
+        for o in get_task(name).outputs:
+            if col in o.columns:
+                return o.invalid
+    return -1
 
 
 def align_to_frames(labels: pl.DataFrame, n_frames: dict[str, int], tolerance: int = 3,
@@ -358,17 +376,17 @@ def _starts(fvs: list[str], index_of: Callable[[str], int] | dict[str, int]) -> 
     return pl.DataFrame({"feature_video": fvs, "_start": pl.Series(starts, dtype=pl.Int64)})
 
 
-def labels_to_arrays(labels: pl.DataFrame, task: str, index_of: Callable[[str], int] | dict[str, int],
+def labels_to_arrays(labels: pl.DataFrame, task: str | Task, index_of: Callable[[str], int] | dict[str, int],
                      n_rows: int | None = None) -> dict[str, np.ndarray]:
-    """Dense arrays over the feature table's rows (row = start of feature_video + frame): expr int64[T],
-    va float32[T, 2], au int64[T, 12], lsd int64[T], each with a per-frame bool mask_<key>[T].
+    """Dense arrays over the feature table's rows (row = start of feature_video + frame), one per output of the task:
+    class ids int64[T] (expr, lsd), values float32[T, k] (va), 0/1 int64[T, k] (au), each with a bool mask_<key>[T].
 
     Rows without a usable label hold 0 (a valid class index, so losses never index with -1) and mask False.
     T is n_rows (pass the table's frame count) or the last labelled row + 1. Where two label ids share a
     feature video (`_left`/`_right` on per-video features) the first labelled one per row wins.
     """
-    _check_task(task)
-    keys = TASK_KEYS[task]
+    t = _record(task)
+    keys = t.keys
     fvs = labels["feature_video"].unique(maintain_order=True).to_list()
     df = labels.join(_starts(fvs, index_of), on="feature_video", how="left")
     df = df.with_columns(_row=pl.col("_start") + pl.col("frame"),
@@ -380,15 +398,14 @@ def labels_to_arrays(labels: pl.DataFrame, task: str, index_of: Callable[[str], 
     if rows.size and (rows.max() >= total or rows.min() < 0):
         raise ValueError(f"labels_to_arrays: label rows reach {int(rows.max())}, outside the table of {total} rows")
     out: dict[str, np.ndarray] = {}
-    dtypes = {"expr": np.int64, "va": np.float32, "au": np.int64, "lsd": np.int64}
-    for k in keys:
-        mask = df[f"mask_{k}"].to_numpy().astype(bool)
-        vals = df.select(KEY_COLUMNS[k]).to_numpy().astype(dtypes[k])
+    for o in t.outputs:
+        mask = df[f"mask_{o.key}"].to_numpy().astype(bool)
+        vals = df.select(o.columns).to_numpy().astype(o.dtype)
         vals[~mask] = 0
-        width = len(KEY_COLUMNS[k])
-        arr = np.zeros((total, width) if width > 1 else total, dtypes[k])
-        arr[rows] = vals if width > 1 else vals[:, 0]
+        flat = o.kind == "class"
+        arr = np.zeros(total if flat else (total, len(o.columns)), o.dtype)
+        arr[rows] = vals[:, 0] if flat else vals
         m = np.zeros(total, bool)
         m[rows] = mask
-        out[k], out[f"mask_{k}"] = arr, m
+        out[o.key], out[f"mask_{o.key}"] = arr, m
     return out

@@ -20,7 +20,8 @@ def _store(cfg: RunConfig):
 
 
 def resolve_features(cfg: RunConfig, store) -> list[str]:
-    """cfg.features, or every feature set of the cache when empty; unknown ones refused with those present."""
+    """cfg.features, or every feature set of the cache when empty; unknown ones, or ones without a recorded
+    modality (legacy caches), refused with a one-line error."""
     present = store.feature_sets()
     feats = list(cfg.features) or list(present)
     for f in feats:
@@ -28,6 +29,7 @@ def resolve_features(cfg: RunConfig, store) -> list[str]:
             raise ValueError(f"{cfg.cache}: no feature set {f!r}; present: {', '.join(present) or '(none)'}")
     if not feats:
         raise ValueError(f"{cfg.cache}: the cache holds no feature sets")
+    store.modalities(feats)
     return feats
 
 
@@ -45,14 +47,15 @@ def split_label_videos(cfg: RunConfig, split: str) -> dict[str, str]:
 
 def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
     """Labels of both splits, features of their videos (those complete in the cache), dense label arrays and every
-    cached prompt set (those of the run's CLIP feature set first), so one Data serves any loss."""
+    cached prompt set (those encoded by a backbone among the run's feature sets first), so one Data serves any loss."""
     from affcli.cache import load_table
-    from affcli.heads.labels import align_to_frames, labels_to_arrays, load_labels
+    from affcli.heads.labels import align_to_frames, check_disjoint_splits, labels_to_arrays, load_labels
 
     store = _store(cfg)
     feats = resolve_features(cfg, store)
     complete = set.intersection(*[set(store.videos(f)) for f in feats])
     frames = {s: _with_cached_ids(load_labels(cfg.labels, cfg.task, s), complete) for s in cfg.splits}
+    check_disjoint_splits(cfg.labels, frames)
     split_vids, missing = {}, {}
     for s, df in frames.items():
         vids = sorted(set(df["feature_video"].to_list()))
@@ -77,8 +80,8 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
             else:
                 labels[k] = np.where(_rows_mask(arr, k, v), v, labels[k])
     text = {}
-    clip = next((f for f in feats if f.startswith("clip:")), None)
-    for name, spec in sorted(store.text_sets(), key=lambda ns: ns[1] != clip):
+    rank = {f: i for i, f in enumerate(feats)}
+    for name, spec in sorted(store.text_sets(), key=lambda ns: rank.get(ns[1], len(rank))):
         text.setdefault(name, store.read_text_embeddings(name, spec)[1])
     data = Data.from_table(table, labels, split_vids, cfg.task, feats, text, device)
     data.info = {"missing_videos": {s: len(v) for s, v in missing.items()},

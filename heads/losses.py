@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from affcli.common.registry import Registry
-from affcli.heads.spec import parse_loss
-from affcli.heads.tasks import DEFAULT_LOSS, Output, task_outputs
+from affcli.heads.spec import PartSpec, parse_loss
+from affcli.heads.tasks import Output, get_task, task_outputs
 
-LOSSES: Registry = Registry("loss")
+LOSSES: Registry = Registry("loss", supplied=("ctx",))
 VA_CENTRES = (-0.66, 0.0, 0.66)
 
 
@@ -80,8 +80,7 @@ def _weights(spec: Any, ctx: LossContext, key: str, n: int, what: str) -> torch.
     return torch.tensor(vals, device=ctx.device)
 
 
-@LOSSES.register("ce", options=("weights", "target", "label_smoothing"),
-                 help="cross-entropy; weights=auto (inverse frequency) or a list")
+@LOSSES.register("ce", help="cross-entropy; weights=auto (inverse frequency) or a list")
 class CrossEntropy(nn.Module):
     """Class-weighted cross-entropy over labelled frames (weighted mean, as torch does)."""
 
@@ -104,7 +103,7 @@ class CrossEntropy(nn.Module):
         return torch.where(m, ce * wy, 0.0).sum() / torch.where(m, wy, 0.0).sum().clamp_min(1e-8)
 
 
-@LOSSES.register("focal", options=("gamma", "alpha", "target"), help="focal loss; alpha = float, list or auto")
+@LOSSES.register("focal", help="focal loss; alpha = float, list or auto")
 class Focal(nn.Module):
     """Focal loss alpha_y (1 - p_y)^gamma CE for unbalanced classes."""
 
@@ -138,7 +137,7 @@ def ccc_per_dim(x: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> torch.Tens
     return 2 * cov / (vx + vt + (mx - mt) ** 2 + 1e-8)
 
 
-@LOSSES.register("ccc", options=("target",), help="1 - CCC per dimension, averaged")
+@LOSSES.register("ccc", help="1 - CCC per dimension, averaged")
 class CCCLoss(nn.Module):
     """1 - concordance correlation, per VA dimension, mean."""
 
@@ -151,7 +150,7 @@ class CCCLoss(nn.Module):
         return (1 - ccc_per_dim(out[k], y[k], label_mask(y, k, y[k]))).mean()
 
 
-@LOSSES.register("mse", options=("target",), help="mean squared error")
+@LOSSES.register("mse", help="mean squared error")
 class MSELoss(nn.Module):
     """Masked mean squared error."""
 
@@ -165,7 +164,7 @@ class MSELoss(nn.Module):
         return masked_mean((out[k].float() - torch.where(m, y[k], 0.0).float()) ** 2, m)
 
 
-@LOSSES.register("bce", options=("pos_weight", "target"), help="binary CE per AU; pos_weight=auto (neg/pos) or a list")
+@LOSSES.register("bce", help="binary CE per AU; pos_weight=auto (neg/pos) or a list")
 class BCELoss(nn.Module):
     """Masked binary cross-entropy with per-label positive weights."""
 
@@ -199,7 +198,7 @@ def _frames(out: dict, y: dict, key: str) -> tuple[torch.Tensor, torch.Tensor, t
     return feat.reshape(-1, feat.shape[-1]), lab.reshape(-1, *lab.shape[m.dim():]), m.reshape(-1)
 
 
-@LOSSES.register("text-contrastive", options=("prompts", "temperature", "symmetric", "target"),
+@LOSSES.register("text-contrastive",
                  help="InfoNCE between projected visual features and CLIP text embeddings of the class prompts")
 class TextContrastive(nn.Module):
     """Visual features projected into the CLIP text space, contrasted with the class prompt embeddings."""
@@ -244,7 +243,7 @@ def soft_region_labels(va: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.softmax(-d2 / (2 * sigma ** 2), -1)
 
 
-@LOSSES.register("soft-prompt", options=("prompts", "sigma", "scale", "templates", "target"),
+@LOSSES.register("soft-prompt",
                  help="distance-aware soft prompts: KL(Gaussian soft labels over 3x3 VA regions || region logits)")
 class SoftPrompt(nn.Module):
     """Region logits = scale x cosine(projected feature, region prototypes); KL to soft labels from the true VA."""
@@ -270,8 +269,7 @@ class SoftPrompt(nn.Module):
         return masked_mean(kl, m)
 
 
-@LOSSES.register("distill", options=("teacher", "temperature"),
-                 help="teacher soft labels (a finished run dir) where ground truth is missing")
+@LOSSES.register("distill", help="teacher soft labels (a finished run dir) where ground truth is missing")
 class Distill(nn.Module):
     """Match a teacher run's per-frame outputs on frames whose own label is missing (KL with temperature for classes)."""
 
@@ -328,14 +326,19 @@ class LossSum(nn.Module):
 
 def build_loss(text: str, ctx: LossContext) -> LossSum:
     """Parse a loss string ('auto' = the task default) into a LossSum; unknown names/options are refused."""
-    text = DEFAULT_LOSS[ctx.task] if text in ("", "auto", None) else text
+    text = get_task(ctx.task).default_loss if text in ("", "auto", None) else text
     terms = []
-    for w, p in parse_loss(text):
-        cls = LOSSES.get(p.name)
-        allowed = LOSSES.meta(p.name).get("options", ())
-        bad = [k for k in p.opts if k not in allowed]
-        if bad:
-            raise ValueError(f"loss {p.name!r} takes no option {bad[0]!r}; valid: {', '.join(allowed)}")
+    for w, p in check_loss(text):
         name = p.name if p.name not in [n for _, n, _ in terms] else f"{p.name}#{len(terms)}"
-        terms.append((w, name, cls(ctx, **p.opts)))
+        terms.append((w, name, LOSSES.build(p.name, ctx, **p.opts)))
     return LossSum(terms)
+
+
+def check_loss(text: str) -> list[tuple[float, PartSpec]]:
+    """Parse a loss sum and check every term's name and options against LOSSES ('auto' passes)."""
+    if text in ("", "auto", None):
+        return []
+    terms = parse_loss(text)
+    for _, p in terms:
+        LOSSES.check(p.name, p.opts)
+    return terms

@@ -1,13 +1,11 @@
-"""Official ABAW metrics (FORMATS.md): CCC with population moments, macro / per-AU F1 with zero_division=0, pooled over
-all valid frames of all videos; P_MTL sums the per-task scores, each on its own valid frames."""
+"""Official ABAW metric functions on arrays (FORMATS.md): CCC with population moments, macro / per-AU F1 with
+zero_division=0, pooled over all valid frames of all videos. Which metric a task uses is its record (heads.tasks)."""
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 EDITIONS = ("abaw3+", "abaw1-2")
-MAIN_METRIC = {"expr": "p_expr", "va": "p_va", "au": "p_au", "mtl": "p_mtl", "lsd": "p_lsd"}
-N_LSD = 6
 
 
 def _edition(edition: str) -> str:
@@ -54,15 +52,21 @@ def expr_score(pred_labels: np.ndarray, true: np.ndarray, n_classes: int | None 
     abaw3+: 8 classes, P_EXPR = F1. abaw1-2: 7 classes (frames labelled Other are left out), 0.67 F1 + 0.33 acc.
     """
     edition = _edition(edition)
-    n = n_classes or (8 if edition == "abaw3+" else 7)
+    s = class_score(pred_labels, true, n_classes or (8 if edition == "abaw3+" else 7), mask)
+    main = s["f1_macro"] if edition == "abaw3+" else 0.67 * s["f1_macro"] + 0.33 * s["acc"]
+    return {"f1_macro": s["f1_macro"], "acc": s["acc"], "p_expr": main, "f1_per_class": s["f1_per_class"],
+            "n_expr": s["n"]}
+
+
+def class_score(pred_labels: np.ndarray, true: np.ndarray, n_classes: int, mask: np.ndarray | None = None) -> dict:
+    """Macro F1 over classes 0..n-1 (an absent class scores 0, zero_division=0), per-class F1 and accuracy over the
+    valid frames (0 <= true < n, and mask)."""
     pred, true = np.asarray(pred_labels).reshape(-1), np.asarray(true).reshape(-1)
-    m = _mask(true, mask, (true >= 0) & (true < n))
+    m = _mask(true, mask, (true >= 0) & (true < n_classes))
     p, t = pred[m], true[m]
-    per = f1_score(t, p, labels=list(range(n)), average=None, zero_division=0) if t.size else np.zeros(n)
-    f1 = float(np.mean(per))
+    per = f1_score(t, p, labels=list(range(n_classes)), average=None, zero_division=0) if t.size else np.zeros(n_classes)
     acc = float(accuracy_score(t, p)) if t.size else 0.0
-    main = f1 if edition == "abaw3+" else 0.67 * f1 + 0.33 * acc
-    return {"f1_macro": f1, "acc": acc, "p_expr": main, "f1_per_class": [float(v) for v in per], "n_expr": int(t.size)}
+    return {"f1_macro": float(np.mean(per)), "acc": acc, "f1_per_class": [float(v) for v in per], "n": int(t.size)}
 
 
 def au_score(pred_bin: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None, edition: str = "abaw3+") -> dict:
@@ -82,38 +86,3 @@ def au_score(pred_bin: np.ndarray, true: np.ndarray, mask: np.ndarray | None = N
     main = f1 if edition == "abaw3+" else 0.5 * f1 + 0.5 * acc
     return {"f1_per_au": per, "f1_mean": f1, "acc_au": acc, "p_au": main, "n_au": int(m.all(1).sum())}
 
-
-def mtl_score(preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: str = "abaw3+") -> dict:
-    """P_MTL = P_VA + P_EXPR + P_AU, each on its own valid frames (not only fully labelled frames, which inflates)."""
-    va = va_score(preds["va"], labels["va"], labels.get("mask_va"))
-    ex = expr_score(preds["expr"], labels["expr"], edition=edition, mask=labels.get("mask_expr"))
-    au = au_score(preds["au"], labels["au"], labels.get("mask_au"), edition=edition)
-    return {**va, **ex, **au, "p_mtl": va["p_va"] + ex["p_expr"] + au["p_au"]}
-
-
-def lsd_score(pred: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None) -> dict:
-    """Macro F1 over the 6 LSD classes (zero_division=0) and accuracy."""
-    s = expr_score(pred, true, n_classes=N_LSD, mask=mask)
-    return {"f1_macro": s["f1_macro"], "acc": s["acc"], "p_lsd": s["f1_macro"], "f1_per_class": s["f1_per_class"],
-            "n_lsd": s["n_expr"]}
-
-
-def score_task(task: str, preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: str = "abaw3+") -> dict:
-    """Official metrics of a task from hard predictions and dense labels (+ optional mask_<key>); 'main' = headline."""
-    if task not in MAIN_METRIC:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(MAIN_METRIC)}")
-    for k in ("va", "expr", "au") if task == "mtl" else (task,):
-        if k not in preds or k not in labels:
-            raise KeyError(f"score_task({task}): needs {k!r} in both predictions and labels "
-                           f"(have {sorted(preds)} and {sorted(labels)})")
-    if task == "mtl":
-        out = mtl_score(preds, labels, edition)
-    elif task == "va":
-        out = va_score(preds["va"], labels["va"], labels.get("mask_va"))
-    elif task == "expr":
-        out = expr_score(preds["expr"], labels["expr"], edition=edition, mask=labels.get("mask_expr"))
-    elif task == "au":
-        out = au_score(preds["au"], labels["au"], labels.get("mask_au"), edition=edition)
-    else:
-        out = lsd_score(preds["lsd"], labels["lsd"], labels.get("mask_lsd"))
-    return {**out, "main": out[MAIN_METRIC[task]]}

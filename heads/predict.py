@@ -11,25 +11,36 @@ from affcli.heads.artifacts import load_model, prediction_frame
 from affcli.heads.config import RunConfig
 from affcli.heads.data import Data
 from affcli.heads.infer import predict_rows, smooth_rows
-from affcli.heads.scoring import hard_predictions
+from affcli.heads.evaluation import hard_predictions
 
 
 def run_config(run_dir: str | Path, **overrides: Any) -> RunConfig:
-    """The RunConfig a run was trained with (config.json), with non-None overrides."""
+    """The RunConfig a run was trained with (config.json, flat or nested), with non-None top-level overrides."""
     path = Path(run_dir) / "config.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found (is {run_dir} a train-head run folder?)")
+        raise FileNotFoundError("no config.json (not a train-head run folder)")
     d = read_json(path)
     d.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None})
     return RunConfig.from_dict(d)
 
 
-def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, split: str | None = None,
+def check_run_paths(cfg: RunConfig, labels: bool = True) -> None:
+    """Refuse a run whose stored (or overriding) cache or label root is missing, naming the option that fixes it."""
+    need = {"cache": cfg.cache, **({"labels": cfg.labels} if labels else {})}
+    for key, p in need.items():
+        if not p:
+            raise ValueError(f"no {key} in config.json: give --{key}")
+        if "://" not in p and not (Path(p).is_dir() if key == "labels" else Path(p).exists()):
+            raise FileNotFoundError(f"{key} {p} not found (from config.json unless --{key} is given)")
+
+
+def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Path, split: str | None = None,
                 videos: list[str] | None = None, style: str = "single-file", device: str | None = None,
                 au_threshold: float = 0.5, labels: str | Path | None = None, smooth: int | None = None) -> list[Path]:
     """Predict every frame of the chosen videos (all cached ones by default) and write ABAW-format files.
 
-    `smooth` (frames; default the run's) averages predictions over +-smooth frames within each video.
+    `smooth` (frames; default the run's) averages predictions over +-smooth frames within each video; `cache` and
+    `labels` (needed with `split`) default to the run's.
     """
     import torch
 
@@ -38,7 +49,9 @@ def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, spl
     from affcli.heads.abaw_io import write_predictions
     from affcli.common.device import resolve_device
 
-    cfg = run_config(run_dir, cache=str(cache), labels=labels, device=device)
+    cfg = run_config(run_dir, cache=cache, labels=labels, device=device)
+    check_run_paths(cfg, labels=split is not None and videos is None)
+    cache = cfg.cache
     dev = resolve_device(cfg.device)
     model = load_model(run_dir, dev)
     ids = {v: v for v in videos} if videos is not None else None
@@ -62,25 +75,26 @@ def predict_run(run_dir: str | Path, cache: str | Path, out_dir: str | Path, spl
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prediction_frame(data.videos, data.starts, rows_np, probs).write_parquet(out_dir / f"predictions_{cfg.task}.parquet")
-    hard = hard_predictions(probs, au_threshold)
+    hard = hard_predictions(cfg.task, probs, au_threshold)
     per_video = {}
     for label_id, v in ids.items():
         i = data.videos.index(v)
         pos = np.searchsorted(rows_np, np.arange(int(data.starts[i]), int(data.starts[i] + data.lengths[i])))
-        per_video[label_id] = {k: a[pos] for k, a in hard.items()} if cfg.task == "mtl" else next(iter(hard.values()))[pos]
+        per_video[label_id] = {k: a[pos] for k, a in hard.items()}
     return write_predictions(out_dir, cfg.task, per_video, style=style)
 
 
 def evaluate_run(run_dir: str | Path, cache: str | Path | None = None, labels: str | Path | None = None,
                  split: str | None = None, device: str | None = None, smooth: int | None = None) -> dict:
     """Re-score a run's checkpoint on its val split (or `split`), optionally with prediction smoothing; writes
-    eval_<split>.json (eval_<split>_smooth<k>.json) beside it."""
+    eval_<split>.json (eval_<split>_smooth<k>.json) beside it. Only that split's labels are read, so `labels` may be
+    a flat folder of its per-video files."""
     from affcli.heads.trainer import evaluate, prepare_data
 
     cfg = run_config(run_dir, cache=cache, labels=labels, device=device, smooth=smooth)
+    check_run_paths(cfg)
     split = split or cfg.splits[1]
-    if split not in cfg.splits:
-        cfg.splits = [cfg.splits[0], split]
+    cfg.splits = [split, split]
     data = prepare_data(cfg)
     model = load_model(run_dir, data.device)
     metrics, _, _ = evaluate(model, data, cfg, split)

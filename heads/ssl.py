@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from affcli.common.device import autocast
 from affcli.heads.data import Data
-from affcli.heads.infer import autocast
 from affcli.heads.losses import masked_mean
 from affcli.heads.model import HeadModel
 from affcli.heads.windows import Windows, gather, sample_batches

@@ -10,10 +10,10 @@ from torch import nn
 from affcli.common.registry import Registry
 from affcli.heads.attn import MHA
 
-TEMPORAL: Registry = Registry("temporal head")
+TEMPORAL: Registry = Registry("temporal head", supplied=("d_in",), required=("causal",))
 
 
-@TEMPORAL.register("mlp", options=("hidden", "layers", "dropout", "causal"), help="per-frame MLP baseline (no context)")
+@TEMPORAL.register("mlp", help="per-frame MLP baseline (no context)")
 class FrameMLP(nn.Module):
     """Frame-wise MLP: the no-context baseline."""
 
@@ -49,8 +49,7 @@ class _TCNBlock(nn.Module):
         return F.gelu(h + self.res(x))
 
 
-@TEMPORAL.register("tcn", options=("levels", "channels", "kernel", "dropout", "causal"),
-                   help="dilated residual TCN (dilation 2^i; causal pads only the past)")
+@TEMPORAL.register("tcn", help="dilated residual TCN (dilation 2^i; causal pads only the past)")
 class TCN(nn.Module):
     """Dilated residual temporal convolutions, dilation 2^i per level."""
 
@@ -65,8 +64,7 @@ class TCN(nn.Module):
         return self.blocks(x.transpose(1, 2)).transpose(1, 2)
 
 
-@TEMPORAL.register("gru", options=("hidden", "layers", "bidirectional", "dropout", "causal"),
-                   help="GRU, bi-directional unless causal (bi refused when causal)")
+@TEMPORAL.register("gru", help="GRU, bi-directional unless causal (bi refused when causal)")
 class GRUHead(nn.Module):
     """Stacked GRU; bidirectional output is the concatenation of both directions."""
 
@@ -108,8 +106,7 @@ class _EncoderLayer(nn.Module):
         return x + self.drop(self.ff(self.n2(x)))
 
 
-@TEMPORAL.register("transformer", options=("dim", "layers", "heads", "ff", "dropout", "causal", "positions", "max_len"),
-                   help="pre-norm Transformer encoder (causal mask; learned or sinusoidal positions)")
+@TEMPORAL.register("transformer", help="pre-norm Transformer encoder (causal mask; learned or sinusoidal positions)")
 class TransformerHead(nn.Module):
     """Transformer encoder over the window; invalid frames are masked as keys."""
 
@@ -137,12 +134,4 @@ class TransformerHead(nn.Module):
 
 def build_temporal(name: str, d_in: int, **opts) -> nn.Module:
     """Instantiate a registered temporal head; unknown options are refused with the valid ones."""
-    _check_options(TEMPORAL, name, opts)
-    return TEMPORAL.get(name)(d_in, **opts)
-
-
-def _check_options(reg: Registry, name: str, opts: dict) -> None:
-    allowed = reg.meta(name).get("options", ())
-    bad = [k for k in opts if k not in allowed]
-    if bad:
-        raise ValueError(f"{reg.kind} {name!r} takes no option {bad[0]!r}; valid: {', '.join(allowed)}")
+    return TEMPORAL.build(name, d_in, **opts)

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 
 from affcli.cache.table import FeatureTable
-from affcli.common.device import resolve_device
+from affcli.common.device import autocast, resolve_device
 from affcli.common.runs import config_hash, seed_everything, write_json
 from affcli.heads.artifacts import CHECKPOINT, prediction_frame, save_checkpoint
 from affcli.heads.config import RunConfig
 from affcli.heads.data import Data
-from affcli.heads.infer import autocast, batch_labels, predict_rows, smooth_rows
+from affcli.heads.infer import predict_rows, smooth_rows
 from affcli.heads.losses import LossContext, build_loss
-from affcli.heads.model import HeadModel, ModelSpec
-from affcli.heads.scoring import score
+from affcli.heads.model import HeadModel
+from affcli.heads.evaluation import score
 from affcli.heads.tasks import task_outputs
 from affcli.heads.windows import Windows, gather, make_windows, sample_batches
 
@@ -56,47 +56,32 @@ def prepare_data(cfg: RunConfig, table: FeatureTable | None = None, labels: dict
 
 
 def check_names(cfg: RunConfig) -> None:
-    """Refuse unknown task/temporal/fusion/loss names and options before any data is loaded."""
+    """Refuse unknown task/temporal/fusion/loss names and options before any data is loaded (Registry.check)."""
     from affcli.heads.fusion import FUSION
-    from affcli.heads.losses import LOSSES
-    from affcli.heads.spec import parse_loss, parse_part
+    from affcli.heads.losses import check_loss
+    from affcli.heads.spec import parse_part
     from affcli.heads.tasks import TASK_HEADS
-    from affcli.heads.temporal import TEMPORAL, _check_options
+    from affcli.heads.temporal import TEMPORAL
 
     TASK_HEADS.get(cfg.task)
-    t = parse_part(cfg.temporal)
-    TEMPORAL.get(t.name)
-    _check_options(TEMPORAL, t.name, {**t.opts, **cfg.temporal_options})
-    if cfg.fusion != "auto":
-        f = parse_part(cfg.fusion)
-        FUSION.get(f.name)
-        _check_options(FUSION, f.name, {**f.opts, **cfg.fusion_options})
-    if cfg.loss not in ("", "auto"):
-        for _, p in parse_loss(cfg.loss):
-            LOSSES.get(p.name)
-            _check_options(LOSSES, p.name, p.opts)
+    t = parse_part(cfg.model.temporal)
+    TEMPORAL.check(t.name, {**t.opts, **cfg.model.temporal_options})
+    if cfg.model.fusion != "auto":
+        f = parse_part(cfg.model.fusion)
+        FUSION.check(f.name, {**({"modality": f.arg} if f.arg else {}), **f.opts, **cfg.model.fusion_options})
+    check_loss(cfg.loss)
 
 
 def build_model(cfg: RunConfig, data: Data) -> HeadModel:
     """The head model for this config and data (input widths from the data)."""
-    fusion = cfg.fusion
-    if fusion == "auto":
-        fusion = "none" if len(data.modalities) == 1 else "concat"
-    spec = ModelSpec(task=cfg.task, in_dims=data.in_dims, temporal=cfg.temporal,
-                     temporal_options=dict(cfg.temporal_options), fusion=fusion,
-                     fusion_options=dict(cfg.fusion_options), d_model=cfg.d_model,
-                     head_hidden=tuple(cfg.head_hidden), dropout=cfg.dropout, causal=cfg.causal,
-                     frame_mask_p=cfg.frame_mask_p, frame_mask_mode=cfg.frame_mask_mode,
-                     label_position=cfg.label_position, pool=cfg.pool, temporal_on=tuple(cfg.temporal_on),
-                     dilation=cfg.dilation, shift=cfg.shift)
-    return HeadModel(spec)
+    return HeadModel(cfg.model, cfg.task, data.in_dims)
 
 
 def train_windows(data: Data, cfg: RunConfig, keys: list[str]) -> Windows:
     """Training windows of the train split that hold at least one labelled (target) frame."""
     s, n, vi = data.split_rows(cfg.splits[0])
-    last = cfg.label_position == "last"
-    win = make_windows(s, n, cfg.window, cfg.stride, "end" if last else "start", vi, cfg.dilation, cfg.shift)
+    last = cfg.model.label_position == "last"
+    win = make_windows(s, n, cfg.window, cfg.stride, "end" if last else "start", vi, cfg.model.dilation, cfg.model.shift)
     win = win.to(data.device)
     idx = win.target[:, None] if last else win.idx
     real = torch.ones_like(idx, dtype=torch.bool) if last else win.real
@@ -123,7 +108,7 @@ def _teacher_fn(data: Data, cfg: RunConfig):
         from affcli.heads.artifacts import load_model
 
         t = load_model(run_dir, data.device)
-        missing = [m for m in t.modalities if m not in data.modalities or data.in_dims[m] != t.spec.in_dims[m]]
+        missing = [m for m in t.modalities if m not in data.modalities or data.in_dims[m] != t.in_dims[m]]
         if missing:
             raise ValueError(f"distill teacher {run_dir}: its {', '.join(missing)} features differ from this run's")
         rows, preds = predict_rows(t, data, list(range(len(data.videos))), cfg.window, cfg.eval_stride, amp=cfg.amp)
@@ -158,7 +143,7 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
     t_data = time.perf_counter() - t_start
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**cfg.to_dict(), "features": list(data.features)})
+    write_json(out / "config.json", {**cfg.with_resolved_paths().to_dict(), "features": list(data.features)})
     device = data.device
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data).to(device)
@@ -207,7 +192,7 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
         if bar:
             bar.close()
     train_seconds = time.perf_counter() - t_train
-    save_checkpoint(out / CHECKPOINT, best["state"], model.spec)
+    save_checkpoint(out / CHECKPOINT, best["state"], model)
     result = {"main": best["main"], "task": cfg.task, "best_epoch": best["epoch"], "epochs": len(history),
               "val": best["metrics"], "history": history, "n_params": sum(p.numel() for p in model.parameters()),
               "n_train_windows": len(win), "causal": model.causal, "config_hash": config_hash(cfg.to_dict()),
@@ -220,11 +205,26 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
     return result
 
 
+def batch_labels(data: Data, keys: list[str], win: Windows, rows: torch.Tensor, last: bool) -> dict[str, torch.Tensor]:
+    """Labels and masks of a batch, per frame [B, W, ...] or of the last frame [B, ...]; padding is masked."""
+    if last:
+        idx = win.target[rows]
+        real = torch.ones_like(idx, dtype=torch.bool)
+    else:
+        idx, real = win.idx[rows], win.real[rows]
+    y = {"_idx": idx, "_real": real}
+    for k in keys:
+        y[k] = data.labels[k][idx]
+        m = data.labels[f"mask_{k}"][idx]
+        y[f"mask_{k}"] = m & real.view(*real.shape, *([1] * (m.dim() - real.dim())))
+    return y
+
+
 def _train_epoch(model: HeadModel, loss_fn, opt, sched, params: list, data: Data, win: Windows, cfg: RunConfig,
                  gen: torch.Generator, keys: list[str]) -> tuple[float, dict[str, float]]:
     """One pass over the shuffled training windows; returns the mean loss and mean loss terms (one sync)."""
     model.train()
-    last = cfg.label_position == "last"
+    last = cfg.model.label_position == "last"
     loss_sum = torch.zeros((), device=data.device)
     parts_sum: dict[str, torch.Tensor] = {}
     n = 0
@@ -257,28 +257,26 @@ def _write_outputs(out: Path, cfg: RunConfig, data: Data, best: dict, history: l
     from affcli.heads import plots
 
     plots.curves(history, out / "curves.png")
-    if "expr" in best["preds"] and "mask_expr" in lab:
-        from affcli.heads.scoring import expr_classes
-
-        m = lab["mask_expr"].astype(bool)
-        plots.confusion(lab["expr"][m].astype(int), best["preds"]["expr"][m].argmax(1), expr_classes(), out / "confusion.png")
-    if "va" in best["preds"] and "mask_va" in lab:
-        m = lab["mask_va"].astype(bool)
+    for o in task_outputs(cfg.task):
+        if o.key not in best["preds"] or f"mask_{o.key}" not in lab:
+            continue
+        m = lab[f"mask_{o.key}"].astype(bool)
         m = m.all(-1) if m.ndim > 1 else m
-        if m.any():
-            plots.va_density(best["preds"]["va"][m], lab["va"][m], out / "va_density.png")
+        if o.kind == "class" and o.names:
+            plots.confusion(lab[o.key][m].astype(int), best["preds"][o.key][m].argmax(1), list(o.names), out / "confusion.png")
+        elif o.kind == "reg" and o.dim == 2 and m.any():
+            plots.va_density(best["preds"][o.key][m], lab[o.key][m], out / "va_density.png")
 
 
 class _Bar:
     """Rich progress bar, one tick per epoch, showing the loss and the val metric."""
 
     def __init__(self, epochs: int, name: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from affcli.common.progress import progress_bar
 
-        self.p = Progress(TextColumn(f"[bold]{name}[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-                          TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+        self.p = progress_bar("epochs")
         self.p.start()
-        self.t = self.p.add_task("train", total=epochs, info="")
+        self.t = self.p.add_task(name, total=epochs)
 
     def update(self, epoch: int, loss: float, main: float) -> None:
         self.p.update(self.t, completed=epoch, info=f"loss {loss:.4f}  val {main:.4f}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from affcli.pipeline.demo_data import DemoDataset, make_demo_dataset
+from affcli.synthetic.media import DemoDataset, make_demo_dataset
 from affcli.pipeline.extract import ExtractConfig, VideoResult, run_extract
 
 DEMO_BACKBONES = ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]

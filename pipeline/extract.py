@@ -21,8 +21,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from affcli.cache.fingerprint import make_fingerprint
 from affcli.cache.store import FeatureStore
 from affcli.common.device import resolve_device
+from affcli.common.vocab import subject_video
 from affcli.pipeline.backbones import build_backbone
 from affcli.pipeline.errors import MediaError, NoAudioError
 from affcli.pipeline.faces import FaceCropper, whole_frames
@@ -42,7 +44,7 @@ class ExtractConfig:
     backbones: list[str]
     video_dir: Path | None = None
     frames_dir: Path | None = None
-    videos: list[str] | Path | None = None
+    videos: list[str] | str | Path | None = None
     device: str = "auto"
     batch_size: int = 256
     decode_batch: int = 64
@@ -55,6 +57,16 @@ class ExtractConfig:
     frames_fps: float = 30.0
     prompt_sets: tuple[str, ...] = DEFAULT_PROMPT_SETS
     seed: int = 0
+
+    def validate(self) -> None:
+        """Refuse a run with no input folder, an unknown audio alignment or prompt set, before anything is built."""
+        if self.video_dir is None and self.frames_dir is None:
+            raise ValueError("extract: give a video folder (--video-dir) or a frame folder (--frames-dir)")
+        if self.audio_align not in ("centered", "causal"):
+            raise ValueError(f"extract: audio alignment must be centered or causal, not {self.audio_align!r}")
+        unknown = [n for n in self.prompt_sets if n not in PROMPT_SETS]
+        if unknown:
+            raise ValueError(f"extract: unknown prompt set(s) {', '.join(unknown)}; known: {', '.join(sorted(PROMPT_SETS))}")
 
 
 @dataclass
@@ -80,20 +92,15 @@ class _Acc:
 
 def feature_fingerprint(backbone: Any, cfg: ExtractConfig, kind: str, crop_fp: dict[str, Any]) -> dict[str, Any]:
     """The backbone's own fingerprint plus the preprocessing and alignment choices of this run."""
-    fp = dict(backbone.fingerprint())
+    fp = backbone.fingerprint()
     pre = dict(fp.get("preprocessing", {}))
     if backbone.modality == "visual":
-        pre["input"] = kind
-        pre["crop"] = crop_fp
-        fp["alignment"] = None
+        pre.update(input=kind, crop=crop_fp)
+        alignment = None
     else:
         pre["sample_rate"] = int(getattr(backbone, "sample_rate", 16000))
-        fp["alignment"] = cfg.audio_align
-    fp["preprocessing"] = pre
-    fp["dtype"] = "float16"
-    fp["dim"] = int(backbone.dim)
-    fp.setdefault("spec", backbone.spec)
-    return fp
+        alignment = cfg.audio_align
+    return make_fingerprint(fp["spec"], fp["modality"], fp["dim"], fp["weights_sha256"], pre, alignment, fp["versions"])
 
 
 def _resize_batch(crops: np.ndarray, size: int) -> np.ndarray:
@@ -151,7 +158,7 @@ class Extractor:
             return src.path
         if self.cfg.video_dir is None:
             return None
-        for cand in (src.video_id, src.video_id.removesuffix("_left").removesuffix("_right")):
+        for cand in (src.video_id, subject_video(src.video_id)):
             for p in sorted(Path(self.cfg.video_dir).glob(cand + ".*")):
                 return p
         return None
@@ -373,15 +380,28 @@ class Extractor:
 def run_extract(cfg: ExtractConfig, progress: Callable[[str, dict], None] | None = None) -> list[VideoResult]:
     """Extract features of all videos of `cfg` into its cache; returns one result per video."""
     t0 = time.perf_counter()
+    cfg.validate()
     ex = Extractor(cfg, progress)
     res = ex.run()
     ex.elapsed = time.perf_counter() - t0
     return res
 
 
+def read_prompt_file(path: Path) -> list[str]:
+    """Prompts of a text file, one per non-blank line; an empty file is a ValueError."""
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"{path}: no prompts in file")
+    return lines
+
+
 def encode_prompt_sets(cache: Path, spec: str, names: list[str], device: str = "auto",
-                       custom: dict[str, list[str]] | None = None) -> list[tuple[str, int]]:
-    """Encode named (or custom) prompt lists with a CLIP backbone's text tower into the cache."""
+                       custom: dict[str, list[str]] | None = None, prompt_file: Path | None = None,
+                       file_set: str = "custom") -> list[tuple[str, int]]:
+    """Encode named (or custom) prompt lists, and a prompt file as set `file_set`, with a CLIP backbone's
+    text tower into the cache."""
+    if prompt_file is not None:
+        custom = {**(custom or {}), file_set: read_prompt_file(prompt_file)}
     b = build_backbone(spec, resolve_device(device))
     if not hasattr(b, "encode_text"):
         raise ValueError(f"{spec}: this backbone has no text encoder; prompts need a clip:* backbone")

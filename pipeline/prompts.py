@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from affcli.common.registry import UnknownNameError
+from affcli.common.vocab import EXPR_CLASSES
 
-EXPR8_CLASSES = ["Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other"]
-LSD6_CLASSES = ["Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise"]
+EXPR8_CLASSES = list(EXPR_CLASSES)
+LSD6_CLASSES = list(EXPR_CLASSES[1:7])
+"""The six basic expressions (Anger ... Surprise) of LSD, in its label order, as words for prompts."""
 
 VA9_LEVELS = (-0.66, 0.0, 0.66)
 VA9_CENTRES: np.ndarray = np.array([(v, a) for v in VA9_LEVELS for a in VA9_LEVELS], np.float32)

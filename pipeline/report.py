@@ -5,9 +5,9 @@ from collections import Counter
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from affcli.common.progress import progress_bar
 from affcli.pipeline.extract import VideoResult
 
 
@@ -16,9 +16,7 @@ class ExtractProgress:
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=self.console, transient=False)
+        self.progress = progress_bar(console=self.console)
         self.videos = self.frames = None
 
     def __enter__(self) -> "ExtractProgress":
@@ -30,13 +28,13 @@ class ExtractProgress:
 
     def __call__(self, event: str, info: dict) -> None:
         if event == "start":
-            self.videos = self.progress.add_task("videos", total=info["videos"], rate="")
-            self.frames = self.progress.add_task("frames", total=info["frames"] or None, rate="")
+            self.videos = self.progress.add_task("videos", total=info["videos"])
+            self.frames = self.progress.add_task("frames", total=info["frames"] or None)
         elif event == "frames" and self.frames is not None:
             self.progress.advance(self.frames, info["n"])
             t = self.progress.tasks[self.frames]
             if t.speed:
-                self.progress.update(self.frames, rate=f"{t.speed:,.0f} frames/s")
+                self.progress.update(self.frames, info=f"{t.speed:,.0f} frames/s")
         elif event == "video" and self.videos is not None:
             self.progress.advance(self.videos)
             if info["status"] != "ok" or info.get("message"):

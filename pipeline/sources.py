@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from affcli.common.ids import parse_id_list
+from affcli.common.vocab import subject_video
+
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
-_SUBJECT_SUFFIX = re.compile(r"_(left|right)$")
 
 
 @dataclass(frozen=True)
@@ -39,35 +40,15 @@ def _frame_folders(frames_dir: Path) -> list[Source]:
     return [Source(p.name, p, "frames") for p in folders]
 
 
-def _is_file(text: str) -> bool:
-    try:
-        return Path(text).is_file()
-    except OSError:
-        return False
-
-
-def parse_video_list(videos: list[str] | str | Path) -> list[str]:
-    """Ids from a list (items may be comma separated) or a text file (one per line or comma separated, # comments)."""
-    if isinstance(videos, Path) or (isinstance(videos, str) and _is_file(videos)):
-        path = Path(videos)
-        if not path.is_file():
-            raise ValueError(f"video list {path} is not a file")
-        lines = [line.split("#", 1)[0] for line in path.read_text().splitlines()]
-    else:
-        lines = [videos] if isinstance(videos, str) else [str(v) for v in videos]
-    ids = [item.strip() for line in lines for item in line.split(",")]
-    return list(dict.fromkeys(i for i in ids if i))
-
-
 def discover_sources(
     video_dir: Path | None = None,
     frames_dir: Path | None = None,
-    videos: list[str] | Path | None = None,
+    videos: list[str] | str | Path | None = None,
 ) -> list[Source]:
     """Sources sorted by id. Video files are searched recursively, frame folders are the subfolders of `frames_dir`.
 
     Two sources with the same id raise ValueError naming both paths (features would overwrite each other).
-    `videos` keeps only the listed ids; an Aff-Wild2 label id `<video>_left`/`_right` selects `<video>`.
+    `videos` (see common.ids.parse_id_list) keeps only the listed ids; an Aff-Wild2 label id `<video>_left`/`_right` selects `<video>`.
     An id in the filter that matches nothing raises ValueError naming it.
     """
     if video_dir is None and frames_dir is None:
@@ -89,8 +70,8 @@ def discover_sources(
     if videos is not None:
         wanted: list[str] = []
         unknown: list[str] = []
-        for vid in parse_video_list(videos):
-            base = vid if vid in by_id else _SUBJECT_SUFFIX.sub("", vid)
+        for vid in parse_id_list(videos):
+            base = vid if vid in by_id else subject_video(vid)
             (wanted if base in by_id else unknown).append(base if base in by_id else vid)
         if unknown:
             raise ValueError(f"unknown video ids in the filter: {', '.join(unknown)}")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+from affcli.common.checkpoint import CheckpointError, load_weights, read_checkpoint, write_checkpoint
 from affcli.pointcloud.errors import PointCloudError
 from affcli.pointcloud.models import model_from_spec, model_spec
 
@@ -18,18 +19,17 @@ MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
 
 
-def _save(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+@contextlib.contextmanager
+def _as_pc_error() -> Iterator[None]:
+    try:
+        yield
+    except CheckpointError as e:
+        raise PointCloudError(str(e)) from None
 
 
 def save_model(model: nn.Module, run_dir: str | os.PathLike) -> Path:
     """Write weights with the model spec in the safetensors metadata (atomic)."""
-    path = Path(run_dir) / MODEL_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save(model.state_dict(), path, {"spec": json.dumps(model_spec(model))})
-    return path
+    return write_checkpoint(Path(run_dir) / MODEL_FILE, model.state_dict(), spec=model_spec(model))
 
 
 def load_model(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -38,13 +38,17 @@ def load_model(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn
     path = path / MODEL_FILE if path.is_dir() else path
     if not path.is_file():
         raise PointCloudError(f"{path}: no trained model (run `affcli pc train` first)")
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata() or {}
-    if "spec" not in meta:
-        raise PointCloudError(f"{path}: not an affcli point-cloud model (no spec in metadata)")
-    model = model_from_spec(json.loads(meta["spec"]))
-    model.load_state_dict(load_file(str(path)))
+    with _as_pc_error():
+        meta, state = read_checkpoint(path, "spec")
+        model = load_weights(model_from_spec(meta["spec"]), state, path)
     return model.to(device).eval()
+
+
+def restore_model(model: nn.Module, run_dir: str | os.PathLike) -> nn.Module:
+    """Load the run folder's saved weights into `model` (resume), checked against the model's parameters."""
+    path = Path(run_dir) / MODEL_FILE
+    with _as_pc_error():
+        return load_weights(model, read_checkpoint(path)[1], path)
 
 
 def save_optimizer(opt: torch.optim.Optimizer, run_dir: str | os.PathLike, extra: dict[str, torch.Tensor]) -> Path:
@@ -52,17 +56,14 @@ def save_optimizer(opt: torch.optim.Optimizer, run_dir: str | os.PathLike, extra
     sd = opt.state_dict()
     tensors = {f"state.{pid}.{k}": torch.as_tensor(v) for pid, st in sd["state"].items() for k, v in st.items()}
     tensors |= {f"extra.{k}": v for k, v in extra.items()}
-    path = Path(run_dir) / OPTIM_FILE
-    _save(tensors, path, {"param_groups": json.dumps(sd["param_groups"])})
-    return path
+    return write_checkpoint(Path(run_dir) / OPTIM_FILE, tensors, param_groups=sd["param_groups"])
 
 
 def load_optimizer(opt: torch.optim.Optimizer, run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Restore state saved by save_optimizer into `opt`; returns the extra tensors."""
-    path = Path(run_dir) / OPTIM_FILE
-    with safe_open(str(path), "pt") as fh:
-        groups: list[dict[str, Any]] = json.loads((fh.metadata() or {})["param_groups"])
-    flat = load_file(str(path))
+    with _as_pc_error():
+        meta, flat = read_checkpoint(Path(run_dir) / OPTIM_FILE, "param_groups")
+    groups: list[dict[str, Any]] = meta["param_groups"]
     state: dict[int, dict[str, torch.Tensor]] = {}
     extra = {}
     for key, val in flat.items():

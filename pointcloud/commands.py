@@ -6,10 +6,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from affcli.common.progress import progress_bar
+from affcli.common.threads import configure_threads
 from affcli.pointcloud.checkpoint import load_model
+from affcli.pointcloud.chunked import upsample_large
 from affcli.pointcloud.io import read_cloud, write_cloud
 from affcli.pointcloud.runtime import resolve_device
-from affcli.pointcloud.upsample import Merge, default_batch, upsample_cloud
+from affcli.pointcloud.upsample import Merge, default_batch
+
+DEFAULT_MAX_MEMORY_MIB = 2048
 
 
 def upsample_file(
@@ -21,16 +26,27 @@ def upsample_file(
     batch: int | None = None,
     merge: Merge = "auto",
     render: bool = False,
+    max_memory: float = DEFAULT_MAX_MEMORY_MIB,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Upsample one cloud file with a trained run; optional before/after PNG beside the output."""
+    """Upsample one cloud file with a trained run within `max_memory` MiB of working memory (in chunks when
+    needed, progress shown); torch threads as the process may use; optional before/after PNG beside the output."""
     dev = resolve_device(device)
+    n_threads = configure_threads(threads)
     model = load_model(run, dev)
     xyz = read_cloud(inp)
     t = time.perf_counter()
-    up = upsample_cloud(model, xyz, ratio, batch or default_batch(dev), merge)
+    with progress_bar("chunks", transient=True) as bar:
+        task = bar.add_task(f"x{ratio} {inp.name}", total=None, info="")
+
+        def report(p: int, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, info=f"pass {p + 1}")
+
+        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report)
     sec = time.perf_counter() - t
     write_cloud(out, up)
-    info: dict[str, Any] = {"input_points": len(xyz), "output_points": len(up), "seconds": sec, "out": str(out)}
+    info: dict[str, Any] = {"input_points": len(xyz), "output_points": len(up), "seconds": sec, "out": str(out),
+                            "threads": n_threads}
     if render:
         from affcli.pointcloud.render import render_before_after
 

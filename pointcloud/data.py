@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import h5py
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
+from affcli.common.progress import progress_bar
 from affcli.pointcloud.errors import PointCloudError
 from affcli.pointcloud.io import read_mesh, write_cloud
+from affcli.pointcloud.leak import fingerprint, geometry_hash
 from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
+from affcli.pointcloud.procedural import KINDS, make_shape
 from affcli.pointcloud.sampling import eliminate, poisson_disk_sample
 
 MESH_EXTS = (".off", ".obj", ".ply")
@@ -63,11 +65,28 @@ def gaussian_index_sample(n_rows: int, num: int, k: int, generator: torch.Genera
     return (logw + gumbel).topk(k, dim=-1).indices
 
 
+def training_shapes(
+    mesh_dirs: str | os.PathLike | list | None, procedural: int = 0, seed: int = 0
+) -> list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]]:
+    """(name, loader) of every mesh in the folders plus `procedural` generated shapes; error if none."""
+    dirs = [] if mesh_dirs is None else [mesh_dirs] if isinstance(mesh_dirs, (str, os.PathLike)) else list(mesh_dirs)
+    shapes: list = [(m.stem, lambda m=m: read_mesh(m)) for d in dirs for m in list_meshes(d)]
+    kinds = list(KINDS)
+    for i in range(procedural):
+        kind = kinds[i % len(kinds)]
+        shapes.append((f"proc_{kind}_{i:04d}", lambda k=kind, i=i: make_shape(k, seed * 1_000_003 + i)))
+    if not shapes:
+        raise PointCloudError("make-data: no shapes (give a mesh folder and/or a procedural count)")
+    names = [n for n, _ in shapes]
+    if len(set(names)) != len(names):
+        raise PointCloudError(f"make-data: duplicate shape names {sorted({n for n in names if names.count(n) > 1})}")
+    return shapes
+
+
 def _mesh_patches(
-    mesh: Path, patches: int, n_gt: int, n_in: int, n_dense: int, seed: int, input_sampling: str
+    v: np.ndarray, f: np.ndarray, patches: int, n_gt: int, n_in: int, n_dense: int, seed: int, input_sampling: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Patches of one mesh: Poisson-disk cloud, FPS seeds, kNN patches normalised to the unit sphere, sparse inputs."""
-    v, f = read_mesh(mesh)
     dense = torch.from_numpy(poisson_disk_sample(v, f, n_dense, seed)).float()[None]
     gen = torch.Generator().manual_seed(seed)
     seeds = gather_points(dense, farthest_point_sample(dense, min(patches, n_dense), "random", gen))
@@ -87,7 +106,7 @@ def _patch_area(points: np.ndarray) -> float:
 
 
 def make_pugan_h5(
-    mesh_dir: str | os.PathLike,
+    mesh_dir: str | os.PathLike | list | None,
     out_path: str | os.PathLike,
     patches_per_mesh: int = 200,
     n_gt: int = 1024,
@@ -97,21 +116,26 @@ def make_pugan_h5(
     gt_key: str | None = None,
     n_dense: int | None = None,
     input_sampling: Literal["gaussian", "poisson"] = "gaussian",
+    procedural: int = 0,
 ) -> Path:
-    """Build a PU-GAN-style HDF5 (poisson_{n_in}, poisson_{n_gt}, mesh_index) from a folder of meshes.
+    """Build a PU-GAN-style HDF5 (poisson_{n_in}, poisson_{n_gt}, mesh_index) from mesh folder(s) and
+    `procedural` generated shapes; shape names, geometry hashes and fingerprints are kept for leak checks.
 
     Per mesh: n_dense (default 8 n_gt) Poisson-disk points, FPS seeds, kNN patches on the unit sphere, sparse inputs."""
     if input_sampling not in ("gaussian", "poisson"):
         raise PointCloudError(f"make_pugan_h5: input_sampling must be 'gaussian' or 'poisson', got {input_sampling!r}")
-    meshes = list_meshes(mesh_dir)
+    meshes = training_shapes(mesh_dir, procedural, seed)
     n_dense = n_dense or 8 * n_gt
     if not 0 < n_in <= n_gt <= n_dense:
         raise PointCloudError(f"make_pugan_h5: need 0 < n_in ({n_in}) <= n_gt ({n_gt}) <= n_dense ({n_dense})")
-    inputs, gts, owner = [], [], []
-    with Progress(transient=True) as bar:
+    inputs, gts, owner, hashes, prints = [], [], [], [], []
+    with progress_bar(transient=True) as bar:
         task = bar.add_task("PU-GAN patches", total=len(meshes))
-        for k, mesh in enumerate(meshes):
-            inp, gt = _mesh_patches(mesh, patches_per_mesh, n_gt, n_in, n_dense, seed * 100003 + k, input_sampling)
+        for k, (_, load) in enumerate(meshes):
+            v, f = load()
+            hashes.append(geometry_hash(v, f))
+            prints.append(fingerprint(v, f, seed))
+            inp, gt = _mesh_patches(v, f, patches_per_mesh, n_gt, n_in, n_dense, seed * 100003 + k, input_sampling)
             inputs.append(inp)
             gts.append(gt)
             owner.append(np.full(len(gt), k, dtype=np.int32))
@@ -123,7 +147,10 @@ def make_pugan_h5(
         fh.create_dataset(input_key or f"poisson_{n_in}", data=np.concatenate(inputs).astype(np.float32))
         fh.create_dataset(gt_key or f"poisson_{n_gt}", data=np.concatenate(gts).astype(np.float32))
         fh.create_dataset("mesh_index", data=np.concatenate(owner))
-        fh.attrs["meshes"] = [m.name for m in meshes]
+        fh.create_dataset("fingerprints", data=np.stack(prints))
+        fh.attrs["meshes"] = [name for name, _ in meshes]
+        fh.attrs["mesh_hashes"] = hashes
+        fh.attrs["procedural"] = procedural
         fh.attrs["seed"], fh.attrs["n_dense"], fh.attrs["input_sampling"] = seed, n_dense, input_sampling
     os.replace(tmp, out_path)
     return out_path

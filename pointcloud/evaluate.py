@@ -10,17 +10,23 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from affcli.common.progress import progress_bar
 from affcli.common.runs import write_json
+from affcli.common.threads import configure_threads
 from affcli.pointcloud.baselines import midpoint_upsample
 from affcli.pointcloud.checkpoint import load_model
 from affcli.pointcloud.errors import PointCloudError
 from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
-from affcli.pointcloud.metrics import evaluate_clouds, evaluate_folder
-from affcli.pointcloud.runtime import progress, resolve_device
+from affcli.pointcloud.leak import overlap_report
+from affcli.pointcloud.metrics import SCORE_KEYS, evaluate_clouds, evaluate_folder
+from affcli.pointcloud.runtime import resolve_device
 from affcli.pointcloud.upsample import default_batch, upsample_cloud
 
 SCALE = 1e3
-METRICS = ("cd", "hd", "p2f_mean")
+FRAMES = {  # own: each cloud by its own centroid and radius (PU-GCN's code); gt: both by the ground truth's
+    "own": (("cd", "hd", "p2f_mean"), ("CD", "HD", "P2F"), "each cloud normalised by its own centroid/radius"),
+    "gt": (("cd_gt", "hd_gt"), ("CD", "HD"), "both clouds normalised by the ground truth's centroid/radius"),
+}
 
 
 def test_layout(test_dir: str | os.PathLike, ratio: int) -> tuple[list[Path], Path, int]:
@@ -42,7 +48,7 @@ def test_layout(test_dir: str | os.PathLike, ratio: int) -> tuple[list[Path], Pa
 def upsample_folder(fn: Callable[[np.ndarray], np.ndarray], files: list[Path], out_dir: Path, label: str) -> float:
     """Write fn(cloud) for each file into out_dir (same stem, .xyz); returns the mean seconds per shape."""
     total = 0.0
-    with progress(transient=True) as bar:
+    with progress_bar(transient=True) as bar:
         task = bar.add_task(f"upsample {label}", total=len(files), info="")
         for f in files:
             xyz = read_cloud(f)
@@ -59,7 +65,7 @@ def score_folder(pred_dir: Path, gt_dir: Path, mesh_dir: Path | None, convention
     df = evaluate_folder(pred_dir, gt_dir, mesh_dir, convention, device=device)
     rows = df.to_dicts()
     for row in rows:
-        for k in ("cd", "hd", "p2f_mean", "p2f_std"):
+        for k in SCORE_KEYS:
             row[k] = None if row[k] is None else row[k] * SCALE
     return rows
 
@@ -74,14 +80,24 @@ def evaluate_run(
     renders: int = 3,
     baseline: bool = True,
     out_dir: str | os.PathLike | None = None,
+    allow_overlap: bool = False,
 ) -> dict[str, Any]:
-    """Upsample every test input with the run's model (and the midpoint baseline), score, render; results dict."""
+    """Upsample every test input with the run's model (and the midpoint baseline), score, render; results dict.
+
+    Refuses a run whose training data holds a test shape (by name, mesh hash or fingerprint) unless allow_overlap."""
     dev = resolve_device(device)
+    configure_threads()
     model = load_model(run, dev)
     files, gt_dir, n_in = test_layout(test_dir, ratio)
     mesh_dir = (
         Path(mesh_dir) if mesh_dir else (Path(test_dir) / "meshes" if (Path(test_dir) / "meshes").is_dir() else None)
     )
+    leak = overlap_report(run, files, gt_dir, mesh_dir)
+    if leak["overlap"] and not allow_overlap:
+        shown = ", ".join(f"{o['test']}={o['train']} ({o['by']})" for o in leak["overlap"][:5])
+        raise PointCloudError(
+            f"{run}: trained on {len(leak['overlap'])} test shape(s): {shown}; pass --allow-overlap to evaluate anyway"
+        )
     out = Path(out_dir) if out_dir else Path(run) / f"eval_x{ratio}_{convention}"
     batch = default_batch(dev)
     methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {"model": lambda x: upsample_cloud(model, x, ratio, batch)}
@@ -94,26 +110,49 @@ def evaluate_run(
         "convention": convention,
         "mesh_dir": str(mesh_dir) if mesh_dir else None,
         "device": str(dev),
+        "leak": leak,
         "methods": {},
     }
     for name, fn in methods.items():
         sec = upsample_folder(fn, files, out / name, name)
         rows = score_folder(out / name, gt_dir, mesh_dir, convention, dev)
         result["methods"][name] = {"seconds_per_shape": sec, "rows": rows}
-    for f in files[:renders]:
+    by_stem = {f.stem: f for f in files}
+    result["renders"] = []
+    for label, row in render_choice(result["methods"]["model"]["rows"], mesh_dir, renders):
         from affcli.pointcloud.render import render_before_after
 
+        f = by_stem[row["shape"]]
         clouds = {m: read_cloud(out / m / f"{f.stem}.xyz") for m in methods}
+        png = out / "renders" / f"{label}_{f.stem}.png"
         render_before_after(
             read_cloud(f),
             clouds.pop("model"),
-            out / "renders" / f"{f.stem}.png",
-            f"{f.stem} x{ratio}",
+            png,
+            f"{f.stem} x{ratio} ({label}: CD {row['cd']:.3f}, HD {row['hd']:.3f} x1e-3)",
             {"midpoint": clouds["midpoint"]} if "midpoint" in clouds else None,
         )
+        result["renders"].append(str(png))
     write_json(out / "results.json", result)
     _write_csv(result, out / "results.csv")
     return result
+
+
+def render_choice(rows: list[dict[str, Any]], mesh_dir: Path | None, n: int) -> list[tuple[str, dict[str, Any]]]:
+    """n shapes to render, worst and best by the model's CD in turn, among the shapes with a mesh when any has one."""
+    shapes = [r for r in rows if r["shape"] != "mean"]
+    with_mesh = [r for r in shapes if r.get("p2f_mean") is not None]
+    ranked = sorted(with_mesh or shapes, key=lambda r: r["cd"])
+    picks: list[tuple[str, dict[str, Any]]] = []
+    lo, hi = 0, len(ranked) - 1
+    while len(picks) < min(n, len(ranked)):
+        if len(picks) % 2 == 0:
+            picks.append((f"worst{len(ranked) - hi}", ranked[hi]))
+            hi -= 1
+        else:
+            picks.append((f"best{lo + 1}", ranked[lo]))
+            lo += 1
+    return picks
 
 
 def _write_csv(result: dict[str, Any], path: Path) -> None:
@@ -124,22 +163,23 @@ def _write_csv(result: dict[str, Any], path: Path) -> None:
     pl.DataFrame(rows).write_csv(path)
 
 
-def results_table(result: dict[str, Any], title: str = ""):
-    """Rich table: one row per shape, CD/HD/P2F (x1e-3) per method, the mean row last."""
+def results_table(result: dict[str, Any], title: str = "", frame: str = "own"):
+    """Rich table: one row per shape, CD/HD(/P2F) (x1e-3) per method in one normalisation frame, mean row last."""
     from rich.table import Table
 
+    keys, headers, what = FRAMES[frame]
     methods = list(result["methods"])
-    table = Table(title=title or f"x{result['ratio']} ({result['convention']}, x1e-3)")
+    table = Table(title=title or f"x{result['ratio']} ({result['convention']}, x1e-3; {what})")
     table.add_column("shape")
     for m in methods:
-        for k in ("CD", "HD", "P2F"):
+        for k in headers:
             table.add_column(f"{m} {k}", justify="right")
     per = {m: {r["shape"]: r for r in result["methods"][m]["rows"]} for m in methods}
     for shape in per[methods[0]]:
         cells = []
         for m in methods:
             r = per[m].get(shape, {})
-            cells += ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in METRICS]
+            cells += ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in keys]
         table.add_row(shape, *cells, style="bold" if shape == "mean" else None)
     return table
 
@@ -155,7 +195,7 @@ def score_pair(
     res = evaluate_clouds(
         read_cloud(pred), read_cloud(gt), read_mesh(mesh) if mesh else None, convention, resolve_device(device)
     )
-    return {k: (v * SCALE if k in ("cd", "hd", "p2f_mean", "p2f_std") and v is not None else v) for k, v in res.items()}
+    return {k: (v * SCALE if k in SCORE_KEYS and v is not None else v) for k, v in res.items()}
 
 
 def seconds(fn: Callable[[], Any], device: torch.device, repeat: int = 3) -> float:

@@ -96,6 +96,8 @@ def _read_ply(path: Path) -> dict[str, np.ndarray]:
                 out["vertex"] = table[:, [names.index(c) for c in "xyz"]] if chunk else np.zeros((0, 3))
             elif el["name"] == "face":
                 out["face"] = _polygon_lines(path, chunk)
+            elif el["name"] == "tristrips":
+                out["tristrips"] = _strips(_polygon_lines(path, chunk))
         return out
     order = "<" if fmt == "binary_little_endian" else ">"
     buf, pos = memoryview(raw)[body_start:], 0
@@ -107,11 +109,12 @@ def _read_ply(path: Path) -> dict[str, np.ndarray]:
             pos += dt.itemsize * el["count"]
             if el["name"] == "vertex":
                 out["vertex"] = np.stack([table[c].astype(np.float64) for c in "xyz"], 1)
-        elif el["name"] == "face" and len(props) == 1:
+        elif el["name"] in ("face", "tristrips") and len(props) == 1:
             _, ctype, itype, _ = props[0]
-            out["face"], pos = _ply_binary_faces(
+            lists, pos = _ply_binary_faces(
                 path, buf, pos, el["count"], order + PLY_TYPES[ctype], order + PLY_TYPES[itype]
             )
+            out[el["name"]] = _strips(lists) if el["name"] == "tristrips" else lists
         else:
             raise PointCloudError(f"{path}: unsupported binary PLY element {el['name']!r} with list properties")
     return out
@@ -134,6 +137,21 @@ def _ply_binary_faces(path: Path, buf, pos: int, count: int, ctype: str, itype: 
         polys.append(np.frombuffer(buf, itype, k, pos + cs).astype(np.int64))
         pos += cs + k * isz
     return polys, pos
+
+
+def _strips(strips) -> np.ndarray:
+    """Triangles [F,3] of PLY triangle strips (-1 restarts a strip; odd triangles flipped to keep the winding;
+    degenerate triangles, two equal corners, dropped)."""
+    idx = np.concatenate([np.append(np.asarray(s, np.int64), -1) for s in strips])
+    cut = np.flatnonzero(idx < 0)
+    start = np.zeros(len(idx), np.int64)
+    start[cut[:-1] + 1] = cut[:-1] + 1
+    start = np.maximum.accumulate(start)
+    a, b, c = idx[:-2], idx[1:-1], idx[2:]
+    odd = (np.arange(len(a)) - start[:-2]) % 2 == 1
+    tri = np.stack([np.where(odd, b, a), np.where(odd, a, b), c], 1)
+    keep = (a >= 0) & (b >= 0) & (c >= 0) & (a != b) & (b != c) & (a != c)
+    return tri[keep]
 
 
 def _fan(path: Path, polys, n_vertices: int) -> np.ndarray:
@@ -280,9 +298,9 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     elif ext == ".ply":
         ply = _read_ply(path)
         v = ply.get("vertex", np.zeros((0, 3)))
-        if "face" not in ply:
+        if "face" not in ply and "tristrips" not in ply:
             raise PointCloudError(f"{path}: mesh has no faces")
-        f = _fan(path, ply["face"], len(v))
+        f = _fan(path, ply["face"] if "face" in ply else ply["tristrips"], len(v))
     else:
         raise PointCloudError(f"{path}: unknown mesh extension {ext!r} (use .off, .obj, .ply)")
     _check_points(path, v)

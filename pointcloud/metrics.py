@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 PAIR_BLOCK = {"cpu": 1 << 21, "cuda": 1 << 24}  # point x triangle pairs per block in point_to_mesh_distance
 CLOUD_EXTS = (".xyz", ".ply", ".npy", ".bin", ".txt", ".pts")
 MESH_EXTS = (".off", ".obj", ".ply")
-ROW_COLUMNS = ("shape", "cd", "hd", "p2f_mean", "p2f_std", "n_pred", "n_gt")
+ROW_COLUMNS = ("shape", "cd", "hd", "p2f_mean", "p2f_std", "cd_gt", "hd_gt", "n_pred", "n_gt")
+SCORE_KEYS = ("cd", "hd", "p2f_mean", "p2f_std", "cd_gt", "hd_gt")  # float columns (raw units)
 
 
 def _nn_sq(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
@@ -198,7 +199,8 @@ def evaluate_clouds(
 ) -> dict[str, float | int | None]:
     """CD, HD and P2F of one shape in raw units (x1e3 for tables), following PU-GCN's evaluate.py.
 
-    CD/HD: pred and gt each normalised to the unit sphere by their own centroid and radius (FORMATS.md).
+    CD/HD: pred and gt each normalised to the unit sphere by their own centroid and radius (FORMATS.md);
+    cd_gt/hd_gt: both mapped by the gt's centroid and radius (outliers in pred cannot shrink it).
     P2F: pred and mesh both mapped by the gt's transform (shared README; = mesh-unit distance / gt radius), or
     p2f_frame='mesh': in mesh units (PU-GCN's C++ tool); None without a mesh. 'half' halves CD and HD."""
     if convention not in CONVENTIONS:
@@ -211,13 +213,19 @@ def evaluate_clouds(
     g, g_centroid, g_radius = normalize_unit_sphere(g_raw[None])
     cd = float(chamfer(p, g))
     hd = float(hausdorff(p, g, "textbook" if convention == "textbook" else "pugcn"))
+    fwd, bwd = _nn_sq((p_raw[None] - g_centroid) / g_radius, g)
+    cd_gt = float(fwd.mean() + bwd.mean())
+    hd_gt = fwd.amax() + bwd.amax() if convention != "textbook" else torch.maximum(fwd.amax(), bwd.amax()).sqrt()
+    hd_gt = float(hd_gt)
     if convention == "half":
-        cd, hd = cd / 2, hd / 2
+        cd, hd, cd_gt, hd_gt = cd / 2, hd / 2, cd_gt / 2, hd_gt / 2
     out: dict[str, float | int | None] = {
         "cd": cd,
         "hd": hd,
         "p2f_mean": None,
         "p2f_std": None,
+        "cd_gt": cd_gt,
+        "hd_gt": hd_gt,
         "n_pred": len(pred),
         "n_gt": len(gt),
     }
@@ -267,7 +275,7 @@ def evaluate_folder(
             p2f_frame,
         )
         rows.append({"shape": g.stem, **res})
-    schema = {"shape": pl.Utf8, "n_pred": pl.Int64, "n_gt": pl.Int64} | {k: pl.Float64 for k in ROW_COLUMNS[1:5]}
+    schema = {"shape": pl.Utf8, "n_pred": pl.Int64, "n_gt": pl.Int64} | {k: pl.Float64 for k in SCORE_KEYS}
     schema = {k: schema[k] for k in ROW_COLUMNS}
     df = pl.DataFrame(rows, schema=schema)
     return pl.concat([df, pl.DataFrame([_pooled_row(df)], schema=schema)])
@@ -286,6 +294,8 @@ def _pooled_row(df: pl.DataFrame) -> dict[str, float | int | str | None]:
         "shape": "mean",
         "cd": float(df["cd"].mean()),
         "hd": float(df["hd"].mean()),
+        "cd_gt": float(df["cd_gt"].mean()),
+        "hd_gt": float(df["hd_gt"].mean()),
         "p2f_mean": p2f_mean,
         "p2f_std": p2f_std,
         "n_pred": int(df["n_pred"].sum()),

@@ -5,45 +5,48 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
+from affcli.common.cli_options import option
+from affcli.common.device import autocast
+from affcli.common.progress import progress_bar
 from affcli.common.runs import config_hash, read_json, seed_everything, write_json
-from affcli.pointcloud.checkpoint import MODEL_FILE, OPTIM_FILE, load_optimizer, save_model, save_optimizer
+from affcli.pointcloud.checkpoint import MODEL_FILE, OPTIM_FILE, load_optimizer, restore_model, save_model, save_optimizer
 from affcli.pointcloud.data import augment, read_pugan_h5
 from affcli.pointcloud.errors import PointCloudError
 from affcli.pointcloud.losses import upsampling_loss
 from affcli.pointcloud.models import create_model
 from affcli.pointcloud.ops import farthest_point_sample, gather_points, normalize_unit_sphere
-from affcli.pointcloud.runtime import autocast, progress, resolve_device
+from affcli.pointcloud.runtime import resolve_device
 
 
 @dataclass
 class TrainConfig:
     """One training run; the paper's defaults (batch 64, 100 epochs, Adam lr 1e-4)."""
 
-    data: str
-    out: str
-    model: str = "pu-mfa"
-    ratio: int = 4
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-4
-    device: str = "auto"
-    max_patches: int | None = None
-    seed: int = 0
-    repulsion: float = 0.0
-    uniform: float = 0.0
-    augment: bool = True
-    inputs: str = "h5"
-    max_minutes: float | None = None
-    input_key: str = "poisson_256"
-    gt_key: str = "poisson_1024"
-    model_options: dict[str, Any] = field(default_factory=dict)
+    data: str = option(help="PU-GAN-format HDF5 (poisson_256 / poisson_1024).")
+    out: str = option(help="Run folder (resumes when it holds a checkpoint of the same run).")
+    model: str = option("pu-mfa", help="pu-mfa | pu-net")
+    ratio: int = option(4, help="Upsampling ratio the model is built for.")
+    epochs: int = option(100, help="Epochs to train (a resumed run continues up to this many).")
+    batch_size: int = option(64, help="Patches per step.")
+    lr: float = option(1e-4, help="Adam learning rate.")
+    device: str = option("auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    max_patches: int | None = option(None, help="Use only the first N patches.", shown="all")
+    seed: int = option(0, help="Seed.")
+    repulsion: float = option(0.0, help="Weight of the PU-Net repulsion loss.")
+    uniform: float = option(0.0, help="Weight of the nearest-neighbour uniformity loss.")
+    augment: bool = option(True, help="Random rotation, scaling and jitter of each batch.")
+    inputs: str = option("h5", help="h5: the file's sparse patches; fps: FPS of each gt patch (uniform, like "
+                                    "Poisson-disk test inputs), redrawn per batch.")
+    max_minutes: float | None = option(None, help="Stop (and checkpoint) after this long.", shown="no limit")
+    input_key: str = option("poisson_256", help="HDF5 dataset of the sparse input patches.")
+    gt_key: str = option("poisson_1024", help="HDF5 dataset of the dense ground-truth patches.")
+    model_options: dict[str, Any] = option({}, flag="--opt", help="Model option, e.g. fusion=concat.")
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the original (not epochs, device or time budget)."""
@@ -98,7 +101,7 @@ def _start(cfg: TrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer,
     old = read_json(out / "config.json")
     if config_hash(old.get("identity", {})) != config_hash(cfg.identity()):
         raise PointCloudError(f"{out}: holds a different run (other data/model/options); use another --out")
-    model.load_state_dict(load_file(str(out / MODEL_FILE)))
+    restore_model(model, out)
     extra = load_optimizer(opt, out)
     gen.set_state(extra["rng"])
     hist = read_json(out / "metrics.json").get("epochs", []) if (out / "metrics.json").is_file() else []
@@ -131,7 +134,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     steps = math.ceil(n / bs)
     t0, stopped = time.time(), None
     model.train()
-    with progress(console=console, transient=False) as bar:
+    with progress_bar(console=console) as bar:
         task = bar.add_task(f"train {cfg.model} x{cfg.ratio}", total=max(0, cfg.epochs - first) * steps, info="")
         for epoch in range(first, cfg.epochs):
             perm = torch.randperm(n, generator=gen).to(device)
@@ -189,19 +192,3 @@ def _checkpoint(model, opt, gen, out: Path, epoch: int, step: int, hist: list, c
             "target_epochs": cfg.epochs,
         },
     )
-
-
-def parse_options(items: list[str] | None) -> dict[str, Any]:
-    """['fusion=concat', 'scales=[8,16]'] -> {'fusion': 'concat', 'scales': [8, 16]} (values parsed as JSON if they can be)."""
-    import json
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise PointCloudError(f"model option {item!r}: expected key=value")
-        key, val = item.split("=", 1)
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(val)
-        except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = val
-    return out

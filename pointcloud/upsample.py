@@ -9,15 +9,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from affcli.common.device import autocast
 from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.merge import blocked_fps_merge
 from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
-from affcli.pointcloud.runtime import autocast, resolve_device
+from affcli.pointcloud.runtime import resolve_device
 
 PATCH = 256
 SEED_FACTOR = 3
 MIN_POINTS = 16
-FPS_MAX = 65536  # 'auto' merges by FPS up to this many output points, by child assignment above
-Merge = Literal["auto", "fps", "assign"]
+BLOCKED_MAX = 1 << 20  # 'auto' merges by blocked FPS up to this many output points, by child assignment above
+Merge = Literal["auto", "blocked", "fps", "assign"]
 
 
 def check_cloud(xyz: Tensor | np.ndarray, name: str = "input cloud") -> Tensor:
@@ -73,17 +75,19 @@ def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge =
     seed_idx = farthest_point_sample(xyz_n[None], n_seeds)[0]
     idx = _patches(xyz_n, xyz_n[seed_idx], size)
     if merge == "auto":
-        merge = "fps" if r * n <= FPS_MAX else "assign"
+        merge = "blocked" if r * n <= BLOCKED_MAX else "assign"
     if merge == "assign":
         idx, seed_idx = _cover(xyz_n, idx, seed_idx, size)
     up = _infer(model, xyz_n[idx], batch)
     if merge == "fps":
         flat = up.reshape(1, -1, 3)
         out = gather_points(flat, farthest_point_sample(flat, r * n))[0]
+    elif merge == "blocked":
+        out = blocked_fps_merge(xyz_n, up.reshape(-1, 3), r)
     elif merge == "assign":
         out = _assign(xyz_n, idx, seed_idx, up, r)
     else:
-        raise PointCloudError(f"merge must be auto, fps or assign, got {merge!r}")
+        raise PointCloudError(f"merge must be auto, blocked, fps or assign, got {merge!r}")
     return out * radius + centre
 
 

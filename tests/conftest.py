@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from affcli.pipeline.demo_data import click_track, write_test_video
+from affcli.synthetic.media import click_track, write_test_video
 
 CLICK_AT = 1.25
 CLICK_FPS = 30000 / 1001
@@ -29,3 +30,17 @@ def click_video(media_dir: Path) -> Path:
 def silent_video(media_dir: Path) -> Path:
     """64x64 noise video without an audio stream, 30 frames at 25 fps."""
     return write_test_video(media_dir / "noaudio.mp4", 30, 25.0, (64, 64), picture="noise")
+
+
+SHARED_PC = Path(os.environ.get("AFFCLI_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared")) / "data" / "pointcloud"
+
+
+@pytest.fixture(scope="session")
+def shared_pc() -> Path:
+    """The shared point-cloud data (../shared or $AFFCLI_SHARED); missing, it skips locally but fails under CI=true."""
+    if not SHARED_PC.is_dir():
+        msg = f"shared point-cloud data not found at {SHARED_PC} (check out ../shared or set AFFCLI_SHARED)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI: {msg}", pytrace=False)
+        pytest.skip(msg)
+    return SHARED_PC

@@ -10,7 +10,7 @@ import pytest
 
 from affcli.pipeline.align import align_steps
 from affcli.pipeline.backbones import build_backbone
-from affcli.pipeline.demo_data import click_track
+from affcli.synthetic.media import click_track
 
 FPS = 30000 / 1001
 CLICK_AT = 1.25

@@ -178,6 +178,15 @@ def test_wav2vec2_chunks_stitch_without_gaps(w2v_tiny):
     whole = w2v_tiny.steps(_wav(7.3), causal=False)
     np.testing.assert_allclose(st.centre, whole.centre)  # same 50 Hz grid, each step once
     assert st.feats.shape == whole.feats.shape
+    wav = _wav(7.3)
+    first = b._forward(wav[None, :32000])[0]  # the first 2 s chunk alone owns the steps before the overlap's middle
+    own = st.centre * 16000 < (1.5 * 16000 + 2.0 * 16000) / 2
+    np.testing.assert_allclose(st.feats[own], first[: own.sum()], atol=1e-5)
+    rel = np.linalg.norm(st.feats - whole.feats) / np.linalg.norm(whole.feats)
+    assert rel < 0.06, f"stitched steps differ from one unchunked pass by {rel:.3f} on stationary noise"
+    a = st.feats / np.linalg.norm(st.feats, axis=1, keepdims=True)
+    w = whole.feats / np.linalg.norm(whole.feats, axis=1, keepdims=True)
+    np.testing.assert_array_equal((a @ w.T).argmax(1), np.arange(len(a)))  # every step lands on its own time
 
 
 def test_ast_runs_once_per_segment(ast_tiny):

@@ -11,7 +11,7 @@ from affcli.cache.h5io import export_h5, import_h5
 from affcli.cache.store import safe_key
 from affcli.cache.verify import summary, verify
 
-FP = {"spec": "clip:tiny", "weights_sha256": "abc", "preprocessing": {"crop": 32}, "dim": 8,
+FP = {"spec": "clip:tiny", "modality": "visual", "weights_sha256": "abc", "preprocessing": {"crop": 32}, "dim": 8,
       "dtype": "float16", "alignment": None, "versions": {"torch": "x"}}
 
 
@@ -48,6 +48,7 @@ def test_write_read_roundtrip_and_manifest(store, tmp_path):
     assert m.filter(pl.col("status") == "failed")["error"][0].startswith("broken.mp4")
     assert verify(tmp_path / "c.zarr") == []
     assert summary(tmp_path / "c.zarr")[0]["frames"] == 50
+    assert summary(tmp_path / "c.zarr")[0]["modality"] == "visual"
 
 
 def test_video_is_a_handful_of_files(store, tmp_path):
@@ -111,7 +112,7 @@ def test_not_a_cache(tmp_path):
 
 
 def test_load_table_and_dask(store, tmp_path):
-    fp2 = dict(FP, spec="wav2vec2:tiny", dim=4)
+    fp2 = dict(FP, spec="wav2vec2:tiny", dim=4, modality="audio")
     store.ensure_feature_set("wav2vec2:tiny", fp2)
     data = {}
     for i, n in enumerate([15, 7, 30]):
@@ -162,8 +163,74 @@ def test_h5_roundtrip_and_foreign_import(store, tmp_path):
         f["videoB"] = np.random.rand(4, 6).astype(np.float32)
     with pytest.raises(CacheError, match="--spec"):
         import_h5(tmp_path / "foreign.h5", tmp_path / "e.zarr")
-    assert import_h5(tmp_path / "foreign.h5", tmp_path / "e.zarr", spec="vggface:other", fps=10) == {"vggface:other": 2}
-    assert FeatureStore(tmp_path / "e.zarr", mode="r").read_video("vggface:other", "videoB").timestamps[1] == 0.1
+    with pytest.raises(CacheError, match="--modality visual|audio"):
+        import_h5(tmp_path / "foreign.h5", tmp_path / "e.zarr", spec="vggface:other")
+    with pytest.raises(CacheError, match="'sound' is not one of visual, audio"):
+        import_h5(tmp_path / "foreign.h5", tmp_path / "e.zarr", spec="vggface:other", modality="sound")
+    assert import_h5(tmp_path / "foreign.h5", tmp_path / "e.zarr", spec="vggface:other", fps=10,
+                     modality="audio") == {"vggface:other": 2}
+    e = FeatureStore(tmp_path / "e.zarr", mode="r")
+    assert e.read_video("vggface:other", "videoB").timestamps[1] == 0.1
+    fp = e.fingerprint("vggface:other")
+    assert (fp["modality"], fp["dim"]) == ("audio", 6) and e.modality("vggface:other") == "audio"
     (tmp_path / "junk.h5").write_text("not hdf5")
     with pytest.raises(CacheError, match="not an HDF5"):
         import_h5(tmp_path / "junk.h5", tmp_path / "e.zarr", spec="x")
+
+
+def _make_legacy(store: FeatureStore, spec: str) -> None:
+    """Strip the modality from a set's stored fingerprint, as caches written before it was recorded are."""
+    grp = store.root[safe_key(spec)]
+    fp = dict(grp.attrs["fingerprint"])
+    del fp["modality"]
+    grp.attrs["fingerprint"] = fp
+
+
+def test_new_set_needs_modality_and_dim(store):
+    with pytest.raises(CacheError, match="modality None is not one of visual, audio"):
+        store.ensure_feature_set("x:a", {k: v for k, v in FP.items() if k != "modality"} | {"spec": "x:a"})
+    with pytest.raises(CacheError, match="positive int dim"):
+        store.ensure_feature_set("x:b", dict(FP, spec="x:b", dim=None))
+    assert "x:a" not in store.feature_sets() and "x:b" not in store.feature_sets()
+    with pytest.raises(FingerprintMismatch, match="modality"):
+        store.ensure_feature_set("clip:tiny", dict(FP, modality="audio"))
+
+
+def test_legacy_set_without_modality(store, tmp_path):
+    store.write_video("clip:tiny", "v0", *_video(6), 30.0)
+    _make_legacy(store, "clip:tiny")
+    with pytest.raises(CacheError, match=r"no modality in its fingerprint.*cache set-modality .* clip:tiny visual\|audio"):
+        store.modality("clip:tiny")
+    assert any("set-modality" in p for p in verify(tmp_path / "c.zarr", deep=False))
+    assert load_table(tmp_path / "c.zarr", ["clip:tiny"]).modality == {}
+    out = export_h5(tmp_path / "c.zarr", tmp_path / "old.h5")
+    with pytest.raises(CacheError, match="exported without a modality; pass --modality"):
+        import_h5(out, tmp_path / "n.zarr")
+    assert import_h5(out, tmp_path / "n.zarr", modality="visual") == {"clip:tiny": 1}
+    assert FeatureStore(tmp_path / "n.zarr", mode="r").modality("clip:tiny") == "visual"
+    with pytest.raises(CacheError, match="not one of"):
+        store.set_modality("clip:tiny", "face")
+    store.set_modality("clip:tiny", "visual")
+    assert store.modalities() == {"clip:tiny": "visual"}
+    assert load_table(tmp_path / "c.zarr", ["clip:tiny"]).modality == {"clip:tiny": "visual"}
+    with pytest.raises(CacheError, match="already 'visual'"):
+        store.set_modality("clip:tiny", "audio")
+
+
+def test_resume_records_modality_of_a_legacy_set(store):
+    _make_legacy(store, "clip:tiny")
+    store.ensure_feature_set("clip:tiny", FP)
+    assert store.fingerprint("clip:tiny") == FP
+
+
+def test_remove_feature_set_rewrites_manifest(store, tmp_path):
+    import polars as pl
+
+    store.ensure_feature_set("wav2vec2:tiny", dict(FP, spec="wav2vec2:tiny", dim=4, modality="audio"))
+    store.write_video("clip:tiny", "v0", *_video(6), 30.0)
+    store.write_video("wav2vec2:tiny", "v0", *_video(6, 4), 30.0)
+    store.write_manifest()
+    assert set(pl.read_parquet(tmp_path / "c.zarr" / "manifest.parquet")["feature_set"]) == {"clip:tiny", "wav2vec2:tiny"}
+    store.remove_feature_set("clip:tiny")
+    m = pl.read_parquet(tmp_path / "c.zarr" / "manifest.parquet")
+    assert m["feature_set"].to_list() == ["wav2vec2:tiny"] and store.feature_sets() == ["wav2vec2:tiny"]

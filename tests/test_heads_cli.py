@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from affcli.cli import app
-from affcli.heads.ablate.synthetic import AUDIO, VISUAL, make_synthetic
+from affcli.synthetic.features import AUDIO, VISUAL, make_synthetic
 
 torch.set_num_threads(1)
 
@@ -31,7 +31,7 @@ def test_train_predict_evaluate(tmp_path, synth):
     assert r.exit_code == 0, r.output
     m = json.loads((run / "metrics.json").read_text())
     saved = json.loads((run / "config.json").read_text())
-    assert saved["epochs"] == 6 and saved["window"] == 16 and saved["temporal_options"] == {"levels": 2, "channels": 16}
+    assert saved["epochs"] == 6 and saved["window"] == 16 and saved["model"]["temporal_options"] == {"levels": 2, "channels": 16}
     assert m["main"] > 0.3, m["val"]
     r = CliRunner().invoke(app, ["evaluate", "--run", str(run)])
     assert r.exit_code == 0, r.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 import polars as pl
 import torch
 
-from affcli.heads import synth
+from affcli.synthetic import features as synth
 from affcli.heads.trainer import RunConfig, train_run
 
 torch.set_num_threads(1)
@@ -18,8 +18,8 @@ def _accuracy(run_dir) -> float:
 
 def _fit(tmp_path, name, table, lab, **kw):
     kw = {"epochs": 12, **kw}
-    cfg = RunConfig(task="expr", loss="ce", window=16, stride=8, batch_size=32, d_model=32, lr=3e-3,
-                    patience=30, plots=False, out=str(tmp_path / name), **kw)
+    cfg = RunConfig.from_dict(dict(task="expr", loss="ce", window=16, stride=8, batch_size=32, d_model=32, lr=3e-3,
+                                   patience=30, plots=False, out=str(tmp_path / name), **kw))
     m = train_run(cfg, table, lab, splits=synth.splits_of(table, 2))
     return m["main"], _accuracy(tmp_path / name)
 

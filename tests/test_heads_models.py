@@ -1,12 +1,14 @@
 """Windows, temporal heads, fusions, task heads: shapes, video boundaries, padding and causality."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from affcli.heads.config import RunConfig
-from affcli.heads.fusion import FUSION, group_features, modality_of
+from affcli.heads.fusion import FUSION, group_features
 from affcli.heads.model import HeadModel, ModelSpec
 from affcli.heads.spec import SpecError, parse_loss, parse_part
 from affcli.heads.tasks import TASK_HEADS
@@ -53,11 +55,11 @@ def test_gather_zeroes_invalid_and_padding():
     assert (xs["visual"][1, 4:] == 0).all() and not vs["visual"][1, 4:].any()
 
 
-def test_modalities_from_spec_kind():
-    assert modality_of("clip:ViT-B-16/openai") == "visual" and modality_of("ast:MIT/x") == "audio"
-    assert group_features(["clip:a", "wav2vec2:b", "fer:c"]) == {"visual": ["clip:a", "fer:c"], "audio": ["wav2vec2:b"]}
-    with pytest.raises(ValueError, match="unknown kind"):
-        modality_of("resnet:x")
+def test_features_grouped_by_recorded_modality_not_kind_name():
+    rec = {"clip:a": "audio", "made-up:b": "visual", "fer:c": "visual"}
+    assert group_features(["clip:a", "made-up:b", "fer:c"], rec) == {"audio": ["clip:a"], "visual": ["made-up:b", "fer:c"]}
+    with pytest.raises(ValueError, match="set-modality"):
+        group_features(["resnet:x"], rec)
 
 
 def _inputs(B=2, W=12, seed=0):
@@ -73,8 +75,9 @@ CAUSAL = [("tcn", "none:visual"), ("transformer", "none:visual"), ("gru", "none:
 @pytest.mark.parametrize("temporal,fusion", CAUSAL)
 def test_causal_outputs_ignore_the_future(temporal, fusion):
     torch.manual_seed(0)
-    m = HeadModel(ModelSpec("mtl", {"visual": 6, "audio": 5}, temporal=temporal, fusion=fusion, d_model=16,
-                            causal=True, temporal_options={"levels": 2} if temporal == "tcn" else {})).eval()
+    spec = ModelSpec(temporal=temporal, fusion=fusion, d_model=16, causal=True,
+                     temporal_options={"levels": 2} if temporal == "tcn" else {})
+    m = HeadModel(spec, "mtl", {"visual": 6, "audio": 5}).eval()
     assert m.causal
     xs, vs = _inputs()
     t = 6
@@ -93,7 +96,7 @@ def test_causal_outputs_ignore_the_future(temporal, fusion):
 @pytest.mark.parametrize("temporal,fusion", [("tcn", "none:visual"), ("transformer", "none:visual"), ("tcn", "xattn")])
 def test_non_causal_heads_do_see_the_future(temporal, fusion):
     torch.manual_seed(0)
-    m = HeadModel(ModelSpec("expr", {"visual": 6, "audio": 5}, temporal=temporal, fusion=fusion, d_model=16)).eval()
+    m = HeadModel(ModelSpec(temporal=temporal, fusion=fusion, d_model=16), "expr", {"visual": 6, "audio": 5}).eval()
     xs, vs = _inputs()
     xs2 = {k: v.clone() for k, v in xs.items()}
     for v in xs2.values():
@@ -103,8 +106,8 @@ def test_non_causal_heads_do_see_the_future(temporal, fusion):
 
 
 def test_causal_first_frame_with_all_past_keys_invalid():
-    m = HeadModel(ModelSpec("expr", {"visual": 6, "audio": 5}, temporal="transformer", fusion="xattn", d_model=16,
-                            causal=True)).eval()
+    m = HeadModel(ModelSpec(temporal="transformer", fusion="xattn", d_model=16, causal=True), "expr",
+                  {"visual": 6, "audio": 5}).eval()
     xs, vs = _inputs()
     vs["audio"][:, :3] = False
     xs2 = {k: v.clone() for k, v in xs.items()}
@@ -116,13 +119,13 @@ def test_causal_first_frame_with_all_past_keys_invalid():
 
 def test_bidirectional_gru_is_refused_when_causal():
     with pytest.raises(ValueError, match="bidirectional"):
-        HeadModel(ModelSpec("expr", {"visual": 6}, temporal="gru", temporal_options={"bidirectional": True},
-                            fusion="none", causal=True))
+        HeadModel(ModelSpec(temporal="gru", temporal_options={"bidirectional": True}, fusion="none", causal=True),
+                  "expr", {"visual": 6})
 
 
 @pytest.mark.parametrize("task", TASK_HEADS.names())
 def test_task_heads_shapes_and_ranges(task):
-    m = HeadModel(ModelSpec(task, {"visual": 6, "audio": 5}, temporal="mlp", fusion="concat", d_model=8)).eval()
+    m = HeadModel(ModelSpec(temporal="mlp", fusion="concat", d_model=8), task, {"visual": 6, "audio": 5}).eval()
     xs, vs = _inputs()
     out = m(xs, vs)
     dims = {k: v.shape[-1] for k, v in out.items() if k != "feat"}
@@ -133,19 +136,19 @@ def test_task_heads_shapes_and_ranges(task):
 
 
 def test_last_position_gives_one_output_per_window():
-    m = HeadModel(ModelSpec("expr", {"visual": 6}, temporal="tcn", fusion="none", d_model=8, label_position="last",
-                            pool="mean")).eval()
+    m = HeadModel(ModelSpec(temporal="tcn", fusion="none", d_model=8, label_position="last", pool="mean"), "expr",
+                  {"visual": 6}).eval()
     xs, vs = _inputs()
     assert m({"visual": xs["visual"]}, {"visual": vs["visual"]})["expr"].shape == (2, 8)
 
 
 def test_bad_names_and_options_are_refused():
     with pytest.raises(KeyError, match="valid temporal head names: gru, mlp, tcn, transformer"):
-        HeadModel(ModelSpec("expr", {"visual": 6}, temporal="lstm", fusion="none"))
+        HeadModel(ModelSpec(temporal="lstm", fusion="none"), "expr", {"visual": 6})
     with pytest.raises(ValueError, match="takes no option 'depth'"):
-        HeadModel(ModelSpec("expr", {"visual": 6}, temporal="tcn(depth=3)", fusion="none"))
+        HeadModel(ModelSpec(temporal="tcn(depth=3)", fusion="none"), "expr", {"visual": 6})
     with pytest.raises(ValueError, match="needs visual and audio"):
-        HeadModel(ModelSpec("expr", {"visual": 6}, temporal="tcn", fusion="xattn"))
+        HeadModel(ModelSpec(temporal="tcn", fusion="xattn"), "expr", {"visual": 6})
     assert {"mlp", "tcn", "gru", "transformer"} == set(TEMPORAL.names())
     assert {"none", "concat", "xattn", "xattn-gated"} == set(FUSION.names())
 
@@ -162,16 +165,16 @@ def test_spec_parsing():
 
 
 def test_run_config_round_trip_and_refusals(tmp_path):
-    cfg = RunConfig(task="va", features=["clip:tiny"], temporal="gru", temporal_options={"hidden": 32})
+    cfg = RunConfig(task="va", features=["clip:tiny"], model=ModelSpec(temporal="gru", temporal_options={"hidden": 32}))
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown run-config key 'epoch'"):
         RunConfig.from_dict({"epoch": 3})
     p = tmp_path / "run.toml"
     p.write_text('task = "au"\nfeatures = ["clip:tiny"]\nepochs = 2\n[temporal_options]\nlevels = 2\n')
     got = RunConfig.load(p, epochs=5, lr=None)
-    assert got.task == "au" and got.epochs == 5 and got.temporal_options == {"levels": 2} and got.lr == 1e-3
+    assert got.task == "au" and got.epochs == 5 and got.model.temporal_options == {"levels": 2} and got.lr == 1e-3
     with pytest.raises(ValueError, match="label_position"):
-        RunConfig(label_position="middle").validate()
+        RunConfig(model=ModelSpec(label_position="middle")).validate()
 
 
 def test_dilated_shifted_windows_see_only_the_past():
@@ -192,12 +195,12 @@ RECIPES = sorted((__import__("pathlib").Path(__file__).parents[1] / "heads" / "r
 def test_seed_recipes_build_model_and_loss(path):
     from types import SimpleNamespace
 
-    from affcli.heads.fusion import group_features
     from affcli.heads.losses import LossContext, build_loss
     from affcli.heads.trainer import build_model
+    from affcli.pipeline.backbones import BACKBONES, parse_spec
 
     cfg = RunConfig.load(path)
-    dims = {m: 24 for m in group_features(cfg.features)}
+    dims = {BACKBONES.get(parse_spec(f)[0]).modality: 24 for f in cfg.features}
     model = build_model(cfg, SimpleNamespace(in_dims=dims, modalities=dims))
     g = torch.Generator().manual_seed(0)
     ctx = LossContext(cfg.task, model.feat_dim, {}, {"expr8": torch.randn(8, 16, generator=g), "va9": torch.randn(27, 16, generator=g)},
@@ -208,7 +211,7 @@ def test_seed_recipes_build_model_and_loss(path):
     xs = {m: torch.randn(2, W, d, generator=g) for m, d in dims.items()}
     vs = {m: torch.ones(2, W, dtype=torch.bool) for m in dims}
     out = model(xs, vs, torch.ones(2, W, dtype=torch.bool))
-    shape = (2,) if cfg.label_position == "last" else (2, W)
+    shape = (2,) if cfg.model.label_position == "last" else (2, W)
     y = {"expr": torch.zeros(shape, dtype=torch.long), "mask_expr": torch.ones(shape, dtype=torch.bool),
          "va": torch.zeros(*shape, 2), "mask_va": torch.ones(shape, dtype=torch.bool),
          "au": torch.zeros(*shape, 12, dtype=torch.long), "mask_au": torch.ones(shape, dtype=torch.bool),
@@ -224,3 +227,47 @@ def test_smoothing_stays_inside_each_video():
     x = torch.tensor([[0.0], [0.0], [3.0], [10.0], [10.0]])
     out = smooth_rows({"va": x}, np.array([3, 2]), 1)["va"][:, 0].tolist()
     assert out == pytest.approx([0.0, 1.0, 1.5, 10.0, 10.0])
+
+
+def _twin(spec: ModelSpec, model: HeadModel, **changes) -> HeadModel:
+    """A model of the same task, inputs and weights whose spec differs only in `changes`."""
+    other = HeadModel(dataclasses.replace(spec, **changes), model.task, model.in_dims).eval()
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+def test_pool_mean_is_the_time_mean_and_last_the_last_frame():
+    torch.manual_seed(0)
+    spec = ModelSpec(temporal="tcn", fusion="xattn", d_model=16, label_position="last", pool="mean",
+                     temporal_options={"levels": 2})
+    mean = HeadModel(spec, "va", {"visual": 6, "audio": 5}).eval()
+    last, frame = _twin(spec, mean, pool="last"), _twin(spec, mean, label_position="frame")
+    xs, vs = _inputs(W=10)
+    real = torch.ones(2, 10, dtype=torch.bool)
+    real[1, 6:] = False
+    with torch.no_grad():
+        fused = mean.fusion(mean.sequence(xs, vs), vs)
+        want_mean = torch.stack([mean.head(fused[0].mean(0, keepdim=True))["va"][0],
+                                 mean.head(fused[1, :6].mean(0, keepdim=True))["va"][0]])
+        got_mean, got_last = mean(xs, vs, real)["va"], last(xs, vs, real)["va"]
+        per_frame = frame(xs, vs)["va"]
+    assert torch.allclose(got_mean, want_mean, atol=1e-5)
+    assert torch.allclose(got_last, per_frame[:, -1], atol=1e-5)
+    assert (got_mean - got_last).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("temporal,fusion", [("tcn", "none:visual"), ("transformer", "xattn"), ("gru", "xattn-gated")])
+def test_causal_last_position_equals_the_per_frame_output_on_the_window_up_to_it(temporal, fusion):
+    torch.manual_seed(0)
+    spec = ModelSpec(temporal=temporal, fusion=fusion, d_model=16, causal=True, label_position="last",
+                     temporal_options={"levels": 2} if temporal == "tcn" else {})
+    last = HeadModel(spec, "expr", {"visual": 6, "audio": 5}).eval()
+    frame = _twin(spec, last, label_position="frame")
+    xs, vs = _inputs(W=12)
+    with torch.no_grad():
+        per_frame = frame(xs, vs)["expr"]
+        for t in (4, 8, 11):
+            window = {m: x[:, : t + 1] for m, x in xs.items()}
+            got = last(window, {m: v[:, : t + 1] for m, v in vs.items()})["expr"]
+            assert torch.allclose(got, per_frame[:, t], atol=1e-5), t
+        assert not torch.allclose(per_frame[:, 4], per_frame[:, 11])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from affcli.heads import synth
+from affcli.synthetic import features as synth
 from affcli.heads.artifacts import load_model
 from affcli.heads.fusion import FUSION
 from affcli.heads.tasks import TASK_HEADS
@@ -30,7 +30,7 @@ def _cfg(tmp_path, name="run", **kw):
     base = dict(window=8, stride=4, batch_size=16, d_model=8, head_hidden=[8], epochs=1, plots=False,
                 save_predictions=False, out=str(tmp_path / name))
     base.update(kw)
-    return RunConfig(**base)
+    return RunConfig.from_dict(base)
 
 
 @pytest.mark.parametrize("task", TASK_HEADS.names())
@@ -53,9 +53,9 @@ def test_run_folder_artifacts_and_reload(tmp_path, tiny):
         assert (run / f).exists(), f
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["main"] == m["main"] and len(saved["history"]) == 2 and "epoch_s" in saved["timings"]
-    assert json.loads((run / "config.json").read_text())["fusion"] == "xattn"
+    assert json.loads((run / "config.json").read_text())["model"]["fusion"] == "xattn"
     model = load_model(run)
-    assert model.spec.temporal == "tcn(levels=2)" and model.spec.in_dims == {"visual": 6, "audio": 5}
+    assert model.spec.temporal == "tcn(levels=2)" and model.in_dims == {"visual": 6, "audio": 5}
 
 
 def test_same_seed_same_result_and_data_reuse(tmp_path, tiny):

@@ -7,8 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from affcli.common.vocab import AU_NAMES, EXPR_CLASSES
 from affcli.heads.errors import LabelError
-from affcli.heads.labels import AU_NAMES, EXPR_CLASSES, align_to_frames, find_task_dirs, label_files, labels_to_arrays, \
+from affcli.heads.labels import align_to_frames, check_disjoint_splits, find_task_dirs, label_files, labels_to_arrays, \
     load_labels, read_label_file
 
 HEADER = {"expr": ",".join(EXPR_CLASSES), "va": "valence,arousal", "au": ",".join(AU_NAMES)}
@@ -78,6 +79,52 @@ def test_find_task_dirs_editions(tmp_path: Path, folder: str) -> None:
     dirs = find_task_dirs(tmp_path, "expr")
     assert dirs == {"train": root / "Train_Set", "val": root / "Validation_Set"}
     assert set(label_files(tmp_path, "expr", "val")) == {"y"}
+
+
+@pytest.mark.parametrize("shape", ["abaw-root", "challenge-folder", "train-set-parent", "flat"])
+def test_label_root_shapes(tmp_path: Path, shape: str) -> None:
+    ch = tmp_path / ("my_expr_labels" if shape == "train-set-parent" else "EXPR_Classification_Challenge")
+    write_txt(ch / "Train_Set" / "a.txt", "expr", np.array([1, 2]))
+    write_txt(ch / "Validation_Set" / "b.txt", "expr", np.array([3, 4, 5]))
+    root = {"abaw-root": tmp_path, "challenge-folder": ch, "train-set-parent": ch,
+            "flat": ch / "Validation_Set"}[shape]
+    val = load_labels(root, "expr", "val")
+    assert val["video"].unique().to_list() == ["b"] and val["expr"].to_list() == [3, 4, 5]
+    if shape == "flat":
+        assert find_task_dirs(root, "expr") == {"train": root, "val": root}
+        assert load_labels(root, "expr", "train")["expr"].to_list() == [3, 4, 5]
+    else:
+        assert load_labels(root, "expr", "train")["expr"].to_list() == [1, 2]
+
+
+def test_a_flat_folder_cannot_serve_as_train_and_val_at_once(tmp_path: Path) -> None:
+    ch = tmp_path / "EXPR_Classification_Challenge"
+    write_txt(ch / "Train_Set" / "a.txt", "expr", np.array([1, 2]))
+    write_txt(ch / "Validation_Set" / "b.txt", "expr", np.array([3]))
+    check_disjoint_splits(tmp_path, {s: load_labels(tmp_path, "expr", s) for s in ("train", "val")})
+    flat = ch / "Train_Set"
+    with pytest.raises(LabelError, match=r"Train_Set: 1 ids are labelled in both the train and the val split"):
+        check_disjoint_splits(flat, {s: load_labels(flat, "expr", s) for s in ("train", "val")})
+
+
+def test_unknown_label_folder_shape_is_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "junk" / "sub").mkdir(parents=True)
+    (tmp_path / "junk" / "notes.md").write_text("x")
+    with pytest.raises(LabelError) as e:
+        load_labels(tmp_path / "junk", "au", "train")
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'junk'}: no au annotations") and "\n" not in msg
+    assert "AU_Detection_Challenge" in msg and "Train_Set/Validation_Set parent" in msg and "flat folder" in msg
+    with pytest.raises(LabelError, match="label root is not a folder"):
+        load_labels(tmp_path / "missing", "au", "train")
+
+
+def test_lsd_root_may_be_the_split_folder(tmp_path: Path) -> None:
+    for cls, name in (("ANGER", "1"), ("FEAR", "2")):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / f"{name}.png").write_bytes(b"")
+    df = load_labels(tmp_path, "lsd", "train")
+    assert dict(zip(df["video"].to_list(), df["lsd"].to_list())) == {"1": 0, "2": 2}
 
 
 def test_missing_task_folder(tmp_path: Path) -> None:

@@ -11,7 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from affcli.pipeline.demo_data import (
+from affcli.pipeline.errors import MediaError, NoAudioError
+from affcli.pipeline.frames import frame_folder_index, iter_frame_folder
+from affcli.pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
+from affcli.synthetic.media import (
     click_track,
     corrupted_copy,
     truncated_copy,
@@ -19,9 +22,6 @@ from affcli.pipeline.demo_data import (
     write_test_video,
     write_video,
 )
-from affcli.pipeline.errors import MediaError, NoAudioError
-from affcli.pipeline.frames import frame_folder_index, iter_frame_folder
-from affcli.pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
 from affcli.pipeline.sources import discover_sources
 from tests.conftest import CLICK_AT, CLICK_FPS
 

@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from affcli.heads.metrics import MAIN_METRIC, au_score, ccc, expr_score, lsd_score, mtl_score, score_task, va_score
+from affcli.common.registry import UnknownNameError
+from affcli.heads.evaluation import hard_predictions, score, score_task
+from affcli.heads.metrics import au_score, ccc, class_score, expr_score, va_score
+from affcli.heads.tasks import TASKS, get_task
 
 
 def test_ccc_by_hand() -> None:
@@ -59,7 +62,9 @@ def test_absent_classes_score_zero() -> None:
     true = np.array([0, 0, 1, 1, 4])
     s = expr_score(true.copy(), true)
     assert s["f1_per_class"] == [1, 1, 0, 0, 1, 0, 0, 0] and s["f1_macro"] == pytest.approx(3 / 8)
-    assert lsd_score(np.array([0, 1]), np.array([0, 1]))["p_lsd"] == pytest.approx(2 / 6)
+    assert class_score(np.array([0, 1]), np.array([0, 1]), 6)["f1_macro"] == pytest.approx(2 / 6)
+    lab = {"lsd": np.array([0, 1]), "mask_lsd": np.ones(2, bool)}
+    assert score_task("lsd", {"lsd": np.array([0, 1])}, lab)["p_lsd"] == pytest.approx(2 / 6)
 
 
 def test_expr_abaw12_edition() -> None:
@@ -98,7 +103,7 @@ def test_mtl_sums_tasks_each_on_its_own_frames() -> None:
             "au": rng.integers(0, 2, (n, 12))}
     lab["expr"][:40] = -1
     lab["va"][40:80] = -5
-    s = mtl_score(pred, lab)
+    s = score_task("mtl", pred, lab)
     parts = va_score(pred["va"], lab["va"])["p_va"] + expr_score(pred["expr"], lab["expr"])["p_expr"] + \
         au_score(pred["au"], lab["au"])["p_au"]
     assert s["p_mtl"] == pytest.approx(parts)
@@ -115,12 +120,23 @@ def test_score_task_dispatch_on_dense_trainer_arrays() -> None:
            "mask_va": rng.random(n) > 0.3, "au": rng.integers(0, 2, (n, 12)), "mask_au": rng.random(n) > 0.3,
            "lsd": rng.integers(0, 6, n), "mask_lsd": np.ones(n, bool)}
     perfect = {k: lab[k] for k in ("expr", "va", "au", "lsd")}
-    for task in MAIN_METRIC:
+    for task in TASKS.names():
         s = score_task(task, perfect, lab)
-        assert s["main"] == pytest.approx(s[MAIN_METRIC[task]])
+        assert s["main"] == pytest.approx(s[get_task(task).main_metric])
         json.dumps(s)
     assert score_task("mtl", perfect, lab)["main"] == pytest.approx(3.0)
     wrong = dict(perfect, expr=np.where(lab["mask_expr"], lab["expr"], (lab["expr"] + 1) % 8))
     assert score_task("expr", wrong, lab)["main"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="valid tasks"):
+    with pytest.raises(UnknownNameError, match="valid task names: au, expr, lsd, mtl, va"):
         score_task("pose", perfect, lab)
+
+
+def test_hard_predictions_follow_output_kinds() -> None:
+    probs = {"va": np.array([[0.2, -0.4]], np.float64), "expr": np.eye(8)[[3]] * 0.9,
+             "au": np.array([[0.2, 0.5, 0.9] + [0.0] * 9])}
+    hard = hard_predictions("mtl", probs, threshold=0.5)
+    assert hard["expr"].tolist() == [3] and hard["expr"].dtype == np.int64
+    assert hard["au"][0, :3].tolist() == [0, 1, 1] and hard["va"].dtype == np.float32
+    assert hard_predictions("mtl", probs, threshold=0.95)["au"][0, :3].tolist() == [0, 0, 0]
+    lab = {"expr": np.array([3]), "va": np.array([[0.2, -0.4]]), "au": hard["au"]}
+    assert score("mtl", probs, lab)["p_expr"] == pytest.approx(1 / 8)

@@ -30,7 +30,7 @@ from affcli.pointcloud.sampling import (
 
 SHARED = Path(os.environ.get("AFFCLI_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
 PC = SHARED / "data" / "pointcloud"
-needs_data = pytest.mark.skipif(not PC.is_dir(), reason=f"shared point-cloud data not found at {PC}")
+needs_data = pytest.mark.usefixtures("shared_pc")  # skips locally, fails under CI=true
 
 CUBE_V = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], float)
 CUBE_QUADS = np.array([[0, 3, 2, 1], [4, 5, 6, 7], [0, 1, 5, 4], [1, 2, 6, 5], [2, 3, 7, 6], [3, 0, 4, 7]])
@@ -230,9 +230,10 @@ def test_make_pugan_h5_and_read(tmp_path):
         assert len(np.unique(inp[b], axis=0)) == 32
         assert cKDTree(gt[b]).query(inp[b])[0].max() < 1e-6
     with h5py.File(out) as fh:
-        assert sorted(fh.keys()) == ["mesh_index", "poisson_128", "poisson_32"]
+        assert sorted(fh.keys()) == ["fingerprints", "mesh_index", "poisson_128", "poisson_32"]
+        assert list(fh.attrs["meshes"]) == ["box", "cube"] and len(set(fh.attrs["mesh_hashes"])) == 2
     with pytest.raises(
-        PointCloudError, match="no dataset poisson_1024; available: mesh_index, poisson_128, poisson_32"
+        PointCloudError, match="no dataset poisson_1024; available: fingerprints, mesh_index, poisson_128, poisson_32"
     ):
         read_pugan_h5(out, "poisson_32")
     pois = make_pugan_h5(mesh_dir, tmp_path / "p.h5", 3, 128, 32, input_sampling="poisson", input_key="in", gt_key="gt")

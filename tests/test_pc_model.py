@@ -62,7 +62,9 @@ def test_registry_and_shapes():
         create_model("pu-mfa", 4, bogus=1)
 
 
-def test_tiny_pu_mfa_overfits_sphere_patches():
+@pytest.fixture(scope="module")
+def trained_tiny() -> tuple[torch.nn.Module, float, float, float]:
+    """A tiny PU-MFA fitted for 100 steps on sphere patches: (model in eval mode, start cd, end cd, input cd)."""
     torch.manual_seed(0)
     inp, gt = sphere_patches(4)
     model = create_model("pu-mfa", 4, **TINY)
@@ -76,11 +78,29 @@ def test_tiny_pu_mfa_overfits_sphere_patches():
         opt.step()
     with torch.no_grad():
         end = float(chamfer(model(inp), gt))
+    return model.eval(), start, end, float(chamfer(inp, gt))
+
+
+def test_tiny_pu_mfa_overfits_sphere_patches(trained_tiny):
+    _, start, end, input_cd = trained_tiny
     assert end < start / 10
-    assert end < float(chamfer(inp, gt))
+    assert end < input_cd
 
 
-@pytest.mark.parametrize("ratio,merge", [(4, "fps"), (4, "assign"), (16, "auto")])
+@pytest.mark.parametrize("merge", ["fps", "assign", "blocked"])
+def test_upsampled_points_lie_near_the_input_surface(trained_tiny, merge):
+    model, centre, radius = trained_tiny[0], torch.tensor([1.0, -2.0, 0.5]), 3.0
+    xyz = fibonacci_sphere(512) * radius + centre
+    up = torch.as_tensor(upsample_cloud(model, xyz, 4, batch=8, merge=merge))
+    off_surface = ((up - centre).norm(dim=1) / radius - 1).abs()
+    assert up.shape == (4 * 512, 3)
+    assert float(off_surface.mean()) < 0.035 and float(off_surface.quantile(0.95)) < 0.08
+    spacing = knn(xyz[None], xyz[None], 2)[0][0, :, 1].sqrt().mean()
+    nearest_out = knn(xyz[None], up[None], 1)[0][0, :, 0].sqrt()
+    assert float(nearest_out.max()) < 1.5 * float(spacing)
+
+
+@pytest.mark.parametrize("ratio,merge", [(4, "fps"), (4, "assign"), (4, "blocked"), (16, "auto")])
 def test_upsample_exact_count(ratio, merge):
     torch.manual_seed(0)
     model = create_model("pu-mfa", 4, **TINY).eval()
@@ -145,6 +165,9 @@ def test_train_cli_resume_and_errors(tmp_path, patches_h5):
     empty.write_text("")
     r = runner.invoke(app, ["pc", "upsample", "--run", str(run), "--input", str(empty), "--out", str(up)])
     assert r.exit_code == 2 and "empty" in r.output
+    (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes()[:200])
+    r = runner.invoke(app, ["pc", "upsample", "--run", str(run), "--input", str(cloud), "--out", str(up), "--device", "cpu"])
+    assert r.exit_code == 2 and "model.safetensors: unreadable checkpoint" in r.output
 
 
 def test_train_refuses_nan_patches(tmp_path):
@@ -177,7 +200,8 @@ def test_eval_cli_tables_and_files(tmp_path, patches_h5):
     res = json.loads((out / "results.json").read_text())
     assert set(res["methods"]) == {"model", "midpoint"}
     assert [row["shape"] for row in res["methods"]["midpoint"]["rows"]] == ["s0", "s1", "mean"]
-    assert (out / "results.csv").is_file() and (out / "renders" / "s0.png").is_file()
+    worst = max(res["methods"]["model"]["rows"][:-1], key=lambda row: row["cd"])["shape"]
+    assert (out / "results.csv").is_file() and (out / "renders" / f"worst1_{worst}.png").is_file()
     assert "midpoint" in r.output
     pred = out / "midpoint" / "s0.xyz"
     r = runner.invoke(app, ["pc", "metrics", "--pred", str(pred), "--gt", str(test / "gt_1024" / "s0.xyz"),

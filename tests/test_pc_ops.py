@@ -18,7 +18,7 @@ from affcli.pointcloud.sampling import sample_surface_uniform
 
 SHARED = Path(os.environ.get("AFFCLI_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
 PC = SHARED / "data" / "pointcloud"
-needs_data = pytest.mark.skipif(not PC.is_dir(), reason=f"shared point-cloud data not found at {PC}")
+needs_data = pytest.mark.usefixtures("shared_pc")  # skips locally, fails under CI=true
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

@@ -14,7 +14,7 @@ from affcli.pointcloud.io import read_cloud
 
 SHARED = Path(os.environ.get("AFFCLI_SHARED", Path(__file__).resolve().parents[1] / ".." / "shared"))
 PC = SHARED / "data" / "pointcloud"
-pytestmark = pytest.mark.skipif(not PC.is_dir(), reason=f"shared point-cloud data not found at {PC}")
+pytestmark = pytest.mark.usefixtures("shared_pc")  # skips locally, fails under CI=true
 runner = CliRunner()
 
 
@@ -42,8 +42,11 @@ def test_cli_on_shared_test_data(tmp_path):
     assert pts.shape == (8192, 3) and np.isfinite(pts).all()
     r = runner.invoke(app, ["pc", "eval", "--run", str(run), "--test-dir", str(test), "--device", "cpu",
                             "--renders", "0"])
+    assert r.exit_code == 2 and "trained on 1 test shape(s): fandisk=fandisk" in r.output, r.output
+    r = runner.invoke(app, ["pc", "eval", "--run", str(run), "--test-dir", str(test), "--device", "cpu",
+                            "--renders", "0", "--allow-overlap"])
     assert r.exit_code == 0, r.output
-    assert "fandisk" in r.output and "midpoint" in r.output
+    assert "OVERLAP: 1 test shape(s)" in r.output and "fandisk" in r.output and "midpoint" in r.output
     r = runner.invoke(app, ["pc", "metrics", "--pred", str(PC / "pugan_x4_outputs" / "fandisk.xyz"),
                             "--gt", str(PC / "pugan_test" / "gt_8192" / "fandisk.xyz"),
                             "--mesh", str(PC / "pugan_test" / "meshes" / "fandisk.off")])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from affcli.common.vocab import AU_NAMES, EXPR_CLASSES, LSD_CLASSES
 from affcli.heads.abaw_io import read_predictions, write_predictions
 from affcli.heads.errors import LabelError
-from affcli.heads.labels import AU_NAMES, EXPR_CLASSES, LSD_CLASSES
-from affcli.heads.score import score_predictions
+from affcli.heads.score_files import score_predictions
 
 HEADER = {"expr": ",".join(EXPR_CLASSES), "va": "valence,arousal", "au": ",".join(AU_NAMES)}
 FOLDER = {"expr": "EXPR_Recognition_Challenge", "va": "VA_Estimation_Challenge", "au": "AU_Detection_Challenge"}
@@ -145,3 +145,28 @@ def test_cli_score_prints_json_or_one_line_error(tmp_path: Path, root) -> None:
     assert r.exit_code == 0 and json.loads(r.stdout)["p_va"] == pytest.approx(1.0)
     r = CliRunner().invoke(app, ["score", "--task", "va", "--pred", str(tmp_path / "none"), "--labels", str(base)])
     assert r.exit_code == 2 and "none: no such prediction file or folder" in r.output
+
+
+@pytest.mark.parametrize("labels_at", ["challenge", "flat"])
+def test_score_against_a_challenge_folder_or_a_flat_split_folder(tmp_path: Path, root, labels_at: str) -> None:
+    base, truths = root
+    labels = base / FOLDER["expr"] / ("." if labels_at == "challenge" else "Validation_Set")
+    write_predictions(tmp_path, "expr", {v: _perfect("expr", t) for v, t in truths["expr"].items()})
+    s = score_predictions("expr", tmp_path, labels, "val")
+    assert s["main"] == pytest.approx(1.0) and s["n_frames"] == sum(LENGTHS.values())
+    wrong = {v: (_perfect("expr", t) + 1) % 8 for v, t in truths["expr"].items()}
+    write_predictions(tmp_path / "w", "expr", wrong)
+    assert score_predictions("expr", tmp_path / "w", labels, "val")["main"] == pytest.approx(0.0)
+
+
+def test_cli_score_refuses_a_folder_of_no_known_shape(tmp_path: Path, root) -> None:
+    from affcli.cli import app
+
+    base, truths = root
+    write_predictions(tmp_path / "p", "va", {v: _perfect("va", t) for v, t in truths["va"].items()})
+    (tmp_path / "nothing" / "sub").mkdir(parents=True)
+    r = CliRunner().invoke(app, ["score", "--task", "va", "--pred", str(tmp_path / "p"),
+                                 "--labels", str(tmp_path / "nothing")])
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert r.exit_code == 2 and len(lines) == 1
+    assert lines[0].startswith(f"error: {tmp_path / 'nothing'}: no va annotations") and "flat folder" in lines[0]

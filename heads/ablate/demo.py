@@ -9,19 +9,21 @@ from affcli.heads.ablate.execute import run_grid
 from affcli.heads.ablate.grid import grid_from_dict
 from affcli.heads.ablate.report import STD_NOTE, build_report
 from affcli.heads.ablate.validate import build_runs, cached_feature_sets, grid_meta
+from affcli.heads.fusion import group_features
 
 DEMO_BASE = {"task": "expr", "temporal": "tcn(channels=32, levels=2)", "loss": "ce(weights=auto)", "d_model": 32,
              "window": 32, "stride": 16, "batch_size": 32, "lr": 2e-3, "plots": False}
 
 
 def pick_features(cache: str | Path) -> list[str]:
-    """One visual (clip/fer) and one audio (wav2vec2/ast) feature set of the cache."""
+    """The first visual and the first audio feature set of the cache (by the modality in their fingerprints)."""
+    from affcli.cache.store import FeatureStore
+
     present = cached_feature_sets(cache)
-    visual = next((s for s in present if s.split(":")[0] in ("clip", "fer")), None)
-    audio = next((s for s in present if s.split(":")[0] in ("wav2vec2", "ast")), None)
-    if visual is None or audio is None:
+    by_modality = group_features(present, FeatureStore(cache, mode="r").modalities(present))
+    if "visual" not in by_modality or "audio" not in by_modality:
         raise ValueError(f"{cache}: the demo ablation needs a visual and an audio feature set; present: {present}")
-    return [visual, audio]
+    return [by_modality["visual"][0], by_modality["audio"][0]]
 
 
 def demo_grid(cache: str | Path, epochs: int = 6, device: str = "cpu") -> dict:

@@ -16,9 +16,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
 
+from affcli.common.progress import progress_bar
 from affcli.common.runs import read_json, write_json
 from affcli.heads.ablate.grid import RunSpec
 from affcli.heads.ablate.report import GRID_FILE, RUN_FILE, run_status
@@ -65,24 +64,11 @@ class GridResult:
 
 
 # ---- data cache (one per process: a pool worker or a Dask worker) ----------------------------------
-def data_key(cfg: dict[str, Any]) -> str:
-    """The part of a run config that decides what `prepare_data` loads."""
-    from affcli.common.runs import config_hash
-
-    try:
-        from affcli.heads import trainer
-
-        if hasattr(trainer, "data_key"):
-            return str(trainer.data_key(cfg))
-    except ImportError:
-        pass
-    keep = ("task", "features", "cache", "labels", "labels_root", "device", "edition", "splits", "videos", "dtype")
-    return config_hash({k: cfg.get(k) for k in keep if k in cfg})
-
-
 def cached_data(cfg_obj: Any, cfg: dict[str, Any], prepare: Callable[[Any], Any]) -> Any:
-    """`prepare(cfg_obj)` once per data key in this process (the last few kept)."""
+    """`prepare(cfg_obj)` once per data key (`trainer.data_key`) in this process (the last few kept)."""
     global _DATA_LOADS
+    from affcli.heads.trainer import data_key
+
     key = data_key(cfg)
     with _DATA_LOCK:
         if key in _DATA:
@@ -301,11 +287,9 @@ def run_grid(runs: list[RunSpec], out_dir: str | Path, *, jobs: int = 1, dask_lo
         stream = _pool_outcomes(todo, out_dir, min(jobs, len(todo)), runner, threads)
     else:
         stream = (run_one(r, out_dir, runner, threads) for r in todo)
-    cols = (TextColumn("[bold]ablate[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     try:
-        with Progress(*cols, console=console, disable=not progress, transient=False) as bar:
-            task = bar.add_task("runs", total=len(runs), completed=len(runs) - len(todo))
+        with progress_bar("runs", console=console, disable=not progress) as bar:
+            task = bar.add_task("ablate", total=len(runs), completed=len(runs) - len(todo))
             for o in stream:
                 res.outcomes.append(o)
                 bar.console.print(_line(o))

@@ -122,7 +122,19 @@ def grid_from_dict(raw: dict[str, Any], source: str = "") -> Grid:
         items = raw.get(kind) or []
         items = [items] if isinstance(items, dict) else items
         rules[kind] = [{AXIS_ALIASES.get(k, k): v for k, v in r.items()} for r in items]
-    return Grid(dict(raw.get("base") or {}), axes, rules["exclude"], rules["include"], source)
+    return Grid(_flat_base(raw.get("base") or {}), axes, rules["exclude"], rules["include"], source)
+
+
+def _flat_base(base: dict[str, Any]) -> dict[str, Any]:
+    """The base config with a `[base.model]` table's keys at top level, where axes name them."""
+    from affcli.heads.config import RunConfig
+
+    if not isinstance(base, dict):
+        raise GridError("base", f"must be a table, not {type(base).__name__}")
+    try:
+        return RunConfig.flatten(base)
+    except ValueError as e:
+        raise GridError("base", str(e)) from None
 
 
 def _matches(assign: dict[str, Any], rule: dict[str, Any]) -> bool:

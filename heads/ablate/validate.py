@@ -1,15 +1,12 @@
 """Turn a Grid into validated RunSpecs: registry names, part options, config fields and cached feature sets."""
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from pathlib import Path
 from typing import Any
 
-from affcli.common.registry import Registry, UnknownNameError
+from affcli.common.registry import OptionError, Registry, UnknownNameError
 from affcli.heads.ablate.grid import (PART_AXES, SEED_AXIS, Grid, GridError, RunSpec, display, expand,
                                hashed_config, parse_loss, parse_part, run_name)
-from affcli.heads.spec import PartSpec
 
 PROMPTS_AXIS = "prompts"
 NOT_APPLICABLE = "—"
@@ -32,44 +29,25 @@ def registries() -> dict[str, Registry]:
 
 
 def config_fields() -> list[str]:
-    """Field names of the trainer's RunConfig."""
-    return [f.name for f in dataclasses.fields(_trainer().RunConfig)]
+    """Flat key names of the trainer's RunConfig (model fields included: grids name them directly)."""
+    return _trainer().RunConfig.keys()
 
 
-def accepted_options(reg: Registry, name: str) -> set[str] | None:
-    """Option names a registered part takes (None: it takes any)."""
-    meta = reg.meta(name)
-    if "options" in meta:
-        return set(meta["options"])
-    obj = reg.get(name)
+def check_part(reg: Registry, name: str, opts: dict[str, Any], key: str) -> None:
+    """Registry.check, its error re-raised as a GridError naming the grid key."""
     try:
-        sig = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
-    except (TypeError, ValueError):
-        return None
-    params = [p for p in sig.parameters.values() if p.name != "self"]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-
-
-def check_part(reg: Registry, part: PartSpec, key: str) -> None:
-    """Refuse an unregistered name or an option the part does not take."""
-    try:
-        reg.get(part.name)
+        reg.check(name, opts)
     except UnknownNameError as e:
-        raise GridError(key, f"unknown {reg.kind} {part.name!r}", e.valid) from None
-    allowed = accepted_options(reg, part.name)
-    if allowed is not None:
-        for opt in part.opts:
-            if opt not in allowed:
-                raise GridError(key, f"{reg.kind} {part.name!r} takes no option {opt!r}", sorted(allowed))
+        raise GridError(key, f"unknown {reg.kind} {name!r}", e.valid) from None
+    except OptionError as e:
+        raise GridError(key, e.problem, e.valid) from None
 
 
 def check_value(field: str, value: Any, key: str, regs: dict[str, Registry]) -> None:
     """Check one temporal/fusion/loss value against its registry."""
     if field == "loss":
-        for _, part in parse_loss(value, key):
-            check_part(regs["loss"], part, key)
+        for _, part in ([] if value == "auto" else parse_loss(value, key)):
+            check_part(regs["loss"], part.name, part.opts, key)
     elif field == "task":
         try:
             regs["task"].get(str(value))
@@ -77,7 +55,6 @@ def check_value(field: str, value: Any, key: str, regs: dict[str, Registry]) -> 
             raise GridError(key, f"unknown task {value!r}", e.valid) from None
     elif field in PART_AXES:
         part = parse_part(value, key)
-        check_part(regs[field], part, key)
         if part.arg is not None:
             from affcli.heads.fusion import MODALITIES
 
@@ -85,23 +62,35 @@ def check_value(field: str, value: Any, key: str, regs: dict[str, Registry]) -> 
                 raise GridError(key, f"{field} {part.name!r} takes no ':{part.arg}' argument")
             if part.arg not in MODALITIES:
                 raise GridError(key, f"unknown modality {part.arg!r}", list(MODALITIES))
+        check_part(regs[field], part.name, {**({"modality": part.arg} if part.arg else {}), **part.opts}, key)
 
 
-def check_modalities(cfg: dict[str, Any], key: str) -> None:
-    """A `none:<modality>` fusion needs a feature set of that modality."""
+def check_modalities(cfg: dict[str, Any], key: str, modalities: dict[str, str] | None) -> None:
+    """A `none:<modality>` fusion needs a feature set of that modality (`modalities`: the cache's, None = unknown)."""
     from affcli.heads.fusion import group_features
 
     fusion = cfg.get("fusion")
-    if not fusion or not cfg.get("features"):
+    if not fusion or not cfg.get("features") or modalities is None:
         return
     part = parse_part(fusion, key)
     try:
-        have = group_features(list(cfg["features"]))
+        have = group_features(list(cfg["features"]), modalities)
     except ValueError as e:
         raise GridError("features", str(e)) from None
     if part.arg is not None and part.arg not in have:
         raise GridError(key, f"fusion {display(fusion)!r} needs {part.arg} features; the run's features "
                              f"{cfg['features']} are {', '.join(have)}", list(have))
+
+
+def cached_modalities(cache: str | Path) -> dict[str, str] | None:
+    """{feature set: modality} recorded in the cache's fingerprints (None if it cannot tell)."""
+    try:
+        from affcli.cache.store import FeatureStore
+
+        store = FeatureStore(cache, mode="r")
+        return {s: m for s in store.feature_sets() if (m := store.fingerprint(s).get("modality"))}
+    except Exception:
+        return None
 
 
 def cached_feature_sets(cache: str | Path) -> list[str]:
@@ -120,30 +109,15 @@ def cached_feature_sets(cache: str | Path) -> list[str]:
 
 
 def axis_field(axis: str, fields: list[str]) -> str:
-    """The RunConfig field an axis sets: the same name, or 'loss' for `prompts` when the config has no such field."""
+    """The RunConfig field an axis sets (an axis is named after its field)."""
     if axis in fields:
         return axis
-    if axis == PROMPTS_AXIS:
-        return "loss"
     raise GridError(f"axes.{axis}", "not a run-config field", fields)
 
 
-def loss_string(terms: list[tuple[float, PartSpec]]) -> str:
-    """Canonical loss string: `ce+0.1*text-contrastive(prompts=expr8)`."""
-    return "+".join(("" if w == 1 else f"{w:g}*") + display(p) for w, p in terms)
-
-
-def with_prompts(loss: str, prompts: str, regs: dict[str, Registry]) -> str | None:
-    """The loss with `prompts=` set on every term that takes prompts; None if no term does."""
-    if loss == "auto":
-        return None
-    terms, hit = [], False
-    for w, p in parse_loss(loss):
-        opts = accepted_options(regs["loss"], p.name)
-        if opts is not None and "prompts" in opts:
-            p, hit = PartSpec(p.name, p.arg, {**p.opts, "prompts": prompts}), True
-        terms.append((w, p))
-    return loss_string(terms) if hit else None
+def takes_prompts(loss: str, regs: dict[str, Registry]) -> bool:
+    """Whether any term of the loss has a `prompts` option (so a `prompts` axis changes it)."""
+    return loss != "auto" and any("prompts" in regs["loss"].options(p.name) for _, p in parse_loss(loss))
 
 
 def prompt_sets_used(loss: str, regs: dict[str, Registry], run_prompts: str | None = None) -> list[str]:
@@ -152,12 +126,10 @@ def prompt_sets_used(loss: str, regs: dict[str, Registry], run_prompts: str | No
         return []
     used = []
     for _, p in parse_loss(loss):
-        opts = accepted_options(regs["loss"], p.name)
-        if opts is None or "prompts" not in opts:
+        opts = regs["loss"].options(p.name)
+        if "prompts" not in opts:
             continue
-        obj = regs["loss"].get(p.name)
-        default = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj).parameters.get("prompts")
-        name = p.opts.get("prompts") or run_prompts or (default.default if default is not None else None)
+        name = p.opts.get("prompts") or run_prompts or opts["prompts"].default
         if isinstance(name, str):
             used.append(name)
     return used
@@ -228,6 +200,7 @@ def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path |
     cache_path = base.get("cache")
     present = cached_feature_sets(cache_path) if cache_path else None
     prompt_sets = cached_prompt_sets(cache_path) if cache_path else None
+    modalities = cached_modalities(cache_path) if cache_path else None
     _check_axes(grid, fields, regs, prompt_sets)
     assigns = expand(grid)
     if not assigns:
@@ -241,19 +214,16 @@ def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path |
             if axis != PROMPTS_AXIS:
                 apply_value(cfg, axis_field(axis, fields), v)
         if PROMPTS_AXIS in a:
-            loss = with_prompts(str(cfg.get("loss", "auto")), str(a[PROMPTS_AXIS]), regs)
-            if loss is None:
-                shown[PROMPTS_AXIS] = NOT_APPLICABLE
-            elif PROMPTS_AXIS in fields:
+            if takes_prompts(str(cfg.get("loss", "auto")), regs):
                 cfg[PROMPTS_AXIS] = a[PROMPTS_AXIS]
             else:
-                cfg["loss"] = loss
+                shown[PROMPTS_AXIS] = NOT_APPLICABLE
         key = f"run {run_name(shown)}"
-        check_modalities(cfg, key)
         _check_prompts(cfg, key, regs, prompt_sets)
         for fs in cfg.get("features") or []:
             if present is not None and fs not in present:
                 raise GridError("features", f"feature set {fs!r} is not in the cache {cache_path}", present)
+        check_modalities(cfg, key, modalities)
         try:
             full = trainer.RunConfig.from_dict(cfg).to_dict()
         except (TypeError, ValueError, KeyError) as e:

@@ -25,7 +25,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, name
 
 
-def build_backbone(spec: str, device: str | torch.device = "cpu", seed: int = 0) -> Backbone:
+def build_backbone(spec: str, device: str | torch.device = "cpu", seed: int = 0, **options) -> Backbone:
     """Build the frozen backbone named by `spec` on `device`; `seed` fixes random weights (tiny, /random)."""
     kind, _ = parse_spec(spec)
-    return BACKBONES.get(kind)(spec, device=device, seed=seed)
+    return BACKBONES.build(kind, spec, device, seed, **options)

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from affcli.pipeline.backbones.base import AudioBackbone, Steps, autocast_for, seeded_build
+from affcli.common.device import autocast
+from affcli.pipeline.backbones.base import AudioBackbone, Steps, seeded_build
 from affcli.pipeline.backbones.registry import BACKBONES
 from affcli.pipeline.backbones.wav2vec2 import load_pretrained
 from affcli.pipeline.backbones.windows import run_causal, run_centered
@@ -23,7 +24,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 FBANK_WIN, FBANK_HOP = 400, 160
 
 
-@BACKBONES.register("ast", modality="audio", help="AST time-resolved patch tokens: hub name, local folder, tiny")
+@BACKBONES.register("ast", help="AST time-resolved patch tokens: hub name, local folder, tiny")
 class ASTBackbone(AudioBackbone):
     """ASTModel last hidden state, patch tokens averaged over frequency; 2 s overlap between segments."""
 
@@ -77,7 +78,7 @@ class ASTBackbone(AudioBackbone):
         if x.shape[1] < self.patch_span:
             x = np.pad(x, ((0, 0), (0, self.patch_span - x.shape[1])))
         fb = self.fe(list(x), sampling_rate=self.sample_rate, return_tensors="pt")["input_values"].to(self.device)
-        with torch.inference_mode(), autocast_for(self.device):
+        with torch.inference_mode(), autocast(self.device):
             h = self.model(fb).last_hidden_state[:, 2:]
         return h.float().reshape(len(x), self.n_freq, self.n_time, self.dim).mean(1).cpu().numpy()
 

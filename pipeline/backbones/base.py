@@ -1,7 +1,6 @@
 """Backbone contract of stage 1: frozen models behind one small interface, each with a fingerprint for the cache."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from abc import ABC, abstractmethod
@@ -11,6 +10,8 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+from affcli.cache.fingerprint import make_fingerprint
 
 
 class BackboneError(RuntimeError):
@@ -46,14 +47,6 @@ def state_dict_sha256(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when supported, else fp16; plain fp32 elsewhere."""
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 def seeded_build(seed: int, build):
     """Call `build()` under a forked, seeded torch RNG so random-weight models are reproducible and side-effect free."""
     with torch.random.fork_rng(devices=[]):
@@ -62,7 +55,11 @@ def seeded_build(seed: int, build):
 
 
 class Backbone(ABC):
-    """A frozen feature extractor named by a spec string; `fingerprint()` identifies its features in the cache."""
+    """A frozen feature extractor named by a spec string; `fingerprint()` identifies its features in the cache.
+
+    `modality` is declared once per kind by its base class (VisualBackbone, AudioBackbone) and written into
+    every fingerprint, so the heads group feature sets without knowing backbone kinds.
+    """
 
     spec: str
     modality: ClassVar[Literal["visual", "audio"]]
@@ -96,11 +93,11 @@ class Backbone(ABC):
         return out
 
     def fingerprint(self) -> dict[str, Any]:
-        """Spec, weights hash (computed once), preprocessing, dim, cache dtype and library versions."""
+        """Spec, modality, dim, weights hash (computed once), preprocessing, cache dtype and library versions."""
         if self._sha is None:
             self._sha = state_dict_sha256(self.module)
-        return {"spec": self.spec, "weights_sha256": self._sha, "preprocessing": self.preprocessing(),
-                "dim": int(self.dim), "dtype": "float16", "versions": self.versions()}
+        return make_fingerprint(self.spec, self.modality, self.dim, self._sha, self.preprocessing(),
+                                versions=self.versions())
 
 
 class VisualBackbone(Backbone):

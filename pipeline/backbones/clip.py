@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from affcli.pipeline.backbones.base import BackboneError, VisualBackbone, autocast_for, hub_offline, seeded_build
+from affcli.common.device import autocast
+from affcli.pipeline.backbones.base import BackboneError, VisualBackbone, hub_offline, seeded_build
 from affcli.pipeline.backbones.registry import BACKBONES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -57,7 +58,7 @@ def _resolve(name: str) -> tuple[str, str | None]:
     return model, None if tag == RANDOM_TAG else tag
 
 
-@BACKBONES.register("clip", modality="visual",
+@BACKBONES.register("clip",
                     help="open_clip image tower: <model>/<tag|path|random>, local-dir:/path, /path/ckpt.pt, tiny")
 class ClipBackbone(VisualBackbone):
     """open_clip image embeddings (projected, not L2-normalised) of face crops, plus `encode_text` for prompt sets."""
@@ -125,12 +126,12 @@ class ClipBackbone(VisualBackbone):
         return (x - self._mean) / self._std
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), autocast_for(self.device):
+        with torch.inference_mode(), autocast(self.device):
             return self.model.encode_image(x.to(self.device)).float().cpu()
 
     def encode_text(self, prompts: list[str]) -> np.ndarray:
         """Prompts -> [P, dim] float32 L2-normalised text embeddings from the same CLIP model."""
         tokens = self.tokenizer(list(prompts)).to(self.device)
-        with torch.inference_mode(), autocast_for(self.device):
+        with torch.inference_mode(), autocast(self.device):
             t = self.model.encode_text(tokens).float()
         return torch.nn.functional.normalize(t, dim=-1).cpu().numpy().astype(np.float32)

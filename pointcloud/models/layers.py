@@ -108,6 +108,25 @@ class ScaleAttention(nn.Module):
         return query + self.o((w.unsqueeze(-1) * v).sum(2).reshape(b, m, c))
 
 
+class SelfAttention(nn.Module):
+    """Pre-norm multi-head self-attention among a level's points (xyz positional encoding), plus an FFN."""
+
+    def __init__(self, c: int, heads: int):
+        super().__init__()
+        self.pos = nn.Linear(3, c)
+        self.norm, self.norm_f = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.attn = nn.MultiheadAttention(c, heads if c % heads == 0 else 1, batch_first=True)
+        self.ffn = mlp([c, 2 * c, c], last_act=False)
+        self.last_weights: Tensor | None = None
+
+    def forward(self, xyz: Tensor, feat: Tensor) -> Tensor:
+        x = self.norm(feat + self.pos(xyz))
+        out, w = self.attn(x, x, x, need_weights=not self.training)
+        self.last_weights = None if w is None else w.detach()
+        feat = feat + out
+        return feat + self.ffn(self.norm_f(feat))
+
+
 class CrossResolutionAttention(nn.Module):
     """Pre-norm multi-head cross-attention of fine points over tokens from all coarser levels, plus an FFN."""
 

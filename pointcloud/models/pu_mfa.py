@@ -15,6 +15,7 @@ from affcli.pointcloud.models.layers import (
     CrossResolutionAttention,
     DenseEdgeBlock,
     ScaleAttention,
+    SelfAttention,
     interpolate,
     knn_idx,
     mlp,
@@ -39,6 +40,7 @@ class PUMFAConfig:
     heads: int = 4
     channel_attention: bool = True
     global_attention: bool = True
+    self_attention: bool = False
     downsample: str = "fps"
     expansion: str = "codes"
     code_dim: int = 32
@@ -111,6 +113,7 @@ class PUMFA(nn.Module):
         self.down = nn.ModuleList(MultiScaleDown(cfg) for _ in range(cfg.levels))
         self.up = nn.ModuleList(mlp([2 * c, c, c]) for _ in range(cfg.levels))
         self.glob = CrossResolutionAttention(c, cfg.heads) if cfg.global_attention and cfg.levels else None
+        self.self_attn = SelfAttention(c, cfg.heads) if cfg.self_attention else None
         if cfg.expansion == "codes":
             self.codes = nn.Parameter(torch.randn(cfg.ratio, cfg.code_dim) * 0.5)
             self.expand = mlp([c + cfg.code_dim, c, c])
@@ -125,6 +128,8 @@ class PUMFA(nn.Module):
         for down in self.down:
             pyramid.append(down(*pyramid[-1]))
         x_c, f_c = pyramid[-1]
+        if self.self_attn is not None:
+            f_c = self.self_attn(x_c, f_c)
         for lvl in range(len(self.down), 0, -1):
             x_f, f_skip = pyramid[lvl - 1]
             f_c = self.up[lvl - 1](torch.cat([interpolate(x_f, x_c, f_c), f_skip], -1))

@@ -1,12 +1,21 @@
-"""Synthetic feature tables and dense labels with known structure, for tests and the heads benchmark."""
+"""Synthetic features with known structure: in-memory tables for the heads tests and benchmark, and a small
+feature cache + EXPR label files for the ablation tests, benchmark and CLI tests."""
 from __future__ import annotations
 
-import numpy as np
-import torch
+from pathlib import Path
 
+import numpy as np
+
+from affcli.cache.fingerprint import make_fingerprint
+from affcli.cache.store import FeatureStore
 from affcli.cache.table import FeatureTable
+from affcli.common.vocab import EXPR_CLASSES
+from affcli.synthetic.labels import write_label_file
 
 VISUAL, AUDIO = "clip:synth", "wav2vec2:synth"
+MODALITY = {VISUAL: "visual", AUDIO: "audio", "ast:synth": "audio"}
+PROMPT_SETS = {"expr8": "A face expressing {}", "expr8-photo": "a photo of a {} face"}
+TEXT_DIM = 16
 
 
 def random_table(n_videos: int, n_frames: int | list[int], dims: dict[str, int], seed: int = 0,
@@ -18,7 +27,7 @@ def random_table(n_videos: int, n_frames: int | list[int], dims: dict[str, int],
     for i, n in enumerate(lens):
         per[f"v{i:03d}"] = {s: (rng.standard_normal((n, d)).astype(dtype), rng.random(n) >= invalid_p)
                             for s, d in dims.items()}
-    return FeatureTable.from_arrays(per)
+    return FeatureTable.from_arrays(per, modality={s: MODALITY[s] for s in dims})
 
 
 def empty_labels(n: int) -> dict[str, np.ndarray]:
@@ -56,7 +65,7 @@ def sum_sign_task(n_videos: int = 8, n_frames: int = 160, k: int = 6, dim: int =
         c = np.convolve(x[:, 0], np.ones(k), mode="full")[:n_frames]
         ys.append((c > 0).astype(np.int64))
         per[f"v{i:03d}"] = {VISUAL: (x, np.ones(n_frames, bool))}
-    table = FeatureTable.from_arrays(per)
+    table = FeatureTable.from_arrays(per, modality=MODALITY)
     lab = empty_labels(table.n_frames)
     lab["expr"], lab["mask_expr"] = np.concatenate(ys), np.ones(table.n_frames, bool)
     return table, lab
@@ -75,27 +84,39 @@ def xor_task(n_videos: int = 8, n_frames: int = 120, dim: int = 4, seed: int = 0
         xa[:, 0] += 2 * ba - 1
         ys.append((bv ^ ba).astype(np.int64))
         per[f"v{i:03d}"] = {VISUAL: (xv, np.ones(n_frames, bool)), AUDIO: (xa, np.ones(n_frames, bool))}
-    table = FeatureTable.from_arrays(per)
+    table = FeatureTable.from_arrays(per, modality=MODALITY)
     lab = empty_labels(table.n_frames)
     lab["expr"], lab["mask_expr"] = np.concatenate(ys), np.ones(table.n_frames, bool)
     return table, lab
 
 
-def affwild_sized(scale: float = 1.0, dims: tuple[int, ...] = (512, 768, 768), frames_per_video: int = 5000,
-                  seed: int = 0) -> tuple[FeatureTable, dict[str, np.ndarray], dict[str, list[str]]]:
-    """An Aff-Wild2-sized float16 table (about 2.6M train + 0.3M val frames at scale 1) with random EXPR labels."""
-    n_total = max(2, int(round(2.9e6 * scale / frames_per_video)))
-    n_frames = max(64, int(min(frames_per_video, 2.9e6 * scale / n_total)))
-    specs = dict(zip(("clip:synth", "wav2vec2:synth", "ast:synth"), dims))
+def make_synthetic(root: str | Path, n_videos: int = 6, n_frames: int = 90, dims: tuple[int, int] = (16, 12),
+                   seed: int = 0, fps: float = 30.0) -> tuple[Path, Path]:
+    """Write `root/cache.zarr` (visual + audio sets, two EXPR prompt sets) and `root/labels` (EXPR, 2/3 train,
+    1/3 val); returns both paths.
+
+    Labels are piecewise-constant runs of 8 classes; each modality carries a noisy class embedding, so heads learn.
+    """
+    root = Path(root)
     rng = np.random.default_rng(seed)
-    T = n_total * n_frames
-    feats = {s: torch.from_numpy(rng.standard_normal((T, d), dtype=np.float32).astype(np.float16)) for s, d in specs.items()}
-    valid = {s: torch.ones(T, dtype=torch.bool) for s in specs}
-    lens = np.full(n_total, n_frames, np.int64)
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
-    videos = [f"v{i:05d}" for i in range(n_total)]
-    table = FeatureTable(videos, starts, lens, feats, valid, torch.zeros(T, dtype=torch.float64), {})
-    lab = empty_labels(T)
-    lab["expr"], lab["mask_expr"] = rng.integers(0, 8, T), np.ones(T, bool)
-    n_val = max(1, n_total // 10)
-    return table, lab, {"train": videos[:-n_val], "val": videos[-n_val:]}
+    cache, labels = root / "cache.zarr", root / "labels"
+    store = FeatureStore(cache)
+    protos = {s: rng.normal(size=(8, d)).astype(np.float32) for s, d in zip((VISUAL, AUDIO), dims)}
+    for s, d in zip((VISUAL, AUDIO), dims):
+        store.ensure_feature_set(s, make_fingerprint(s, MODALITY[s], d, "synthetic", alignment="centered"))
+    n_val = max(1, n_videos // 3)
+    for i in range(n_videos):
+        vid = f"video{i:03d}"
+        y = np.repeat(rng.integers(0, 8, size=n_frames // 15 + 1), 15)[:n_frames]
+        y[rng.random(n_frames) < 0.05] = -1
+        write_label_file(labels, "expr", "val" if i >= n_videos - n_val else "train", vid, y)
+        ts = np.arange(n_frames) / fps
+        for s, noise in ((VISUAL, 1.0), (AUDIO, 1.5)):
+            f = protos[s][np.clip(y, 0, 7)] + noise * rng.normal(size=(n_frames, protos[s].shape[1]))
+            valid = np.ones(n_frames, bool)
+            store.write_video(s, vid, f.astype(np.float32), valid, ts, fps, f"{vid}.mp4")
+    for name, template in PROMPT_SETS.items():
+        emb = rng.normal(size=(len(EXPR_CLASSES), TEXT_DIM)).astype(np.float32)
+        store.write_text_embeddings(name, VISUAL, [template.format(c) for c in EXPR_CLASSES], emb)
+    store.write_manifest()
+    return cache, labels

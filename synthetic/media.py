@@ -17,10 +17,8 @@ import av
 import cv2
 import numpy as np
 
-EXPR_CLASSES = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
-AU_NAMES = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26")
-EXPR_DIR, VA_DIR, AU_DIR = "EXPR_Recognition_Challenge", "VA_Estimation_Challenge", "AU_Detection_Challenge"
-SPLIT_DIRS = {"train": "Train_Set", "val": "Validation_Set"}
+from affcli.common.vocab import AU_NAMES
+from affcli.synthetic.labels import write_label_file
 
 # Typical (valence, arousal) and prototype AUs per expression class (FACS prototypes restricted to the 12 AUs).
 _CLASS_VA = np.array(
@@ -306,21 +304,6 @@ def _picture_for(
     return render_faces(smooth_background(rng, w, h), centres, sides, CLASS_TINT[expr], gains, present)
 
 
-def _write_label_files(
-    label_root: Path, split: str, vid: str, expr: np.ndarray, va: np.ndarray, aus: np.ndarray
-) -> None:
-    sub = SPLIT_DIRS[split]
-    tables = {
-        EXPR_DIR: (",".join(EXPR_CLASSES), "\n".join(map(str, expr.tolist()))),
-        VA_DIR: ("valence,arousal", "\n".join(f"{v:.4f},{a:.4f}" for v, a in va.tolist())),
-        AU_DIR: (",".join(AU_NAMES), "\n".join(",".join(map(str, row)) for row in aus.tolist())),
-    }
-    for task, (header, body) in tables.items():
-        out = label_root / task / sub / f"{vid}.txt"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(f"{header}\n{body}\n")
-
-
 def make_demo_dataset(
     root: Path,
     n_videos: int = 6,
@@ -359,7 +342,8 @@ def make_demo_dataset(
         frames = _picture_for(vrng, expr, va, fps, size, gap)
         audio = _audio_for(vrng, expr, va, fps, sample_rate)
         write_video(video_dir / f"{vid}.mp4", frames, fps, audio, sample_rate)
-        _write_label_files(label_root, splits[vid], vid, expr, va, aus)
+        for task, values in (("expr", expr), ("va", va), ("au", aus)):
+            write_label_file(label_root, task, splits[vid], vid, values)
     return DemoDataset(
         root=root,
         video_dir=video_dir,

@@ -1,4 +1,5 @@
-"""`affcli score`: an ABAW prediction file or folder against the label files of a split, with the official metrics."""
+"""`affcli score`: ABAW prediction files on disk against the label files of a split, with the task's official metrics
+(heads.evaluation scores arrays; heads.metrics holds the formulas)."""
 from __future__ import annotations
 
 import json
@@ -10,13 +11,17 @@ import polars as pl
 
 from affcli.heads.abaw_io import read_prediction_table, single_file_name
 from affcli.heads.errors import LabelError
-from affcli.heads.labels import KEY_COLUMNS, TASK_KEYS, load_labels
-from affcli.heads.metrics import score_task
+from affcli.heads.evaluation import score_task
+from affcli.heads.labels import load_labels
+from affcli.heads.tasks import Task, get_task
 
-DENSE = ("expr", "va", "au")
+
+def _dense(t: Task) -> bool:
+    """Labels with one row per frame of every video (per-video files), so prediction rows are counted against them."""
+    return t.labels.layout == "per-video"
 
 
-def _pred_file(pred_path: Path, task: str, video: str) -> Path:
+def _pred_file(pred_path: Path, task: str | Task, video: str) -> Path:
     """The file that holds a video's predictions (the single file, or <id>.txt of a per-video folder)."""
     p = Path(pred_path)
     if p.is_file():
@@ -38,7 +43,7 @@ def _match_videos(labels: pl.DataFrame, preds: pl.DataFrame, pred_path: Path) ->
     return per
 
 
-def _check_counts(per: pl.DataFrame, preds: pl.DataFrame, pred_path: Path, task: str, tolerance: int) -> None:
+def _check_counts(per: pl.DataFrame, preds: pl.DataFrame, pred_path: Path, task: Task, tolerance: int) -> None:
     counts = preds.group_by("video").agg(n_pred=pl.len()).rename({"video": "pred_video"})
     per = per.join(counts, on="pred_video", how="left")
     bad = per.filter((pl.col("n_pred").cast(pl.Int64) - pl.col("n_label").cast(pl.Int64)).abs() > tolerance)
@@ -49,40 +54,42 @@ def _check_counts(per: pl.DataFrame, preds: pl.DataFrame, pred_path: Path, task:
                          f"has {r['n_label']} rows (tolerance {tolerance})")
 
 
-def score_predictions(task: str, pred_path: Path, labels_root: Path, split: str = "val", edition: str = "abaw3+",
-                      tolerance: int = 0) -> dict:
+def score_predictions(task: str | Task, pred_path: Path, labels_root: Path, split: str = "val",
+                      edition: str = "abaw3+", tolerance: int = 0) -> dict:
     """Official metrics of ABAW prediction files (either style) on a labelled split, as a JSON-able dict.
 
     Every labelled video needs predictions; per-video tasks need one row per label row (up to `tolerance` rows
-    short: the last prediction is carried; longer: extra rows ignored); MTL/LSD need every labelled frame.
+    short: the last prediction is carried; longer: extra rows ignored); sparse tasks (MTL, LSD) need every
+    labelled frame. `labels_root` is the ABAW folder, a challenge folder or a flat folder of the split's txt files.
     """
-    labels = load_labels(Path(labels_root), task, split)
-    preds = read_prediction_table(Path(pred_path), task)
+    t = get_task(task) if isinstance(task, str) else task
+    labels = load_labels(Path(labels_root), t, split)
+    preds = read_prediction_table(Path(pred_path), t)
     per = _match_videos(labels, preds, Path(pred_path))
-    if task in DENSE:
-        _check_counts(per, preds, Path(pred_path), task, tolerance)
-    cols = [c for k in TASK_KEYS[task] for c in KEY_COLUMNS[k]]
+    if _dense(t):
+        _check_counts(per, preds, Path(pred_path), t, tolerance)
+    cols = t.columns
     p = preds.rename({c: f"{c}_pred" for c in cols}).rename({"video": "pred_video"})
     df = (labels.join(per.select("video", "pred_video"), on="video", how="left")
           .join(p.unique(["pred_video", "frame"], keep="first", maintain_order=True), on=["pred_video", "frame"],
                 how="left"))
     pcols = [f"{c}_pred" for c in cols]
-    if task in DENSE:
+    if _dense(t):
         df = df.sort(["video", "frame"]).with_columns(pl.col(pcols).forward_fill().over("video"))
     miss = df.filter(pl.col(pcols[0]).is_null())
     if miss.height:
         r = miss.row(0, named=True)
-        raise LabelError(_pred_file(Path(pred_path), task, r["pred_video"]),
+        raise LabelError(_pred_file(Path(pred_path), t, r["pred_video"]),
                          f"no prediction for {miss.height} labelled frames (e.g. {r['pred_video']!r} frame "
                          f"{r['frame'] + 1:05d})")
     truth, pred = {}, {}
-    for k in TASK_KEYS[task]:
-        t = df.select(KEY_COLUMNS[k]).to_numpy()
-        q = df.select([f"{c}_pred" for c in KEY_COLUMNS[k]]).to_numpy()
-        truth[k], pred[k] = (t, q) if t.shape[1] > 1 else (t[:, 0], q[:, 0])
-        truth[f"mask_{k}"] = df[f"mask_{k}"].to_numpy().astype(bool)
-    out = score_task(task, pred, truth, edition)
-    return {"task": task, "edition": edition, "split": split, "n_videos": per.height, "n_frames": df.height,
+    for o in t.outputs:
+        y = df.select(o.columns).to_numpy()
+        q = df.select([f"{c}_pred" for c in o.columns]).to_numpy()
+        truth[o.key], pred[o.key] = (y[:, 0], q[:, 0]) if o.kind == "class" else (y, q)
+        truth[f"mask_{o.key}"] = df[f"mask_{o.key}"].to_numpy().astype(bool)
+    out = score_task(t, pred, truth, edition)
+    return {"task": t.name, "edition": edition, "split": split, "n_videos": per.height, "n_frames": df.height,
             **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in out.items()}}
 
 

@@ -1,0 +1,112 @@
+"""Training recipe of the default point-cloud model on honest data, end to end through the CLI.
+
+Data: the 14 shared training meshes (none of them a PU-GAN test shape) plus procedural shapes; the 27-shape
+PU-GAN test set is only evaluated, and `pc eval` refuses the run if any test shape leaked into the data.
+Per seed: make-data (once) -> pc train -> pc eval (both normalisation frames); a JSON summary with
+mean +- std over seeds of CD / HD / P2F (x1e-3) for the model and the midpoint baseline.
+
+    python bench/train_default_pc.py --out runs/default_pc --seeds 0 1 2 --train-minutes 60 --device cuda
+    # smoke check on a shared CPU (a few minutes):
+    nice -n 19 python bench/train_default_pc.py --out /tmp/pc_smoke --procedural 8 --patches-per-mesh 8 \\
+        --train-minutes 2 --batch-size 8 --test-shapes 3 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PC = ROOT.parent / "shared" / "data" / "pointcloud"
+
+
+def cli(*args: str) -> str:
+    """Run `python -m affcli ...`, echo and return its output; stop on failure."""
+    cmd = [sys.executable, "-m", "affcli", *args]
+    print("$", " ".join(cmd[2:]), flush=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"failed ({res.returncode}): {' '.join(args[:2])}\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+    print(res.stdout[-1500:], flush=True)
+    return res.stdout
+
+
+def test_subset(test_dir: Path, n: int | None, work: Path) -> Path:
+    """The test folder, or a folder of links to its first n shapes (smoke checks)."""
+    if not n:
+        return test_dir
+    sub = work / f"test_first{n}"
+    names = sorted(p.stem for p in (test_dir / "input_2048").glob("*.xyz"))[:n]
+    for folder, ext in (("input_2048", "xyz"), ("gt_8192", "xyz"), ("meshes", "off")):
+        (sub / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            src, dst = test_dir / folder / f"{name}.{ext}", sub / folder / f"{name}.{ext}"
+            if src.is_file() and not dst.exists():
+                dst.symlink_to(src)
+    return sub
+
+
+def summarise(results: list[dict]) -> dict:
+    """Mean and std over seeds of each method's mean row, in both normalisation frames (x1e-3)."""
+    out: dict = {}
+    for method in results[0]["methods"]:
+        rows = [next(r for r in res["methods"][method]["rows"] if r["shape"] == "mean") for res in results]
+        out[method] = {
+            k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
+            for k in ("cd", "hd", "p2f_mean", "cd_gt", "hd_gt")
+            if all(r.get(k) is not None for r in rows)
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--procedural", type=int, default=400, help="Generated shapes beside the 14 meshes.")
+    ap.add_argument("--patches-per-mesh", type=int, default=100)
+    ap.add_argument("--train-minutes", type=float, default=60.0)
+    ap.add_argument("--epochs", type=int, default=1000, help="Upper bound; --train-minutes usually stops first.")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3, help="1e-3 for runs of minutes to hours (paper: 1e-4).")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--opt", action="append", default=[], help="Model option key=value (repeatable).")
+    ap.add_argument("--test-dir", type=Path, default=PC / "pugan_test")
+    ap.add_argument("--test-shapes", type=int, default=None, help="Evaluate only the first N test shapes (smoke).")
+    a = ap.parse_args()
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    data = a.out / "train.h5"
+    t0 = time.time()
+    if not data.is_file():
+        cli("pc", "make-data", "--meshes", str(PC / "train_meshes"), "--procedural", str(a.procedural),
+            "--patches-per-mesh", str(a.patches_per_mesh), "--out", str(data))
+    timing = {"make_data_s": time.time() - t0}
+    test = test_subset(a.test_dir, a.test_shapes, a.out)
+    results = []
+    for seed in a.seeds:
+        run = a.out / f"seed{seed}"
+        opts = [x for o in a.opt for x in ("--opt", o)]
+        t = time.time()
+        cli("pc", "train", "--data", str(data), "--out", str(run), "--model", "pu-mfa", "--ratio", "4",
+            "--inputs", "fps", "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
+            "--max-minutes", str(a.train_minutes), "--device", a.device, "--seed", str(seed), *opts)
+        timing[f"train_seed{seed}_s"] = time.time() - t
+        t = time.time()
+        cli("pc", "eval", "--run", str(run), "--test-dir", str(test), "--device", a.device, "--renders", "4")
+        timing[f"eval_seed{seed}_s"] = time.time() - t
+        results.append(json.loads((run / "eval_x4_pugcn" / "results.json").read_text()))
+    summary = {"recipe": vars(a) | {"out": str(a.out), "test_dir": str(test)}, "timing_s": timing,
+               "leak": [r["leak"] for r in results], "x4": summarise(results)}
+    (a.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(json.dumps(summary["x4"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Upsampling of clouds too large for one pass: k-d chunks sized from a memory budget, each upsampled with a halo
+of neighbouring points so its border patches are whole, the children of its own points kept (assign merge)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.ops import knn
+from affcli.pointcloud.upsample import PATCH, Merge, check_cloud, passes_for, upsample_pass
+
+FIXED_MIB = 192  # knn distance blocks (128 MiB cap) + network activations of one batch
+BYTES_PER_POINT = 4096  # measured ~2.8 KiB per input point of a chunk (patches, outputs, merge), halo included
+BLOCKED_BYTES_PER_POINT = 16384  # a whole pass with the blocked FPS merge: measured ~11.5 KiB per point
+HALO_SAMPLES = 256
+
+
+def chunk_points(max_memory_mib: float, n_points: int, ratio: int, per_point: int = BYTES_PER_POINT) -> int:
+    """Largest chunk (input points) that keeps the peak under the budget, after the whole-cloud arrays."""
+    whole = n_points * 4 * 3 * (1 + ratio) + n_points * 8 * 2
+    room = max_memory_mib * 2**20 - FIXED_MIB * 2**20 - whole
+    chunk = int(room // per_point)
+    if chunk < 4 * PATCH and per_point == BYTES_PER_POINT:
+        need = (FIXED_MIB * 2**20 + whole + 4 * PATCH * BYTES_PER_POINT) / 2**20
+        raise PointCloudError(
+            f"--max-memory {max_memory_mib:g} MiB too small for {n_points} points: need >= {need:.0f}"
+        )
+    return chunk
+
+
+def kd_chunks(xyz: np.ndarray, size: int) -> list[np.ndarray]:
+    """Index sets of at most `size` points: median splits along the longest box side (compact, balanced)."""
+    out, todo = [], [np.arange(len(xyz))]
+    while todo:
+        idx = todo.pop()
+        if len(idx) <= size:
+            out.append(idx)
+            continue
+        pts = xyz[idx]
+        axis = int(np.argmax(pts.max(0) - pts.min(0)))
+        half = len(idx) // 2
+        part = np.argpartition(pts[:, axis], half)
+        todo += [idx[part[:half]], idx[part[half:]]]
+    return out
+
+
+def _halo(xyz: Tensor, core: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """Indices of points outside the core within 1.5 x the largest sampled patch radius of its bounding box."""
+    pts = xyz[torch.from_numpy(core)]
+    probe = pts[torch.randperm(len(pts), generator=gen)[:HALO_SAMPLES]]
+    radius = float(knn(probe[None], pts[None], min(PATCH, len(pts)))[0][0, :, -1].max().sqrt()) * 1.5
+    lo, hi = pts.min(0).values - radius, pts.max(0).values + radius
+    inside = ((xyz >= lo) & (xyz <= hi)).all(1)
+    inside[torch.from_numpy(core)] = False
+    return inside.nonzero()[:, 0].numpy()
+
+
+@torch.no_grad()
+def chunked_pass(
+    model: nn.Module, xyz: Tensor, batch: int, chunk: int, on_chunk: Callable[[int, int], None] | None = None
+) -> Tensor:
+    """One x r pass in chunks of <= `chunk` points: exactly r N points, children in input order (as assign)."""
+    n, r = len(xyz), model.ratio
+    if n <= chunk:
+        if on_chunk:
+            on_chunk(1, 1)
+        return upsample_pass(model, xyz, batch, "assign")
+    out = torch.empty(n, r, 3, dtype=xyz.dtype)
+    gen = torch.Generator().manual_seed(0)
+    chunks = kd_chunks(xyz.cpu().numpy(), chunk)
+    host = xyz.cpu()
+    for k, core in enumerate(chunks):
+        ext = np.concatenate([core, _halo(host, core, gen)])
+        up = upsample_pass(model, xyz[torch.from_numpy(ext).to(xyz.device)], batch, "assign")
+        out[torch.from_numpy(core)] = up[: len(core) * r].reshape(len(core), r, 3).cpu()
+        del up
+        if on_chunk:
+            on_chunk(k + 1, len(chunks))
+    return out.reshape(-1, 3).to(xyz.device)
+
+
+def upsample_large(
+    model: nn.Module,
+    xyz: Tensor | np.ndarray,
+    ratio: int,
+    max_memory_mib: float,
+    batch: int = 16,
+    merge: Merge = "auto",
+    on_chunk: Callable[[int, int, int], None] | None = None,
+) -> np.ndarray:
+    """upsample_cloud within a memory budget: each pass whole when it fits, else in k-d chunks with halos;
+    on_chunk(pass, done, total) reports progress."""
+    cur = check_cloud(xyz).to(next(model.parameters()).device)
+    for p in range(passes_for(model.ratio, ratio)):
+        size = chunk_points(max_memory_mib, len(cur), model.ratio)
+        report = (lambda d, t, p=p: on_chunk(p, d, t)) if on_chunk else None
+        whole = chunk_points(max_memory_mib, len(cur), model.ratio, BLOCKED_BYTES_PER_POINT)
+        if len(cur) <= whole and merge != "assign":
+            cur = upsample_pass(model, cur, batch, merge)
+            if report:
+                report(1, 1)
+        else:
+            cur = chunked_pass(model, cur, batch, size, report)
+    return cur.cpu().numpy()

@@ -1,0 +1,72 @@
+"""Blocked farthest-point merge: the patch outputs reduced to exactly r N points by FPS run in parallel inside
+small spatial blocks, instead of one sequential FPS over all candidates (r N steps over S*P*r points)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.ops import farthest_point_sample, knn
+
+BLOCK_INPUTS = 32  # input points per block: each block runs about r * 32 FPS steps, all blocks at once
+
+
+def batched_fps(pts: Tensor, valid: Tensor, k: int) -> Tensor:
+    """Indices [B,k] of FPS inside each row of pts [B,M,3], never picking an invalid (padding) entry
+    while a valid one is left; rows start at index 0 (valid whenever the row has any point)."""
+    b = pts.shape[0]
+    dist = torch.where(valid, torch.inf, -1.0).to(pts.dtype)
+    cur = torch.zeros(b, dtype=torch.long, device=pts.device)
+    picked = []
+    for _ in range(k):
+        picked.append(cur)
+        centre = pts.gather(1, cur.view(b, 1, 1).expand(b, 1, 3))
+        torch.minimum(dist, (pts - centre).square_().sum(-1), out=dist)
+        dist.scatter_(1, cur.view(b, 1), -2.0)
+        cur = dist.argmax(-1)
+    return torch.stack(picked, 1)
+
+
+def _quotas(need: Tensor, have: Tensor) -> Tensor:
+    """Per-block picks: `need` capped at `have`, the shortfall moved to blocks with spare candidates."""
+    q = torch.minimum(need, have)
+    short = int(need.sum() - q.sum())
+    while short > 0:
+        spare = have - q
+        if int(spare.sum()) == 0:
+            break
+        add = torch.minimum(spare, torch.ceil(spare.double() / spare.sum() * short).long())
+        add = (short - (add.cumsum(0) - add)).clamp_min(0).minimum(add)
+        q += add
+        short -= int(add.sum())
+    return q
+
+
+@torch.no_grad()
+def blocked_fps_merge(xyz: Tensor, cand: Tensor, r: int) -> Tensor:
+    """Exactly r N points [rN,3] of candidates cand [M,3] around the input xyz [N,3]: blocks are the Voronoi
+    cells of FPS anchors of the input; block b keeps r x (its input points) candidates by FPS."""
+    n = len(xyz)
+    if len(cand) < r * n:
+        raise PointCloudError(f"merge: {len(cand)} candidates cannot give {r * n} points")
+    n_blocks = max(1, math.ceil(n / BLOCK_INPUTS))
+    anchors = xyz[farthest_point_sample(xyz[None], n_blocks)[0]]
+    in_block = knn(xyz[None], anchors[None], 1)[1][0, :, 0]
+    cand_block = knn(cand[None], anchors[None], 1)[1][0, :, 0]
+    need = torch.bincount(in_block, minlength=n_blocks) * r
+    have = torch.bincount(cand_block, minlength=n_blocks)
+    quota = _quotas(need.cpu(), have.cpu()).to(xyz.device)
+    order = torch.argsort(cand_block, stable=True)
+    start = torch.cumsum(have, 0) - have
+    slot = torch.arange(len(cand), device=cand.device) - start[cand_block[order]]
+    width = int(have.max())
+    grid = torch.zeros(n_blocks, width, 3, dtype=cand.dtype, device=cand.device)
+    valid = torch.zeros(n_blocks, width, dtype=torch.bool, device=cand.device)
+    grid[cand_block[order], slot] = cand[order]
+    valid[cand_block[order], slot] = True
+    picks = batched_fps(grid, valid, int(quota.max()))
+    keep = torch.arange(picks.shape[1], device=cand.device)[None] < quota[:, None]
+    return grid.gather(1, picks[..., None].expand(-1, -1, 3))[keep]
