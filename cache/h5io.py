@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from affcli.cache.checked import read_checked
 from affcli.cache.errors import CacheError
 from affcli.cache.fingerprint import MODALITIES, check_modality, make_fingerprint
 from affcli.cache.store import FeatureStore, safe_key
@@ -25,7 +26,7 @@ def export_h5(cache: str | Path, out: str | Path, specs: list[str] | None = None
             g.attrs["spec"] = spec
             g.attrs["fingerprint"] = json.dumps(store.fingerprint(spec), sort_keys=True)
             for vid in store.videos(spec):
-                rec = store.read_video(spec, vid)
+                rec = read_checked(store, spec, vid)
                 vg = g.create_group(safe_key(vid))
                 vg.attrs["video_id"] = vid
                 vg.attrs["fps"] = float(rec.attrs.get("fps") or 0.0)

@@ -8,6 +8,8 @@ Layout (all names sanitised; the exact spec / video id live in attributes)::
         feats [n_frames, dim] float16      one shard per array, chunks of ~1 MB
         valid [n_frames] bool
         timestamps [n_frames] float64      seconds, the decoded frames' true timestamps
+        faces/{box [n,4], score [n], landmarks [n,5,2]} float32   visual sets cropped on faces: the face
+                                           behind each frame (attrs: detector, align, ...); in sha256
     <cache>/_text/<name>/emb [P, dim]      CLIP text embeddings of a prompt set (attrs: prompts, spec)
     <cache>/manifest.parquet               one row per (feature set, video): the readable summary
 
@@ -20,18 +22,20 @@ import datetime as _dt
 import hashlib
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from affcli.cache.errors import CacheError, FingerprintMismatch
+from affcli.cache import coord
+from affcli.cache.errors import CacheError, DoneElsewhere, FingerprintMismatch
 from affcli.cache.fingerprint import check_modality, fingerprint_diff, missing_modality
 
 FORMAT_VERSION = 1
 TEXT_GROUP = "_text"
+FACES_GROUP = "faces"
 CHUNK_BYTES = 1 << 20
 
 
@@ -41,13 +45,41 @@ def safe_key(name: str) -> str:
     return "v" + key if key.startswith("__") else key
 
 
-def array_sha256(feats: np.ndarray, valid: np.ndarray, timestamps: np.ndarray) -> str:
-    """Checksum of a video's arrays as stored, so `verify` can detect silent corruption."""
+def array_sha256(feats: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
+                 faces: FaceRecord | None = None) -> str:
+    """Checksum of a video's arrays as stored (with its face record, if any), so `verify` can detect corruption."""
     h = hashlib.sha256()
-    for a in (np.ascontiguousarray(feats, np.float16), np.ascontiguousarray(valid, bool),
-              np.ascontiguousarray(timestamps, np.float64)):
-        h.update(a.tobytes())
+    arrays = [np.ascontiguousarray(feats, np.float16), np.ascontiguousarray(valid, bool),
+              np.ascontiguousarray(timestamps, np.float64)]
+    if faces is not None:
+        arrays += [np.ascontiguousarray(faces.box, np.float32), np.ascontiguousarray(faces.score, np.float32),
+                   np.ascontiguousarray(faces.landmarks, np.float32)]
+    for a in arrays:
+        h.update(a)  # the contiguous buffer itself: no copy
     return h.hexdigest()
+
+
+@dataclass
+class FaceRecord:
+    """The face behind each frame of a video: what was cropped, so every crop is auditable.
+
+    box [n,4] float32 (x0, y0, x1, y1 in source-frame pixels), score [n] float32 (detector confidence),
+    landmarks [n,5,2] float32 (eyes, nose, mouth corners, source pixels); NaN box/landmarks and score 0
+    where no face was used; NaN landmarks only for a detector without landmarks (haar). `attrs` holds the
+    face settings (detector, align, template, detect_every, margin); on read also video_id, spec, source,
+    fps, n_frames, timestamps [n] (seconds) and valid [n].
+    """
+
+    box: np.ndarray
+    score: np.ndarray
+    landmarks: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, n: int, where: str) -> None:
+        """CacheError unless the arrays are box [n,4], score [n], landmarks [n,5,2]."""
+        if (self.box.shape != (n, 4) or self.score.shape != (n,) or self.landmarks.shape != (n, 5, 2)):
+            raise CacheError(f"{where}: face record shapes box {self.box.shape}, score {self.score.shape}, "
+                             f"landmarks {self.landmarks.shape}; expected ({n}, 4), ({n},), ({n}, 5, 2)")
 
 
 @dataclass
@@ -59,6 +91,7 @@ class VideoRecord:
     valid: np.ndarray
     timestamps: np.ndarray
     attrs: dict[str, Any]
+    faces: FaceRecord | None = None
 
 
 class FeatureStore:
@@ -66,6 +99,7 @@ class FeatureStore:
 
     def __init__(self, path: str | Path, mode: str = "a", storage_options: dict | None = None):
         self.path = str(path)
+        self.storage_options, self._fs = storage_options, None
         if mode == "r" and not _exists(self.path):
             raise CacheError(f"{self.path}: no feature cache here")
         try:
@@ -73,7 +107,10 @@ class FeatureStore:
         except Exception as e:  # zarr raises several types for a non-zarr folder
             raise CacheError(f"{self.path}: not a readable Zarr v3 feature cache ({type(e).__name__}: {e})") from None
         if mode != "r" and "affcli_cache_version" not in self.root.attrs:
-            self.root.attrs.update({"affcli_cache_version": FORMAT_VERSION, "feature_sets": {}})
+            with self._lease("_root"):
+                self._refresh_root()
+                if "affcli_cache_version" not in self.root.attrs:
+                    self.root.attrs.update({"affcli_cache_version": FORMAT_VERSION, "feature_sets": {}})
 
     # ---- feature sets -------------------------------------------------------------------------
     def feature_sets(self) -> list[str]:
@@ -129,6 +166,11 @@ class FeatureStore:
         A new set's fingerprint must name its modality and dim; a legacy set without a modality adopts the new one.
         """
         key = self.key_of(spec)
+        if spec not in self.feature_sets():
+            with self._lease("_root"):
+                self._refresh_root()
+                if spec not in self.feature_sets():
+                    return self._create_feature_set(key, spec, fingerprint)
         if spec in self.feature_sets():
             old = dict(self.root[key].attrs["fingerprint"])
             diff = fingerprint_diff(old, fingerprint)
@@ -143,7 +185,9 @@ class FeatureStore:
                               f"{old.get('versions')}, now {fingerprint.get('versions')}", stacklevel=2)
             if old.get("modality") is None and fingerprint.get("modality") is not None:
                 self.set_modality(spec, fingerprint["modality"])
-            return
+
+    def _create_feature_set(self, key: str, spec: str, fingerprint: dict[str, Any]) -> None:
+        """Register a new feature set (the caller holds the root lease)."""
         try:
             check_modality(fingerprint.get("modality"), f"{self.path}: feature set {spec!r}")
         except ValueError as e:
@@ -162,10 +206,16 @@ class FeatureStore:
         """Delete a feature set and everything in it, and rewrite the manifest without it."""
         key = self.key_of(spec)
         self._fs_group(spec)
-        del self.root[key]
-        sets = dict(self.root.attrs.get("feature_sets", {}))
-        sets.pop(key, None)
-        self.root.attrs["feature_sets"] = sets
+        link = Path(self.path) / key
+        if "://" not in self.path and link.is_symlink():
+            raise CacheError(f"{link}: feature set {spec!r} is a symbolic link to {link.readlink()}; affcli does not "
+                             f"delete through links: remove the link (and its target if you mean to) by hand")
+        with self._lease("_root"):
+            self._refresh_root()
+            del self.root[key]
+            sets = dict(self.root.attrs.get("feature_sets", {}))
+            sets.pop(key, None)
+            self.root.attrs["feature_sets"] = sets
         self.write_manifest()
 
     # ---- videos -------------------------------------------------------------------------------
@@ -193,12 +243,24 @@ class FeatureStore:
         return bool(grp[key].attrs.get("complete")) and grp[key].attrs.get("video_id") == video_id
 
     def write_video(self, spec: str, video_id: str, feats: np.ndarray, valid: np.ndarray,
-                    timestamps: np.ndarray, fps: float, source: str = "") -> None:
-        """Write one video's arrays; the `complete` mark goes last, so a kill never leaves a false video."""
+                    timestamps: np.ndarray, fps: float, source: str = "", faces: FaceRecord | None = None,
+                    extras: dict[str, np.ndarray] | None = None) -> None:
+        """Write one video's arrays under its lease (first writer wins: DoneElsewhere if another run completed it)."""
+        with self._lease(f"{self.key_of(spec)}/{safe_key(video_id)}"):
+            self._write_video(spec, video_id, feats, valid, timestamps, fps, source, faces, extras)
+        self._forget_failure(spec, video_id)
+
+    def _write_video(self, spec: str, video_id: str, feats: np.ndarray, valid: np.ndarray,
+                     timestamps: np.ndarray, fps: float, source: str = "", faces: FaceRecord | None = None,
+                     extras: dict[str, np.ndarray] | None = None) -> None:
+        """Write one video's arrays (and its face record beside `valid`, for visual sets cropped on faces; and any
+        per-row `extras`, see cache.rows); the `complete` mark goes last, so a kill never leaves a false video."""
         n = int(feats.shape[0])
         if feats.ndim != 2 or valid.shape != (n,) or timestamps.shape != (n,):
             raise CacheError(f"{self.path}: {video_id}: inconsistent shapes feats {feats.shape}, "
                              f"valid {valid.shape}, timestamps {timestamps.shape}")
+        if faces is not None:
+            faces.check(n, f"{self.path}: {video_id}")
         grp = self._fs_group(spec)
         dim = grp.attrs["fingerprint"].get("dim")
         if dim is not None and feats.shape[1] != dim:
@@ -209,7 +271,7 @@ class FeatureStore:
             if other != video_id:
                 raise CacheError(f"{self.path}: video ids {other!r} and {video_id!r} map to the same key {key!r}")
             if grp[key].attrs.get("complete"):
-                raise CacheError(f"{self.path}: {video_id} is already complete in {spec}; refusing to overwrite")
+                raise DoneElsewhere(f"{self.path}: {video_id} is already complete in {spec}; refusing to overwrite")
             del grp[key]
         f16 = np.ascontiguousarray(feats, dtype=np.float16)
         if not np.isfinite(f16).all():
@@ -221,32 +283,88 @@ class FeatureStore:
         vg.create_array("feats", data=f16, chunks=(rows, d), shards=(shard[0], d), compressors=None)
         vg.create_array("valid", data=np.ascontiguousarray(valid, dtype=bool))
         vg.create_array("timestamps", data=np.ascontiguousarray(timestamps, dtype=np.float64))
+        for name, arr in (extras or {}).items():
+            vg.create_array(name, data=np.ascontiguousarray(arr))
+        if faces is not None:
+            faces = _write_faces(vg, faces)
         vg.attrs.update({"n_frames": n, "fps": float(fps), "source": str(source), "written": _now(),
-                         "sha256": array_sha256(f16, valid, timestamps)})
+                         "sha256": array_sha256(f16, valid, timestamps, faces)})
         vg.attrs["complete"] = True
-        failures = dict(grp.attrs.get("failures", {}))
-        if failures.pop(video_id, None) is not None:
-            grp.attrs["failures"] = failures
 
     def record_failure(self, spec: str, video_id: str, error: str) -> None:
-        """Remember why a video failed, for the manifest and the next run's summary."""
+        """Remember why a video failed, for the manifest and the next run's summary (not when another run has
+        completed it meanwhile: its failure is then nobody's)."""
+        with self._lease(f"{self.key_of(spec)}/_failures"):
+            if self.has_video(spec, video_id):
+                return
+            grp = self._fs_group(spec)
+            failures = dict(grp.attrs.get("failures", {}))
+            failures[video_id] = error
+            grp.attrs["failures"] = failures
+
+    def _forget_failure(self, spec: str, video_id: str) -> None:
+        """Drop a video's failure record once it is complete (read-modify-write under the set's failures lease)."""
         grp = self._fs_group(spec)
-        failures = dict(grp.attrs.get("failures", {}))
-        failures[video_id] = error
-        grp.attrs["failures"] = failures
+        if video_id not in grp.attrs.get("failures", {}):
+            return
+        with self._lease(f"{self.key_of(spec)}/_failures"):
+            grp = self._fs_group(spec)
+            failures = dict(grp.attrs.get("failures", {}))
+            if failures.pop(video_id, None) is not None:
+                grp.attrs["failures"] = failures
+
+    # ---- concurrency --------------------------------------------------------------------------
+    def _lease(self, name: str):
+        """Context manager holding lease `name` of this store (see cache/coord.py)."""
+        if self._fs is None:
+            self._fs = coord.store_fs(self.path, self.storage_options)
+        return coord.lease(self._fs[0], self._fs[1], name)
+
+    def _refresh_root(self) -> None:
+        """Re-read the root attributes another writer may have changed since this store was opened."""
+        self.root = zarr.open_group(self.path, mode="r+", zarr_format=3, storage_options=self.storage_options)
 
     def failures(self, spec: str) -> dict[str, str]:
         """{video: error} of videos whose last extraction failed."""
         return dict(self._fs_group(spec).attrs.get("failures", {}))
 
-    def read_video(self, spec: str, video_id: str) -> VideoRecord:
-        """One complete video's arrays."""
+    def read_video(self, spec: str, video_id: str, faces: bool = False) -> VideoRecord:
+        """One complete video's arrays; `faces` also reads its face record (None where the set has none)."""
         grp = self._fs_group(spec)
         key = safe_key(video_id)
         if key not in grp or not grp[key].attrs.get("complete"):
             raise CacheError(f"{self.path}: video {video_id!r} is not (completely) in feature set {spec!r}")
         vg = grp[key]
-        return VideoRecord(video_id, vg["feats"][:], vg["valid"][:], vg["timestamps"][:], dict(vg.attrs))
+        face = _read_faces(vg) if faces else None
+        return VideoRecord(video_id, vg["feats"][:], vg["valid"][:], vg["timestamps"][:], dict(vg.attrs), face)
+
+    def has_faces(self, spec: str, video_id: str) -> bool:
+        """True if the video is complete in `spec` and carries a face record."""
+        return self.has_video(spec, video_id) and FACES_GROUP in self._fs_group(spec)[safe_key(video_id)]
+
+    def read_faces(self, video_id: str, spec: str | None = None) -> FaceRecord:
+        """The face record of a video: from feature set `spec`, else from the first visual set holding one
+        (sets extracted in one run share it). attrs carry video_id, spec, source, fps, n_frames, timestamps, valid."""
+        specs = [spec] if spec is not None else self.feature_sets()
+        for s in specs:
+            if self.has_faces(s, video_id):
+                vg = self._fs_group(s)[safe_key(video_id)]
+                rec = _read_faces(vg)
+                a = dict(vg.attrs)
+                rec.attrs.update(video_id=video_id, spec=s, source=a.get("source", ""), fps=a.get("fps"),
+                                 n_frames=a.get("n_frames"), timestamps=vg["timestamps"][:], valid=vg["valid"][:])
+                return rec
+        where = f"feature set {spec!r}" if spec is not None else "any feature set"
+        raise CacheError(f"{self.path}: no face record for video {video_id!r} in {where} "
+                         f"(extracted with --face none, from a frames folder, or not extracted)")
+
+    def read_extra(self, spec: str, video_id: str, name: str) -> np.ndarray | None:
+        """A per-row array written with `write_video(extras=...)`; None when the video has none of that name."""
+        grp = self._fs_group(spec)
+        key = safe_key(video_id)
+        if key not in grp or not grp[key].attrs.get("complete"):
+            raise CacheError(f"{self.path}: video {video_id!r} is not (completely) in feature set {spec!r}")
+        return grp[key][name][:] if name in grp[key] else None
 
     def video_array(self, spec: str, video_id: str) -> zarr.Array:
         """The lazy Zarr array of one video's features (for dask)."""
@@ -259,8 +377,12 @@ class FeatureStore:
     # ---- text embeddings ----------------------------------------------------------------------
     def write_text_embeddings(self, name: str, spec: str, prompts: list[str], emb: np.ndarray) -> None:
         """Store CLIP text embeddings of a named prompt set, produced by backbone `spec`."""
-        tg = self.root.require_group(TEXT_GROUP)
         key = safe_key(f"{name}@{spec}")
+        with self._lease(f"{TEXT_GROUP}/{key}"):
+            self._write_text(key, name, spec, prompts, emb)
+
+    def _write_text(self, key: str, name: str, spec: str, prompts: list[str], emb: np.ndarray) -> None:
+        tg = self.root.require_group(TEXT_GROUP)
         if key in tg:
             del tg[key]
         g = tg.create_group(key, attributes={"name": name, "spec": spec, "prompts": list(prompts),
@@ -293,28 +415,61 @@ class FeatureStore:
 
         rows = []
         for spec in self.feature_sets():
+            by_video = {}
             for _, g in self._video_groups(spec).items():
                 a = g.attrs
-                rows.append({"feature_set": spec, "video": a.get("video_id", ""), "n_frames": a.get("n_frames"),
-                             "fps": a.get("fps"), "status": "ok" if a.get("complete") else "incomplete",
-                             "error": None, "source": a.get("source"), "written": a.get("written")})
+                by_video[a.get("video_id", "")] = {
+                    "feature_set": spec, "video": a.get("video_id", ""), "n_frames": a.get("n_frames"),
+                    "fps": a.get("fps"), "status": "ok" if a.get("complete") else "incomplete",
+                    "error": None, "source": a.get("source"), "written": a.get("written")}
             for vid, err in self.failures(spec).items():
-                if not self.has_video(spec, vid):
-                    rows.append({"feature_set": spec, "video": vid, "n_frames": None, "fps": None,
-                                 "status": "failed", "error": err, "source": None, "written": None})
+                if vid in by_video and by_video[vid]["status"] == "ok":
+                    continue
+                by_video[vid] = {"feature_set": spec, "video": vid, "n_frames": None, "fps": None,
+                                 "status": "failed", "error": err, "source": None, "written": None}
+            rows += by_video.values()
         schema = {"feature_set": pl.String, "video": pl.String, "n_frames": pl.Int64, "fps": pl.Float64,
                   "status": pl.String, "error": pl.String, "source": pl.String, "written": pl.String}
         return pl.DataFrame(rows, schema=schema).sort(["feature_set", "video"])
 
-    def write_manifest(self) -> Path | None:
-        """Rewrite manifest.parquet beside the arrays (local stores); returns its path."""
-        if "://" in self.path:
-            return None
-        path = Path(self.path) / "manifest.parquet"
-        tmp = path.with_name(".manifest.parquet.tmp")
-        self.manifest().write_parquet(tmp)
-        tmp.replace(path)
-        return path
+    def write_manifest(self) -> Path | str:
+        """Rebuild manifest.parquet from the per-video groups (under the manifest lease, so the last writer's
+        rebuild sees every other writer's videos); returns its path (a URL for object stores)."""
+        with self._lease("_manifest"):
+            self._refresh_root()
+            table = self.manifest()
+            if coord.is_url(self.path):
+                fs, root = self._fs
+                with fs.open(f"{root.rstrip('/')}/manifest.parquet", "wb") as f:
+                    table.write_parquet(f)
+                return f"{self.path.rstrip('/')}/manifest.parquet"
+            path = Path(self.path) / "manifest.parquet"
+            tmp = path.with_name(f".manifest.{coord.owner_token().rsplit(':', 1)[1]}.tmp")
+            table.write_parquet(tmp)
+            tmp.replace(path)
+            return path
+
+
+def _write_faces(vg: zarr.Group, faces: FaceRecord) -> FaceRecord:
+    """Store a face record as the `faces` subgroup of a video group; returns it as stored (float32)."""
+    stored = FaceRecord(np.ascontiguousarray(faces.box, np.float32), np.ascontiguousarray(faces.score, np.float32),
+                        np.ascontiguousarray(faces.landmarks, np.float32), dict(faces.attrs))
+    fg = vg.create_group(FACES_GROUP, attributes=_json_attrs(stored.attrs))
+    for name in ("box", "score", "landmarks"):
+        fg.create_array(name, data=getattr(stored, name))
+    return stored
+
+
+def _read_faces(vg: zarr.Group) -> FaceRecord | None:
+    if FACES_GROUP not in vg:
+        return None
+    fg = vg[FACES_GROUP]
+    return FaceRecord(fg["box"][:], fg["score"][:], fg["landmarks"][:], dict(fg.attrs))
+
+
+def _json_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()
+            if isinstance(v, (str, int, float, bool, list, tuple, dict, np.ndarray)) or v is None}
 
 
 def _exists(path: str) -> bool:

@@ -6,12 +6,15 @@ from typing import Any
 
 import numpy as np
 
+from affcli.cache.checked import describe_error, shape_problem
 from affcli.cache.fingerprint import missing_modality
 from affcli.cache.store import FeatureStore, array_sha256
 
 
-def verify(path: str | Path, deep: bool = True) -> list[str]:
-    """Problems found in the cache (empty list = sound). `deep` re-reads every array and checks its hash."""
+def verify(path: str | Path, deep: bool = True, weights: bool = False, seed: int = 0) -> list[str]:
+    """Problems found in the cache (empty list = sound). `deep` re-reads every array, checks its hash and re-derives
+    the fingerprint's dim and dtype from the data; `weights` also rebuilds each backbone whose weights are at hand
+    offline (tiny and /random specs with `seed`, local checkpoints) and compares its weights hash."""
     store = FeatureStore(path, mode="r")
     problems: list[str] = []
     for spec in store.feature_sets():
@@ -21,39 +24,65 @@ def verify(path: str | Path, deep: bool = True) -> list[str]:
                 problems.append(f"{spec}: fingerprint lacks {k!r}")
         if "modality" not in fp:
             problems.append(missing_modality(store.path, spec))
-        dim = fp.get("dim")
+        if weights and (p := weights_problem(spec, fp, seed)) is not None:
+            problems.append(p)
         for key in store.incomplete(spec):
             problems.append(f"{spec}/{key}: incomplete video (interrupted write); re-run extract to finish it")
+        if not deep:
+            continue
         for vid in store.videos(spec):
-            a = store.video_attrs(spec, vid)
-            where = f"{spec}/{vid}"
-            if not deep:
-                continue
-            try:
-                rec = store.read_video(spec, vid)
-            except Exception as e:
-                problems.append(f"{where}: unreadable ({type(e).__name__}: {e})")
-                continue
-            n = a.get("n_frames")
-            if rec.feats.shape != (n, dim):
-                problems.append(f"{where}: feats shape {rec.feats.shape}, expected ({n}, {dim})")
-            if rec.valid.shape != (n,) or rec.timestamps.shape != (n,):
-                problems.append(f"{where}: valid/timestamps length differs from n_frames {n}")
-            if rec.feats.dtype != np.float16:
-                problems.append(f"{where}: dtype {rec.feats.dtype}, expected float16")
-            if not np.isfinite(rec.feats).all():
-                problems.append(f"{where}: NaN or inf in features")
-            if n and np.any(np.diff(rec.timestamps) <= 0):
-                problems.append(f"{where}: timestamps not strictly increasing")
-            if np.any(rec.feats[~rec.valid] != 0):
-                problems.append(f"{where}: invalid frames carry non-zero features")
-            if a.get("sha256") != array_sha256(rec.feats, rec.valid, rec.timestamps):
-                problems.append(f"{where}: checksum mismatch (data changed after writing)")
+            problems += _video_problems(store, spec, vid, fp)
     for name, spec in store.text_sets():
         prompts, emb, _ = store.read_text_embeddings(name, spec)
         if emb.shape[0] != len(prompts) or not np.isfinite(emb).all():
             problems.append(f"text {name}@{spec}: {emb.shape[0]} embeddings for {len(prompts)} prompts or non-finite values")
     return problems
+
+
+def _video_problems(store: FeatureStore, spec: str, vid: str, fp: dict[str, Any]) -> list[str]:
+    """Everything wrong with one video: unreadable, shapes/dtype against n_frames and the fingerprint, values, hash."""
+    where = f"{spec}/{vid}"
+    try:
+        rec = store.read_video(spec, vid, faces=True)
+    except Exception as e:
+        return [f"{where}: unreadable ({describe_error(e)})"]
+    shape = shape_problem(rec, fp)
+    if shape is not None:
+        return [f"{where}: {shape}"]
+    out = []
+    if not np.isfinite(rec.feats).all():
+        out.append(f"{where}: NaN or inf in features")
+    if rec.timestamps.size and np.any(np.diff(rec.timestamps) <= 0):
+        out.append(f"{where}: timestamps not strictly increasing")
+    if np.any(rec.feats[~rec.valid] != 0):
+        out.append(f"{where}: invalid frames carry non-zero features")
+    if rec.attrs.get("sha256") != array_sha256(rec.feats, rec.valid, rec.timestamps, rec.faces):
+        out.append(f"{where}: checksum mismatch (data changed after writing)")
+    return out
+
+
+def weights_problem(spec: str, fp: dict[str, Any], seed: int = 0) -> str | None:
+    """A mismatch between the fingerprint's weights hash and the backbone rebuilt offline, if it can be rebuilt
+    (tiny, <model>/random, a local checkpoint); None when it matches or the weights are not at hand."""
+    if not weights_at_hand(spec):
+        return None
+    from affcli.pipeline.backbones import build_backbone
+    from affcli.pipeline.backbones.base import state_dict_sha256
+
+    try:
+        sha = state_dict_sha256(build_backbone(spec, "cpu", seed=seed).module)
+    except Exception as e:  # a spec of another version of affcli, a moved checkpoint
+        return f"{spec}: weights could not be rebuilt to check the fingerprint ({describe_error(e)})"
+    if sha != fp.get("weights_sha256"):
+        return (f"{spec}: fingerprint weights_sha256 {str(fp.get('weights_sha256'))[:12]}... is not the hash of the "
+                f"weights ({sha[:12]}... with seed {seed}); the fingerprint was edited or another --seed made the set")
+    return None
+
+
+def weights_at_hand(spec: str) -> bool:
+    """True for specs whose weights need no download: tiny, <model>/random, or an existing local file or folder."""
+    _, _, name = spec.partition(":")
+    return name == "tiny" or name.endswith("/random") or (name.startswith(("/", ".", "~")) and Path(name).expanduser().exists())
 
 
 def summary(path: str | Path) -> list[dict[str, Any]]:

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+BUDGET_ENV = "AFFCLI_THREADS"
+LIBRARY_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _affinity() -> int:
@@ -70,10 +75,41 @@ def usable_cpus(root: Path = CGROUP_ROOT, load_aware: bool = True) -> int:
 
 
 def configure_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to n (default usable_cpus()); returns the number set."""
+    """Set torch's intra-op threads to n (default thread_budget()); returns the number set."""
     import torch
 
-    n = max(1, int(n)) if n else usable_cpus()
+    n = max(1, int(n)) if n else thread_budget()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def thread_budget() -> int:
+    """The CPU threads this process's work uses: $AFFCLI_THREADS (`affcli --threads`, exported to child processes
+    too) when set, else usable_cpus()."""
+    given = os.environ.get(BUDGET_ENV, "").strip()
+    return max(1, int(given)) if given.isdigit() and int(given) > 0 else usable_cpus()
+
+
+@contextmanager
+def thread_scope(n: int | None = None) -> Iterator[int]:
+    """Run a command within a thread budget of n (default usable_cpus()): exported as $AFFCLI_THREADS and the
+    OMP/MKL/OpenBLAS counts, which torch and BLAS read when first imported and child processes inherit. A torch
+    already imported is set to n only when n is given (the embedding process chose its own). Restores all on exit."""
+    torch = sys.modules.get("torch") if n else None
+    n = max(1, int(n)) if n else usable_cpus()
+    saved = {k: os.environ.get(k) for k in (BUDGET_ENV, *LIBRARY_ENVS)}
+    before = torch.get_num_threads() if torch is not None else None
+    os.environ.update({k: str(n) for k in saved})
+    if torch is not None:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if torch is not None and before is not None:
+            torch.set_num_threads(before)

@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from affcli.common.names import safe_name
 from affcli.heads.errors import LabelError
 from affcli.heads.labels import image_frame_ids, numeric_cells, split_cells
 from affcli.heads.tasks import Output, Task, get_task
@@ -82,7 +83,7 @@ def write_predictions(out_dir: Path, task: str, per_video: dict[str, Values],
     out_dir.mkdir(parents=True, exist_ok=True)
     frames_of = frame_lists or {}
     if style == "per-video":
-        return [_write(out_dir / f"{v}.txt", t.submission.header,
+        return [_write(out_dir / f"{safe_name(v, 'video id')}.txt", t.submission.header,
                        _select(_value_frame(t, v, vals), frames_of.get(v))[0]) for v, vals in per_video.items()]
     blocks = []
     for v, vals in per_video.items():

@@ -47,8 +47,8 @@ def train_head_command(config: Path | None, flags: dict[str, Any], console: Cons
 
 
 def predict_command(run: Path, cache: Path | None, out: Path, split: str | None, videos: str | None, style: str,
-                    au_threshold: float, device: str | None, smooth: int | None = None,
-                    console: Console | None = None, labels: Path | None = None) -> int:
+                    au_threshold: float | None, device: str | None, smooth: int | None = None,
+                    console: Console | None = None, labels: Path | None = None, skip_bad: bool = False) -> int:
     """Write ABAW prediction files for a run (its stored cache and labels unless overridden)."""
     from affcli.cache.errors import CacheError
     from affcli.heads.predict import predict_run
@@ -59,7 +59,7 @@ def predict_command(run: Path, cache: Path | None, out: Path, split: str | None,
     vids = parse_id_list(videos) if videos else None
     try:
         files = predict_run(run, cache, out, split=split, videos=vids, style=style, device=device,
-                            au_threshold=au_threshold, labels=labels, smooth=smooth)
+                            au_threshold=au_threshold, labels=labels, smooth=smooth, skip_bad=skip_bad)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e, run)
     console.print(f"wrote {len(files)} file(s) to {out}")
@@ -67,14 +67,14 @@ def predict_command(run: Path, cache: Path | None, out: Path, split: str | None,
 
 
 def evaluate_command(run: Path, cache: Path | None, labels: Path | None, split: str | None, device: str | None,
-                     smooth: int | None = None, console: Console | None = None) -> int:
+                     smooth: int | None = None, console: Console | None = None, skip_bad: bool = False) -> int:
     """Re-score a run and print its metrics."""
     from affcli.cache.errors import CacheError
     from affcli.heads.predict import evaluate_run
 
     console = console or Console()
     try:
-        m = evaluate_run(run, cache, labels, split, device, smooth)
+        m = evaluate_run(run, cache, labels, split, device, smooth, skip_bad)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e, run)
     console.print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()

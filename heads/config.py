@@ -4,15 +4,100 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-from dataclasses import dataclass
+import warnings
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from affcli.common.cli_options import option
-from affcli.heads.model import ModelSpec
+
+DEPRECATED_KEYS = {"shift": "horizon"}
+
+
+@dataclass
+class ModelSpec:
+    """The head architecture, `[model]` of a run config; with the task and input widths it rebuilds a model."""
+
+    temporal: str = option("tcn", help="Temporal head: a registered name with options, e.g. 'tcn(levels=6, channels=512)'.")
+    temporal_options: dict[str, Any] = option({}, help="Options of the temporal head (merged over the inline ones).")
+    temporal_on: list[str] = option([], help="Modalities that get the temporal head (visual, audio); the others only "
+                                            "their projection.", shown="all")
+    fusion: str = option("auto", help="Fusion, e.g. xattn or none:visual (auto = none for one modality, else concat).")
+    fusion_options: dict[str, Any] = option({}, help="Options of the fusion (merged over the inline ones).")
+    d_model: int = option(128, help="Width each modality is projected to.")
+    head_hidden: list[int] = option([256], help="Hidden widths of the task head's MLP.")
+    dropout: float = option(0.1, help="Dropout of the task head.")
+    causal: bool = option(False, help="Never use frames after t (temporal heads and cross-attention).")
+    label_position: str = option("frame", help="frame (every frame of the window) or last (the last frame's label).")
+    pool: str = option("last", help="With label_position=last: last (output at the last frame) or mean (time-mean).")
+    dilation: int = option(1, help="With label_position=last: frames between window samples.")
+    horizon: int = option(0, help="With label_position=last: forecast the label H frames after the window's last frame "
+                                  "(with --causal: from frames <= t to the label at t + H; CAPNet's 10).")
+    frame_mask_p: float = option(0.0, help="Augmentation: fraction of window frames masked (train only).")
+    frame_mask_mode: str = option("token", help="Masked frames become a learned token (token) or zeros (zero).")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        """Build from a dict (a [model] table, or a checkpoint's spec); unknown keys refused with the valid ones.
+        Deprecated names (DEPRECATED_KEYS, e.g. `shift` -> `horizon`) are read here, the one place, with a warning."""
+        names = [f.name for f in fields(cls)]
+        kw = dict(d)
+        for old, new in DEPRECATED_KEYS.items():
+            if old in kw:
+                if new in kw and kw[new] != kw[old]:
+                    raise ValueError(f"model key {old!r} (deprecated) and {new!r} disagree ({kw[old]!r} vs {kw[new]!r})")
+                warnings.warn(f"model key {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=2)
+                kw[new] = kw.pop(old)
+        unknown = [k for k in kw if k not in names]
+        if unknown:
+            raise ValueError(f"unknown model key {unknown[0]!r}; valid keys: {', '.join(names)}")
+        for k in ("head_hidden", "temporal_on"):
+            if k in kw and not isinstance(kw[k], list):
+                kw[k] = list(kw[k]) if isinstance(kw[k], tuple) else [kw[k]]
+        for k in ("temporal_options", "fusion_options"):
+            if kw.get(k) is None:
+                kw[k] = {}
+            elif not isinstance(kw[k], dict):
+                raise ValueError(f"model {k} must be a table/dict, not {type(kw[k]).__name__}")
+        spec = cls(**kw)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Value checks that need no registry or data."""
+        if self.label_position not in ("frame", "last"):
+            raise ValueError(f"label_position must be 'frame' or 'last', not {self.label_position!r}")
+        if self.pool not in ("last", "mean"):
+            raise ValueError(f"pool must be 'last' or 'mean', not {self.pool!r}")
+        if self.frame_mask_mode not in ("zero", "token"):
+            raise ValueError(f"frame_mask_mode must be 'zero' or 'token', not {self.frame_mask_mode!r}")
+        if not 0 <= self.frame_mask_p < 1:
+            raise ValueError(f"frame_mask_p must be in [0, 1), not {self.frame_mask_p}")
+        if self.horizon < 0:
+            raise ValueError(f"horizon must be >= 0, not {self.horizon}")
+        if (self.dilation != 1 or self.horizon != 0) and self.label_position != "last":
+            raise ValueError("dilation and horizon need label_position = 'last' (one forecast per window end)")
+        bad = [m for m in self.temporal_on if m not in ("visual", "audio")]
+        if bad:
+            raise ValueError(f"temporal_on: unknown modality {bad[0]!r}; use visual and/or audio")
+
 
 MODEL = "model"
 MODEL_KEYS = [f.name for f in dataclasses.fields(ModelSpec)]
+_ROUTED = (*MODEL_KEYS, *DEPRECATED_KEYS)
+
+
+INTERPOLATE = ("off", "linear", "nearest")
+
+
+def split_runs(value: Any) -> list[str]:
+    """Run folders from a comma list, a list of comma lists or None (`--distill-from a,b` or repeated)."""
+    items = [value] if isinstance(value, str) else list(value or [])
+    return [r.strip() for item in items for r in str(item).split(",") if r.strip()]
 
 
 def resolve_path(p: str | None) -> str | None:
@@ -31,6 +116,8 @@ class RunConfig:
     labels: str | None = option(None, help="Labels: the ABAW annotation folder or a challenge folder (a Train_Set/"
                                            "Validation_Set parent); a flat folder of txt files is one split (evaluate).")
     splits: list[str] = option(["train", "val"], help="The train and the validation split (give both).")
+    skip_bad: bool = option(False, help="Leave out videos whose cached arrays fail their checksum or fingerprint "
+                                         "(one warning line each) instead of refusing the run.")
     model: ModelSpec = option(ModelSpec, help="The head architecture.")
     loss: str = option("auto", help="Loss: a weighted sum such as 'ce(weights=auto)+0.1*text-contrastive'; auto = task default.")
     prompts: str | None = option(None, help="Prompt set the prompt-based losses read.", shown="each loss's own")
@@ -48,7 +135,28 @@ class RunConfig:
     seed: int = option(0, help="Seed.")
     device: str = option("auto", help="auto, cpu, cuda, cuda:1.")
     amp: bool = option(True, help="bf16 autocast on CUDA.")
-    ssl_epochs: int = option(0, help="Masked-frame reconstruction pretraining epochs (0 = off).")
+    ssl_epochs: int = option(0, help="Self-supervised epochs on the train split's features before training (0 = off).")
+    ssl_method: str = option("masked", help="Self-supervised method of --ssl-epochs (heads/pretrain.py registry): "
+                                            "masked, simclr, byol, with options, e.g. 'simclr(temperature=0.2)'.")
+    ssl_positives: str = option("none", help="Emotion-aware positives of --ssl-epochs: none, kmeans (pseudo-classes "
+                                             "of the encoder's embeddings, refreshed per epoch), text (nearest CLIP "
+                                             "prompt), both.")
+    init_from: str | None = option(None, help="An `affcli pretrain` run whose encoder (projection + temporal head) "
+                                              "weights start this run.")
+    freeze_encoder: bool = option(False, help="Freeze the encoder (projection + temporal head) and train a linear task "
+                                              "head on it: a linear probe (head_hidden defaults to none; set it for an "
+                                              "MLP probe).")
+    distill_from: list[str] = option([], help="Finished runs (comma list) whose per-frame outputs, cached in the "
+                                              "feature cache under teacher/<run-hash>, are soft targets where labels "
+                                              "are missing; the loss gains a distill term unless it names one.")
+    distill_weight: float = option(1.0, help="Weight of the distill term added for --distill-from.")
+    interpolate: str = option("off", help="Predictions on frames without a face, from the nearest frames with one: "
+                                          "off, linear (values and probabilities linear) or nearest (values linear, "
+                                          "class and multi-label probabilities copied from the nearest frame).")
+    tune_thresholds: bool = option(False, help="Tune one decision threshold per multi-label output (each AU) on the "
+                                               "val split after training; stored in the run, used by predict/evaluate.")
+    tune_bias: bool = option(False, help="Tune one logit bias per class of a class output (EXPR) on the val split "
+                                         "after training; stored in the run, used by predict/evaluate.")
     edition: str = option("abaw3+", help="Metrics edition: abaw3+ or abaw1-2.")
     name: str | None = option(None, help="Run name.", shown="the --out folder's name")
     out: str = option("runs/run", help="Run folder (config, metrics, checkpoint, predictions, plots).")
@@ -73,14 +181,14 @@ class RunConfig:
     def nest(cls, d: dict[str, Any]) -> dict[str, Any]:
         """The one mapping of flat model keys (`d_model = 64`, as in old configs, grids and CLI flags) into the
         `model` table; a key given both ways must agree."""
-        out = {k: v for k, v in d.items() if k not in MODEL_KEYS}
+        out = {k: v for k, v in d.items() if k not in _ROUTED}
         model = out.get(MODEL) or {}
         if isinstance(model, ModelSpec):
             model = model.to_dict()
         if not isinstance(model, dict):
             raise ValueError(f"run-config model must be a table/dict, not {type(model).__name__}")
         model = dict(model)
-        for k in MODEL_KEYS:
+        for k in _ROUTED:
             if k in d:
                 if k in model and model[k] != d[k]:
                     raise ValueError(f"run-config {k} is given twice ({d[k]!r} and model.{k} = {model[k]!r})")
@@ -105,6 +213,10 @@ class RunConfig:
         for k in ("features", "splits"):
             if k in kw and kw[k] is not None and not isinstance(kw[k], list):
                 kw[k] = list(kw[k]) if isinstance(kw[k], tuple) else [kw[k]]
+        if "distill_from" in kw:
+            kw["distill_from"] = split_runs(kw["distill_from"])
+        if kw.get("freeze_encoder") and "head_hidden" not in (kw.get(MODEL) or {}):
+            kw[MODEL] = {**(kw.get(MODEL) or {}), "head_hidden": []}
         kw[MODEL] = ModelSpec.from_dict(kw.get(MODEL) or {})
         cfg = cls(**kw)
         cfg.validate()
@@ -120,10 +232,19 @@ class RunConfig:
             raise ValueError(f"edition must be 'abaw3+' or 'abaw1-2', not {self.edition!r}")
         if len(self.splits) != 2:
             raise ValueError(f"splits must be [train, val], not {self.splits}")
+        if self.interpolate not in INTERPOLATE:
+            raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}, not {self.interpolate!r}")
+        if self.distill_weight < 0:
+            raise ValueError(f"distill_weight must be >= 0, not {self.distill_weight}")
+        from affcli.heads.pretrain import check_method
+
+        check_method(self.ssl_method, self.ssl_positives)
 
     def with_resolved_paths(self) -> "RunConfig":
         """A copy whose cache and labels are absolute (what a run folder stores, so it works from any directory)."""
-        return dataclasses.replace(self, cache=resolve_path(self.cache), labels=resolve_path(self.labels))
+        return dataclasses.replace(self, cache=resolve_path(self.cache), labels=resolve_path(self.labels),
+                                   distill_from=[resolve_path(r) for r in self.distill_from],
+                                   init_from=resolve_path(self.init_from))
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> "RunConfig":

@@ -20,7 +20,7 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
     starts, lengths = data.starts[vi], data.lengths[vi]
     last = model.spec.label_position == "last"
     sp = model.spec
-    win = (frame_windows(starts, lengths, window, vi, sp.dilation, sp.shift) if last
+    win = (frame_windows(starts, lengths, window, vi, sp.dilation, sp.horizon) if last
            else make_windows(starts, lengths, window, stride or max(1, window // 2), "start", vi)).to(data.device)
     total = int(sum(data.lengths))
     acc = {o.key: torch.zeros(total, o.dim, device=data.device) for o in model.outputs}

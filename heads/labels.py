@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from affcli.common.notices import warn
 from affcli.common.vocab import SIDE_SUFFIX
 from affcli.heads.errors import LabelError
 from affcli.heads.tasks import TASKS, Output, Task, get_task
@@ -162,6 +163,19 @@ def label_files(labels_root: Path, task: str | Task, split: str) -> dict[str, Pa
     return files
 
 
+def without_empty(files: dict[str, Path], arrays: dict[str, np.ndarray], t: Task, split: str) -> dict[str, np.ndarray]:
+    """The split's label arrays minus header-only files, each left out with a warning line naming the file and its
+    video (never silently); LabelError when every file is header-only (nothing to train or score on)."""
+    empty = [v for v, a in arrays.items() if len(a) == 0]
+    if empty and len(empty) == len(arrays):
+        raise LabelError(files[empty[0]].parent, f"every {split} label file holds only the {t.name} header "
+                                                 f"(no label rows), e.g. {files[empty[0]].name}")
+    for i, v in enumerate(empty):
+        warn(f"{files[v]}: header only, no label rows: video {v!r} left out of the {split} split "
+             f"({i + 1} of {len(empty)} such files, {len(arrays)} in the split)")
+    return {v: a for v, a in arrays.items() if len(a)}
+
+
 def _with_masks(df: pl.DataFrame, t: Task) -> pl.DataFrame:
     return df.with_columns(**{f"mask_{o.key}": pl.all_horizontal([pl.col(c) != o.invalid for c in o.columns])
                               for o in t.outputs})
@@ -178,7 +192,9 @@ def _feature_video(df: pl.DataFrame) -> pl.DataFrame:
 
 def _per_video_table(labels_root: Path, t: Task, split: str) -> pl.DataFrame:
     files = label_files(labels_root, t, split)
-    arrays = [read_label_file(p, t) for p in files.values()]
+    arrays = without_empty(files, {v: read_label_file(p, t) for v, p in files.items()}, t, split)
+    files = {v: files[v] for v in arrays}
+    arrays = list(arrays.values())
     lens = np.array([len(a) for a in arrays], np.int64)
     which = np.repeat(np.arange(len(files)), lens)
     starts = np.concatenate([[0], np.cumsum(lens)[:-1]])

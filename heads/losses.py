@@ -26,9 +26,10 @@ class LossContext:
     feat_dim: int
     train_labels: dict[str, torch.Tensor] = field(default_factory=dict)
     text: dict[str, torch.Tensor] = field(default_factory=dict)
-    teacher: Callable[[str], dict[str, torch.Tensor]] | None = None
+    teacher: Callable[[Any], dict[str, torch.Tensor]] | None = None
     device: torch.device | str = "cpu"
     prompts: str | None = None
+    distill_from: tuple[str, ...] = ()
 
     @property
     def outputs(self) -> tuple[Output, ...]:
@@ -269,22 +270,33 @@ class SoftPrompt(nn.Module):
         return masked_mean(kl, m)
 
 
-@LOSSES.register("distill", help="teacher soft labels (a finished run dir) where ground truth is missing")
+@LOSSES.register("distill", help="soft targets of finished runs (--distill-from, or teacher=) where ground truth is "
+                                  "missing: KL at a temperature (classes), mse or ccc (values, reg=), BCE on "
+                                  "probabilities (multi-label); weights = {output: weight}")
 class Distill(nn.Module):
-    """Match a teacher run's per-frame outputs on frames whose own label is missing (KL with temperature for classes)."""
+    """Match teacher runs' per-frame outputs on frames whose own label is missing, each output by its kind, weighted
+    per output; teachers are mapped onto the task's outputs by output key."""
 
-    def __init__(self, ctx: LossContext, teacher: str | None = None, temperature: float = 2.5):
+    covers_unlabelled = True
+    REG = ("mse", "ccc")
+
+    def __init__(self, ctx: LossContext, teacher: Any = None, temperature: float = 2.5, reg: str = "mse",
+                 weights: Any = None):
         super().__init__()
-        if not teacher:
-            raise ValueError("loss distill: give teacher=<run dir>, e.g. distill(teacher='runs/expr_teacher')")
+        runs = ([teacher] if isinstance(teacher, str) else list(teacher)) if teacher else list(ctx.distill_from)
+        if not runs:
+            raise ValueError("loss distill: no teacher; give --distill-from RUN[,RUN] or distill(teacher='runs/t')")
         if ctx.teacher is None:
             raise ValueError("loss distill: no teacher predictions available in this context")
-        self.preds = ctx.teacher(str(teacher))
-        self.outs = [o for o in ctx.outputs if o.key in self.preds]
+        if reg not in self.REG:
+            raise ValueError(f"loss distill: reg must be one of {', '.join(self.REG)}, not {reg!r}")
+        self.preds = ctx.teacher(runs[0] if len(runs) == 1 else tuple(runs))
+        w = _output_weights(weights, ctx.outputs)
+        self.outs = [o for o in ctx.outputs if o.key in self.preds and w[o.key] > 0]
         if not self.outs:
-            raise ValueError(f"loss distill: teacher {teacher} predicts {', '.join(self.preds)}; task {ctx.task} needs "
-                             f"{', '.join(o.key for o in ctx.outputs)}")
-        self.T = float(temperature)
+            raise ValueError(f"loss distill: teacher {', '.join(map(str, runs))} predicts {', '.join(self.preds)}; "
+                             f"task {ctx.task} needs {', '.join(o.key for o in ctx.outputs)} (with weight > 0)")
+        self.T, self.reg, self.w = float(temperature), reg, w
 
     def forward(self, out: dict, y: dict) -> torch.Tensor:
         idx, real = y["_idx"], y["_real"]
@@ -297,13 +309,33 @@ class Distill(nn.Module):
             t, s = self.preds[o.key][idx].float(), out[o.key].float()
             if o.kind == "class":
                 tl = torch.log(t.clamp_min(1e-8)) / self.T
-                v = F.kl_div(torch.log_softmax(s / self.T, -1), torch.softmax(tl, -1), reduction="none").sum(-1) * self.T ** 2
+                v = F.kl_div(torch.log_softmax(s / self.T, -1), torch.softmax(tl, -1), reduction="none").sum(-1)
+                v = masked_mean(v * self.T ** 2, use)
             elif o.kind == "multilabel":
-                v = F.binary_cross_entropy_with_logits(s, t.clamp(0, 1), reduction="none").mean(-1)
+                v = masked_mean(F.binary_cross_entropy_with_logits(s, t.clamp(0, 1), reduction="none").mean(-1), use)
+            elif self.reg == "ccc":
+                u = use.unsqueeze(-1).expand_as(s)
+                v = (1 - ccc_per_dim(s, t, u)).mean() * use.any()
             else:
-                v = ((s - t) ** 2).mean(-1)
-            total = total + masked_mean(v, use)
+                v = masked_mean(((s - t) ** 2).mean(-1), use)
+            total = total + self.w[o.key] * v
         return total
+
+
+def _output_weights(spec: Any, outputs: tuple[Output, ...]) -> dict[str, float]:
+    """Per-output weights from None (all 1), one number, a list in output order or {output key: weight} (others 1)."""
+    keys = [o.key for o in outputs]
+    if spec is None:
+        return dict.fromkeys(keys, 1.0)
+    if isinstance(spec, dict):
+        bad = [k for k in spec if k not in keys]
+        if bad:
+            raise ValueError(f"loss distill: weights name {bad[0]!r}; outputs: {', '.join(keys)}")
+        return {k: float(spec.get(k, 1.0)) for k in keys}
+    vals = list(spec) if isinstance(spec, (list, tuple)) else [spec] * len(keys)
+    if len(vals) != len(keys):
+        raise ValueError(f"loss distill: {len(vals)} weights given, outputs are {', '.join(keys)}")
+    return {k: float(v) for k, v in zip(keys, vals)}
 
 
 class LossSum(nn.Module):

@@ -46,30 +46,33 @@ def va_score(pred: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None)
 
 
 def expr_score(pred_labels: np.ndarray, true: np.ndarray, n_classes: int | None = None, edition: str = "abaw3+",
-               mask: np.ndarray | None = None) -> dict:
+               mask: np.ndarray | None = None, zero_division: int = 0) -> dict:
     """Macro F1 over all classes (labels given explicitly: an absent class scores 0) and accuracy on valid frames.
 
     abaw3+: 8 classes, P_EXPR = F1. abaw1-2: 7 classes (frames labelled Other are left out), 0.67 F1 + 0.33 acc.
     """
     edition = _edition(edition)
-    s = class_score(pred_labels, true, n_classes or (8 if edition == "abaw3+" else 7), mask)
+    s = class_score(pred_labels, true, n_classes or (8 if edition == "abaw3+" else 7), mask, zero_division)
     main = s["f1_macro"] if edition == "abaw3+" else 0.67 * s["f1_macro"] + 0.33 * s["acc"]
     return {"f1_macro": s["f1_macro"], "acc": s["acc"], "p_expr": main, "f1_per_class": s["f1_per_class"],
             "n_expr": s["n"]}
 
 
-def class_score(pred_labels: np.ndarray, true: np.ndarray, n_classes: int, mask: np.ndarray | None = None) -> dict:
+def class_score(pred_labels: np.ndarray, true: np.ndarray, n_classes: int, mask: np.ndarray | None = None,
+                zero_division: int = 0) -> dict:
     """Macro F1 over classes 0..n-1 (an absent class scores 0, zero_division=0), per-class F1 and accuracy over the
     valid frames (0 <= true < n, and mask)."""
     pred, true = np.asarray(pred_labels).reshape(-1), np.asarray(true).reshape(-1)
     m = _mask(true, mask, (true >= 0) & (true < n_classes))
     p, t = pred[m], true[m]
-    per = f1_score(t, p, labels=list(range(n_classes)), average=None, zero_division=0) if t.size else np.zeros(n_classes)
+    per = (f1_score(t, p, labels=list(range(n_classes)), average=None, zero_division=zero_division) if t.size
+           else np.zeros(n_classes))
     acc = float(accuracy_score(t, p)) if t.size else 0.0
     return {"f1_macro": float(np.mean(per)), "acc": acc, "f1_per_class": [float(v) for v in per], "n": int(t.size)}
 
 
-def au_score(pred_bin: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None, edition: str = "abaw3+") -> dict:
+def au_score(pred_bin: np.ndarray, true: np.ndarray, mask: np.ndarray | None = None, edition: str = "abaw3+",
+             zero_division: int = 0) -> dict:
     """Binary F1 of each AU over its valid frames (true != -1, and mask; zero_division=0), their mean and accuracy.
 
     abaw3+: P_AU = mean F1. abaw1-2: 0.5 mean F1 + 0.5 accuracy (over all valid AU entries).
@@ -79,7 +82,8 @@ def au_score(pred_bin: np.ndarray, true: np.ndarray, mask: np.ndarray | None = N
     if pred.shape != true.shape:
         raise ValueError(f"au_score: prediction shape {pred.shape} != ground truth {true.shape}")
     m = _mask(true, mask, true >= 0)
-    per = [float(f1_score(true[m[:, j], j], pred[m[:, j], j], labels=[1], average="macro", zero_division=0))
+    per = [float(f1_score(true[m[:, j], j], pred[m[:, j], j], labels=[1], average="macro",
+                             zero_division=zero_division))
            if m[:, j].any() else 0.0 for j in range(true.shape[1])]
     f1 = float(np.mean(per))
     acc = float((pred[m] == true[m]).mean()) if m.any() else 0.0

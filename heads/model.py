@@ -1,80 +1,18 @@
 """The head model: per-modality projection -> temporal head -> fusion -> task head, built from names."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from affcli.common.cli_options import option
+from affcli.heads.config import DEPRECATED_KEYS, ModelSpec  # noqa: F401 (re-exported; no torch there)
 from affcli.heads.fusion import FUSION, fusion_modalities
 from affcli.heads.spec import parse_part
 from affcli.heads.task_head import TaskHead
 from affcli.heads.tasks import task_outputs
 from affcli.heads.temporal import build_temporal
-
-
-@dataclass
-class ModelSpec:
-    """The head architecture, `[model]` of a run config; with the task and input widths it rebuilds a model."""
-
-    temporal: str = option("tcn", help="Temporal head: a registered name with options, e.g. 'tcn(levels=6, channels=512)'.")
-    temporal_options: dict[str, Any] = option({}, help="Options of the temporal head (merged over the inline ones).")
-    temporal_on: list[str] = option([], help="Modalities that get the temporal head (visual, audio); the others only "
-                                            "their projection.", shown="all")
-    fusion: str = option("auto", help="Fusion, e.g. xattn or none:visual (auto = none for one modality, else concat).")
-    fusion_options: dict[str, Any] = option({}, help="Options of the fusion (merged over the inline ones).")
-    d_model: int = option(128, help="Width each modality is projected to.")
-    head_hidden: list[int] = option([256], help="Hidden widths of the task head's MLP.")
-    dropout: float = option(0.1, help="Dropout of the task head.")
-    causal: bool = option(False, help="Never use frames after t (temporal heads and cross-attention).")
-    label_position: str = option("frame", help="frame (every frame of the window) or last (the last frame's label).")
-    pool: str = option("last", help="With label_position=last: last (output at the last frame) or mean (time-mean).")
-    dilation: int = option(1, help="With label_position=last: frames between window samples.")
-    shift: int = option(0, help="With label_position=last: frames between the window's end and the labelled frame.")
-    frame_mask_p: float = option(0.0, help="Augmentation: fraction of window frames masked (train only).")
-    frame_mask_mode: str = option("token", help="Masked frames become a learned token (token) or zeros (zero).")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        """Build from a dict (a [model] table, or a checkpoint's spec); unknown keys refused with the valid ones."""
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            raise ValueError(f"unknown model key {unknown[0]!r}; valid keys: {', '.join(names)}")
-        kw = dict(d)
-        for k in ("head_hidden", "temporal_on"):
-            if k in kw and not isinstance(kw[k], list):
-                kw[k] = list(kw[k]) if isinstance(kw[k], tuple) else [kw[k]]
-        for k in ("temporal_options", "fusion_options"):
-            if kw.get(k) is None:
-                kw[k] = {}
-            elif not isinstance(kw[k], dict):
-                raise ValueError(f"model {k} must be a table/dict, not {type(kw[k]).__name__}")
-        spec = cls(**kw)
-        spec.validate()
-        return spec
-
-    def validate(self) -> None:
-        """Value checks that need no registry or data."""
-        if self.label_position not in ("frame", "last"):
-            raise ValueError(f"label_position must be 'frame' or 'last', not {self.label_position!r}")
-        if self.pool not in ("last", "mean"):
-            raise ValueError(f"pool must be 'last' or 'mean', not {self.pool!r}")
-        if self.frame_mask_mode not in ("zero", "token"):
-            raise ValueError(f"frame_mask_mode must be 'zero' or 'token', not {self.frame_mask_mode!r}")
-        if not 0 <= self.frame_mask_p < 1:
-            raise ValueError(f"frame_mask_p must be in [0, 1), not {self.frame_mask_p}")
-        if (self.dilation != 1 or self.shift != 0) and self.label_position != "last":
-            raise ValueError("dilation and shift need label_position = 'last'")
-        bad = [m for m in self.temporal_on if m not in ("visual", "audio")]
-        if bad:
-            raise ValueError(f"temporal_on: unknown modality {bad[0]!r}; use visual and/or audio")
 
 
 class Passthrough(nn.Module):

@@ -55,12 +55,13 @@ def _check_counts(per: pl.DataFrame, preds: pl.DataFrame, pred_path: Path, task:
 
 
 def score_predictions(task: str | Task, pred_path: Path, labels_root: Path, split: str = "val",
-                      edition: str = "abaw3+", tolerance: int = 0) -> dict:
+                      edition: str = "abaw3+", tolerance: int = 0, zero_division: int = 0, frames: str = "own") -> dict:
     """Official metrics of ABAW prediction files (either style) on a labelled split, as a JSON-able dict.
 
     Every labelled video needs predictions; per-video tasks need one row per label row (up to `tolerance` rows
     short: the last prediction is carried; longer: extra rows ignored); sparse tasks (MTL, LSD) need every
     labelled frame. `labels_root` is the ABAW folder, a challenge folder or a flat folder of the split's txt files.
+    The convention (heads.evaluation.score_task) is part of the result: `zero_division` and `frames` (own|complete).
     """
     t = get_task(task) if isinstance(task, str) else task
     labels = load_labels(Path(labels_root), t, split)
@@ -88,16 +89,17 @@ def score_predictions(task: str | Task, pred_path: Path, labels_root: Path, spli
         q = df.select([f"{c}_pred" for c in o.columns]).to_numpy()
         truth[o.key], pred[o.key] = (y[:, 0], q[:, 0]) if o.kind == "class" else (y, q)
         truth[f"mask_{o.key}"] = df[f"mask_{o.key}"].to_numpy().astype(bool)
-    out = score_task(t, pred, truth, edition)
-    return {"task": t.name, "edition": edition, "split": split, "n_videos": per.height, "n_frames": df.height,
+    out = score_task(t, pred, truth, edition, zero_division, frames)
+    return {"task": t.name, "edition": edition, "split": split, "zero_division": zero_division, "frames": frames,
+            "n_videos": per.height, "n_frames": df.height,
             **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in out.items()}}
 
 
 def score_command(task: str, pred: Path, labels: Path, split: str = "val", edition: str = "abaw3+",
-                  tolerance: int = 0) -> int:
+                  tolerance: int = 0, zero_division: int = 0, frames: str = "own") -> int:
     """Body of `affcli score`: print the metrics as JSON (exit 0) or a one-line error on stderr (exit 2)."""
     try:
-        result = score_predictions(task, pred, labels, split, edition, tolerance)
+        result = score_predictions(task, pred, labels, split, edition, tolerance, zero_division, frames)
     except (LabelError, ValueError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2

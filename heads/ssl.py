@@ -1,44 +1,54 @@
-"""Optional self-supervised stage: masked-frame feature reconstruction to pretrain projections and temporal heads."""
+"""The self-supervised stage of a train-head run: encoder weights from `--init-from`, then `--ssl-epochs` of a
+registered method (heads/pretrain.py: masked-frame reconstruction, SimCLR, BYOL, emotion-aware positives) on the
+train split's windows, then `--freeze-encoder`."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from affcli.common.device import autocast
 from affcli.heads.data import Data
-from affcli.heads.losses import masked_mean
 from affcli.heads.model import HeadModel
-from affcli.heads.windows import Windows, gather, sample_batches
+from affcli.heads.pretrain import SSLInputs, fit_encoder, freeze_encoder, init_encoder
+from affcli.heads.windows import Windows
 
 
-def pretrain(model: HeadModel, data: Data, win: Windows, cfg, mask_p: float = 0.3) -> list[float]:
-    """Replace a fraction of valid frames by the mask token and reconstruct their input features; returns epoch losses."""
-    dec = nn.ModuleDict({m: nn.Linear(model.temporal[m].out_dim, data.in_dims[m]) for m in model.modalities}).to(data.device)
-    params = [p for m in model.modalities for p in (*model.proj[m].parameters(), *model.temporal[m].parameters(),
-                                                    model.mask_token[m])] + list(dec.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    history = []
-    model.train()
-    for _ in range(cfg.ssl_epochs):
-        total, n = torch.zeros((), device=data.device), 0
-        for rows in sample_batches(len(win), cfg.batch_size, gen, data.device):
-            xs, vs = gather(data.modalities, data.valid, win, rows)
-            loss = torch.zeros((), device=data.device)
-            with autocast(data.device, cfg.amp):
-                for m in model.modalities:
-                    h = model.proj[m](xs[m])
-                    drop = (torch.rand(h.shape[:2], device=h.device) < mask_p) & vs[m]
-                    h = torch.where(drop.unsqueeze(-1), model.mask_token[m].to(h.dtype), h)
-                    rec = dec[m](model.temporal[m](h, vs[m])).float()
-                    loss = loss + masked_mean(((rec - xs[m]) ** 2).mean(-1), drop)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or 1.0)
-            opt.step()
-            total += loss.detach()
-            n += 1
-        history.append(float(total) / max(1, n))
-    if history and not all(map(lambda v: v == v, history)):
-        raise FloatingPointError(f"ssl pretraining loss is NaN: {history}")
+def stored_views(cache: str | None, features: list[str], modality_of: dict[str, str], videos: list[str],
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """{modality: [K, T, D]} from the cache's stored augmented views, for modalities whose every feature set has them
+    with the same K (its feature sets concatenated, as in Data); {} without a cache."""
+    if not cache:
+        return {}
+    from affcli.cache.rows import load_views
+
+    out: dict[str, torch.Tensor] = {}
+    for m in dict.fromkeys(modality_of[f] for f in features):
+        parts = [load_views(cache, f, videos) for f in features if modality_of[f] == m]
+        if parts and all(p is not None for p in parts) and len({p.shape[0] for p in parts}) == 1:
+            out[m] = torch.cat(parts, -1).to(device)
+    return out
+
+
+def prompt_embeddings(text: dict[str, torch.Tensor], name: str | None) -> torch.Tensor | None:
+    """The prompt set `name` (default: lsd6, then expr8, when present) for text positives."""
+    for n in ([name] if name else ["lsd6", "expr8"]):
+        if n in text:
+            return text[n]
+    return None
+
+
+def pretrain(model: HeadModel, data: Data, win: Windows, cfg) -> list[float]:
+    """Init, self-supervise and/or freeze `model`'s encoder as `cfg` asks; returns the self-supervised epoch losses."""
+    if cfg.init_from:
+        init_encoder(model, cfg.init_from)
+    history: list[float] = []
+    if cfg.ssl_epochs > 0:
+        from affcli.cache.store import FeatureStore
+
+        modality_of = FeatureStore(cfg.cache, mode="r").modalities(data.features) if cfg.cache else {}
+        views = stored_views(cfg.cache, data.features, modality_of, data.videos, data.device) if modality_of else {}
+        inp = SSLInputs(data.modalities, data.valid, views, win, prompt_embeddings(data.text, cfg.prompts))
+        history = fit_encoder(model, inp, cfg.ssl_method, cfg.ssl_positives, epochs=cfg.ssl_epochs,
+                              batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                              amp=cfg.amp, grad_clip=cfg.grad_clip)
+    if cfg.freeze_encoder:
+        freeze_encoder(model)
     return history

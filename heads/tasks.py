@@ -25,7 +25,7 @@ KINDS = ("class", "reg", "multilabel")
 LAYOUTS = ("per-video", "annotation-file", "class-folders")
 SPLIT_DIRS: Mapping[str, tuple[str, ...]] = MappingProxyType({"train": ("Train_Set", "Training_Set"),
                                                               "val": ("Validation_Set",)})
-Scorer = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], str], dict]
+Scorer = Callable[..., dict]  # (hard predictions, labels, edition[, zero_division=0]) -> metrics
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,9 @@ def task_outputs(task: str) -> tuple[Output, ...]:
 def class_scorer(key: str, n_classes: int) -> Scorer:
     """Scorer of one plain classification output: macro F1 over n classes as `p_<key>`, accuracy, per-class F1."""
 
-    def score(preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: str) -> dict:
-        s = metrics.class_score(preds[key], labels[key], n_classes, labels.get(f"mask_{key}"))
+    def score(preds: dict[str, np.ndarray], labels: dict[str, np.ndarray], edition: str,
+              zero_division: int = 0) -> dict:
+        s = metrics.class_score(preds[key], labels[key], n_classes, labels.get(f"mask_{key}"), zero_division)
         return {"f1_macro": s["f1_macro"], "acc": s["acc"], f"p_{key}": s["f1_macro"],
                 "f1_per_class": s["f1_per_class"], f"n_{key}": s["n"]}
 
@@ -186,27 +187,29 @@ AU = Output("au", len(AU_NAMES), "multilabel", columns=AU_NAMES)
 LSD = Output("lsd", len(LSD_CLASSES), "class", names=LSD_CLASSES)
 
 
-def _score_expr(p: dict, t: dict, edition: str) -> dict:
-    return metrics.expr_score(p["expr"], t["expr"], edition=edition, mask=t.get("mask_expr"))
+def _score_expr(p: dict, t: dict, edition: str, zero_division: int = 0) -> dict:
+    return metrics.expr_score(p["expr"], t["expr"], edition=edition, mask=t.get("mask_expr"),
+                              zero_division=zero_division)
 
 
-def _score_va(p: dict, t: dict, edition: str) -> dict:
+def _score_va(p: dict, t: dict, edition: str, zero_division: int = 0) -> dict:
     return metrics.va_score(p["va"], t["va"], t.get("mask_va"))
 
 
-def _score_au(p: dict, t: dict, edition: str) -> dict:
-    return metrics.au_score(p["au"], t["au"], t.get("mask_au"), edition=edition)
+def _score_au(p: dict, t: dict, edition: str, zero_division: int = 0) -> dict:
+    return metrics.au_score(p["au"], t["au"], t.get("mask_au"), edition=edition, zero_division=zero_division)
 
 
-def _score_mtl(p: dict, t: dict, edition: str) -> dict:
+def _score_mtl(p: dict, t: dict, edition: str, zero_division: int = 0) -> dict:
     """P_MTL = P_VA + P_EXPR + P_AU, each on its own valid frames (not only fully labelled frames, which inflates)."""
-    va, ex, au = _score_va(p, t, edition), _score_expr(p, t, edition), _score_au(p, t, edition)
+    va = _score_va(p, t, edition)
+    ex, au = _score_expr(p, t, edition, zero_division), _score_au(p, t, edition, zero_division)
     return {**va, **ex, **au, "p_mtl": va["p_va"] + ex["p_expr"] + au["p_au"]}
 
 
 for _task in (
     Task("expr", "8 expression logits", (EXPR,),
-         LabelFiles("per-video", ("EXPR_Classification_Challenge", "EXPR_Recognition_Challenge", "EXPR_Set"),
+         LabelFiles("per-video", ("EXPR_Recognition_Challenge", "EXPR_Classification_Challenge", "EXPR_Set"),
                     headers=(EXPR_CLASSES, EXPR_CLASSES[:7])),
          "p_expr", _score_expr, "ce(weights=auto)", Submission(",".join(EXPR_CLASSES))),
     Task("va", "valence, arousal (tanh)", (VA,),

@@ -21,10 +21,12 @@ from affcli.common.runs import config_hash, seed_everything, write_json
 from affcli.heads.artifacts import CHECKPOINT, prediction_frame, save_checkpoint
 from affcli.heads.config import RunConfig
 from affcli.heads.data import Data
-from affcli.heads.infer import predict_rows, smooth_rows
+from affcli.heads.infer import predict_rows
 from affcli.heads.losses import LossContext, build_loss
 from affcli.heads.model import HeadModel
 from affcli.heads.evaluation import score
+from affcli.heads.postprocess import finish_rows, tune_run
+from affcli.heads.teacher import loss_with_distill, teacher_source
 from affcli.heads.tasks import task_outputs
 from affcli.heads.windows import Windows, gather, make_windows, sample_batches
 
@@ -77,12 +79,15 @@ def build_model(cfg: RunConfig, data: Data) -> HeadModel:
     return HeadModel(cfg.model, cfg.task, data.in_dims)
 
 
-def train_windows(data: Data, cfg: RunConfig, keys: list[str]) -> Windows:
-    """Training windows of the train split that hold at least one labelled (target) frame."""
+def train_windows(data: Data, cfg: RunConfig, keys: list[str], unlabelled: bool = False) -> Windows:
+    """Training windows of the train split that hold at least one labelled (target) frame (every window with
+    `unlabelled`, for losses such as distill that also learn where labels are missing)."""
     s, n, vi = data.split_rows(cfg.splits[0])
     last = cfg.model.label_position == "last"
-    win = make_windows(s, n, cfg.window, cfg.stride, "end" if last else "start", vi, cfg.model.dilation, cfg.model.shift)
+    win = make_windows(s, n, cfg.window, cfg.stride, "end" if last else "start", vi, cfg.model.dilation, cfg.model.horizon)
     win = win.to(data.device)
+    if unlabelled:
+        return win
     idx = win.target[:, None] if last else win.idx
     real = torch.ones_like(idx, dtype=torch.bool) if last else win.real
     has = torch.zeros(len(win), dtype=torch.bool, device=data.device)
@@ -103,29 +108,17 @@ def _lr_lambda(total: int, warm: int):
     return f
 
 
-def _teacher_fn(data: Data, cfg: RunConfig):
-    def load(run_dir: str) -> dict[str, torch.Tensor]:
-        from affcli.heads.artifacts import load_model
-
-        t = load_model(run_dir, data.device)
-        missing = [m for m in t.modalities if m not in data.modalities or data.in_dims[m] != t.in_dims[m]]
-        if missing:
-            raise ValueError(f"distill teacher {run_dir}: its {', '.join(missing)} features differ from this run's")
-        rows, preds = predict_rows(t, data, list(range(len(data.videos))), cfg.window, cfg.eval_stride, amp=cfg.amp)
-        return {k: torch.zeros(int(sum(data.lengths)), v.shape[1], device=data.device).index_copy_(0, rows, v)
-                for k, v in preds.items()}
-    return load
-
-
-def evaluate(model: HeadModel, data: Data, cfg: RunConfig, split: str) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
-    """Score a split: (metrics, rows, per-frame predictions)."""
+def evaluate(model: HeadModel, data: Data, cfg: RunConfig, split: str,
+             post: dict | None = None) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
+    """Score a split: (metrics, rows, per-frame predictions); `post` = a run's tuned thresholds/biases."""
     _, _, vi = data.split_rows(split)
     rows, preds = predict_rows(model, data, vi, cfg.window, cfg.eval_stride, max(cfg.batch_size, 256), cfg.amp)
-    preds = smooth_rows(preds, data.lengths[vi], cfg.smooth)
+    preds = finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths[vi], cfg.task,
+                        cfg.interpolate, cfg.smooth)
     p = {k: v.float().cpu().numpy() for k, v in preds.items()}
     r = rows.cpu().numpy()
     lab = {k: v[rows].cpu().numpy() for k, v in data.labels.items()}
-    return score(cfg.task, p, lab, cfg.edition), r, p
+    return score(cfg.task, p, lab, cfg.edition, **(post or {})), r, p
 
 
 def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: dict | None = None, *,
@@ -150,11 +143,11 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
     keys = [o.key for o in task_outputs(cfg.task)]
     tr_rows = data.rows_of(cfg.splits[0]).to(device)
     ctx = LossContext(cfg.task, model.feat_dim, {k: v[tr_rows] for k, v in data.labels.items()}, data.text,
-                      _teacher_fn(data, cfg), device, cfg.prompts)
-    loss_fn = build_loss(cfg.loss, ctx).to(device)
-    win = train_windows(data, cfg, keys)
+                      teacher_source(data, cfg), device, cfg.prompts, tuple(cfg.distill_from))
+    loss_fn = build_loss(loss_with_distill(cfg), ctx).to(device)
+    win = train_windows(data, cfg, keys, unlabelled=any(getattr(t, "covers_unlabelled", False) for t in loss_fn.terms))
     ssl_history = []
-    if cfg.ssl_epochs > 0:
+    if cfg.init_from or cfg.ssl_epochs > 0 or cfg.freeze_encoder:
         from affcli.heads.ssl import pretrain
 
         ssl_history = pretrain(model, data, win, cfg)
@@ -200,6 +193,7 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
                           "epoch_s": train_seconds / max(1, len(history)),
                           "train_windows_per_s": len(win) * len(history) / max(step_s, 1e-9)},
               "device": str(device), "ssl_loss": ssl_history, "features": data.features}
+    result.update(tune_run(cfg, data, best))
     _write_outputs(out, cfg, data, best, history)
     write_json(out / "metrics.json", result)
     return result

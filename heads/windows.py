@@ -11,7 +11,8 @@ import torch
 @dataclass
 class Windows:
     """`idx` [N, W] row indices (clamped inside the video), `real` [N, W] False on padding, `video` [N] video index,
-    `target` [N] the row whose label a `last`-position window predicts (its last frame plus any shift)."""
+    `target` [N] the row whose label a `last`-position window predicts (its last frame + horizon, always inside the
+    window's video)."""
 
     idx: torch.Tensor
     real: torch.Tensor
@@ -31,17 +32,20 @@ class Windows:
 
 
 def make_windows(starts: np.ndarray, lengths: np.ndarray, window: int, stride: int, align: str = "start",
-                 video_ids: np.ndarray | None = None, dilation: int = 1, shift: int = 0) -> Windows:
+                 video_ids: np.ndarray | None = None, dilation: int = 1, horizon: int = 0) -> Windows:
     """Windows of `window` frames every `stride` frames in each video.
 
     align="start": windows start at 0, S, 2S, ... and are padded after the video end;
-    align="end": one window per target frame t = L-1, L-1-S, ...; its frames are t - shift - (W-1-j) * dilation
-    (padded before the video start), so shift=0 ends at t and shift>0 predicts t from the past only (CAPNet).
+    align="end": one window per target frame t = L-1, L-1-S, ...; its frames are e - (W-1-j) * dilation with
+    e = t - horizon (padded before the video start): a forecast of t from frames <= e. Windows are enumerated by
+    target, so no target lies past its video's end or in the next video; the first `horizon` targets of a video get
+    windows of padding only (the head's prior), and the last `horizon` frames of a video end no window.
     """
-    if window < 1 or stride < 1 or dilation < 1 or shift < 0:
-        raise ValueError(f"window ({window}), stride ({stride}), dilation ({dilation}) must be >= 1, shift ({shift}) >= 0")
-    if align == "start" and (dilation != 1 or shift != 0):
-        raise ValueError("dilation and shift need label_position=last (align='end')")
+    if window < 1 or stride < 1 or dilation < 1 or horizon < 0:
+        raise ValueError(f"window ({window}), stride ({stride}), dilation ({dilation}) must be >= 1, "
+                         f"horizon ({horizon}) >= 0")
+    if align == "start" and (dilation != 1 or horizon != 0):
+        raise ValueError("dilation and horizon need label_position=last (align='end')")
     if align not in ("start", "end"):
         raise ValueError(f"align must be 'start' or 'end', not {align!r}")
     starts = np.asarray(starts, dtype=np.int64)
@@ -60,7 +64,7 @@ def make_windows(starts: np.ndarray, lengths: np.ndarray, window: int, stride: i
         t = pos[:, -1]
     else:
         t = lengths[which] - 1 - k * stride
-        pos = (t - shift)[:, None] - (window - 1 - np.arange(window))[None] * dilation
+        pos = (t - horizon)[:, None] - (window - 1 - np.arange(window))[None] * dilation
     real = (pos >= 0) & (pos < L)
     idx = starts[which][:, None] + np.clip(pos, 0, L - 1)
     target = starts[which] + np.clip(t, 0, lengths[which] - 1)
@@ -68,9 +72,9 @@ def make_windows(starts: np.ndarray, lengths: np.ndarray, window: int, stride: i
 
 
 def frame_windows(starts: np.ndarray, lengths: np.ndarray, window: int, video_ids: np.ndarray | None = None,
-                  dilation: int = 1, shift: int = 0) -> Windows:
+                  dilation: int = 1, horizon: int = 0) -> Windows:
     """One window per target frame (stride 1, left-padded): for `last`-position prediction of every frame."""
-    return make_windows(starts, lengths, window, 1, "end", video_ids, dilation, shift)
+    return make_windows(starts, lengths, window, 1, "end", video_ids, dilation, horizon)
 
 
 def sample_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device | str,

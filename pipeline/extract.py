@@ -1,10 +1,9 @@
-"""Stage 1 orchestration: decode + crop ahead of the backbones, embed in large batches, write off the compute path.
+"""Stage 1 orchestration: decode -> detect/track + crop -> embed -> write, stages joined by bounded queues.
 
-Threads, not processes: PyAV decoding and OpenCV detection release the GIL, and the backbones run on
-one device from the main thread. Decoder threads fill a bounded queue (so memory stays bounded on long
-videos), the main thread batches frames into every visual backbone, then runs the audio backbones on
-the video's audio track aligned to the decoded frame timestamps, and a writer thread commits each
-video's arrays to the cache while the next video is being embedded.
+Threads, not processes: PyAV decoding, OpenCV and torch release the GIL. Decoder threads (several videos in
+flight) put frames on the device once; a face thread detects, tracks and crops there (pipeline/stages.py);
+the main thread fills full backbone batches across video boundaries and runs the audio backbones at each
+video's end (pipeline/embed.py); the writer thread alone touches the cache's per-video bookkeeping.
 """
 from __future__ import annotations
 
@@ -21,19 +20,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from affcli.cache.errors import DoneElsewhere
 from affcli.cache.fingerprint import make_fingerprint
 from affcli.cache.store import FeatureStore
 from affcli.common.device import resolve_device
 from affcli.common.vocab import subject_video
 from affcli.pipeline.backbones import build_backbone
 from affcli.pipeline.errors import MediaError, NoAudioError
-from affcli.pipeline.faces import FaceCropper, whole_frames
-from affcli.pipeline.frames import frame_folder_index, iter_frame_folder
-from affcli.pipeline.media import iter_video_frames, probe_video, read_audio
+from affcli.pipeline.embed import Embedder
+from affcli.pipeline.faces import FACE_MODES, FaceCropper, HaarDetector, MtcnnDetector
+from affcli.pipeline.frames import frame_folder_index
+from affcli.pipeline.media import probe_video
+from affcli.pipeline.stages import DONE, Decoder, FaceStage, StageFailed, VideoError, nvdec_available, put
 from affcli.pipeline.prompts import PROMPT_SETS
 from affcli.pipeline.sources import Source, discover_sources
 
 DEFAULT_PROMPT_SETS = ("expr8", "va9")
+DONE_ELSEWHERE = "done-elsewhere"
 
 
 @dataclass
@@ -50,20 +53,48 @@ class ExtractConfig:
     decode_batch: int = 64
     decode_workers: int = 2
     no_face: bool = False
+    face: str = "mtcnn"
+    align: bool | None = None
     face_margin: float = 0.25
     detect_every: int = 1
+    track_iou: float = 0.4
     face_threads: int = max(1, (os.cpu_count() or 2))
     audio_align: Literal["centered", "causal"] = "centered"
     frames_fps: float = 30.0
     prompt_sets: tuple[str, ...] = DEFAULT_PROMPT_SETS
     seed: int = 0
+    images_dir: Path | None = None
+    views: int = 0
+    augment: bool = False
+    image_faces: bool = False
+
+    @property
+    def face_mode(self) -> str:
+        """The face mode in force (`--no-face` is `--face none`)."""
+        return "none" if self.no_face else self.face
+
+    @property
+    def aligned(self) -> bool:
+        """Landmark alignment in force: on by default where landmarks exist (mtcnn)."""
+        return self.face_mode == "mtcnn" if self.align is None else bool(self.align)
 
     def validate(self) -> None:
         """Refuse a run with no input folder, an unknown audio alignment or prompt set, before anything is built."""
-        if self.video_dir is None and self.frames_dir is None:
+        if self.images_dir is not None:
+            from affcli.pipeline.images import check_image_config
+
+            check_image_config(self)
+        elif self.video_dir is None and self.frames_dir is None:
             raise ValueError("extract: give a video folder (--video-dir) or a frame folder (--frames-dir)")
         if self.audio_align not in ("centered", "causal"):
             raise ValueError(f"extract: audio alignment must be centered or causal, not {self.audio_align!r}")
+        if self.face not in FACE_MODES:
+            raise ValueError(f"extract: face detector must be one of {', '.join(FACE_MODES)}, not {self.face!r}")
+        if self.align and self.face_mode != "mtcnn":
+            raise ValueError(f"extract: --align needs face landmarks, which only --face mtcnn gives (not {self.face_mode})")
+        if self.detect_every < 1 or not 0 <= self.track_iou <= 1:
+            raise ValueError(f"extract: --detect-every must be >= 1 and the track IoU in [0, 1], "
+                             f"not {self.detect_every} / {self.track_iou}")
         unknown = [n for n in self.prompt_sets if n not in PROMPT_SETS]
         if unknown:
             raise ValueError(f"extract: unknown prompt set(s) {', '.join(unknown)}; known: {', '.join(sorted(PROMPT_SETS))}")
@@ -78,16 +109,6 @@ class VideoResult:
     n_frames: int = 0
     message: str = ""
     specs: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Acc:
-    source: Source
-    chunks: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    valid: list[np.ndarray] = field(default_factory=list)
-    ts: list[np.ndarray] = field(default_factory=list)
-    pending: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-    pending_n: int = 0
 
 
 def feature_fingerprint(backbone: Any, cfg: ExtractConfig, kind: str, crop_fp: dict[str, Any]) -> dict[str, Any]:
@@ -124,16 +145,31 @@ class Extractor:
         self.visual = [b for b in self.backbones if b.modality == "visual"]
         self.audio = [b for b in self.backbones if b.modality == "audio"]
         self.crop_size = max([b.input_size for b in self.visual], default=0)
-        self.cropper = FaceCropper(size=self.crop_size, margin=cfg.face_margin,
-                                                 detect_every=cfg.detect_every, threads=cfg.face_threads) if self.visual and not cfg.no_face else None
+        self.detector = self._detector() if self.visual and cfg.face_mode != "none" else None
+
+    def _detector(self) -> HaarDetector | MtcnnDetector:
+        c = self.cfg
+        if c.face_mode == "haar":
+            return HaarDetector(FaceCropper(size=self.crop_size, margin=c.face_margin, threads=c.face_threads))
+        from affcli.pipeline.mtcnn import MTCNN
+
+        return MtcnnDetector(MTCNN(self.device))
 
     # ---- planning ---------------------------------------------------------------------------
+    def face_settings(self) -> dict[str, Any]:
+        """How faces were found and cropped (stored with every face record, and in the crop fingerprint)."""
+        c = self.cfg
+        return {"detector": c.face_mode, "align": c.aligned, "template": "arcface-5pt" if c.aligned else None,
+                "size": self.crop_size, "margin": None if c.aligned else c.face_margin,
+                "detect_every": c.detect_every, "track_iou": c.track_iou if c.detect_every > 1 else None}
+
     def _crop_fingerprint(self, kind: str) -> dict[str, Any]:
         if kind == "frames":
-            return {"mode": "pre-cropped", "fps": self.cfg.frames_fps}
-        if self.cropper is None:
+            return {"mode": "pre-cropped", "fps": self.cfg.frames_fps, "size": self.crop_size}
+        if self.detector is None:
             return {"mode": "whole-frame", "size": self.crop_size}
-        return {"mode": "face", **self.cropper.fingerprint()}
+        return {"mode": "face", **self.detector.fingerprint(), **self.face_settings(),
+                "crop": "similarity warp to the template" if self.cfg.aligned else "square box crop, zero padded"}
 
     def plan(self) -> tuple[list[Source], dict[str, list[str]], list[VideoResult]]:
         """Sources, the specs still to compute per video, and the videos skipped as complete."""
@@ -163,107 +199,6 @@ class Extractor:
                 return p
         return None
 
-    def _decode(self, src: Source, out: queue.Queue, need_audio: bool) -> None:
-        c = self.cfg
-        try:
-            if src.kind == "video":
-                meta = probe_video(src.path)
-                fps = meta.fps
-                for frames, ts in iter_video_frames(src.path, batch_size=c.decode_batch):
-                    if self.cropper is not None:
-                        crops, valid, _ = self.cropper.crop_batch(frames)
-                    elif self.visual:
-                        crops, valid = whole_frames(frames, self.crop_size), np.ones(len(frames), bool)
-                    else:
-                        crops, valid = None, np.ones(len(frames), bool)
-                    out.put(("frames", src.video_id, crops, valid, ts))
-            else:
-                fps = c.frames_fps
-                frame_folder_index(src.path)
-                for frames, ts, ok in iter_frame_folder(src.path, batch_size=c.decode_batch, fps=fps,
-                                                        size=self.crop_size or None):
-                    crops = _resize_batch(frames, self.crop_size) if self.visual else None
-                    out.put(("frames", src.video_id, crops, ok, ts))
-            wav, audio_err = None, None
-            if need_audio:
-                apath = self._audio_path(src)
-                if apath is None:
-                    audio_err = f"{src.path}: no video to take audio from; audio features marked invalid"
-                else:
-                    try:
-                        wav = read_audio(apath, 16000)
-                    except NoAudioError as e:
-                        audio_err = f"{e}; audio features marked invalid"
-            out.put(("end", src.video_id, fps, wav, audio_err))
-        except (MediaError, OSError, ValueError) as e:
-            msg = str(e) if str(src.path) in str(e) else f"{src.path}: {e}"
-            out.put(("error", src.video_id, msg))
-        except Exception as e:  # a decoder bug must not kill the whole run
-            out.put(("error", src.video_id, f"{src.path}: {type(e).__name__}: {e}"))
-
-    def _producer(self, sources: list[Source], todo: dict[str, list[str]], out: queue.Queue) -> None:
-        audio_specs = {b.spec for b in self.audio}
-        jobs: queue.Queue = queue.Queue()
-        for s in sources:
-            jobs.put(s)
-
-        def work() -> None:
-            while True:
-                try:
-                    s = jobs.get_nowait()
-                except queue.Empty:
-                    return
-                self._decode(s, out, bool(audio_specs & set(todo[s.video_id])))
-
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(max(1, self.cfg.decode_workers))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        out.put(("done",))
-
-    # ---- consumer ---------------------------------------------------------------------------
-    def _embed_visual(self, acc: _Acc, todo: list[str]) -> None:
-        if not acc.pending:
-            return
-        crops = np.concatenate([p[0] for p in acc.pending])
-        valid = np.concatenate([p[1] for p in acc.pending])
-        acc.pending, acc.pending_n = [], 0
-        for b in self.visual:
-            if b.spec not in todo:
-                continue
-            e = b.embed(b.preprocess(_resize_batch(crops, b.input_size))).float().cpu().numpy()
-            e[~valid] = 0.0
-            acc.chunks.setdefault(b.spec, []).append(e)
-
-    def _finish(self, acc: _Acc, todo: list[str], fps: float, wav: np.ndarray | None,
-                audio_err: str | None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, list[str]]:
-        self._embed_visual(acc, todo)
-        n = int(sum(len(v) for v in acc.valid))
-        ts = np.concatenate(acc.ts) if acc.ts else np.zeros(0)
-        vvalid = np.concatenate(acc.valid) if acc.valid else np.zeros(0, bool)
-        notes = []
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for b in self.visual:
-            if b.spec in todo:
-                feats = np.concatenate(acc.chunks[b.spec]) if acc.chunks.get(b.spec) else np.zeros((0, b.dim), np.float32)
-                out[b.spec] = (feats, vvalid)
-        if self.visual and n and not vvalid.any():
-            notes.append(f"{acc.source.path}: no face found in any of {n} frames; visual features marked invalid")
-        for b in self.audio:
-            if b.spec not in todo:
-                continue
-            if wav is None:
-                out[b.spec] = (np.zeros((n, b.dim), np.float32), np.zeros(n, bool))
-            else:
-                feats, valid = b.embed_audio(wav, ts, self.cfg.audio_align)
-                feats = np.asarray(feats, np.float32).copy()
-                feats[~valid] = 0.0
-                out[b.spec] = (feats, np.asarray(valid, bool))
-        if audio_err and self.audio:
-            notes.append(audio_err)
-        return out, ts, notes
-
     # ---- run --------------------------------------------------------------------------------
     def run(self) -> list[VideoResult]:
         """Extract every pending video; never raises for one bad input, returns per-video results."""
@@ -292,79 +227,81 @@ class Extractor:
         return total
 
     def _run(self, sources: list[Source], todo: dict[str, list[str]], by_id: dict[str, Source]) -> list[VideoResult]:
-        frames_q: queue.Queue = queue.Queue(maxsize=16)
+        c = self.cfg
+        stop = threading.Event()
+        frames_q: queue.Queue = queue.Queue(maxsize=max(4, 2 * c.decode_workers))
+        crops_q: queue.Queue = queue.Queue(maxsize=8)
         write_q: queue.Queue = queue.Queue(maxsize=4)
         results: list[VideoResult] = []
-        lock = threading.Lock()
-
-        def writer() -> None:
-            while True:
-                item = write_q.get()
-                if item is None:
-                    return
-                vid, feats, ts, fps, notes = item
-                try:
-                    for spec, (f, v) in feats.items():
-                        self.store.write_video(spec, vid, f, v, ts, fps, str(by_id[vid].path))
-                    res = VideoResult(vid, "ok", len(ts), "; ".join(notes), list(feats))
-                except Exception as e:
-                    res = VideoResult(vid, "failed", len(ts), f"{by_id[vid].path}: cache write failed: {e}")
-                    for spec in feats:
-                        self.store.record_failure(spec, vid, res.message)
-                with lock:
-                    results.append(res)
-                self.progress("video", {"video": vid, "status": res.status, "message": res.message})
-
-        wt = threading.Thread(target=writer, daemon=True)
-        wt.start()
-        pt = threading.Thread(target=self._producer, args=(sources, todo, frames_q), daemon=True)
-        pt.start()
-        accs: dict[str, _Acc] = {}
+        faces = FaceStage(c.face_mode if self.visual else "none", self.crop_size or 1, self.detector, c.detect_every,
+                          c.aligned, c.face_margin, c.track_iou)
+        for s in sources:
+            faces.start(s.video_id, s.kind)
+        decoder = Decoder(self.device, c.decode_batch, self.crop_size, c.frames_fps, self._audio_path,
+                          nvdec=nvdec_available(self.device))
+        audio_specs = {b.spec for b in self.audio}
+        face_attrs = self.face_settings() if c.face_mode != "none" and self.visual else None
+        embedder = Embedder(self.visual, self.audio, c.batch_size, c.audio_align, todo, by_id,
+                            face_attrs, self.progress)
+        self.stages = {"faces": faces, "embed": embedder}
+        threads = [threading.Thread(target=self._writer, args=(write_q, results, by_id, todo), daemon=True),
+                   threading.Thread(target=_decode_all, args=(decoder, sources, todo, audio_specs, frames_q, stop,
+                                                              c.decode_workers), daemon=True),
+                   threading.Thread(target=_pump, args=(faces, frames_q, crops_q, stop), daemon=True)]
+        for t in threads:
+            t.start()
         try:
             while True:
-                msg = frames_q.get()
-                kind = msg[0]
-                if kind == "done":
+                msg = crops_q.get()
+                if msg is DONE:
                     break
-                vid = msg[1]
-                acc = accs.setdefault(vid, _Acc(by_id[vid]))
-                if kind == "frames":
-                    _, _, crops, valid, ts = msg
-                    acc.valid.append(np.asarray(valid, bool))
-                    acc.ts.append(np.asarray(ts, np.float64))
-                    if crops is not None:
-                        acc.pending.append((crops, np.asarray(valid, bool)))
-                        acc.pending_n += len(crops)
-                        if acc.pending_n >= self.cfg.batch_size:
-                            self._embed_visual(acc, todo[vid])
-                    self.progress("frames", {"n": len(ts)})
-                elif kind == "end":
-                    _, _, fps, wav, audio_err = msg
-                    accs.pop(vid)
-                    try:
-                        if not acc.ts:
-                            raise MediaError(acc.source.path, "no frames decoded")
-                        feats, ts, notes = self._finish(acc, todo[vid], fps, wav, audio_err)
-                        for note in notes:
-                            warnings.warn(note, stacklevel=1)
-                        write_q.put((vid, feats, ts, fps, notes))
-                    except Exception as e:
-                        self._fail(vid, todo[vid], str(e) if str(acc.source.path) in str(e)
-                                   else f"{acc.source.path}: {type(e).__name__}: {e}", results, lock)
-                elif kind == "error":
-                    accs.pop(vid, None)
-                    self._fail(vid, todo[vid], msg[2], results, lock)
+                if isinstance(msg, StageFailed):
+                    raise msg.error
+                for out in embedder.feed(msg):
+                    put(write_q, out, stop)
+                if crops_q.empty() and embedder.waiting():
+                    for out in embedder.flush():
+                        put(write_q, out, stop)
+            for out in embedder.flush():
+                put(write_q, out, stop)
+        except BaseException:
+            stop.set()
+            raise
         finally:
-            write_q.put(None)
-            wt.join()
+            write_q.put(DONE)
+            threads[0].join()
         return results
 
-    def _fail(self, vid: str, specs: list[str], message: str, results: list[VideoResult], lock: threading.Lock) -> None:
-        for spec in specs:
-            self.store.record_failure(spec, vid, message)
-        with lock:
-            results.append(VideoResult(vid, "failed", 0, message))
-        self.progress("video", {"video": vid, "status": "failed", "message": message})
+    def _writer(self, write_q: queue.Queue, results: list[VideoResult], by_id: dict[str, Source],
+                todo: dict[str, list[str]]) -> None:
+        """The only thread that writes videos and failures into the store during a run."""
+        visual = {b.spec for b in self.visual}
+        while (msg := write_q.get()) is not DONE:
+            vid = msg.video_id
+            if isinstance(msg, VideoError):
+                res = VideoResult(vid, "failed", 0, msg.message)
+                for spec in todo[vid]:
+                    self.store.record_failure(spec, vid, msg.message)
+            else:
+                for note in msg.notes:
+                    warnings.warn(note, stacklevel=1)
+                try:
+                    elsewhere = []
+                    for spec, (f, v) in msg.feats.items():
+                        try:
+                            self.store.write_video(spec, vid, f, v, msg.ts, msg.fps, str(by_id[vid].path),
+                                                   faces=msg.faces if spec in visual else None)
+                        except DoneElsewhere:  # first writer wins: another run completed it meanwhile
+                            elsewhere.append(spec)
+                    res = (VideoResult(vid, DONE_ELSEWHERE, len(msg.ts), "done by another run", elsewhere)
+                           if msg.feats and len(elsewhere) == len(msg.feats) else
+                           VideoResult(vid, "ok", len(msg.ts), "; ".join(msg.notes), list(msg.feats)))
+                except Exception as e:  # noqa: BLE001 - a failed write fails this video only
+                    res = VideoResult(vid, "failed", len(msg.ts), f"{by_id[vid].path}: cache write failed: {e}")
+                    for spec in msg.feats:
+                        self.store.record_failure(spec, vid, res.message)
+            results.append(res)
+            self.progress("video", {"video": vid, "status": res.status, "message": res.message})
 
     def _encode_prompts(self) -> None:
         have = set(self.store.text_sets())
@@ -377,10 +314,49 @@ class Extractor:
                     self.store.write_text_embeddings(name, b.spec, prompts, b.encode_text(prompts))
 
 
+def _decode_all(decoder: Decoder, sources: list[Source], todo: dict[str, list[str]], audio_specs: set[str],
+                out: queue.Queue, stop: threading.Event, workers: int) -> None:
+    """Decode stage: `workers` threads, each taking the next video; DONE once all are decoded."""
+    jobs: queue.Queue = queue.Queue()
+    for s in sources:
+        jobs.put(s)
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                s = jobs.get_nowait()
+            except queue.Empty:
+                return
+            decoder.run(s, bool(audio_specs & set(todo[s.video_id])), out, stop)
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(max(1, workers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    put(out, DONE, stop)
+
+
+def _pump(stage: Callable[[Any], list[Any]], inq: queue.Queue, outq: queue.Queue, stop: threading.Event) -> None:
+    """Run a stage over its input queue until DONE; a crash stops the run with StageFailed."""
+    try:
+        while (msg := inq.get()) is not DONE:
+            for out in stage(msg):
+                if not put(outq, out, stop):
+                    return
+        put(outq, DONE, stop)
+    except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+        put(outq, StageFailed(e), stop)
+
+
 def run_extract(cfg: ExtractConfig, progress: Callable[[str, dict], None] | None = None) -> list[VideoResult]:
     """Extract features of all videos of `cfg` into its cache; returns one result per video."""
     t0 = time.perf_counter()
     cfg.validate()
+    if cfg.images_dir is not None:
+        from affcli.pipeline.images import run_image_extract
+
+        return run_image_extract(cfg, progress)
     ex = Extractor(cfg, progress)
     res = ex.run()
     ex.elapsed = time.perf_counter() - t0

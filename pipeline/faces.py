@@ -2,7 +2,8 @@
 
 Crops are square, centred on the detected box, side = box side * (1 + 2 * margin), zero-padded where they
 leave the frame. Frames without a face give zeros and valid=False (kept, so frame indices never shift).
-No tracking or temporal smoothing: each frame is detected on its own.
+The staged `extract` uses the device-side part at the end: detector adapters (MTCNN, Haar) for
+pipeline/tracking.py, `face_crops` (aligned or box) and `letterbox`, all on torch tensors.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -167,4 +170,89 @@ def whole_frames(frames: np.ndarray, size: int) -> np.ndarray:
     view = out[:, top : top + nh, left : left + nw]
     for i in range(b):  # OpenCV's area resize takes one image per call (about 1 ms for 640x360)
         view[i] = cv2.resize(frames[i], (nw, nh), interpolation=interp)
+    return out
+
+
+# ---- device-side detection and crops (the staged pipeline) ----------------------------------------------------
+FACE_MODES = ("mtcnn", "haar", "none")
+
+
+class HaarDetector:
+    """Tracker detector over FaceCropper.detect: frames [M,3,H,W] uint8 (any device) -> largest box per frame, no
+    landmarks (NaN), score 1 where found; detection runs on the host, threaded over the frames."""
+
+    def __init__(self, cropper: FaceCropper):
+        self.cropper = cropper
+
+    def fingerprint(self) -> dict:
+        fp = self.cropper.fingerprint()
+        return {k: v for k, v in fp.items() if k not in ("size", "crop")}
+
+    def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        host = np.ascontiguousarray(frames.permute(0, 2, 3, 1).cpu().numpy())
+        c = self.cropper
+        if c.threads > 1 and len(host) > 1:
+            if c._pool is None:
+                c._pool = ThreadPoolExecutor(c.threads, thread_name_prefix="facecrop")
+            found = list(c._pool.map(c.detect, host))
+        else:
+            found = [c.detect(f) for f in host]
+        boxes = np.stack([np.full(4, np.nan, np.float32) if b is None else b for b in found]) if found else \
+            np.zeros((0, 4), np.float32)
+        valid = torch.from_numpy(np.isfinite(boxes).all(1))
+        n = len(boxes)
+        return (torch.from_numpy(boxes), valid.float(), torch.full((n, 5, 2), float("nan")), valid)
+
+
+class MtcnnDetector:
+    """Tracker detector over MTCNN.largest_face, on the frames' device; frames wider than `detect_width` are
+    area-downscaled for detection and the boxes / landmarks scaled back to frame pixels."""
+
+    def __init__(self, mtcnn, detect_width: int = 640):
+        self.mtcnn, self.detect_width = mtcnn, int(detect_width)
+
+    def fingerprint(self) -> dict:
+        return {**self.mtcnn.fingerprint(), "detect_width": self.detect_width}
+
+    def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, w = frames.shape[-2:]
+        scale = min(1.0, self.detect_width / w)
+        x = frames.to(self.mtcnn.device, non_blocking=True)
+        if scale < 1.0:
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            x = F.interpolate(x.float(), size=size, mode="area").round_().clamp_(0, 255).to(torch.uint8)
+        f = self.mtcnn.largest_face(x)
+        return f.boxes / scale, torch.nan_to_num(f.scores, nan=0.0), f.landmarks / scale, f.valid
+
+
+def letterbox(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Whole frames [N,3,H,W] uint8 -> [N,3,size,size] uint8, aspect kept, zero bars (`--face none`), on their device."""
+    n, _, h, w = frames.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    out = frames.new_zeros(n, 3, size, size)
+    if n:
+        x = F.interpolate(frames.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        out[:, :, top:top + nh, left:left + nw] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def face_crops(frames: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, valid: torch.Tensor, size: int,
+               align: bool, margin: float) -> torch.Tensor:
+    """Crops [N,3,size,size] uint8 of frames [N,3,H,W]: landmark-aligned to the ArcFace template where `align` and
+    landmarks exist, else square box crops with `margin`; zeros where `valid` is False. All on the frames' device."""
+    from affcli.pipeline.face_align import align_faces, box_crops
+
+    dev = frames.device
+    valid = valid.to(dev)
+    out = frames.new_zeros(len(frames), 3, size, size)
+    marks = landmarks.to(dev)
+    use_align = valid & torch.isfinite(marks).all(2).all(1) if align else torch.zeros_like(valid)
+    use_box = valid & ~use_align
+    for sel, crop in ((use_align, lambda i: align_faces(frames, marks[i], size, frame_index=i)[0]),
+                      (use_box, lambda i: box_crops(frames, boxes.to(dev)[i], size, margin, frame_index=i))):
+        idx = sel.nonzero().flatten()
+        if len(idx):
+            out[idx] = crop(idx).round_().clamp_(0, 255).to(torch.uint8)
     return out

@@ -46,11 +46,12 @@ def print_summary(results: list[VideoResult], console: Console | None = None) ->
     """Print videos ok / skipped / failed with reasons; returns the counts."""
     console = console or Console()
     counts = Counter(r.status for r in results)
-    table = Table(title=f"extract: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
+    elsewhere = f", {counts['done-elsewhere']} done by another run" if counts["done-elsewhere"] else ""
+    table = Table(title=f"extract: {counts['ok']} ok, {counts['skipped']} skipped{elsewhere}, {counts['failed']} failed")
     for col in ("video", "status", "frames", "note"):
         table.add_column(col)
     for r in results:
-        style = {"ok": "green", "skipped": "dim", "failed": "red"}.get(r.status, "")
+        style = {"ok": "green", "skipped": "dim", "failed": "red"}.get(r.status, "cyan")
         table.add_row(r.video_id, f"[{style}]{r.status}[/]", str(r.n_frames or ""), r.message)
     console.print(table)
     return counts

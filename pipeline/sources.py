@@ -1,7 +1,8 @@
-"""Find the videos (files or Aff-Wild2 frame folders) to extract, each under a unique id."""
+"""Find the videos (files, Aff-Wild2 frame folders, or folders of still images) to extract, each under a unique id."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,11 +15,12 @@ VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
 @dataclass(frozen=True)
 class Source:
-    """One video to extract: its id (file stem or folder name), its path, and whether it is a file or frame folder."""
+    """One video to extract: its id (file stem, folder name, or an image folder's safe relative path), its path,
+    and whether it is a file, a frame folder or a folder of still images (one row per image)."""
 
     video_id: str
     path: Path
-    kind: Literal["video", "frames"]
+    kind: Literal["video", "frames", "images"]
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -40,24 +42,42 @@ def _frame_folders(frames_dir: Path) -> list[Source]:
     return [Source(p.name, p, "frames") for p in folders]
 
 
+def _image_folders(images_dir: Path) -> list[Source]:
+    from affcli.pipeline.images import image_folders
+
+    root = _require_dir(images_dir, "images_dir")
+    return [Source(image_folder_id(root, p), p, "images") for p in image_folders(root)]
+
+
+def image_folder_id(root: Path, folder: Path) -> str:
+    """The id of an image folder: its path relative to `root`, parts joined by '__', other characters made safe."""
+    rel = Path(folder).relative_to(root)
+    parts = rel.parts or (Path(root).resolve().name,)
+    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in parts)
+
+
 def discover_sources(
     video_dir: Path | None = None,
     frames_dir: Path | None = None,
     videos: list[str] | str | Path | None = None,
+    images_dir: Path | None = None,
 ) -> list[Source]:
     """Sources sorted by id. Video files are searched recursively, frame folders are the subfolders of `frames_dir`.
 
     Two sources with the same id raise ValueError naming both paths (features would overwrite each other).
+    Image folders are every folder under `images_dir` (itself included) that directly holds jpg/png files.
     `videos` (see common.ids.parse_id_list) keeps only the listed ids; an Aff-Wild2 label id `<video>_left`/`_right` selects `<video>`.
     An id in the filter that matches nothing raises ValueError naming it.
     """
-    if video_dir is None and frames_dir is None:
-        raise ValueError("give video_dir or frames_dir")
+    if video_dir is None and frames_dir is None and images_dir is None:
+        raise ValueError("give video_dir, frames_dir or images_dir")
     found: list[Source] = []
     if video_dir is not None:
         found += _video_files(Path(video_dir))
     if frames_dir is not None:
         found += _frame_folders(Path(frames_dir))
+    if images_dir is not None:
+        found += _image_folders(Path(images_dir))
     by_id: dict[str, Source] = {}
     clashes: list[str] = []
     for src in sorted(found, key=lambda s: (s.video_id, str(s.path))):

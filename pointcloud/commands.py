@@ -8,17 +8,16 @@ from typing import Any
 
 from affcli.common.progress import progress_bar
 from affcli.common.threads import configure_threads
-from affcli.pointcloud.checkpoint import load_model
 from affcli.pointcloud.chunked import upsample_large
 from affcli.pointcloud.io import read_cloud, write_cloud
 from affcli.pointcloud.runtime import resolve_device
-from affcli.pointcloud.upsample import Merge, default_batch
+from affcli.pointcloud.upsample import Merge, default_batch, load_upsampler
 
 DEFAULT_MAX_MEMORY_MIB = 2048
 
 
 def upsample_file(
-    run: Path,
+    run: Path | None,
     inp: Path,
     ratio: int,
     out: Path,
@@ -29,11 +28,12 @@ def upsample_file(
     max_memory: float = DEFAULT_MAX_MEMORY_MIB,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Upsample one cloud file with a trained run within `max_memory` MiB of working memory (in chunks when
-    needed, progress shown); torch threads as the process may use; optional before/after PNG beside the output."""
+    """Upsample one cloud file with a trained run (None: the shipped default model) within `max_memory` MiB of
+    working memory (in chunks when needed, progress shown); torch threads as the process may use; optional
+    before/after PNG beside the output."""
     dev = resolve_device(device)
     n_threads = configure_threads(threads)
-    model = load_model(run, dev)
+    model = load_upsampler(run, dev)
     xyz = read_cloud(inp)
     t = time.perf_counter()
     with progress_bar("chunks", transient=True) as bar:

@@ -14,13 +14,12 @@ from affcli.common.progress import progress_bar
 from affcli.common.runs import write_json
 from affcli.common.threads import configure_threads
 from affcli.pointcloud.baselines import midpoint_upsample
-from affcli.pointcloud.checkpoint import load_model
 from affcli.pointcloud.errors import PointCloudError
 from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
 from affcli.pointcloud.leak import overlap_report
 from affcli.pointcloud.metrics import SCORE_KEYS, evaluate_clouds, evaluate_folder
 from affcli.pointcloud.runtime import resolve_device
-from affcli.pointcloud.upsample import default_batch, upsample_cloud
+from affcli.pointcloud.upsample import DEFAULT_MODEL, default_batch, load_upsampler, upsample_cloud
 
 SCALE = 1e3
 FRAMES = {  # own: each cloud by its own centroid and radius (PU-GCN's code); gt: both by the ground truth's
@@ -71,7 +70,7 @@ def score_folder(pred_dir: Path, gt_dir: Path, mesh_dir: Path | None, convention
 
 
 def evaluate_run(
-    run: str | os.PathLike,
+    run: str | os.PathLike | None,
     test_dir: str | os.PathLike,
     mesh_dir: str | os.PathLike | None = None,
     convention: str = "pugcn",
@@ -87,7 +86,8 @@ def evaluate_run(
     Refuses a run whose training data holds a test shape (by name, mesh hash or fingerprint) unless allow_overlap."""
     dev = resolve_device(device)
     configure_threads()
-    model = load_model(run, dev)
+    model = load_upsampler(run, dev)
+    run = DEFAULT_MODEL if run is None else run
     files, gt_dir, n_in = test_layout(test_dir, ratio)
     mesh_dir = (
         Path(mesh_dir) if mesh_dir else (Path(test_dir) / "meshes" if (Path(test_dir) / "meshes").is_dir() else None)
@@ -98,7 +98,8 @@ def evaluate_run(
         raise PointCloudError(
             f"{run}: trained on {len(leak['overlap'])} test shape(s): {shown}; pass --allow-overlap to evaluate anyway"
         )
-    out = Path(out_dir) if out_dir else Path(run) / f"eval_x{ratio}_{convention}"
+    home = Path(run) if Path(run).is_dir() else Path(f"eval_{Path(run).stem}")  # never inside the package
+    out = Path(out_dir) if out_dir else home / f"eval_x{ratio}_{convention}"
     batch = default_batch(dev)
     methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {"model": lambda x: upsample_cloud(model, x, ratio, batch)}
     if baseline:

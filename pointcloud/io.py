@@ -29,6 +29,8 @@ PLY_TYPES = {
     "float32": "f4",
     "double": "f8",
     "float64": "f8",
+    "half": "f2",
+    "float16": "f2",
 }
 
 
@@ -63,7 +65,18 @@ def _text_table(path: Path, lines: list[str]) -> np.ndarray:
 
 
 def _read_ply(path: Path) -> dict[str, np.ndarray]:
-    """Vertex table [V, props] (x,y,z first) and, if present, faces as a list of polygons (int64 arrays)."""
+    """Vertex table [V, props] (x,y,z first) and, if present, faces as a list of polygons (int64 arrays); a malformed,
+    truncated or unsupported file is one PointCloudError naming it."""
+    try:
+        return _parse_ply(path)
+    except PointCloudError:
+        raise
+    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as e:
+        detail = f"unknown property type {e.args[0]!r}" if isinstance(e, KeyError) else " ".join(str(e).split())[:160]
+        raise PointCloudError(f"{path}: malformed or truncated PLY ({detail})") from None
+
+
+def _parse_ply(path: Path) -> dict[str, np.ndarray]:
     raw = path.read_bytes()
     end = raw.find(b"end_header")
     if not raw.startswith(b"ply") or end < 0:
@@ -241,7 +254,11 @@ def read_cloud(path: str | os.PathLike) -> np.ndarray:
     path = _path(path)
     ext = path.suffix.lower()
     if ext in (".xyz", ".txt", ".pts"):
-        xyz = _text_table(path, path.read_text().splitlines())[:, :3]
+        try:
+            lines = path.read_text().splitlines()
+        except UnicodeDecodeError:
+            raise PointCloudError(f"{path}: not a text point cloud (binary bytes)") from None
+        xyz = _text_table(path, lines)[:, :3]
     elif ext == ".ply":
         xyz = _read_ply(path).get("vertex", np.zeros((0, 3)))
     elif ext == ".bin":
@@ -252,7 +269,12 @@ def read_cloud(path: str | os.PathLike) -> np.ndarray:
             )
         xyz = raw.reshape(-1, 4)[:, :3]
     elif ext == ".npy":
-        xyz = np.load(path)
+        try:
+            xyz = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise PointCloudError(f"{path}: not a numeric .npy array ({' '.join(str(e).split())[:160]})") from None
+        if not isinstance(xyz, np.ndarray) or xyz.dtype.kind not in "fiu":
+            raise PointCloudError(f"{path}: expected a numeric [N,>=3] array, got dtype {getattr(xyz, 'dtype', None)}")
         if xyz.ndim != 2 or xyz.shape[1] < 3:
             raise PointCloudError(f"{path}: expected an [N,>=3] array, got shape {list(xyz.shape)}")
         xyz = xyz[:, :3]

@@ -105,6 +105,8 @@ def run_record(run: str | os.PathLike) -> dict[str, Any] | None:
     if not cfg.is_file():
         return None
     data = json.loads(cfg.read_text()).get("data")
+    if data and not Path(data).is_absolute() and (cfg.parent / data).is_file():  # shipped: beside its config
+        data = cfg.parent / data
     return read_record(data) if data else None
 
 

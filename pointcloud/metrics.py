@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -22,6 +23,7 @@ CLOUD_EXTS = (".xyz", ".ply", ".npy", ".bin", ".txt", ".pts")
 MESH_EXTS = (".off", ".obj", ".ply")
 ROW_COLUMNS = ("shape", "cd", "hd", "p2f_mean", "p2f_std", "cd_gt", "hd_gt", "n_pred", "n_gt")
 SCORE_KEYS = ("cd", "hd", "p2f_mean", "p2f_std", "cd_gt", "hd_gt")  # float columns (raw units)
+TREE_PAIRS = {"cpu": 1 << 26, "cuda": 1 << 34}  # above this many point pairs, nearest neighbours use a KD-tree
 
 
 def _nn_sq(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,6 +51,43 @@ def _nn_sq(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
     fwd = ((gather_points(gt, torch.cat(row_idx, 1)) - pred) ** 2).sum(-1)
     bwd = ((gather_points(pred, col_idx) - gt) ** 2).sum(-1)
     return fwd, bwd
+
+
+def use_tree(n: int, m: int, device: torch.device) -> bool:
+    """Whether n x m nearest-neighbour pairs go to a KD-tree (large clouds: O((n + m) log m) time, O(n + m) memory)
+    rather than blocks of brute-force distances (exact same neighbours up to ties; faster for small clouds)."""
+    return n * m > TREE_PAIRS[device.type if device.type in TREE_PAIRS else "cpu"]
+
+
+def _nn_sq_tree(pred: Tensor, gt: Tensor, gt_tree: dict | None = None) -> tuple[Tensor, Tensor]:
+    """`_nn_sq` of one cloud pair [1,N,3], [1,M,3] (no autograd) by scipy cKDTree queries on all this process's
+    threads; distances recomputed from the neighbours in the inputs' dtype, as `_nn_sq` does. `gt_tree` caches the
+    gt's tree between calls on the same gt."""
+    from scipy.spatial import cKDTree
+
+    from affcli.common.threads import thread_budget
+
+    check_xyz_shape(pred, "pred")
+    check_xyz_shape(gt, "gt")
+    if pred.shape[0] != 1 or gt.shape[0] != 1:
+        raise PointCloudError(f"KD-tree nearest neighbours take one cloud pair, got batches {pred.shape[0]}, {gt.shape[0]}")
+    p, g = pred[0].detach().cpu().double().numpy(), gt[0].detach().cpu().double().numpy()
+    cache = {} if gt_tree is None else gt_tree
+    if "tree" not in cache:
+        cache["tree"] = cKDTree(g, balanced_tree=False, compact_nodes=False)
+    workers = thread_budget()
+    _, to_gt = cache["tree"].query(p, k=1, workers=workers)
+    _, to_pred = cKDTree(p, balanced_tree=False, compact_nodes=False).query(g, k=1, workers=workers)
+    dev = pred.device
+    fwd = ((gt[0][torch.as_tensor(to_gt, device=dev)] - pred[0]) ** 2).sum(-1)
+    bwd = ((pred[0][torch.as_tensor(to_pred, device=dev)] - gt[0]) ** 2).sum(-1)
+    return fwd[None], bwd[None]
+
+
+def _cd_hd(fwd: Tensor, bwd: Tensor, convention: str) -> tuple[float, float]:
+    """Chamfer and Hausdorff (PU-GCN sum of squared maxima, or the textbook max distance) from one NN pass."""
+    hd = torch.maximum(fwd.amax(), bwd.amax()).sqrt() if convention == "textbook" else fwd.amax() + bwd.amax()
+    return float(fwd.mean() + bwd.mean()), float(hd)
 
 
 def _reduce(x: Tensor, reduce: bool) -> Tensor:
@@ -211,12 +250,9 @@ def evaluate_clouds(
     p_raw, g_raw = _as_tensor("pred", pred, dev, dtype), _as_tensor("gt", gt, dev, dtype)
     p, _, _ = normalize_unit_sphere(p_raw[None])
     g, g_centroid, g_radius = normalize_unit_sphere(g_raw[None])
-    cd = float(chamfer(p, g))
-    hd = float(hausdorff(p, g, "textbook" if convention == "textbook" else "pugcn"))
-    fwd, bwd = _nn_sq((p_raw[None] - g_centroid) / g_radius, g)
-    cd_gt = float(fwd.mean() + bwd.mean())
-    hd_gt = fwd.amax() + bwd.amax() if convention != "textbook" else torch.maximum(fwd.amax(), bwd.amax()).sqrt()
-    hd_gt = float(hd_gt)
+    nn = partial(_nn_sq_tree, gt_tree={}) if use_tree(len(pred), len(gt), dev) else _nn_sq
+    cd, hd = _cd_hd(*nn(p, g), convention)
+    cd_gt, hd_gt = _cd_hd(*nn((p_raw[None] - g_centroid) / g_radius, g), convention)
     if convention == "half":
         cd, hd, cd_gt, hd_gt = cd / 2, hd / 2, cd_gt / 2, hd_gt / 2
     out: dict[str, float | int | None] = {

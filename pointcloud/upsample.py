@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ SEED_FACTOR = 3
 MIN_POINTS = 16
 BLOCKED_MAX = 1 << 20  # 'auto' merges by blocked FPS up to this many output points, by child assignment above
 Merge = Literal["auto", "blocked", "fps", "assign"]
+DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "pu_mfa_x4.safetensors"
 
 
 def check_cloud(xyz: Tensor | np.ndarray, name: str = "input cloud") -> Tensor:
@@ -125,6 +127,15 @@ def upsample_cloud(
     for _ in range(passes_for(model.ratio, ratio)):
         cur = upsample_pass(model, cur, batch, merge)
     return cur.cpu().numpy()
+
+
+def load_upsampler(run: str | Path | None, device: str | torch.device = "cpu") -> nn.Module:
+    """The model of a run folder / .safetensors file, or the shipped default x4 PU-MFA when run is None (offline)."""
+    from affcli.pointcloud.checkpoint import load_model
+
+    if run is None and not DEFAULT_MODEL.is_file():
+        raise PointCloudError(f"{DEFAULT_MODEL}: the shipped default model is missing from this install; pass --run")
+    return load_model(DEFAULT_MODEL if run is None else run, device)
 
 
 def default_batch(device: str | torch.device | None) -> int:

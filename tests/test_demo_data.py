@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from affcli.common.vocab import AU_NAMES, EXPR_CLASSES
+from affcli.heads.tasks import get_task
 from affcli.pipeline.faces import FaceCropper
 from affcli.pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
-from affcli.synthetic.labels import TASK_DIRS
 from affcli.synthetic.media import CLASS_PITCH, DemoDataset, make_demo_dataset
 
-EXPR_DIR, VA_DIR, AU_DIR = TASK_DIRS["expr"], TASK_DIRS["va"], TASK_DIRS["au"]
+EXPR_DIR, VA_DIR, AU_DIR = (get_task(t).labels.folders[0] for t in ("expr", "va", "au"))
 
 FPS = 25.0
 

@@ -229,3 +229,51 @@ def test_video_filter_from_comma_list_or_file(video_dir, tmp_path):
         cache = tmp_path / f"c{len(sel)}.zarr"
         assert _extract(cache, "--video-dir", str(video_dir), "--videos", sel, specs=["clip:tiny"]).exit_code == 0
         assert FeatureStore(cache, mode="r").videos("clip:tiny") == ["beta"]
+
+
+def test_default_mtcnn_stores_sane_boxes_and_landmarks(video_dir, tmp_path):
+    cache = tmp_path / "c.zarr"
+    assert _extract(cache, "--video-dir", str(video_dir), specs=["clip:tiny"]).exit_code == 0
+    st = FeatureStore(cache, mode="r")
+    assert st.fingerprint("clip:tiny")["preprocessing"]["crop"]["detector"] == "mtcnn"
+    f = st.read_faces("alpha")
+    assert f.box.shape == (30, 4) and f.score.shape == (30,) and f.landmarks.shape == (30, 5, 2)
+    assert f.attrs["detector"] == "mtcnn" and f.attrs["align"] is True and f.attrs["source"].endswith("alpha.mp4")
+    ok = f.attrs["valid"]
+    assert ok.mean() > 0.9 and (f.score[ok] > 0.9).all() and np.isnan(f.box[~ok]).all()
+    b, m = f.box[ok], f.landmarks[ok]
+    assert (b[:, 0] >= -5).all() and (b[:, 2] <= 165).all() and (b[:, 2] - b[:, 0] > 20).all()
+    inside = (m[..., 0] > b[:, None, 0]) & (m[..., 0] < b[:, None, 2]) & (m[..., 1] > b[:, None, 1]) & (m[..., 1] < b[:, None, 3])
+    assert inside.all(), "every landmark lies inside its face box"
+    assert (m[:, :2, 1].max(1) < m[:, 3:, 1].min(1)).all() and (m[:, 0, 0] < m[:, 1, 0]).all(), "eyes above mouth, left eye left"
+    rec = st.read_video("clip:tiny", "alpha")
+    np.testing.assert_array_equal(rec.valid, ok)
+
+
+def test_haar_and_none_still_work(video_dir, tmp_path):
+    haar, none = tmp_path / "h.zarr", tmp_path / "n.zarr"
+    assert _extract(haar, "--video-dir", str(video_dir), "--face", "haar", specs=["clip:tiny"]).exit_code == 0
+    f = FeatureStore(haar, mode="r").read_faces("beta")
+    assert f.attrs["detector"] == "haar" and f.attrs["align"] is False and np.isnan(f.landmarks).all()
+    assert np.isfinite(f.box[f.attrs["valid"]]).all() and f.attrs["valid"].mean() > 0.5
+    assert _extract(none, "--video-dir", str(video_dir), "--face", "none", specs=["clip:tiny"]).exit_code == 0
+    st = FeatureStore(none, mode="r")
+    assert st.read_video("clip:tiny", "beta").valid.all()
+    with pytest.raises(Exception, match="no face record"):
+        st.read_faces("beta")
+    res = _extract(tmp_path / "x.zarr", "--video-dir", str(video_dir), "--face", "haar", "--align", specs=["clip:tiny"])
+    assert res.exit_code == 2 and "--align needs face landmarks" in res.output
+
+
+def test_detect_every_tracks_and_a_corrupted_face_array_fails_verify(video_dir, tmp_path):
+    import zarr
+
+    cache = tmp_path / "c.zarr"
+    assert _extract(cache, "--video-dir", str(video_dir), "--detect-every", "5", specs=["clip:tiny"]).exit_code == 0
+    st = FeatureStore(cache, mode="r")
+    f = st.read_faces("alpha")
+    assert f.attrs["detect_every"] == 5 and f.attrs["valid"].mean() > 0.9
+    assert verify(cache) == []
+    arr = zarr.open_array(str(cache / "clip_tiny" / "alpha" / "faces" / "box"), mode="r+")
+    arr[3, 0] = arr[3, 0] + 7.0
+    assert any("alpha" in p and "checksum" in p for p in verify(cache))

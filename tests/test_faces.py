@@ -119,3 +119,29 @@ def test_detect_every_reuses_boxes_and_calls_detector_less() -> None:
     np.testing.assert_array_equal(boxes[7], boxes[4])
     assert not np.array_equal(boxes[4], boxes[0])
     assert fc.fingerprint()["detect_every"] == 4
+
+
+def test_device_path_functions_run_on_cpu_tensors() -> None:
+    import torch
+
+    from affcli.pipeline.backbones import build_backbone
+    from affcli.pipeline.faces import face_crops, letterbox
+    from affcli.pipeline.face_align import template
+
+    frames = torch.zeros(3, 3, 120, 160, dtype=torch.uint8)
+    frames[:, :, 40:80, 60:100] = 200
+    lb = letterbox(frames, 64)
+    assert lb.shape == (3, 3, 64, 64) and lb.dtype == torch.uint8
+    assert not lb[:, :, :8].any() and lb[:, :, 32, 32].eq(200).all(), "zero bars above, the picture in the middle"
+    boxes = torch.tensor([[60.0, 40, 100, 80], [60, 40, 100, 80], [float("nan")] * 4])
+    marks = template(40)[None].expand(3, 5, 2) + torch.tensor([60.0, 40.0])
+    valid = torch.tensor([True, True, False])
+    aligned = face_crops(frames, boxes, marks, valid, 32, align=True, margin=0.0)
+    boxed = face_crops(frames, boxes, torch.full((3, 5, 2), float("nan")), valid, 32, align=False, margin=0.0)
+    for crops in (aligned, boxed):
+        assert crops.shape == (3, 3, 32, 32) and crops.dtype == torch.uint8 and not crops[2].any()
+    assert boxed[0].float().mean() > 190, "a margin-free box crop is the bright square only"
+    b = build_backbone("clip:tiny", "cpu")
+    from_tensor = b.embed(b.preprocess(boxed))
+    from_array = b.embed(b.preprocess(boxed.permute(0, 2, 3, 1).numpy()))
+    torch.testing.assert_close(from_tensor, from_array)

@@ -178,7 +178,7 @@ def test_run_config_round_trip_and_refusals(tmp_path):
 
 
 def test_dilated_shifted_windows_see_only_the_past():
-    w = make_windows(np.array([0, 50]), np.array([50, 40]), 3, 7, "end", dilation=10, shift=10)
+    w = make_windows(np.array([0, 50]), np.array([50, 40]), 3, 7, "end", dilation=10, horizon=10)
     for i in range(len(w)):
         t = int(w.target[i])
         real_rows = w.idx[i][w.real[i]]

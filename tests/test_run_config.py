@@ -52,7 +52,7 @@ def test_flat_keys_map_into_the_model_table():
         RunConfig.from_dict({"model": {"depth": 3}})
     with pytest.raises(ValueError, match="unknown run-config key 'epoch'; valid keys: .*d_model"):
         RunConfig.from_dict({"epoch": 3})
-    with pytest.raises(ValueError, match="dilation and shift need label_position"):
+    with pytest.raises(ValueError, match="dilation and horizon need label_position"):
         RunConfig.from_dict({"dilation": 2})
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 
 from affcli.heads.ablate.execute import auto_jobs, run_grid
 from affcli.heads.ablate.grid import GridError, load_grid
@@ -52,7 +53,7 @@ def ablate_command(grid_path: Path, cache: Path | None, labels: Path | None, out
         grid = load_grid(grid_path)
         runs = build_runs(grid, cache, labels, {"device": device} if device else None)
     except GridError as e:
-        console.print(f"[red]grid refused[/red] ({grid_path}): {e}")
+        console.print(f"[red]grid refused[/red] ({grid_path}): {escape(str(e))}", soft_wrap=True, highlight=False)
         return EXIT_REFUSED
     if dry_run:
         for r in runs:

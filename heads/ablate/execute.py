@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from affcli.common.lifetime import die_with_parent
+from affcli.common.names import safe_name
 from affcli.common.progress import progress_bar
 from affcli.common.runs import read_json, write_json
 from affcli.heads.ablate.grid import RunSpec
@@ -112,7 +114,7 @@ def is_finished(run_dir: Path, want_hash: str) -> bool:
 
 def run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None = None, threads: int | None = None) -> Outcome:
     """Run one grid point into out_dir/runs/<name>; skip it if finished; record any failure in error.json."""
-    run_dir = Path(out_dir) / "runs" / spec.name
+    run_dir = Path(out_dir) / "runs" / safe_name(spec.name, "run name")
     if is_finished(run_dir, spec.hash):
         return Outcome(spec.name, spec.hash, "skipped", _main(read_json(run_dir / "metrics.json")))
     if threads:
@@ -168,8 +170,10 @@ def _free_gpu() -> None:
 
 # ---- sizing -----------------------------------------------------------------------------------------
 def cpu_count() -> int:
-    """Cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Cores this process may use (its thread budget: `affcli --threads`, affinity, cgroup quota, OMP_NUM_THREADS)."""
+    from affcli.common.threads import thread_budget
+
+    return thread_budget()
 
 
 def threads_per_worker(jobs: int) -> int:
@@ -190,9 +194,56 @@ def auto_jobs(device: str, bytes_per_run: int, overhead: int = 768 << 20) -> int
     return cores
 
 
+# ---- scheduling -------------------------------------------------------------------------------------
+def parent_shares_work(todo: list[RunSpec]) -> bool:
+    """On CPU grids this (already warm) process runs grid points itself beside jobs - 1 workers, so no core idles
+    while the workers import torch and load their data; CUDA grids keep every run in a worker."""
+    return not any(str(r.config.get("device", "cpu")).startswith(("cuda", "auto")) for r in todo)
+
+
+def preload(todo: list[RunSpec], runner: Runner | None) -> dict[str, Any]:
+    """Load each distinct data key of the grid once in this process (the last DATA_CACHE_SIZE kept) for the runs it
+    takes itself and for costing; {data key: Data}. A grid whose data fails to load is left to its runs' errors."""
+    if runner is not None:
+        return {}
+    from affcli.heads.trainer import RunConfig, data_key, prepare_data
+
+    out: dict[str, Any] = {}
+    for r in todo:
+        key = data_key(r.config)
+        if key in out or len(out) >= DATA_CACHE_SIZE:
+            continue
+        try:
+            out[key] = cached_data(RunConfig.from_dict(r.config), r.config, prepare_data)
+        except Exception:  # reported by the run itself, with its run folder
+            return out
+    return out
+
+
+def expected_cost(spec: RunSpec, data: dict[str, Any]) -> float:
+    """Relative cost of a run: epochs x the model's parameter count where its data is loaded, else epochs."""
+    epochs = float(spec.config.get("epochs") or 1)
+    from affcli.heads.trainer import RunConfig, build_model, data_key
+
+    d = data.get(data_key(spec.config))
+    if d is None:
+        return epochs
+    try:
+        return epochs * sum(p.numel() for p in build_model(RunConfig.from_dict(spec.config), d).parameters())
+    except Exception:  # a config that fails to build fails in its run; schedule it first to report early
+        return float("inf")
+
+
+def pack_by_cost(todo: list[RunSpec], data: dict[str, Any]) -> list[RunSpec]:
+    """Longest expected runs first (LPT), so no worker is left with a long run at the end of the grid."""
+    cost = {r.name: expected_cost(r, data) for r in todo}
+    return sorted(todo, key=lambda r: -cost[r.name])
+
+
 # ---- executors --------------------------------------------------------------------------------------
 def _init_worker(threads: int, counter: Any, n_gpus: int) -> None:
     global _WORKER_GPU
+    die_with_parent()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
@@ -211,28 +262,38 @@ def _pool_outcomes(todo: list[RunSpec], out_dir: Path, jobs: int, runner: Runner
 
     ctx = mp.get_context("spawn")
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    queue = list(reversed(todo))
-    while queue:
-        counter = ctx.Value("i", 0)
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads, counter, n_gpus)) as pool:
-            live: dict[Future, RunSpec] = {}
-            broken = False
-            while (queue and not broken) or live:
-                while queue and not broken and len(live) < jobs:
-                    spec = queue.pop()
-                    live[pool.submit(run_one, spec, str(out_dir), runner, threads)] = spec
-                done, _ = wait(live, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    spec = live.pop(fut)
-                    try:
-                        yield fut.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        yield record_failure(spec, out_dir / "runs" / spec.name, WorkerDied(
-                            "a worker process died while this run was in flight (crash or out of host memory)"))
-                    except Exception as e:
-                        yield record_failure(spec, out_dir / "runs" / spec.name, e)
+    shares = parent_shares_work(todo)
+    workers = max(1, jobs - 1) if shares else jobs
+    queue = list(reversed(pack_by_cost(todo, preload(todo, runner) if shares else {})))
+    parent_threads = torch.get_num_threads()
+    try:
+        while queue:
+            counter = ctx.Value("i", 0)
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(threads, counter, n_gpus)) as pool:
+                live: dict[Future, RunSpec] = {}
+                broken = False
+                while (queue and not broken) or live:
+                    while queue and not broken and len(live) < workers:
+                        spec = queue.pop()
+                        live[pool.submit(run_one, spec, str(out_dir), runner, threads)] = spec
+                    if shares and queue and not broken:  # this process is warm: it takes the next run itself
+                        yield run_one(queue.pop(), out_dir, runner, threads)
+                        done, _ = wait(live, timeout=0)
+                    else:
+                        done, _ = wait(live, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        spec = live.pop(fut)
+                        try:
+                            yield fut.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            yield record_failure(spec, out_dir / "runs" / spec.name, WorkerDied(
+                                "a worker process died while this run was in flight (crash or out of host memory)"))
+                        except Exception as e:
+                            yield record_failure(spec, out_dir / "runs" / spec.name, e)
+    finally:
+        torch.set_num_threads(parent_threads)
 
 
 def _dask_outcomes(todo: list[RunSpec], out_dir: Path, client: Any, runner: Runner | None,

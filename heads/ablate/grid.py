@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from affcli.common.names import safe_name
 from affcli.common.runs import config_hash
 from affcli.heads import spec
 from affcli.heads.spec import PartSpec
@@ -15,7 +16,7 @@ from affcli.heads.spec import PartSpec
 SEED_AXIS = "seed"
 AXIS_ALIASES = {"seeds": "seed", "prompt": "prompts", "losses": "loss", "fusions": "fusion", "temporals": "temporal"}
 PART_AXES = ("temporal", "fusion")
-NOT_HASHED = ("out", "run_dir", "name")
+NOT_HASHED = ("out", "run_dir", "name", "skip_bad")
 
 
 class GridError(ValueError):
@@ -89,16 +90,26 @@ def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     if not path.exists():
         raise GridError(str(path), "grid file not found")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise GridError(str(path), "not a text file (binary bytes); give a .toml or .yaml grid spec") from None
+    except OSError as e:
+        raise GridError(str(path), f"unreadable ({e.strerror or e})") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        raw = yaml.safe_load(text) or {}
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise GridError(str(path), f"not valid YAML: {' '.join(str(e).split())}") from None
     else:
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise GridError(str(path), f"not valid TOML: {e}") from None
+            raise GridError(str(path), f"not valid TOML: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise GridError(str(path), f"a grid spec is a table of base/axes/exclude/include, not a {type(raw).__name__}")
     return grid_from_dict(raw, source=str(path))
 
 
@@ -199,7 +210,7 @@ def run_name(assign: dict[str, Any]) -> str:
              for k, v in assign.items() if k != SEED_AXIS and display(v) not in skip]
     if SEED_AXIS in assign and display(assign[SEED_AXIS]) not in skip:
         parts.append(f"seed{assign[SEED_AXIS]}")
-    return "__".join(_slug(p) for p in parts) or "base"
+    return safe_name("__".join(_slug(p) for p in parts) or "base", "run name")
 
 
 def hashed_config(cfg: dict[str, Any]) -> str:

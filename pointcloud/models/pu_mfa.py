@@ -20,6 +20,7 @@ from affcli.pointcloud.models.layers import (
     knn_idx,
     mlp,
 )
+from affcli.pointcloud.models.prior import PRIORS, midpoint_prior
 from affcli.pointcloud.ops import farthest_point_sample, gather_points
 
 
@@ -45,6 +46,7 @@ class PUMFAConfig:
     expansion: str = "codes"
     code_dim: int = 32
     residual: bool = True
+    prior: str = "none"
 
     def __post_init__(self) -> None:
         self.scales = tuple(int(s) for s in self.scales)
@@ -52,6 +54,7 @@ class PUMFAConfig:
             "fusion": (self.fusion, ("attention", "concat", "max")),
             "downsample": (self.downsample, ("fps", "random", "stride")),
             "expansion": (self.expansion, ("codes", "shuffle")),
+            "prior": (self.prior, PRIORS),
         }
         for name, (val, ok) in checks.items():
             if val not in ok:
@@ -120,6 +123,9 @@ class PUMFA(nn.Module):
         else:
             self.expand = mlp([c, c * cfg.ratio])
         self.head = mlp([c, 64, 3], last_act=False)
+        if cfg.prior != "none":
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, xyz: Tensor) -> Tensor:
         b, n, _ = xyz.shape
@@ -145,6 +151,8 @@ class PUMFA(nn.Module):
         else:
             up = self.expand(f_c).view(b, n, r, -1)
         out = self.head(up).float()
-        if self.cfg.residual:
+        if self.cfg.prior == "midpoint":
+            out = out + midpoint_prior(xyz.float(), r)
+        elif self.cfg.residual:
             out = out + xyz.unsqueeze(2).float()
         return out.reshape(b, n * r, 3)

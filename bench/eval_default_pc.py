@@ -1,0 +1,133 @@
+"""Score the shipped default point-cloud model (or a run) against the no-learning references on the PU-GAN test set.
+
+Methods: `model` (the shipped x4 PU-MFA, or --run), `prior` (the same network untrained: exactly its midpoint prior
+through the same patch/merge pipeline), `midpoint` (kNN midpoints + global FPS, pc eval's baseline) and `input`
+(the 2,048-point input itself). x4 against the 8,192-point ground truths of the 27 shapes; x16 against 32,768-point
+Poisson-disk ground truths sampled here from the 21 test meshes that exist (seed 0, cached in OUT/gt_32768).
+Both normalisation frames (own / gt), P2F on the meshes; per-shape rows and means in OUT/results_x<r>.json and .md.
+
+    nice -n 19 python bench/eval_default_pc.py --out /tmp/pc_default_eval --ratios 4 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from affcli.common.threads import configure_threads
+from affcli.pointcloud.baselines import midpoint_upsample
+from affcli.pointcloud.evaluate import score_folder
+from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
+from affcli.pointcloud.leak import overlap_report
+from affcli.pointcloud.models import create_model, model_from_spec, model_spec
+from affcli.pointcloud.sampling import poisson_disk_sample
+from affcli.pointcloud.upsample import DEFAULT_MODEL, load_upsampler, upsample_cloud
+
+PC = Path(__file__).resolve().parents[2] / "shared" / "data" / "pointcloud"
+COLS = ("cd", "hd", "p2f_mean", "cd_gt", "hd_gt")
+
+
+def gt_dense(meshes: Path, out: Path, n: int) -> Path:
+    """Poisson-disk ground truths of n points for every test mesh (written once)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for mesh in sorted(meshes.glob("*.off")):
+        path = out / f"{mesh.stem}.xyz"
+        if not path.is_file():
+            write_cloud(path, poisson_disk_sample(*read_mesh(mesh), n, seed=0))
+    return out
+
+
+def run_method(fn, files: list[Path], out: Path) -> float:
+    """fn(cloud) for each input not yet in out/ (cached); mean seconds per newly computed shape."""
+    out.mkdir(parents=True, exist_ok=True)
+    times = []
+    for f in files:
+        dst = out / f"{f.stem}.xyz"
+        if dst.is_file():
+            continue
+        x = read_cloud(f)
+        t = time.perf_counter()
+        y = fn(x)
+        times.append(time.perf_counter() - t)
+        write_cloud(dst, y)
+    return float(np.mean(times)) if times else float("nan")
+
+
+def _cell(row: dict, col: str) -> str:
+    v = row.get(col)
+    return "-" if v is None else f"{v:.4f}" if col.startswith("cd") else f"{v:.3f}"
+
+
+def markdown(rows: dict[str, list[dict]], ratio: int) -> str:
+    """Means of every method, then per shape ours vs midpoint (own frame CD/HD/P2F, gt frame CD/HD), x1e-3."""
+    names = ("CD", "HD", "P2F", "CD (gt frame)", "HD (gt frame)")
+    lines = [f"x{ratio}, x1e-3, PU-GCN convention; own frame: each cloud by its own centroid/radius; gt frame: both "
+             "by the ground truth's", "", "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * 5]
+    for m, rs in rows.items():
+        mean = next(r for r in rs if r["shape"] == "mean")
+        lines.append(f"| {m} | " + " | ".join(_cell(mean, c) for c in COLS) + " |")
+    pair = [m for m in ("model", "midpoint") if m in rows]
+    lines += ["", "| shape | " + " | ".join(f"{n} {m}" for n in names for m in pair) + " |",
+              "|---|" + "---:|" * (5 * len(pair))]
+    for r0 in rows[pair[0]]:
+        by = {m: next(r for r in rows[m] if r["shape"] == r0["shape"]) for m in pair}
+        name = "**mean**" if r0["shape"] == "mean" else r0["shape"]
+        lines.append(f"| {name} | " + " | ".join(_cell(by[m], c) for c in COLS for m in pair) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--run", type=Path, default=None, help="Run folder (default: the shipped model).")
+    ap.add_argument("--test-dir", type=Path, default=PC / "pugan_test")
+    ap.add_argument("--ratios", type=int, nargs="+", default=[4])
+    ap.add_argument("--methods", nargs="+", default=["model", "prior", "midpoint", "input"])
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--report", action="store_true", help="Only rewrite the markdown tables from the JSON results.")
+    a = ap.parse_args()
+    if a.report:
+        for ratio in a.ratios:
+            res = json.loads((a.out / f"results_x{ratio}.json").read_text())
+            table = markdown({m: v["rows"] for m, v in res["methods"].items()}, ratio)
+            (a.out / f"results_x{ratio}.md").write_text(table + "\n")
+            print(table)
+        return
+    threads = configure_threads(a.threads)
+    dev = torch.device("cpu")
+    model = load_upsampler(a.run, dev) if "model" in a.methods else create_model("pu-mfa", 4, prior="midpoint")
+    untrained = model_from_spec(model_spec(model)).eval()
+    files = sorted((a.test_dir / "input_2048").glob("*.xyz"))
+    mesh_dir = a.test_dir / "meshes"
+    leak = None
+    if "model" in a.methods:
+        leak = overlap_report(a.run or DEFAULT_MODEL, files, a.test_dir / "gt_8192", mesh_dir)
+    fns = {
+        "model": lambda r: lambda x: upsample_cloud(model, x, r),
+        "prior": lambda r: lambda x: upsample_cloud(untrained, x, r),
+        "midpoint": lambda r: lambda x: midpoint_upsample(x, r).numpy(),
+        "input": lambda r: lambda x: x,
+    }
+    for ratio in a.ratios:
+        n_gt = 2048 * ratio
+        gt_dir = a.test_dir / "gt_8192" if ratio == 4 else gt_dense(mesh_dir, a.out / f"gt_{n_gt}", n_gt)
+        use = [f for f in files if (gt_dir / f"{f.stem}.xyz").is_file()]
+        res: dict = {"ratio": ratio, "threads": threads, "leak": leak, "gt_dir": str(gt_dir), "methods": {}}
+        for m in a.methods:
+            pred = a.out / f"x{ratio}" / m
+            sec = run_method(fns[m](ratio), use, pred)
+            res["methods"][m] = {"seconds_per_shape": sec, "rows": score_folder(pred, gt_dir, mesh_dir, "pugcn", dev)}
+            print(f"x{ratio} {m}: " + json.dumps({k: res['methods'][m]['rows'][-1][k] for k in COLS}), flush=True)
+        (a.out / f"results_x{ratio}.json").write_text(json.dumps(res, indent=1, default=str))
+        table = markdown({m: v["rows"] for m, v in res["methods"].items()}, ratio)
+        (a.out / f"results_x{ratio}.md").write_text(table + "\n")
+        print(table, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Teacher soft targets kept beside the features: a finished run's per-frame outputs, computed once per teacher.
+
+Layout (inside the feature cache's Zarr store)::
+
+    <cache>/teacher/<run-hash>/zarr.json          attrs: fingerprint (teacher config, checkpoint hash, features), run
+    <cache>/teacher/<run-hash>/<video-key>/       attrs: video_id, n_frames, complete (written last)
+        <output key> [n_frames, dim] float32      class/multi-label probabilities or values
+
+`run-hash` is the hash of the fingerprint, so a changed teacher (new weights, config or features) gets a new group
+and is never mistaken for the old one; a video counts only once its `complete` mark is written.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from affcli.cache.errors import CacheError
+from affcli.cache.store import FeatureStore, safe_key
+from affcli.common.runs import config_hash
+
+TEACHER_GROUP = "teacher"
+
+
+def teacher_key(fingerprint: dict[str, Any]) -> str:
+    """The run hash naming a teacher's group: a hash of its whole fingerprint."""
+    return config_hash(fingerprint, 16)
+
+
+class TeacherTargets:
+    """One teacher's cached targets in a feature cache (open with `open_targets`)."""
+
+    def __init__(self, store: FeatureStore, key: str):
+        self.store, self.key = store, key
+        self.group = store.root[TEACHER_GROUP][key]
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the teacher (its config and checkpoint hashes, feature fingerprints, outputs)."""
+        return dict(self.group.attrs["fingerprint"])
+
+    def videos(self) -> list[str]:
+        """Videos whose targets are completely written."""
+        return sorted(g.attrs["video_id"] for _, g in self.group.groups() if g.attrs.get("complete"))
+
+    def write(self, video: str, targets: dict[str, np.ndarray]) -> None:
+        """Write one video's targets ({output key: [n_frames, dim]}); the `complete` mark goes last."""
+        lengths = {k: int(np.asarray(v).shape[0]) for k, v in targets.items()}
+        if len(set(lengths.values())) != 1:
+            raise CacheError(f"{self.store.path}: teacher {self.key}: {video}: outputs disagree on frame count "
+                             f"{lengths}")
+        vg = self.group.create_group(safe_key(video), overwrite=True,
+                                     attributes={"video_id": video, "complete": False})
+        for k, v in targets.items():
+            vg.create_array(safe_key(k), data=np.ascontiguousarray(v, dtype=np.float32))
+        vg.attrs.update({"n_frames": next(iter(lengths.values())), "outputs": sorted(targets), "written": _now()})
+        vg.attrs["complete"] = True
+
+    def read(self, video: str) -> dict[str, np.ndarray]:
+        """One video's targets {output key: [n_frames, dim] float32}."""
+        key = safe_key(video)
+        if key not in self.group or not self.group[key].attrs.get("complete"):
+            raise CacheError(f"{self.store.path}: teacher {self.key} has no complete targets for video {video!r}")
+        vg = self.group[key]
+        return {k: vg[safe_key(k)][:] for k in vg.attrs["outputs"]}
+
+    def attrs(self, video: str) -> dict[str, Any]:
+        """Attributes of one video's targets (n_frames, outputs, written, complete)."""
+        return dict(self.group[safe_key(video)].attrs)
+
+
+def open_targets(path: str | Path, fingerprint: dict[str, Any], run: str = "",
+                 storage_options: dict | None = None) -> TeacherTargets:
+    """The teacher group of this fingerprint, created if new; an existing group must carry the same fingerprint."""
+    store = FeatureStore(path, mode="a", storage_options=storage_options)
+    if TEACHER_GROUP in store.root.attrs.get("feature_sets", {}):
+        raise CacheError(f"{store.path}: a feature set occupies the {TEACHER_GROUP!r} group; teacher targets need it")
+    key = teacher_key(fingerprint)
+    tg = store.root.require_group(TEACHER_GROUP)
+    if key in tg:
+        have = dict(tg[key].attrs.get("fingerprint", {}))
+        if have != _jsonable(fingerprint):
+            raise CacheError(f"{store.path}: teacher/{key} holds another teacher's targets (fingerprint differs); "
+                             f"remove it with cache.teacher.remove_teacher")
+    else:
+        tg.create_group(key, attributes={"fingerprint": fingerprint, "run": str(run), "created": _now()})
+    return TeacherTargets(store, key)
+
+
+def read_targets(path: str | Path, key: str) -> TeacherTargets:
+    """An existing teacher group, read-only."""
+    store = FeatureStore(path, mode="r")
+    if TEACHER_GROUP not in store.root or key not in store.root[TEACHER_GROUP]:
+        raise CacheError(f"{store.path}: no teacher targets {key!r}; present: {', '.join(teachers(path)) or '(none)'}")
+    return TeacherTargets(store, key)
+
+
+def teachers(path: str | Path) -> dict[str, dict[str, Any]]:
+    """{run hash: {run, created, videos}} of every teacher cached in a feature cache."""
+    store = FeatureStore(path, mode="r")
+    if TEACHER_GROUP not in store.root:
+        return {}
+    out = {}
+    for key, g in store.root[TEACHER_GROUP].groups():
+        n = sum(bool(v.attrs.get("complete")) for _, v in g.groups())
+        out[key] = {"run": g.attrs.get("run", ""), "created": g.attrs.get("created"), "videos": n}
+    return out
+
+
+def remove_teacher(path: str | Path, key: str) -> None:
+    """Delete one teacher's cached targets."""
+    store = FeatureStore(path, mode="a")
+    if TEACHER_GROUP not in store.root or key not in store.root[TEACHER_GROUP]:
+        raise CacheError(f"{store.path}: no teacher targets {key!r}")
+    del store.root[TEACHER_GROUP][key]
+
+
+def _jsonable(obj: Any) -> Any:
+    """The value as a JSON round trip stores it (tuples become lists), for comparing fingerprints."""
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,429 @@
+"""Self-supervised pretraining of a head's encoder (per-modality projection + temporal head) on unlabelled features.
+
+Methods are registered parts (`PRETRAIN`: simclr, byol, masked) so runs and ablation grids pick them by name.
+Views of a window come from the cache's stored augmentations (`extract --views K --augment`) where present, and
+from feature-space augmentations (frame masking, noise, temporal crop, modality dropout). The emotion-aware variant
+adds positives: windows of the same pseudo-class (k-means over the current encoder's embeddings, refreshed each
+epoch) and/or of the same nearest CLIP-text expression prompt. The encoder's weights are the very modules
+`train-head` builds, so `--init-from` loads them into a head.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from affcli.common.device import autocast
+from affcli.common.registry import Registry
+from affcli.heads.losses import masked_mean
+from affcli.heads.model import HeadModel
+from affcli.heads.windows import Windows, sample_batches
+
+PRETRAIN: Registry = Registry("pretraining method", supplied=("dim",))
+POSITIVES = ("none", "kmeans", "text", "both")
+ENCODER_KEYS = ("proj.", "temporal.", "mask_token.")
+ENCODER_SPEC = ("d_model", "temporal", "temporal_options", "temporal_on", "causal")
+
+
+@dataclass
+class ViewAug:
+    """Feature-space augmentations of one view: frame-mask fraction, noise (x feature std), temporal crop
+    (shortest kept fraction of the window), probability of dropping one modality (with two or more)."""
+
+    mask: float = 0.15
+    noise: float = 0.1
+    crop: float = 0.6
+    modality_drop: float = 0.2
+
+
+class Encoder(nn.Module):
+    """A head's projection, mask token and temporal head per modality; pooled = masked time-mean, modalities joined."""
+
+    def __init__(self, model: HeadModel):
+        super().__init__()
+        self.modalities = list(model.modalities)
+        self.proj, self.mask_token, self.temporal = model.proj, model.mask_token, model.temporal
+        self.out_dim = sum(model.temporal[m].out_dim for m in self.modalities)
+
+    def sequence(self, xs: dict, vs: dict, drop: dict | None = None) -> dict[str, torch.Tensor]:
+        """{m: [B, W, H]}; frames in `drop[m]` become the mask token before the temporal head."""
+        out = {}
+        for m in self.modalities:
+            h = self.proj[m](xs[m])
+            if drop is not None and m in drop:
+                h = torch.where(drop[m].unsqueeze(-1), self.mask_token[m].to(h.dtype), h)
+            out[m] = self.temporal[m](h, vs[m])
+        return out
+
+    def forward(self, xs: dict, vs: dict, drop: dict | None = None) -> torch.Tensor:
+        """[B, sum H]: each modality's mean over its valid frames (zeros where it has none)."""
+        seq = self.sequence(xs, vs, drop)
+        pooled = []
+        for m in self.modalities:
+            w = vs[m].unsqueeze(-1).to(seq[m].dtype)
+            pooled.append((seq[m] * w).sum(1) / w.sum(1).clamp_min(1))
+        return torch.cat(pooled, -1).float()
+
+    def parameters_list(self) -> list[nn.Parameter]:
+        """Everything pretraining updates."""
+        return [p for m in self.modalities for p in (*self.proj[m].parameters(), *self.temporal[m].parameters(),
+                                                     self.mask_token[m])]
+
+
+def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, d_out))
+
+
+def supcon(z: torch.Tensor, pos: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multi-positive InfoNCE over [N, P] embeddings with a [N, N] positive mask (SupCon; NT-Xent with one positive)."""
+    z = F.normalize(z, dim=-1)
+    logits = z @ z.T / temperature
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, -1e9)
+    logp = logits - torch.logsumexp(logits, 1, keepdim=True)
+    pos = pos & ~eye
+    return -((logp * pos).sum(1) / pos.sum(1).clamp_min(1)).mean()
+
+
+@PRETRAIN.register("simclr", help="two views, NT-Xent (SupCon with pseudo-class positives when given)")
+class SimCLR(nn.Module):
+    """SimCLR: projector MLP, temperature-scaled contrastive loss over the batch's 2B views."""
+
+    contrastive = True
+
+    def __init__(self, dim: int, temperature: float = 0.1, hidden: int = 128, proj_dim: int = 64):
+        super().__init__()
+        self.head, self.temperature = _mlp(dim, hidden, proj_dim), temperature
+
+    def forward(self, enc: Encoder, batch: dict) -> torch.Tensor:
+        za, zb = self.head(enc(*batch["a"])), self.head(enc(*batch["b"]))
+        b = len(za)
+        idx = torch.arange(b, device=za.device)
+        pos = torch.zeros(2 * b, 2 * b, dtype=torch.bool, device=za.device)
+        pos[idx, idx + b] = pos[idx + b, idx] = True
+        if batch.get("pos") is not None:
+            pos |= batch["pos"].repeat(2, 2)
+        return supcon(torch.cat([za, zb]), pos, self.temperature)
+
+    def after_step(self, enc: Encoder) -> None:
+        """Nothing to update outside the optimizer."""
+
+    def embed(self, enc: Encoder, xs: dict, vs: dict) -> torch.Tensor:
+        """The space pseudo-classes are clustered in: the projector's output."""
+        return self.head(enc(xs, vs))
+
+
+@PRETRAIN.register("byol", help="online predictor regresses an EMA target's view (and a same-pseudo-class window's)")
+class BYOL(nn.Module):
+    """BYOL: online encoder + projector + predictor, EMA target encoder + projector; no negatives."""
+
+    contrastive = True
+
+    def __init__(self, dim: int, hidden: int = 128, proj_dim: int = 64, momentum: float = 0.99):
+        super().__init__()
+        self.proj, self.pred, self.momentum = _mlp(dim, hidden, proj_dim), _mlp(proj_dim, hidden, proj_dim), momentum
+        self.target: nn.ModuleList | None = None
+
+    def _targets(self, enc: Encoder) -> nn.ModuleList:
+        if self.target is None:
+            self.target = nn.ModuleList([copy.deepcopy(enc), copy.deepcopy(self.proj)]).requires_grad_(False)
+        return self.target
+
+    def forward(self, enc: Encoder, batch: dict) -> torch.Tensor:
+        t_enc, t_proj = self._targets(enc)
+        pa, pb = self.pred(self.proj(enc(*batch["a"]))), self.pred(self.proj(enc(*batch["b"])))
+        with torch.no_grad():
+            ta, tb = t_proj(t_enc(*batch["a"])), t_proj(t_enc(*batch["b"]))
+        loss = _cos_loss(pa, tb) + _cos_loss(pb, ta)
+        pos = batch.get("pos")
+        if pos is not None:
+            pos = pos & ~torch.eye(len(pos), dtype=torch.bool, device=pos.device)
+            has = pos.any(1)
+            if bool(has.any()):
+                j = torch.where(pos, torch.rand(pos.shape, device=pos.device), -1.0).argmax(1)
+                loss = loss + _cos_loss(pa[has], tb[j[has]]) + _cos_loss(pb[has], ta[j[has]])
+        return loss
+
+    def embed(self, enc: Encoder, xs: dict, vs: dict) -> torch.Tensor:
+        """The space pseudo-classes are clustered in: the projector's output."""
+        return self.proj(enc(xs, vs))
+
+    @torch.no_grad()
+    def after_step(self, enc: Encoder) -> None:
+        """EMA of the online encoder and projector into the target."""
+        t_enc, t_proj = self._targets(enc)
+        for t, o in ((t_enc, enc), (t_proj, self.proj)):
+            for pt, po in zip(t.parameters(), o.parameters()):
+                pt.lerp_(po.detach(), 1 - self.momentum)
+
+
+def _cos_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return (2 - 2 * F.cosine_similarity(p, t.detach(), dim=-1)).mean()
+
+
+@PRETRAIN.register("masked", help="replace a fraction of valid frames by the mask token, reconstruct their features")
+class Masked(nn.Module):
+    """Masked-frame feature reconstruction (the `--ssl-epochs` stage): a linear decoder per modality."""
+
+    contrastive = False
+
+    def __init__(self, dim: int, mask_p: float = 0.3):
+        super().__init__()
+        self.mask_p, self.dec = mask_p, nn.ModuleDict()
+
+    def bind(self, enc: Encoder, in_dims: dict[str, int]) -> None:
+        """Create the decoders once the encoder's widths are known."""
+        self.dec = nn.ModuleDict({m: nn.Linear(enc.temporal[m].out_dim, in_dims[m]) for m in enc.modalities})
+
+    def forward(self, enc: Encoder, batch: dict) -> torch.Tensor:
+        xs, vs = batch["x"]
+        drop = {m: (torch.rand(vs[m].shape, device=vs[m].device) < self.mask_p) & vs[m] for m in enc.modalities}
+        seq = enc.sequence(xs, vs, drop)
+        loss = torch.zeros((), device=next(iter(xs.values())).device)
+        for m in enc.modalities:
+            rec = self.dec[m](seq[m]).float()
+            loss = loss + masked_mean(((rec - xs[m].float()) ** 2).mean(-1), drop[m])
+        return loss
+
+    def after_step(self, enc: Encoder) -> None:
+        """Nothing to update outside the optimizer."""
+
+
+def build_method(spec: str, dim: int) -> nn.Module:
+    """A registered method from 'name' or 'name(opt=value, ...)'."""
+    from affcli.heads.spec import parse_part
+
+    p = parse_part(spec)
+    return PRETRAIN.build(p.name, dim, **p.opts)
+
+
+def check_method(spec: str, positives: str = "none") -> None:
+    """Refuse an unknown method or option, an unknown positives mode, or positives with a non-contrastive method."""
+    from affcli.heads.spec import parse_part
+
+    p = parse_part(spec)
+    PRETRAIN.check(p.name, p.opts)
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {', '.join(POSITIVES)}, not {positives!r}")
+    if positives != "none" and not PRETRAIN.get(p.name).contrastive:
+        raise ValueError(f"pretraining method {p.name!r} has no views to add positives to; use simclr or byol")
+
+
+# ---- views and positives ------------------------------------------------------------------------------------------
+
+def _gather(feats: dict, valid: dict, views: dict, win: Windows, rows: torch.Tensor, gen: torch.Generator | None,
+            pick_view: bool) -> tuple[dict, dict]:
+    """[B, W, D] features of windows `rows`; with stored views, each window reads a random one of (original, views)."""
+    idx, real = win.idx[rows], win.real[rows]
+    xs, vs = {}, {}
+    for m, f in feats.items():
+        ok = valid[m][idx] & real
+        if pick_view and m in views:
+            stack = views[m]
+            k = torch.randint(0, stack.shape[0], (len(rows),), generator=gen).to(idx.device)
+            x = stack[k[:, None], idx]
+        else:
+            x = f[idx]
+        xs[m] = torch.where(ok.unsqueeze(-1), x.float(), 0.0)
+        vs[m] = ok
+    return xs, vs
+
+
+def feature_view(xs: dict, vs: dict, aug: ViewAug, scale: dict) -> tuple[dict, dict]:
+    """One feature-space view: noise, frame masking (zeroed and invalid), a random temporal crop, modality dropout."""
+    dev = next(iter(xs.values())).device
+    b, w = next(iter(vs.values())).shape
+    keep = torch.ones(b, w, dtype=torch.bool, device=dev)
+    if w > 1 and aug.crop < 1:
+        length = (w * (aug.crop + (1 - aug.crop) * torch.rand(b, device=dev))).ceil().clamp(1, w)
+        start = ((w - length) * torch.rand(b, device=dev)).floor()
+        t = torch.arange(w, device=dev)[None]
+        keep = (t >= start[:, None]) & (t < (start + length)[:, None])
+    if w > 1 and aug.mask > 0:
+        keep &= torch.rand(b, w, device=dev) >= aug.mask
+    mods = list(xs)
+    gone = torch.full((b,), -1, device=dev)
+    if len(mods) > 1 and aug.modality_drop > 0:
+        gone = torch.where(torch.rand(b, device=dev) < aug.modality_drop,
+                           torch.randint(0, len(mods), (b,), device=dev), gone)
+    out_x, out_v = {}, {}
+    for i, m in enumerate(mods):
+        v = vs[m] & keep & (gone != i)[:, None]
+        x = xs[m] + aug.noise * scale[m] * torch.randn_like(xs[m])
+        out_x[m] = torch.where(v.unsqueeze(-1), x, 0.0)
+        out_v[m] = v
+    return out_x, out_v
+
+
+def kmeans(x: torch.Tensor, k: int, seed: int, iters: int = 25) -> torch.Tensor:
+    """Cluster ids [N] of [N, D] rows: batched k-means (k-means++ seeding from a seeded generator), cosine geometry."""
+    x = F.normalize(x.float(), dim=-1)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    k = min(k, len(x))
+    centres = x[torch.randint(0, len(x), (1,), generator=g).to(x.device)]
+    for _ in range(1, k):
+        d = (1 - x @ centres.T).min(1).values.clamp_min(0).cpu()
+        p = d / d.sum() if float(d.sum()) > 0 else torch.full_like(d, 1 / len(d))
+        centres = torch.cat([centres, x[torch.multinomial(p, 1, generator=g).to(x.device)]])
+    for _ in range(iters):
+        ids = (x @ centres.T).argmax(1)
+        sums = torch.zeros_like(centres).index_add_(0, ids, x)
+        counts = torch.bincount(ids, minlength=k).unsqueeze(1)
+        centres = torch.where(counts > 0, F.normalize(sums, dim=-1), centres)
+    return (x @ centres.T).argmax(1)
+
+
+def text_classes(feats: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Nearest prompt (cosine) of each row's features: the CLIP zero-shot class, [N]."""
+    if feats.shape[1] != text.shape[1]:
+        raise ValueError(f"text positives: prompt embeddings have dim {text.shape[1]}, the visual features "
+                         f"{feats.shape[1]}; they need the CLIP backbone that encoded the prompts")
+    return (F.normalize(feats.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T).argmax(1)
+
+
+# ---- the loop -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class SSLInputs:
+    """What pretraining reads: per-modality features [T, D] and validity [T], stored views [K, T, D] (may be empty),
+    the windows to train on, and the prompt embeddings [P, D_visual] for text positives (None if unused)."""
+
+    feats: dict[str, torch.Tensor]
+    valid: dict[str, torch.Tensor]
+    views: dict[str, torch.Tensor]
+    win: Windows
+    text: torch.Tensor | None = None
+
+
+def _window_means(inp: SSLInputs, modality: str, rows: torch.Tensor) -> torch.Tensor:
+    idx, real = inp.win.idx[rows], inp.win.real[rows]
+    ok = (inp.valid[modality][idx] & real).unsqueeze(-1).float()
+    return (inp.feats[modality][idx].float() * ok).sum(1) / ok.sum(1).clamp_min(1)
+
+
+@torch.no_grad()
+def _embed_all(meth: nn.Module, enc: Encoder, inp: SSLInputs, batch: int) -> torch.Tensor:
+    enc.eval()
+    meth.eval()
+    out = []
+    for rows in sample_batches(len(inp.win), batch, torch.Generator(), inp.win.idx.device, shuffle=False):
+        out.append(meth.embed(enc, *_gather(inp.feats, inp.valid, {}, inp.win, rows, None, False)).float())
+    enc.train()
+    meth.train()
+    return torch.cat(out)
+
+
+def fit_encoder(model: HeadModel, inp: SSLInputs, method: str = "simclr", positives: str = "none", *, epochs: int = 10,
+                batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-2, seed: int = 0, amp: bool = True,
+                clusters: int = 8, aug: ViewAug | None = None, grad_clip: float = 1.0,
+                positives_from: float = 0.5) -> list[float]:
+    """Pretrain `model`'s encoder in place with a registered method; returns the mean loss of each epoch.
+
+    Pseudo-class positives join after `positives_from` of the epochs (k-means on a random encoder's embeddings
+    would group by nuisance, and the positives would then teach it)."""
+    check_method(method, positives)
+    if positives in ("text", "both") and inp.text is None:
+        raise ValueError("text positives need prompt text embeddings in the cache (a clip:* backbone's prompt set)")
+    device = inp.win.idx.device
+    torch.manual_seed(seed)
+    enc = Encoder(model)
+    meth = build_method(method, enc.out_dim)
+    if hasattr(meth, "bind"):
+        meth.bind(enc, {m: int(f.shape[1]) for m, f in inp.feats.items()})
+    meth.to(device)
+    params = enc.parameters_list() + [p for p in meth.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed + 1)
+    aug = aug or ViewAug()
+    scale = {m: f[inp.valid[m]].float().std().clamp_min(1e-6) if bool(inp.valid[m].any()) else torch.ones((), device=device)
+             for m, f in inp.feats.items()}
+    vis = "visual" if "visual" in inp.feats else next(iter(inp.feats))
+    all_rows = torch.arange(len(inp.win), device=device)
+    text_ids = text_classes(_window_means(inp, vis, all_rows), inp.text.to(device)) \
+        if positives in ("text", "both") else None
+    history: list[float] = []
+    model.train()
+    for epoch in range(epochs):
+        use_pos = epoch >= int(positives_from * epochs)
+        cluster_ids = kmeans(_embed_all(meth, enc, inp, max(batch_size, 512)), clusters, seed + epoch) \
+            if positives in ("kmeans", "both") and use_pos else None
+        total, n = torch.zeros((), device=device), 0
+        for rows in sample_batches(len(inp.win), batch_size, gen, device):
+            if len(rows) < 2:
+                continue
+            pos = None
+            if cluster_ids is not None:
+                pos = cluster_ids[rows][:, None] == cluster_ids[rows][None]
+            if text_ids is not None and use_pos:
+                t = text_ids[rows][:, None] == text_ids[rows][None]
+                pos = t if pos is None else pos & t
+            x = _gather(inp.feats, inp.valid, inp.views, inp.win, rows, gen, False)
+            batch = {"x": x, "pos": pos}
+            if meth.contrastive:
+                batch["a"] = feature_view(*_gather(inp.feats, inp.valid, inp.views, inp.win, rows, gen, True), aug, scale)
+                batch["b"] = feature_view(*_gather(inp.feats, inp.valid, inp.views, inp.win, rows, gen, True), aug, scale)
+            with autocast(device, amp):
+                loss = meth(enc, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, grad_clip or 1.0)
+            opt.step()
+            meth.after_step(enc)
+            total += loss.detach()
+            n += 1
+        history.append(float(total) / max(1, n))
+        if not math.isfinite(history[-1]):
+            raise FloatingPointError(f"pretraining ({method}) loss is {history[-1]} at epoch {epoch + 1}; lower the lr")
+    return history
+
+
+# ---- transfer into train-head ------------------------------------------------------------------------------------
+
+def encoder_state(model: HeadModel) -> dict[str, torch.Tensor]:
+    """The encoder's tensors of a head's state dict (what a pretraining run saves)."""
+    return {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_KEYS)}
+
+
+def encoder_record(model: HeadModel) -> dict[str, Any]:
+    """What must agree for pretrained weights to load: input widths and the encoder's spec fields."""
+    spec = model.spec.to_dict()
+    return {"in_dims": dict(model.in_dims), **{k: spec[k] for k in ENCODER_SPEC}}
+
+
+def freeze_encoder(model: HeadModel) -> HeadModel:
+    """Stop the encoder's gradients: only fusion and task head train (a linear probe when the task head is linear)."""
+    for k, p in model.named_parameters():
+        if k.startswith(ENCODER_KEYS):
+            p.requires_grad_(False)
+    return model
+
+
+def init_encoder(model: HeadModel, run_dir: str) -> HeadModel:
+    """Load a pretraining run's encoder weights into `model` (which must match its widths and encoder spec)."""
+    from pathlib import Path
+
+    from affcli.common.checkpoint import CheckpointError, read_checkpoint
+
+    path = Path(run_dir) / ENCODER_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"init-from {run_dir}: no {ENCODER_FILE} (is it an `affcli pretrain` run?)")
+    meta, state = read_checkpoint(path, "encoder")
+    want, have = meta["encoder"], encoder_record(model)
+    for k in have:
+        if want.get(k) != have[k]:
+            raise ValueError(f"init-from {run_dir}: its encoder has {k} = {want.get(k)!r}, this run {have[k]!r}; "
+                             f"give the same --{k.replace('_', '-')} (or features) as the pretraining run")
+    own = model.state_dict()
+    bad = [k for k in state if k not in own or own[k].shape != state[k].shape]
+    if bad:
+        raise CheckpointError(path, f"encoder weight {bad[0]!r} does not fit this head")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+ENCODER_FILE = "encoder.safetensors"

@@ -1,0 +1,196 @@
+"""Teachers for distillation: finished runs whose per-frame outputs become soft targets where labels are missing.
+
+`predict_teacher(cache, run, videos)` is a plain function of a feature cache and a run folder (what a distributed
+engine maps over chunks of videos); `ensure_targets` computes only the videos not yet cached beside the features
+(cache.teacher, `teacher/<run-hash>`), and `teacher_source` assembles them over a training run's rows, mapping the
+teachers' outputs onto the student's by output key (one run per task, or one multi-task run).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from affcli.common.runs import config_hash
+from affcli.heads.data import Data
+from affcli.heads.tasks import Output, task_outputs
+
+NOT_IDENTITY = ("out", "name", "cache", "labels", "device", "save_predictions", "plots", "skip_bad")
+Predictor = Callable[[str, str, list[str], str], dict[str, dict[str, np.ndarray]]]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def teacher_fingerprint(run_dir: str | Path, cache: str | Path) -> dict[str, Any]:
+    """What identifies a teacher's soft targets: its config (paths left out), checkpoint hash, outputs and the
+    identity of the feature sets it reads in this cache."""
+    from affcli.cache.fingerprint import IDENTITY_FIELDS
+    from affcli.cache.store import FeatureStore
+    from affcli.heads.artifacts import CHECKPOINT, load_model
+    from affcli.heads.predict import run_config
+
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    ckpt = run_dir / CHECKPOINT
+    if not ckpt.exists():
+        raise FileNotFoundError(f"distill teacher {run_dir}: no {CHECKPOINT} (not a finished train-head run)")
+    store = FeatureStore(cache, mode="r")
+    missing = [f for f in cfg.features if f not in store.feature_sets()]
+    if missing:
+        raise ValueError(f"distill teacher {run_dir}: its feature sets {', '.join(missing)} are not in {cache}")
+    feats = {f: {k: store.fingerprint(f).get(k) for k in IDENTITY_FIELDS} for f in cfg.features}
+    return {"config": config_hash({k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}),
+            "checkpoint_sha256": _sha256(ckpt), "features": feats,
+            "outputs": [[o.key, o.dim, o.kind] for o in task_outputs(cfg.task)]}
+
+
+def _all_rows(model: Any, cfg: Any, data: Data) -> dict[str, torch.Tensor]:
+    """A run's post-processed predictions over every row of `data` (videos in order), as `predict` makes them."""
+    from affcli.heads.infer import predict_rows
+    from affcli.heads.postprocess import finish_rows
+
+    rows, preds = predict_rows(model, data, list(range(len(data.videos))), cfg.window, cfg.eval_stride,
+                               max(cfg.batch_size, 256), cfg.amp)
+    return finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths, cfg.task,
+                       cfg.interpolate, cfg.smooth)
+
+
+@torch.no_grad()
+def predict_teacher(cache: str, run_dir: str, videos: list[str],
+                    device: str = "cpu") -> dict[str, dict[str, np.ndarray]]:
+    """{video: {output key: [n_frames, dim] float32}}: a run's probabilities/values for every frame of `videos`
+    (its own feature sets from `cache`), with the run's interpolation and smoothing, as `predict` gives them."""
+    from affcli.cache import load_table
+    from affcli.common.device import resolve_device
+    from affcli.heads.artifacts import load_model
+    from affcli.heads.predict import run_config
+
+    cfg = run_config(run_dir, cache=str(cache), device=device)
+    dev = resolve_device(cfg.device)
+    model = load_model(run_dir, dev)
+    table = load_table(cache, cfg.features, videos=list(videos))
+    data = Data.from_table(table, {}, {"all": list(table.videos)}, cfg.task, cfg.features, device=dev)
+    arrays = {k: v.float().cpu().numpy() for k, v in _all_rows(model, cfg, data).items()}
+    return {v: {k: a[int(s):int(s + n)] for k, a in arrays.items()}
+            for v, s, n in zip(data.videos, data.starts, data.lengths)}
+
+
+def ensure_targets(cache: str | Path, run_dir: str | Path, videos: Sequence[str], device: str = "cpu",
+                   predict: Predictor | None = None) -> tuple[str, int]:
+    """Cache a teacher's targets for the `videos` not yet cached (under teacher/<run-hash>); returns the run hash
+    and how many videos were predicted now (0 when all were cached). `predict` (default `predict_teacher`) may
+    be any function of (cache, run, videos, device), e.g. one that maps chunks of videos over a cluster."""
+    from affcli.cache.teacher import open_targets
+
+    run_dir = Path(run_dir)
+    targets = open_targets(cache, teacher_fingerprint(run_dir, cache), run=str(run_dir.resolve()))
+    todo = sorted(set(videos) - set(targets.videos()))
+    if todo:
+        for video, arrays in (predict or predict_teacher)(str(cache), str(run_dir), todo, device).items():
+            targets.write(video, arrays)
+    return targets.key, len(todo)
+
+
+def _compatible(run: str, have: Sequence[Output], want: dict[str, Output]) -> list[Output]:
+    """The teacher outputs the student has under the same key; a key with another kind or width is refused."""
+    out = []
+    for o in have:
+        s = want.get(o.key)
+        if s is None:
+            continue
+        if (s.kind, s.dim) != (o.kind, o.dim):
+            raise ValueError(f"distill teacher {run}: output {o.key!r} is {o.kind} of width {o.dim}, the student's "
+                             f"is {s.kind} of width {s.dim}")
+        out.append(o)
+    return out
+
+
+def _from_cache(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str, np.ndarray]]:
+    from affcli.cache.teacher import read_targets
+    from affcli.heads.predict import run_config
+
+    key, _ = ensure_targets(cfg.cache, run, data.videos, str(data.device))
+    cached = read_targets(cfg.cache, key)
+    outs = task_outputs(run_config(run).task)
+    arrays: dict[str, np.ndarray] = {}
+    for i, v in enumerate(data.videos):
+        t = cached.read(v)
+        n = int(data.lengths[i])
+        for k, a in t.items():
+            if a.shape[0] != n:
+                raise ValueError(f"distill teacher {run}: cached targets of {v!r} have {a.shape[0]} frames, the "
+                                 f"features {n}")
+            arrays.setdefault(k, np.zeros((int(sum(data.lengths)), a.shape[1]), np.float32))
+            arrays[k][int(data.starts[i]):int(data.starts[i]) + n] = a
+    return list(outs), arrays
+
+
+def _in_memory(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str, np.ndarray]]:
+    """Without a cache (features given as a table): the teacher predicts on the student's own features."""
+    from affcli.heads.artifacts import load_model
+    from affcli.heads.predict import run_config
+
+    t = load_model(run, data.device)
+    missing = [m for m in t.modalities if m not in data.modalities or data.in_dims[m] != t.in_dims[m]]
+    if missing:
+        raise ValueError(f"distill teacher {run}: its {', '.join(missing)} features differ from this run's")
+    tcfg = run_config(run, device=str(data.device))
+    return list(t.outputs), {k: v.float().cpu().numpy() for k, v in _all_rows(t, tcfg, data).items()}
+
+
+def teacher_targets(data: Data, cfg: Any, runs: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Soft targets over every row of `data` by output key (several teachers of one key are averaged); from the
+    cache beside the features when the run has one."""
+    want = {o.key: o for o in task_outputs(cfg.task)}
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for run in runs:
+        outs, arrays = (_from_cache if cfg.cache else _in_memory)(data, cfg, str(run))
+        for o in _compatible(str(run), outs, want):
+            sums[o.key] = sums.get(o.key, 0) + arrays[o.key]
+            counts[o.key] = counts.get(o.key, 0) + 1
+    if not sums:
+        have = ", ".join(str(r) for r in runs)
+        raise ValueError(f"distill: the teachers ({have}) predict none of the outputs of task {cfg.task} "
+                         f"({', '.join(want)})")
+    return {k: torch.from_numpy(v / counts[k]).to(data.device) for k, v in sums.items()}
+
+
+def teacher_source(data: Data, cfg: Any) -> Callable[[str | Sequence[str]], dict[str, torch.Tensor]]:
+    """What a LossContext calls with a run folder (or several) to get that teacher's targets over `data`'s rows."""
+    memo: dict[tuple[str, ...], dict[str, torch.Tensor]] = {}
+
+    def load(runs: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        key = (runs,) if isinstance(runs, str) else tuple(runs)
+        if key not in memo:
+            cuda = [data.device.index or 0] if data.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):  # same seed stream whether computed or read back
+                memo[key] = teacher_targets(data, cfg, key)
+        return memo[key]
+
+    return load
+
+
+def loss_with_distill(cfg: Any) -> str:
+    """The run's loss string, with `distill_weight*distill` added when --distill-from is given and it names none."""
+    from affcli.heads.spec import parse_loss
+    from affcli.heads.tasks import get_task
+
+    loss = get_task(cfg.task).default_loss if cfg.loss in ("", "auto", None) else cfg.loss
+    if not cfg.distill_from:
+        return cfg.loss
+    if any(p.name == "distill" for _, p in parse_loss(loss)):
+        if cfg.distill_weight != 1.0:
+            raise ValueError("distill_weight: the loss already has a distill term; give its weight there")
+        return loss
+    return f"{loss}+{cfg.distill_weight:g}*distill"

@@ -1,0 +1,1 @@
+"""Serving finished runs live: `affcli stream` joins pipeline/ (decode, crop, backbones) and heads/ (causal head)."""
