@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from affcli.pointcloud.errors import PointCloudError
-from affcli.pointcloud.ops import farthest_point_sample, knn
+from affcli.pointcloud.ops import fps_steps, farthest_point_sample, knn
 
 BLOCK_INPUTS = 32  # input points per block: each block runs about r * 32 FPS steps, all blocks at once
 
@@ -17,17 +17,7 @@ BLOCK_INPUTS = 32  # input points per block: each block runs about r * 32 FPS st
 def batched_fps(pts: Tensor, valid: Tensor, k: int) -> Tensor:
     """Indices [B,k] of FPS inside each row of pts [B,M,3], never picking an invalid (padding) entry
     while a valid one is left; rows start at index 0 (valid whenever the row has any point)."""
-    b = pts.shape[0]
-    dist = torch.where(valid, torch.inf, -1.0).to(pts.dtype)
-    cur = torch.zeros(b, dtype=torch.long, device=pts.device)
-    picked = []
-    for _ in range(k):
-        picked.append(cur)
-        centre = pts.gather(1, cur.view(b, 1, 1).expand(b, 1, 3))
-        torch.minimum(dist, (pts - centre).square_().sum(-1), out=dist)
-        dist.scatter_(1, cur.view(b, 1), -2.0)
-        cur = dist.argmax(-1)
-    return torch.stack(picked, 1)
+    return fps_steps(pts, torch.zeros(pts.shape[0], dtype=torch.long, device=pts.device), k, valid)
 
 
 def _quotas(need: Tensor, have: Tensor) -> Tensor:

@@ -49,19 +49,23 @@ def farthest_point_sample(
         out = _fps_graph(xyz, cur, k)
         if out is not None:
             return out
-    return _fps_steps(xyz, cur, k)
+    return fps_steps(xyz, cur, k)
 
 
-def _fps_steps(xyz: Tensor, cur: Tensor, k: int) -> Tensor:
-    """The FPS loop from start indices `cur` [B]: k steps of distance update and argmax."""
+def fps_steps(xyz: Tensor, cur: Tensor, k: int, valid: Tensor | None = None) -> Tensor:
+    """The FPS loop from start indices `cur` [B]: k steps of distance update and argmax; entries where `valid`
+    [B, N] is False (padding) are never picked while a valid one is left."""
     b, n, _ = xyz.shape
-    dist = torch.full((b, n), float("inf"), dtype=xyz.dtype, device=xyz.device)
+    if valid is None:
+        dist = torch.full((b, n), float("inf"), dtype=xyz.dtype, device=xyz.device)
+    else:
+        dist = torch.where(valid, torch.inf, -1.0).to(xyz.dtype)
     picked = []
     for _ in range(k):
         picked.append(cur)
         centre = xyz.gather(1, cur.view(b, 1, 1).expand(b, 1, 3))
         torch.minimum(dist, (xyz - centre).square_().sum(-1), out=dist)
-        dist.scatter_(1, cur.view(b, 1), -1.0)
+        dist.scatter_(1, cur.view(b, 1), -2.0)
         cur = dist.argmax(-1)
     return torch.stack(picked, 1)
 
@@ -78,11 +82,11 @@ def _fps_graph(xyz: Tensor, cur: Tensor, k: int) -> Tensor | None:
             side = torch.cuda.Stream(device=xyz.device)
             side.wait_stream(torch.cuda.current_stream(xyz.device))
             with torch.cuda.stream(side):
-                _fps_steps(s_xyz, s_cur, k)
+                fps_steps(s_xyz, s_cur, k)
             torch.cuda.current_stream(xyz.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                s_out = _fps_steps(s_xyz, s_cur, k)
+                s_out = fps_steps(s_xyz, s_cur, k)
             _FPS_GRAPHS[key] = (graph, s_xyz, s_cur, s_out)
         except RuntimeError:
             _FPS_GRAPHS[key] = None

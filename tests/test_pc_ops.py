@@ -270,12 +270,12 @@ def test_pugan_peer_output_plausible():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fps_cuda_graph_matches_eager_and_cpu():
-    from affcli.pointcloud.ops import _fps_steps
+    from affcli.pointcloud.ops import fps_steps
 
     x = rand(4, 3000, 3, seed=14).float()
     cpu = farthest_point_sample(x, 200)
     xc = x.cuda()
-    eager = _fps_steps(xc, torch.zeros(4, dtype=torch.long, device="cuda"), 200)
+    eager = fps_steps(xc, torch.zeros(4, dtype=torch.long, device="cuda"), 200)
     for _ in range(2):
         graph = farthest_point_sample(xc, 200)
         assert torch.equal(graph, eager) and torch.equal(graph.cpu(), cpu)
