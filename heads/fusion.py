@@ -115,6 +115,15 @@ class GatedCrossAttention(nn.Module):
         return g * att + (1 - g) * v
 
 
+def fusion_options(text: str, extra: Mapping | None = None) -> tuple[str, dict]:
+    """A fusion spec -> (name, options): the one place that reads `none:visual`'s `:arg` as its `modality` option;
+    `extra` (the run's fusion_options) wins over the spec's own options."""
+    from affcli.heads.spec import parse_part
+
+    p = parse_part(text)
+    return p.name, {**({"modality": p.arg} if p.arg is not None else {}), **p.opts, **(extra or {})}
+
+
 def fusion_modalities(name: str, arg: str | None, present: list[str]) -> tuple[str, ...]:
     """Modalities a fusion consumes (so the model only builds the branches it uses)."""
     if name == "none":

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from affcli.heads.config import DEPRECATED_KEYS, ModelSpec  # noqa: F401 (re-exported; no torch there)
-from affcli.heads.fusion import FUSION, fusion_modalities
+from affcli.heads.fusion import FUSION, fusion_modalities, fusion_options
 from affcli.heads.spec import parse_part
 from affcli.heads.task_head import TaskHead
 from affcli.heads.tasks import task_outputs
@@ -26,11 +26,6 @@ class Passthrough(nn.Module):
         return x
 
 
-def _split_part(text: str, opts: dict) -> tuple[str, str | None, dict]:
-    p = parse_part(text)
-    return p.name, p.arg, {**p.opts, **(opts or {})}
-
-
 class HeadModel(nn.Module):
     """Maps {modality: [B, W, D_m]} (+ validity) to task outputs per frame ([B, W, k]) or per window ([B, k])."""
 
@@ -40,10 +35,9 @@ class HeadModel(nn.Module):
         if spec.fusion == "auto":
             spec = replace(spec, fusion="none" if len(in_dims) == 1 else "concat")
         self.spec, self.task, self.in_dims = spec, task, dict(in_dims)
-        t_name, _, t_opts = _split_part(spec.temporal, spec.temporal_options)
-        f_name, f_arg, f_opts = _split_part(spec.fusion, spec.fusion_options)
-        if f_arg is not None:
-            f_opts.setdefault("modality", f_arg)
+        t = parse_part(spec.temporal)
+        t_name, t_opts = t.name, {**t.opts, **(spec.temporal_options or {})}
+        f_name, f_opts = fusion_options(spec.fusion, spec.fusion_options)
         FUSION.check(f_name, f_opts)
         t_opts.setdefault("causal", spec.causal)
         f_opts.setdefault("causal", spec.causal)

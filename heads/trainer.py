@@ -59,7 +59,7 @@ def prepare_data(cfg: RunConfig, table: FeatureTable | None = None, labels: dict
 
 def check_names(cfg: RunConfig) -> None:
     """Refuse unknown task/temporal/fusion/loss names and options before any data is loaded (Registry.check)."""
-    from affcli.heads.fusion import FUSION
+    from affcli.heads.fusion import FUSION, fusion_options
     from affcli.heads.losses import check_loss
     from affcli.heads.spec import parse_part
     from affcli.heads.tasks import TASK_HEADS
@@ -69,8 +69,7 @@ def check_names(cfg: RunConfig) -> None:
     t = parse_part(cfg.model.temporal)
     TEMPORAL.check(t.name, {**t.opts, **cfg.model.temporal_options})
     if cfg.model.fusion != "auto":
-        f = parse_part(cfg.model.fusion)
-        FUSION.check(f.name, {**({"modality": f.arg} if f.arg else {}), **f.opts, **cfg.model.fusion_options})
+        FUSION.check(*fusion_options(cfg.model.fusion, cfg.model.fusion_options))
     check_loss(cfg.loss)
 
 

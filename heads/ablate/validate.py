@@ -62,7 +62,12 @@ def check_value(field: str, value: Any, key: str, regs: dict[str, Registry]) -> 
                 raise GridError(key, f"{field} {part.name!r} takes no ':{part.arg}' argument")
             if part.arg not in MODALITIES:
                 raise GridError(key, f"unknown modality {part.arg!r}", list(MODALITIES))
-        check_part(regs[field], part.name, {**({"modality": part.arg} if part.arg else {}), **part.opts}, key)
+        opts = part.opts
+        if field == "fusion":
+            from affcli.heads.fusion import fusion_options
+
+            opts = fusion_options(str(value))[1]
+        check_part(regs[field], part.name, opts, key)
 
 
 def check_modalities(cfg: dict[str, Any], key: str, modalities: dict[str, str] | None) -> None:
