@@ -98,6 +98,9 @@ class ExtractConfig:
         unknown = [n for n in self.prompt_sets if n not in PROMPT_SETS]
         if unknown:
             raise ValueError(f"extract: unknown prompt set(s) {', '.join(unknown)}; known: {', '.join(sorted(PROMPT_SETS))}")
+        # an empty input folder or a filter naming unknown ids is refused before the store is created
+        discover_sources(self.video_dir if self.frames_dir is None else None, self.frames_dir, self.videos,
+                         self.images_dir)
 
 
 @dataclass

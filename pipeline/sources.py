@@ -78,6 +78,10 @@ def discover_sources(
         found += _frame_folders(Path(frames_dir))
     if images_dir is not None:
         found += _image_folders(Path(images_dir))
+    if not found:
+        where = ", ".join(f"{k} {d}" for k, d in (("--video-dir", video_dir), ("--frames-dir", frames_dir),
+                                                   ("--images-dir", images_dir)) if d is not None)
+        raise ValueError(f"{where}: nothing to extract (no video files, frame folders or jpg/png images found)")
     by_id: dict[str, Source] = {}
     clashes: list[str] = []
     for src in sorted(found, key=lambda s: (s.video_id, str(s.path))):

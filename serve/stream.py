@@ -177,7 +177,7 @@ def stream_command(run: Path, video: Path | None, frames: Path | None, camera: i
         s = stream_run(run, video, frames, camera, out, cache, device, seed, max_frames)
     except (*USER_ERRORS, CacheError, MediaError, BackboneError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        console.print(f"[red]error[/red]: {msg}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/red]: run {run}: {msg}", highlight=False, soft_wrap=True)
         return EXIT_REFUSED
     console.print(f"stream: {s['frames']} frames, latency p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
                   f"{s['fps']:.1f} frames/s" + (f" -> {out}" if out else ""), highlight=False)

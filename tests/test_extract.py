@@ -277,3 +277,14 @@ def test_detect_every_tracks_and_a_corrupted_face_array_fails_verify(video_dir, 
     arr = zarr.open_array(str(cache / "clip_tiny" / "alpha" / "faces" / "box"), mode="r+")
     arr[3, 0] = arr[3, 0] + 7.0
     assert any("alpha" in p and "checksum" in p for p in verify(cache))
+
+
+@pytest.mark.parametrize("flag", ["--video-dir", "--frames-dir", "--images-dir"])
+def test_empty_input_folder_is_one_line_and_creates_no_store(tmp_path, flag):
+    (tmp_path / "empty").mkdir()
+    cache = tmp_path / "c.zarr"
+    res = runner.invoke(app, ["extract", flag, str(tmp_path / "empty"), "--cache", str(cache), "-b", "clip:tiny"])
+    assert res.exit_code == 2, res.output
+    err = res.output.strip().splitlines()
+    assert len(err) == 1 and "nothing to extract" in err[0] and str(tmp_path / "empty") in err[0]
+    assert not cache.exists()
