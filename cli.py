@@ -313,6 +313,15 @@ _LABELS_HELP = ("Labels: the ABAW annotation folder, a challenge folder (Train_S
 _RUN_CACHE_HELP = "Feature cache holding the run's feature sets (default: the run's, from its config.json)."
 _RUN_LABELS_HELP = "Aff-Wild2 annotation root (default: the run's, from its config.json)."
 _SKIP_BAD_HELP = "Leave out videos whose cached arrays fail their checksum or fingerprint (one warning line each)."
+_DASK_LOCAL_HELP = "Spread the videos over a local Dask cluster of N workers (one per GPU, pinned to it, when GPUs exist)."
+_SCHEDULER_HELP = "Spread the videos over a Dask cluster: tcp://host:port."
+_GPUS_HELP = "One worker per GPU of this machine: all, or device indices such as 0,1."
+
+
+def _cluster(dask_local: int, scheduler: Optional[str], gpus: Optional[str]):
+    from affcli.common.cluster import ClusterOptions
+
+    return ClusterOptions(dask_local, scheduler, gpus)
 
 
 @app.command("predict")
@@ -330,12 +339,32 @@ def predict(
     smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video (default: the run's)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_BAD_HELP),
+    dask_local: int = typer.Option(0, "--dask-local", help=_DASK_LOCAL_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help=_GPUS_HELP),
 ) -> None:
     """Predict every frame of whole videos (overlapping windows averaged) and write ABAW-format files."""
     from affcli.heads.commands import predict_command
 
     raise typer.Exit(predict_command(run, cache, out, split, videos, style, au_threshold, device, smooth, labels=labels,
-                                     skip_bad=skip_bad))
+                                     skip_bad=skip_bad, cluster=_cluster(dask_local, scheduler, gpus)))
+
+
+@cache_app.command("teacher")
+def cache_teacher(
+    cache: str = typer.Argument(..., help="Feature cache holding the runs' feature sets."),
+    run: list[str] = typer.Option(..., "--run", help="Finished train-head run(s): repeat or give a comma list."),
+    videos: Optional[str] = typer.Option(None, help="Only these ids: comma list or a file of ids (default: all cached)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda (default: the run's)."),
+    dask_local: int = typer.Option(0, "--dask-local", help=_DASK_LOCAL_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help=_GPUS_HELP),
+) -> None:
+    """Cache runs' per-frame outputs beside the features as teacher soft targets (what train-head --distill-from
+    reads); only missing videos are computed."""
+    from affcli.heads.commands import teacher_command
+
+    raise typer.Exit(teacher_command(cache, run, videos, device, _cluster(dask_local, scheduler, gpus)))
 
 
 @app.command("evaluate")
@@ -496,12 +525,14 @@ def pc_make_data(
     procedural: int = typer.Option(0, "--procedural", help="Also N generated shapes (superquadrics, tori, CSG, ...)."),
     patches_per_mesh: int = typer.Option(200, "--patches-per-mesh"),
     seed: int = typer.Option(0, "--seed"),
+    exclude_near: Optional[Path] = typer.Option(None, "--exclude-near", help="Folder of test clouds: leave out "
+                                                "any shape that the leak check would match to one of them."),
 ) -> None:
     """Build PU-GAN-format training patches (poisson_256 / poisson_1024) from meshes and procedural shapes."""
     from affcli.pointcloud.data import make_pugan_h5
 
     typer.echo(str(_pc_run(make_pugan_h5, meshes, out, patches_per_mesh=patches_per_mesh, seed=seed,
-                           procedural=procedural)))
+                           procedural=procedural, exclude_near=exclude_near)))
 
 
 @pc_app.command("make-test")
@@ -529,8 +560,9 @@ def pc_upsample(
                                        "<input stem>_x<ratio>.xyz beside the input."),
     device: str = typer.Option("auto", "--device"),
     batch: Optional[int] = typer.Option(None, "--batch", help="Patches per forward pass."),
-    merge: str = typer.Option("auto", "--merge", help="auto (blocked up to 2^20 points, else assign) | "
-                              "blocked (FPS inside spatial blocks) | fps (one global FPS: slow) | assign."),
+    merge: str = typer.Option("auto", "--merge", help="auto (inner up to 2^20 points, else assign) | inner (blocked "
+                              "over patch-interior children) | blocked (FPS inside spatial blocks) | fps (one global "
+                              "FPS: slow) | assign."),
     render: bool = typer.Option(False, "--render", help="Also write a before/after PNG beside --out."),
     max_memory: float = typer.Option(2048, "--max-memory", help="MiB of working memory; larger clouds go in chunks."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: what this process may "

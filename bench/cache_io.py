@@ -2,9 +2,18 @@
 
 Writes a synthetic cache (videos x frames x 3 feature sets, float16) on local disk, copies it to a loopback S3
 server (moto in server mode), then for each place measures in a fresh process:
-  * raw:        the feats shard objects read whole and viewed as numpy (no Zarr, no checks) -> MB/s
-  * load_table: affcli.cache.load_table of all sets, every video's checksum verified        -> MB/s, ratio to raw
+  * raw:        "a raw numpy read of the same bytes": every object holding what load_table returns (per set and
+                video the feats shard, the valid chunk and the timestamps chunk) read whole in one batch (local:
+                each file read whole) and viewed as numpy, no Zarr, no checks
+  * load_table: affcli.cache.load_table of all sets, every video's checksum verified; `throughput_ratio` = raw
+                seconds / load_table seconds (same bytes, so the ratio of throughputs; goal >= 0.8)
   * peak RSS growth during load_table over the tensor bytes it returns (goal <= 1.2)
+  * raw_feats:  the feats shards alone read the same way (the comparator before issue 10's review); `vs_raw_feats`
+  * raw_all:    every object of the feature-set groups (metadata, feats shards, valid, timestamps) read whole in
+                one batch; `vs_raw_all` = its time / load_table's
+Each child imports what a training process holds before it loads (torch, polars: heads/loading.py), so the
+measurement is the load itself. Reads on S3 are one GET per object (`cache.bulk.single_get`: s3fs otherwise sends a HEAD before each GET), for
+load_table and the raw reads alike.
 
     python bench/cache_io.py --out bench/results/cache_io.json              # default: ~110k frames, a few minutes
     python bench/cache_io.py --videos 550 --frames 5100 --places local      # Aff-Wild2-sized: 2.8M frames x 3 sets
@@ -51,21 +60,26 @@ def make_cache(path: Path, videos: int, frames: int, seed: int = 0) -> int:
 def _measure(place: str, mode: str) -> dict:
     """Child process: one read of every feats array of the cache at `place` (a path or URL)."""
     import fsspec
+    import polars  # noqa: F401  loaded in every training process (heads/loading.py) before load_table runs
     from fsspec.core import url_to_fs
 
     from affcli.cache import load_table
+    from affcli.cache.bulk import single_get
     from affcli.cache.store import FeatureStore, safe_key
 
     st = FeatureStore(place, mode="r")
     specs = st.feature_sets()
     vids = st.videos(specs[0])
+    fs, root = url_to_fs(place)
+    arrays = {"raw": ("feats/c/0/0", "valid/c/0", "timestamps/c/0"), "raw_feats": ("feats/c/0/0",)}.get(mode, ())
+    keys = [f"{root}/{safe_key(s)}/{safe_key(v)}/{a}" for s in specs for v in vids for a in arrays]
+    if mode == "raw_all":
+        keys = [k for s in specs for k in fs.find(f"{root}/{safe_key(s)}")]
     rss0 = _reset_peak()
     t = time.perf_counter()
-    if mode == "raw":
-        fs, root = url_to_fs(place)
-        keys = [f"{root}/{safe_key(s)}/{safe_key(v)}/feats/c/0/0" for s in specs for v in vids]
-        blobs = fs.cat(keys) if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) else \
-            {k: Path(k).read_bytes() for k in keys}
+    if mode != "load_table":
+        blobs = fs.cat(keys, **single_get(fs)) if not isinstance(fs, fsspec.implementations.local.LocalFileSystem) \
+            else {k: Path(k).read_bytes() for k in keys}
         nbytes = sum(np.frombuffer(b, np.uint8).size for b in blobs.values())
         tensor_bytes = nbytes
     else:
@@ -75,7 +89,7 @@ def _measure(place: str, mode: str) -> dict:
     dt = time.perf_counter() - t
     peak = _peak_rss() - rss0
     return {"seconds": dt, "bytes": nbytes, "mb_s": nbytes / dt / 1e6, "peak_growth_bytes": peak,
-            "tensor_bytes": tensor_bytes, "peak_over_tensor": peak / max(1, tensor_bytes)}
+            "tensor_bytes": tensor_bytes, "peak_over_tensor": peak / max(1, tensor_bytes), "objects": len(keys)}
 
 
 def _reset_peak() -> int:
@@ -151,12 +165,16 @@ def bench(args: argparse.Namespace) -> dict:
         for name, (place, env) in places.items():
             if name not in args.places:
                 continue
-            raw = min((_child(place, "raw", env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-            lt = min((_child(place, "load_table", env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
-            ratio = lt["mb_s"] / raw["mb_s"]
-            out["places"][name] = {"raw": raw, "load_table": lt, "throughput_ratio": ratio}
-            print(f"{name:5s} raw {raw['mb_s']:8.0f} MB/s   load_table {lt['mb_s']:8.0f} MB/s   ratio {ratio:.2f}   "
-                  f"peak RSS growth / tensor bytes {lt['peak_over_tensor']:.2f}", flush=True)
+            res = {m: min((_child(place, m, env) for _ in range(args.repeat)), key=lambda r: r["seconds"])
+                   for m in ("raw", "load_table", "raw_feats", "raw_all")}
+            lt = res["load_table"]
+            vs = {m: res[m]["seconds"] / lt["seconds"] for m in ("raw", "raw_feats", "raw_all")}
+            out["places"][name] = {**res, "throughput_ratio": vs["raw"], "vs_raw_feats": vs["raw_feats"],
+                                   "vs_raw_all": vs["raw_all"], "load_after": os.getloadavg()}
+            print(f"{name:5s} load_table {lt['seconds']:.2f} s ({lt['mb_s']:.0f} MB/s of features)  "
+                  f"peak RSS growth / tensor bytes {lt['peak_over_tensor']:.2f}  |  "
+                  + "  ".join(f"{m} {res[m]['seconds']:.2f} s ({res[m]['objects']} objects): {vs[m]:.2f}"
+                              for m in vs) + f"  |  load avg {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         if server is not None:
             server.stop()

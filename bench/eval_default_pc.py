@@ -24,7 +24,7 @@ from affcli.pointcloud.baselines import midpoint_upsample
 from affcli.pointcloud.evaluate import score_folder
 from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
 from affcli.pointcloud.leak import overlap_report
-from affcli.pointcloud.models import create_model, model_from_spec, model_spec
+from affcli.pointcloud.models import model_from_spec, model_spec
 from affcli.pointcloud.sampling import poisson_disk_sample
 from affcli.pointcloud.upsample import DEFAULT_MODEL, load_upsampler, upsample_cloud
 
@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--ratios", type=int, nargs="+", default=[4])
     ap.add_argument("--methods", nargs="+", default=["model", "prior", "midpoint", "input"])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--merge", default="auto", help="Merge of the network's patch outputs (auto = inner up to 2^20).")
     ap.add_argument("--report", action="store_true", help="Only rewrite the markdown tables from the JSON results.")
     a = ap.parse_args()
     if a.report:
@@ -100,7 +101,7 @@ def main() -> None:
         return
     threads = configure_threads(a.threads)
     dev = torch.device("cpu")
-    model = load_upsampler(a.run, dev) if "model" in a.methods else create_model("pu-mfa", 4, prior="midpoint")
+    model = load_upsampler(a.run, dev)
     untrained = model_from_spec(model_spec(model)).eval()
     files = sorted((a.test_dir / "input_2048").glob("*.xyz"))
     mesh_dir = a.test_dir / "meshes"
@@ -108,8 +109,8 @@ def main() -> None:
     if "model" in a.methods:
         leak = overlap_report(a.run or DEFAULT_MODEL, files, a.test_dir / "gt_8192", mesh_dir)
     fns = {
-        "model": lambda r: lambda x: upsample_cloud(model, x, r),
-        "prior": lambda r: lambda x: upsample_cloud(untrained, x, r),
+        "model": lambda r: lambda x: upsample_cloud(model, x, r, merge=a.merge),
+        "prior": lambda r: lambda x: upsample_cloud(untrained, x, r, merge=a.merge),
         "midpoint": lambda r: lambda x: midpoint_upsample(x, r).numpy(),
         "input": lambda r: lambda x: x,
     }

@@ -1,24 +1,28 @@
 """Read feature sets back for training: a lazy dask array, or one contiguous torch tensor per set."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 import torch
-from dask import delayed
 
+from affcli.cache import bulk
 from affcli.cache.checked import describe_error, read_checked
 from affcli.cache.errors import BadVideo, CacheError
 from affcli.cache.store import FeatureStore
 from affcli.cache.table import FeatureTable
 from affcli.common.notices import warn
 
+if TYPE_CHECKING:
+    import dask.array as da
 
-def common_videos(store: FeatureStore, specs: list[str], videos: list[str] | None = None) -> list[str]:
-    """Videos complete in every feature set (or check that the requested ones are)."""
-    have = [set(store.videos(s)) for s in specs]
+
+def common_videos(store: FeatureStore, specs: list[str], videos: list[str] | None = None,
+                  listed: list[set[str]] | None = None) -> list[str]:
+    """Videos complete in every feature set (or check that the requested ones are); `listed` gives each set's
+    complete videos when the caller has listed them already."""
+    have = [set(store.videos(s)) for s in specs] if listed is None else listed
     if videos is None:
         return sorted(set.intersection(*have)) if have else []
     for s, h in zip(specs, have):
@@ -34,6 +38,9 @@ def as_dask(path: str | Path, spec: str, videos: list[str] | None = None,
     """A feature set as one lazy [T, D] dask array over its videos (one checked read per video, on compute), with
     row offsets and the video order. Videos whose metadata disagrees with the fingerprint are refused here (or left
     out with a warning line under `skip_bad`); a checksum mismatch surfaces as BadVideo when its chunk is computed."""
+    import dask.array as da
+    from dask import delayed
+
     store = FeatureStore(path, mode="r")
     vids = common_videos(store, [spec], videos)
     fp = store.fingerprint(spec)
@@ -85,42 +92,51 @@ def load_table(path: str | Path, specs: list[str], videos: list[str] | None = No
     for s in specs:
         if s not in store.feature_sets():
             raise CacheError(f"{store.path}: no feature set {s!r}; present: {', '.join(store.feature_sets()) or '(none)'}")
-    vids = common_videos(store, specs, videos)
+    objects = bulk.Objects(store)
+    try:
+        return _load(store, objects, specs, videos, dtype, threads, skip_bad, use_manifest=True)
+    except bulk.Stale:  # a video's frame count changed since the manifest: size the table from the groups
+        pass
+    try:
+        return _load(store, objects, specs, videos, dtype, threads, skip_bad, use_manifest=False)
+    except bulk.Stale as e:
+        raise CacheError(f"{store.path}: video {e} changed while it was being loaded; load again") from None
+
+
+def _load(store: FeatureStore, objects: bulk.Objects, specs: list[str], videos: list[str] | None,
+          dtype: torch.dtype, threads: int, skip_bad: bool, use_manifest: bool) -> FeatureTable:
+    """One pass of `load_table` with the videos' attributes from the manifest (where it has them) or the groups."""
+    listed = bulk.list_videos(objects, store, specs, use_manifest)
+    vids = common_videos(store, specs, videos, [set(listed[s]) for s in specs])
     if not vids:
         raise CacheError(f"{store.path}: no video is complete in all of {', '.join(specs)}")
-    attrs = {v: store.video_attrs(specs[0], v) for v in vids}
-    lengths = np.array([attrs[v]["n_frames"] for v in vids], dtype=np.int64)
+    attrs = {v: listed[specs[0]][v].attrs for v in vids}
+    lengths = np.array([_n_frames(store, specs[0], v, attrs[v]) for v in vids], dtype=np.int64)
     for s in specs[1:]:
         for v, n in zip(vids, lengths):
-            m = store.video_attrs(s, v)["n_frames"]
+            m = _n_frames(store, s, v, listed[s][v].attrs)
+            if m != n and use_manifest:
+                raise bulk.Stale(f"{s}/{v}")
             if m != n:
                 raise CacheError(f"{store.path}: video {v!r} has {m} frames in {s!r} but {n} in {specs[0]!r}")
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     total = int(lengths.sum())
     feats, valid, bad = {}, {}, {}
     ts = np.zeros(total, dtype=np.float64)
+
+    def on_bad(i: int, e: BadVideo) -> None:
+        if not skip_bad:
+            raise e
+        bad.setdefault(i, e)
+
     for s in specs:
         fp = store.fingerprint(s)
-        dim = int(fp["dim"])
-        buf = np.empty((total, dim), dtype=np.float16)
-        vbuf = np.empty(total, dtype=bool)
-
-        def fill(i: int, s: str = s, fp: dict = fp, buf: np.ndarray = buf, vbuf: np.ndarray = vbuf) -> None:
-            try:
-                rec = read_checked(store, s, vids[i], fp)
-            except BadVideo as e:
-                if not skip_bad:
-                    raise
-                bad.setdefault(i, e)
-                return
-            sl = slice(int(starts[i]), int(starts[i] + lengths[i]))
-            buf[sl], vbuf[sl] = rec.feats, rec.valid
-            if s == specs[0]:
-                ts[sl] = rec.timestamps
-
-        with ThreadPoolExecutor(max(1, threads)) as ex:
-            list(ex.map(fill, range(len(vids))))
-        feats[s], valid[s] = buf, vbuf
+        feats[s] = np.empty((total, int(fp["dim"])), dtype=np.float16)
+        valid[s] = np.empty(total, dtype=bool)
+        targets = [bulk.Target(i, listed[s][v], slice(int(starts[i]), int(starts[i] + lengths[i])))
+                   for i, v in enumerate(vids) if i not in bad]
+        bulk.read_set(store, objects, s, fp, targets, feats[s], valid[s], ts if s == specs[0] else None, threads,
+                      on_bad)
     if bad:
         vids, starts, lengths, feats, valid, ts = _without(sorted(bad), vids, starts, lengths, feats, valid, ts)
         for i in sorted(bad):
@@ -132,6 +148,14 @@ def load_table(path: str | Path, specs: list[str], videos: list[str] | None = No
     modality = {s: m for s in specs if (m := store.fingerprint(s).get("modality")) is not None}
     return FeatureTable(vids, starts, lengths, tfeats, {s: torch.from_numpy(b) for s, b in valid.items()},
                         torch.from_numpy(ts), fps, modality)
+
+
+def _n_frames(store: FeatureStore, spec: str, video: str, attrs: dict) -> int:
+    """A listed video's frame count from its attributes (BadVideo when they hold none)."""
+    n = attrs.get("n_frames")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise BadVideo(store.path, spec, video, f"n_frames {n!r} in its attributes is not a frame count")
+    return n
 
 
 def _without(drop: list[int], vids: list[str], starts: np.ndarray, lengths: np.ndarray, feats: dict[str, np.ndarray],

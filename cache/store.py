@@ -4,14 +4,14 @@ Layout (all names sanitised; the exact spec / video id live in attributes)::
 
     <cache>/zarr.json                      root attrs: format version, {key: spec} of feature sets
     <cache>/<fs-key>/zarr.json             attrs: spec, fingerprint, failures {video: error}
-    <cache>/<fs-key>/<video-key>/          attrs: video_id, n_frames, fps, source, sha256, complete
+    <cache>/<fs-key>/<video-key>/          attrs: video_id, n_frames, fps, source, sha256, crc32c, complete
         feats [n_frames, dim] float16      one shard per array, chunks of ~1 MB
         valid [n_frames] bool
         timestamps [n_frames] float64      seconds, the decoded frames' true timestamps
         faces/{box [n,4], score [n], landmarks [n,5,2]} float32   visual sets cropped on faces: the face
                                            behind each frame (attrs: detector, align, ...); in sha256
     <cache>/_text/<name>/emb [P, dim]      CLIP text embeddings of a prompt set (attrs: prompts, spec)
-    <cache>/manifest.parquet               one row per (feature set, video): the readable summary
+    <cache>/manifest.parquet               one row per (feature set, video): the readable summary (+ crc32c)
 
 A video counts as present only once its group carries ``complete: true``, written after its arrays:
 a run killed mid-video leaves an incomplete group that the next run deletes and rewrites.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ import numpy as np
 import zarr
 
 from affcli.cache import coord
+from affcli.cache.crc import ATTR as CRC_ATTR
+from affcli.cache.crc import array_crc32c
 from affcli.cache.errors import CacheError, DoneElsewhere, FingerprintMismatch
 from affcli.cache.fingerprint import check_modality, fingerprint_diff, missing_modality
 
@@ -288,7 +291,8 @@ class FeatureStore:
         if faces is not None:
             faces = _write_faces(vg, faces)
         vg.attrs.update({"n_frames": n, "fps": float(fps), "source": str(source), "written": _now(),
-                         "sha256": array_sha256(f16, valid, timestamps, faces)})
+                         "sha256": array_sha256(f16, valid, timestamps, faces),
+                         CRC_ATTR: array_crc32c(_stored_arrays(f16, valid, timestamps, faces))})
         vg.attrs["complete"] = True
 
     def record_failure(self, spec: str, video_id: str, error: str) -> None:
@@ -410,7 +414,8 @@ class FeatureStore:
 
     # ---- manifest -----------------------------------------------------------------------------
     def manifest(self):
-        """One row per (feature set, video): frames, fps, status ok/failed/incomplete, error."""
+        """One row per (feature set, video): frames, fps, status ok/failed/incomplete, error, and the per-array
+        CRC-32C (JSON) that `load_table` checks a video's data against without reading its group."""
         import polars as pl
 
         rows = []
@@ -421,15 +426,17 @@ class FeatureStore:
                 by_video[a.get("video_id", "")] = {
                     "feature_set": spec, "video": a.get("video_id", ""), "n_frames": a.get("n_frames"),
                     "fps": a.get("fps"), "status": "ok" if a.get("complete") else "incomplete",
-                    "error": None, "source": a.get("source"), "written": a.get("written")}
+                    "error": None, "source": a.get("source"), "written": a.get("written"),
+                    CRC_ATTR: json.dumps(a[CRC_ATTR], sort_keys=True) if isinstance(a.get(CRC_ATTR), dict) else None}
             for vid, err in self.failures(spec).items():
                 if vid in by_video and by_video[vid]["status"] == "ok":
                     continue
                 by_video[vid] = {"feature_set": spec, "video": vid, "n_frames": None, "fps": None,
-                                 "status": "failed", "error": err, "source": None, "written": None}
+                                 "status": "failed", "error": err, "source": None, "written": None, CRC_ATTR: None}
             rows += by_video.values()
         schema = {"feature_set": pl.String, "video": pl.String, "n_frames": pl.Int64, "fps": pl.Float64,
-                  "status": pl.String, "error": pl.String, "source": pl.String, "written": pl.String}
+                  "status": pl.String, "error": pl.String, "source": pl.String, "written": pl.String,
+                  CRC_ATTR: pl.String}
         return pl.DataFrame(rows, schema=schema).sort(["feature_set", "video"])
 
     def write_manifest(self) -> Path | str:
@@ -458,6 +465,16 @@ def _write_faces(vg: zarr.Group, faces: FaceRecord) -> FaceRecord:
     for name in ("box", "score", "landmarks"):
         fg.create_array(name, data=getattr(stored, name))
     return stored
+
+
+def _stored_arrays(feats: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
+                   faces: FaceRecord | None) -> dict[str, np.ndarray]:
+    """{path in the video group: array as stored} of the arrays a video's checksums cover."""
+    out = {"feats": feats, "valid": np.ascontiguousarray(valid, bool),
+           "timestamps": np.ascontiguousarray(timestamps, np.float64)}
+    if faces is not None:
+        out.update({f"{FACES_GROUP}/{k}": getattr(faces, k) for k in ("box", "score", "landmarks")})
+    return out
 
 
 def _read_faces(vg: zarr.Group) -> FaceRecord | None:

@@ -89,9 +89,9 @@ def open_targets(path: str | Path, fingerprint: dict[str, Any], run: str = "",
     return TeacherTargets(store, key)
 
 
-def read_targets(path: str | Path, key: str) -> TeacherTargets:
-    """An existing teacher group, read-only."""
-    store = FeatureStore(path, mode="r")
+def read_targets(path: str | Path, key: str, mode: str = "r") -> TeacherTargets:
+    """An existing teacher group, read-only (or with mode "a", to write more videos: a Dask task of a teacher)."""
+    store = FeatureStore(path, mode=mode)
     if TEACHER_GROUP not in store.root or key not in store.root[TEACHER_GROUP]:
         raise CacheError(f"{store.path}: no teacher targets {key!r}; present: {', '.join(teachers(path)) or '(none)'}")
     return TeacherTargets(store, key)

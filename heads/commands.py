@@ -1,6 +1,8 @@
 """Bodies of `affcli train-head`, `predict` and `evaluate`: config merging, one-line errors, summaries; return exit codes."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +48,33 @@ def train_head_command(config: Path | None, flags: dict[str, Any], console: Cons
     return EXIT_OK
 
 
+@contextmanager
+def _video_progress(description: str, console: Console, cluster: Any) -> Iterator[Any]:
+    """A progress callback of the Dask engine (`start`, then one `video` event per video done, cluster-wide) drawn as
+    the house bar; None without a cluster (one process)."""
+    if not cluster:
+        yield None
+        return
+    from affcli.common.progress import progress_bar
+
+    with progress_bar("videos", console=console, transient=True) as bar:
+        task: list[Any] = []
+
+        def on(event: str, info: dict) -> None:
+            if event == "start":
+                task.append(bar.add_task(description, total=info["videos"]))
+            elif event == "video" and task:
+                bar.update(task[0], advance=1, info=info["video"])
+
+        yield on
+
+
 def predict_command(run: Path, cache: Path | None, out: Path, split: str | None, videos: str | None, style: str,
                     au_threshold: float | None, device: str | None, smooth: int | None = None,
-                    console: Console | None = None, labels: Path | None = None, skip_bad: bool = False) -> int:
-    """Write ABAW prediction files for a run (its stored cache and labels unless overridden)."""
+                    console: Console | None = None, labels: Path | None = None, skip_bad: bool = False,
+                    cluster: Any = None) -> int:
+    """Write ABAW prediction files for a run (its stored cache and labels unless overridden); `cluster` (a
+    common.cluster.ClusterOptions) spreads the videos over Dask workers."""
     from affcli.cache.errors import CacheError
     from affcli.heads.predict import predict_run
 
@@ -58,11 +83,33 @@ def predict_command(run: Path, cache: Path | None, out: Path, split: str | None,
 
     vids = parse_id_list(videos) if videos else None
     try:
-        files = predict_run(run, cache, out, split=split, videos=vids, style=style, device=device,
-                            au_threshold=au_threshold, labels=labels, smooth=smooth, skip_bad=skip_bad)
+        with _video_progress("predict", console, cluster) as progress:
+            files = predict_run(run, cache, out, split=split, videos=vids, style=style, device=device,
+                                au_threshold=au_threshold, labels=labels, smooth=smooth, skip_bad=skip_bad,
+                                cluster=cluster, progress=progress)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e, run)
     console.print(f"wrote {len(files)} file(s) to {out}")
+    return EXIT_OK
+
+
+def teacher_command(cache: str, runs: list[str] | str, videos: str | None, device: str | None, cluster: Any = None,
+                    console: Console | None = None) -> int:
+    """`affcli cache teacher`: cache each run's soft targets beside the features; one line per run."""
+    from affcli.cache.errors import CacheError
+    from affcli.common.ids import parse_id_list
+    from affcli.heads.teacher import cache_teachers
+
+    console = console or Console()
+    try:
+        run_list = parse_id_list(runs)
+        vids = parse_id_list(videos) if videos else None
+        with _video_progress("teacher", console, cluster) as progress:
+            done = cache_teachers(cache, run_list, vids, device, cluster=cluster, progress=progress)
+    except (*USER_ERRORS, CacheError) as e:
+        return _err(console, e)
+    for run, key, n in done:
+        console.print(f"{run}: teacher/{key}: {n} video(s) predicted now", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

@@ -1,6 +1,8 @@
 """Whole-video inference: overlapping windows, outputs averaged over overlaps (or one window ending at each frame)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -13,8 +15,11 @@ from affcli.heads.windows import frame_windows, gather, make_windows
 
 @torch.no_grad()
 def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray, window: int, stride: int | None = None,
-                 batch_size: int = 256, amp: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-frame predictions (class/AU probabilities, VA values) for every row of the given videos, in video order."""
+                 batch_size: int = 256, amp: bool = True,
+                 per_video: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-frame predictions (class/AU probabilities, VA values) for every row of the given videos, in video order.
+    `per_video`: no batch holds windows of two videos, so a video's values do not depend on which videos are
+    predicted with it (floating-point results of a batch depend on its composition)."""
     model.eval()
     vi = np.asarray(video_idx, dtype=np.int64)
     starts, lengths = data.starts[vi], data.lengths[vi]
@@ -25,8 +30,8 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
     total = int(sum(data.lengths))
     acc = {o.key: torch.zeros(total, o.dim, device=data.device) for o in model.outputs}
     cnt = torch.zeros(total, device=data.device)
-    for b in range(0, len(win), batch_size):
-        rows = torch.arange(b, min(b + batch_size, len(win)), device=data.device)
+    for b, e in _batches(win.video.cpu().numpy(), batch_size, per_video):
+        rows = torch.arange(b, e, device=data.device)
         xs, vs = gather(data.modalities, data.valid, win, rows)
         with autocast(data.device, amp):
             out = model(xs, vs, win.real[rows])
@@ -51,11 +56,47 @@ def smooth_rows(preds: dict[str, torch.Tensor], lengths: np.ndarray, radius: int
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     pos = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
     L = np.repeat(lengths, lengths)
-    lo = np.repeat(starts, lengths) + np.maximum(pos - radius, 0)
-    hi = np.repeat(starts, lengths) + np.minimum(pos + radius, L - 1) + 1
+    lo = np.maximum(pos - radius, 0)
+    hi = np.minimum(pos + radius, L - 1) + 1
     out = {}
     for k, v in preds.items():
-        cs = torch.cat([v.new_zeros(1, v.shape[1]), v.double().cumsum(0)])
         lo_t, hi_t = torch.from_numpy(lo).to(v.device), torch.from_numpy(hi).to(v.device)
-        out[k] = ((cs[hi_t] - cs[lo_t]) / (hi_t - lo_t).unsqueeze(1)).to(v.dtype)
+        cs = _video_cumsums(v.double(), starts, lengths)
+        base = torch.from_numpy(np.repeat(starts + np.arange(len(lengths)), lengths)).to(v.device)
+        out[k] = ((cs[base + hi_t] - cs[base + lo_t]) / (hi_t - lo_t).unsqueeze(1)).to(v.dtype)
     return out
+
+
+def _video_cumsums(v: torch.Tensor, starts: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+    """Each video's running sum with a leading zero row, videos concatenated ([n_rows + n_videos, dim]): a video's
+    sums do not depend on the videos before it."""
+    parts = []
+    for s, n in zip(starts.tolist(), lengths.tolist()):
+        parts += [v.new_zeros(1, v.shape[1]), v[s:s + n].cumsum(0)]
+    return torch.cat(parts) if parts else v.new_zeros(0, v.shape[1])
+
+
+def _batches(video: np.ndarray, batch_size: int, per_video: bool) -> list[tuple[int, int]]:
+    """[begin, end) of each batch of windows: every `batch_size` windows, or restarted at each video with `per_video`."""
+    n = len(video)
+    edges = np.concatenate([[0], np.flatnonzero(np.diff(video)) + 1, [n]]) if per_video and n else np.array([0, n])
+    return [(b, min(b + batch_size, int(e))) for s, e in zip(edges[:-1].tolist(), edges[1:].tolist())
+            for b in range(s, e, batch_size)]
+
+
+def run_outputs(model: HeadModel, cfg: Any, data: Data, smooth: int | None = None) -> dict[str, torch.Tensor]:
+    """A run's post-processed predictions (interpolation, smoothing: the run's unless `smooth`) over every row of
+    `data`, videos in order, batched per video: what `predict` and teacher targets give, whatever the video split."""
+    from affcli.heads.postprocess import finish_rows
+
+    rows, preds = predict_rows(model, data, list(range(len(data.videos))), cfg.window, cfg.eval_stride,
+                               max(cfg.batch_size, 256), cfg.amp, per_video=True)
+    return finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths, cfg.task, cfg.interpolate,
+                       cfg.smooth if smooth is None else smooth)
+
+
+def by_video(preds: dict[str, torch.Tensor], data: Data) -> dict[str, dict[str, np.ndarray]]:
+    """{video: {output key: [n_frames, dim] float32}} of predictions over every row of `data` (videos in order)."""
+    arrays = {k: v.float().cpu().numpy() for k, v in preds.items()}
+    return {v: {k: a[int(s):int(s + n)] for k, a in arrays.items()}
+            for v, s, n in zip(data.videos, data.starts, data.lengths)}

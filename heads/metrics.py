@@ -3,7 +3,6 @@ zero_division=0, pooled over all valid frames of all videos. Which metric a task
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
 EDITIONS = ("abaw3+", "abaw1-2")
 
@@ -22,6 +21,16 @@ def _mask(true: np.ndarray, mask: np.ndarray | None, valid: np.ndarray) -> np.nd
     while m.ndim < valid.ndim:
         m = m[..., None]
     return valid & np.broadcast_to(m, valid.shape)
+
+
+def f1_per_label(true: np.ndarray, pred: np.ndarray, labels: list[int], zero_division: float = 0) -> np.ndarray:
+    """F1 of each label, bit-equal to sklearn's f1_score(average=None, labels=...): 2 tp / (n_true + n_pred) in
+    float64, `zero_division` where a label is neither true nor predicted (numpy: no 1 s sklearn import per process)."""
+    lab = np.asarray(labels)
+    is_true, is_pred = true.reshape(-1, 1) == lab, pred.reshape(-1, 1) == lab
+    tp = (is_true & is_pred).sum(0).astype(np.float64)
+    den = is_true.sum(0).astype(np.float64) + is_pred.sum(0)
+    return np.where(den > 0, 2.0 * tp / np.where(den > 0, den, 1.0), float(zero_division))
 
 
 def ccc(x: np.ndarray, y: np.ndarray) -> float:
@@ -65,9 +74,8 @@ def class_score(pred_labels: np.ndarray, true: np.ndarray, n_classes: int, mask:
     pred, true = np.asarray(pred_labels).reshape(-1), np.asarray(true).reshape(-1)
     m = _mask(true, mask, (true >= 0) & (true < n_classes))
     p, t = pred[m], true[m]
-    per = (f1_score(t, p, labels=list(range(n_classes)), average=None, zero_division=zero_division) if t.size
-           else np.zeros(n_classes))
-    acc = float(accuracy_score(t, p)) if t.size else 0.0
+    per = f1_per_label(t, p, list(range(n_classes)), zero_division) if t.size else np.zeros(n_classes)
+    acc = float(np.mean(t == p)) if t.size else 0.0
     return {"f1_macro": float(np.mean(per)), "acc": acc, "f1_per_class": [float(v) for v in per], "n": int(t.size)}
 
 
@@ -82,8 +90,7 @@ def au_score(pred_bin: np.ndarray, true: np.ndarray, mask: np.ndarray | None = N
     if pred.shape != true.shape:
         raise ValueError(f"au_score: prediction shape {pred.shape} != ground truth {true.shape}")
     m = _mask(true, mask, true >= 0)
-    per = [float(f1_score(true[m[:, j], j], pred[m[:, j], j], labels=[1], average="macro",
-                             zero_division=zero_division))
+    per = [float(f1_per_label(true[m[:, j], j], pred[m[:, j], j], [1], zero_division)[0])
            if m[:, j].any() else 0.0 for j in range(true.shape[1])]
     f1 = float(np.mean(per))
     acc = float((pred[m] == true[m]).mean()) if m.any() else 0.0

@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 
+from affcli.common.cluster import ClusterOptions, Progress, map_videos, worker_memo
 from affcli.common.names import safe_name
 from affcli.common.runs import read_json, write_json
-from affcli.heads.artifacts import load_model, prediction_frame
+from affcli.heads.artifacts import CHECKPOINT, load_model, prediction_frame
 from affcli.heads.config import RunConfig
 from affcli.heads.data import Data
-from affcli.heads.infer import predict_rows
 from affcli.heads.evaluation import hard_predictions
-from affcli.heads.postprocess import finish_rows, load_postprocess
+from affcli.heads.postprocess import load_postprocess
 
 
 def run_config(run_dir: str | Path, **overrides: Any) -> RunConfig:
@@ -36,65 +36,102 @@ def check_run_paths(cfg: RunConfig, labels: bool = True) -> None:
             raise FileNotFoundError(f"{key} {p} not found (from config.json unless --{key} is given)")
 
 
+def video_outputs(run_dir: str | Path, cache: str | Path, videos: list[str], device: str | None = None,
+                  smooth: int | None = None, skip_bad: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """{video: {output key: [n_frames, dim] float32}}: a run's post-processed per-frame outputs (its smoothing unless
+    `smooth`) for `videos` of `cache`. Batched per video, so any split of the videos gives the same arrays; the
+    model is loaded once per Dask worker. `skip_bad` leaves bad videos out (one warning line each)."""
+    from affcli.cache import load_table
+    from affcli.common.device import resolve_device
+    from affcli.heads.infer import by_video, run_outputs
+
+    cfg = run_config(run_dir, cache=str(cache), device=device)
+    dev = resolve_device(cfg.device)
+    ckpt = (Path(run_dir) / CHECKPOINT).resolve()
+    stamp = (str(ckpt), ckpt.stat().st_mtime_ns, ckpt.stat().st_size) if ckpt.exists() else (str(ckpt),)
+    model = worker_memo(("model", *stamp, str(dev)), lambda: load_model(run_dir, dev))
+    table = load_table(cfg.cache, cfg.features, videos=list(videos), skip_bad=skip_bad)
+    data = Data.from_table(table, {}, {"all": list(table.videos)}, cfg.task, cfg.features, device=dev)
+    return by_video(run_outputs(model, cfg, data, smooth), data)
+
+
+def _predict_share(run_dir: str, cache: str, smooth: int | None, skip_bad: bool, videos: list[str],
+                   device: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """One Dask task of `predict`: `video_outputs` of a share of the videos (none when all of them are bad under
+    `skip_bad`, each already warned about)."""
+    from affcli.cache.errors import CacheError
+
+    try:
+        return video_outputs(run_dir, cache, videos, device, smooth, skip_bad)
+    except CacheError as e:
+        if skip_bad and "every requested video is bad" in str(e):
+            return {}
+        raise
+
+
+def _videos_to_predict(cfg: RunConfig, split: str | None, videos: list[str] | None) -> dict[str, str]:
+    """{label id: cached video}: the given videos, a labelled split's, or every video cached in all the run's sets."""
+    from affcli.cache.store import FeatureStore
+
+    if videos is not None:
+        return {v: v for v in videos}
+    if split is not None:
+        from affcli.heads.loading import split_label_videos
+
+        return split_label_videos(cfg, split)
+    store = FeatureStore(cfg.cache, mode="r")
+    return {v: v for v in sorted(set.intersection(*[set(store.videos(f)) for f in cfg.features]))}
+
+
 def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Path, split: str | None = None,
                 videos: list[str] | None = None, style: str = "single-file", device: str | None = None,
                 au_threshold: float | None = None, labels: str | Path | None = None, smooth: int | None = None,
-                skip_bad: bool = False) -> list[Path]:
+                skip_bad: bool = False, cluster: ClusterOptions | None = None,
+                progress: Progress | None = None) -> list[Path]:
     """Predict every frame of the chosen videos (all cached ones by default) and write ABAW-format files.
 
     `smooth` (frames; default the run's) averages predictions over +-smooth frames within each video; `cache` and
     `labels` (needed with `split`) default to the run's. Per-video files are named by `safe_name` (ids are data);
     `skip_bad` leaves out videos whose cached arrays fail their checks, with a warning line each. The run's stored
     post-processing applies (interpolation, tuned AU thresholds and EXPR biases); `au_threshold` replaces the tuned
-    thresholds (default: the run's, else 0.5).
+    thresholds (default: the run's, else 0.5). `cluster` (--dask-local / --scheduler / --gpus) spreads the videos
+    over Dask workers (the same files as one process; `progress` gets a `video` event as each is done).
     """
-    import torch
-
-    from affcli.cache import load_table
-    from affcli.cache.store import FeatureStore
+    from affcli.cache.errors import CacheError
     from affcli.heads.abaw_io import write_predictions
-    from affcli.common.device import resolve_device
 
     cfg = run_config(run_dir, cache=cache, labels=labels, device=device, skip_bad=skip_bad or None)
     check_run_paths(cfg, labels=split is not None and videos is None)
-    cache = cfg.cache
-    dev = resolve_device(cfg.device)
-    model = load_model(run_dir, dev)
-    ids = {v: v for v in videos} if videos is not None else None
-    if ids is None and split is not None:
-        from affcli.heads.loading import split_label_videos
-
-        ids = split_label_videos(cfg, split)
-    if ids is None:
-        store = FeatureStore(cache, mode="r")
-        ids = {v: v for v in sorted(set.intersection(*[set(store.videos(f)) for f in cfg.features]))}
+    ids = _videos_to_predict(cfg, split, videos)
     if not ids:
-        raise ValueError(f"{cache}: no videos to predict (split={split!r})")
+        raise ValueError(f"{cfg.cache}: no videos to predict (split={split!r})")
     if style == "per-video":
         for label_id in ids:
-            safe_name(label_id, f"{cache}: video id")
-    table = load_table(cache, cfg.features, videos=list(dict.fromkeys(ids.values())), skip_bad=cfg.skip_bad)
-    ids = {k: v for k, v in ids.items() if v in table.videos}
-    data = Data.from_table(table, {}, {"predict": list(table.videos)}, cfg.task, cfg.features, device=dev)
-    with torch.no_grad():
-        rows, preds = predict_rows(model, data, data.splits["predict"], cfg.window, cfg.eval_stride,
-                                   max(cfg.batch_size, 256), cfg.amp)
-    preds = finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths, cfg.task, cfg.interpolate,
-                        cfg.smooth if smooth is None else smooth)
-    rows_np = rows.cpu().numpy()
-    probs = {k: v.float().cpu().numpy() for k, v in preds.items()}
+            safe_name(label_id, f"{cfg.cache}: video id")
+    order = list(dict.fromkeys(ids.values()))
+    if cluster:
+        outs = map_videos(cluster, "predict", _predict_share, (str(run_dir), str(cfg.cache), smooth, cfg.skip_bad),
+                          order, device=cfg.device, progress=progress, check=lambda: load_model(run_dir, "cpu"))
+    else:
+        outs = video_outputs(run_dir, cfg.cache, order, cfg.device, smooth, cfg.skip_bad)
+    order = [v for v in order if v in outs]
+    if not order:
+        raise CacheError(f"{cfg.cache}: every requested video is bad in {', '.join(cfg.features)}")
+    ids = {k: v for k, v in ids.items() if v in outs}
+    lengths = np.array([len(next(iter(outs[v].values()))) for v in order], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    probs = {k: np.concatenate([outs[v][k] for v in order]) for k in outs[order[0]]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prediction_frame(data.videos, data.starts, rows_np, probs).write_parquet(out_dir / f"predictions_{cfg.task}.parquet")
+    rows = np.arange(int(lengths.sum()), dtype=np.int64)
+    prediction_frame(order, starts, rows, probs).write_parquet(out_dir / f"predictions_{cfg.task}.parquet")
     post = load_postprocess(run_dir)
     if au_threshold is not None:
         post.pop("thresholds", None)
     hard = hard_predictions(cfg.task, probs, 0.5 if au_threshold is None else au_threshold, **post)
-    per_video = {}
-    for label_id, v in ids.items():
-        i = data.videos.index(v)
-        pos = np.searchsorted(rows_np, np.arange(int(data.starts[i]), int(data.starts[i] + data.lengths[i])))
-        per_video[label_id] = {k: a[pos] for k, a in hard.items()}
+    index = {v: i for i, v in enumerate(order)}
+    per_video = {label_id: {k: a[int(starts[index[v]]):int(starts[index[v]] + lengths[index[v]])]
+                            for k, a in hard.items()} for label_id, v in ids.items()}
     return write_predictions(out_dir, cfg.task, per_video, style=style)
 
 

@@ -2,8 +2,9 @@
 
 `predict_teacher(cache, run, videos)` is a plain function of a feature cache and a run folder (what a distributed
 engine maps over chunks of videos); `ensure_targets` computes only the videos not yet cached beside the features
-(cache.teacher, `teacher/<run-hash>`), and `teacher_source` assembles them over a training run's rows, mapping the
-teachers' outputs onto the student's by output key (one run per task, or one multi-task run).
+(cache.teacher, `teacher/<run-hash>`), on Dask workers with a cluster (`affcli cache teacher --dask-local N`,
+`cache_teachers`), and `teacher_source` assembles them over a training run's rows, mapping the teachers' outputs
+onto the student's by output key (one run per task, or one multi-task run).
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from affcli.common.cluster import ClusterOptions, Progress, map_videos
 from affcli.common.runs import config_hash
 from affcli.heads.data import Data
 from affcli.heads.tasks import Output, task_outputs
 
 NOT_IDENTITY = ("out", "name", "cache", "labels", "device", "save_predictions", "plots", "skip_bad")
-Predictor = Callable[[str, str, list[str], str], dict[str, dict[str, np.ndarray]]]
+Predictor = Callable[[str, str, list[str], str | None], dict[str, dict[str, np.ndarray]]]
 
 
 def _sha256(path: Path) -> str:
@@ -56,49 +58,78 @@ def teacher_fingerprint(run_dir: str | Path, cache: str | Path) -> dict[str, Any
 
 def _all_rows(model: Any, cfg: Any, data: Data) -> dict[str, torch.Tensor]:
     """A run's post-processed predictions over every row of `data` (videos in order), as `predict` makes them."""
-    from affcli.heads.infer import predict_rows
-    from affcli.heads.postprocess import finish_rows
+    from affcli.heads.infer import run_outputs
 
-    rows, preds = predict_rows(model, data, list(range(len(data.videos))), cfg.window, cfg.eval_stride,
-                               max(cfg.batch_size, 256), cfg.amp)
-    return finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths, cfg.task,
-                       cfg.interpolate, cfg.smooth)
+    return run_outputs(model, cfg, data)
 
 
 @torch.no_grad()
 def predict_teacher(cache: str, run_dir: str, videos: list[str],
-                    device: str = "cpu") -> dict[str, dict[str, np.ndarray]]:
+                    device: str | None = "cpu") -> dict[str, dict[str, np.ndarray]]:
     """{video: {output key: [n_frames, dim] float32}}: a run's probabilities/values for every frame of `videos`
-    (its own feature sets from `cache`), with the run's interpolation and smoothing, as `predict` gives them."""
-    from affcli.cache import load_table
-    from affcli.common.device import resolve_device
-    from affcli.heads.artifacts import load_model
-    from affcli.heads.predict import run_config
+    (its own feature sets from `cache`), with the run's interpolation and smoothing, as `predict` gives them (batched
+    per video, so the same whatever the split of the videos over workers)."""
+    from affcli.heads.predict import video_outputs
 
-    cfg = run_config(run_dir, cache=str(cache), device=device)
-    dev = resolve_device(cfg.device)
-    model = load_model(run_dir, dev)
-    table = load_table(cache, cfg.features, videos=list(videos))
-    data = Data.from_table(table, {}, {"all": list(table.videos)}, cfg.task, cfg.features, device=dev)
-    arrays = {k: v.float().cpu().numpy() for k, v in _all_rows(model, cfg, data).items()}
-    return {v: {k: a[int(s):int(s + n)] for k, a in arrays.items()}
-            for v, s, n in zip(data.videos, data.starts, data.lengths)}
+    return video_outputs(run_dir, cache, list(videos), device)
 
 
-def ensure_targets(cache: str | Path, run_dir: str | Path, videos: Sequence[str], device: str = "cpu",
-                   predict: Predictor | None = None) -> tuple[str, int]:
+def _write_share(cache: str, run_dir: str, key: str, videos: list[str],
+                 device: str | None = "cpu") -> dict[str, int]:
+    """One Dask task of `cache teacher`: predict and write the targets of the share's videos not yet complete (a task
+    re-run after its worker died resumes); {video: frames} of the share."""
+    from affcli.cache.teacher import read_targets
+
+    targets = read_targets(cache, key, mode="a")
+    done = set(targets.videos())
+    todo = [v for v in videos if v not in done]
+    for video, arrays in (predict_teacher(cache, run_dir, todo, device) if todo else {}).items():
+        targets.write(video, arrays)
+    return {v: int(targets.attrs(v)["n_frames"]) for v in videos}
+
+
+def ensure_targets(cache: str | Path, run_dir: str | Path, videos: Sequence[str], device: str | None = "cpu",
+                   predict: Predictor | None = None, cluster: ClusterOptions | None = None,
+                   progress: Progress | None = None) -> tuple[str, int]:
     """Cache a teacher's targets for the `videos` not yet cached (under teacher/<run-hash>); returns the run hash
     and how many videos were predicted now (0 when all were cached). `predict` (default `predict_teacher`) may
-    be any function of (cache, run, videos, device), e.g. one that maps chunks of videos over a cluster."""
+    be any function of (cache, run, videos, device); with `cluster` (--dask-local / --scheduler / --gpus) Dask
+    workers predict and write shares of the videos, each loading the teacher once."""
+    from affcli.cache.errors import CacheError
     from affcli.cache.teacher import open_targets
 
     run_dir = Path(run_dir)
     targets = open_targets(cache, teacher_fingerprint(run_dir, cache), run=str(run_dir.resolve()))
     todo = sorted(set(videos) - set(targets.videos()))
-    if todo:
+    if todo and cluster:
+        map_videos(cluster, "cache teacher", _write_share, (str(cache), str(run_dir), targets.key), todo,
+                   device=device, progress=progress)
+        lost = sorted(set(todo) - set(targets.videos()))
+        if lost:
+            raise CacheError(f"{cache}: teacher {targets.key}: {len(lost)} video(s) were not written: "
+                             f"{', '.join(lost[:5])}")
+    elif todo:
         for video, arrays in (predict or predict_teacher)(str(cache), str(run_dir), todo, device).items():
             targets.write(video, arrays)
     return targets.key, len(todo)
+
+
+def cache_teachers(cache: str | Path, runs: Sequence[str | Path], videos: Sequence[str] | None = None,
+                   device: str | None = None, cluster: ClusterOptions | None = None,
+                   progress: Progress | None = None) -> list[tuple[str, str, int]]:
+    """`affcli cache teacher`: each run's soft targets for `videos` (default: every video complete in the run's
+    feature sets), computed where missing, what `train-head --distill-from` then reads back; [(run, key, new)]."""
+    from affcli.cache.loader import common_videos
+    from affcli.cache.store import FeatureStore
+    from affcli.heads.predict import run_config
+
+    out = []
+    for run in runs:
+        feats = run_config(run).features
+        ids = list(videos) if videos is not None else common_videos(FeatureStore(cache, mode="r"), list(feats))
+        key, n = ensure_targets(cache, run, ids, device, cluster=cluster, progress=progress)
+        out.append((str(run), key, n))
+    return out
 
 
 def _compatible(run: str, have: Sequence[Output], want: dict[str, Output]) -> list[Output]:

@@ -26,10 +26,18 @@ class TrainConfig:
     seed: int = option(0, help="Seed.")
     repulsion: float = option(0.0, help="Weight of the PU-Net repulsion loss.")
     uniform: float = option(0.0, help="Weight of the nearest-neighbour uniformity loss.")
+    hausdorff: float = option(0.0, help="Weight of the soft Hausdorff loss (ours): mean of the worst 2% squared "
+                                        "nearest-neighbour distances, both directions.")
     augment: bool = option(True, help="Random rotation, scaling and jitter of each batch.")
+    jitter: float = option(0.01, help="Sigma of the Gaussian jitter on augmented inputs (clipped at 3 sigma; patch "
+                                      "units). 0: clean inputs, like Poisson-disk test clouds.")
     inputs: str = option("h5", help="h5: the file's sparse patches; fps: FPS of each gt patch (uniform, like "
                                     "Poisson-disk test inputs), redrawn per batch.")
+    val_every: int = option(0, help="Hold out every Nth training shape (by the file's mesh_index; the same shapes for "
+                                    "every seed) and log its Chamfer per epoch as val_cd (0: no split).")
     max_minutes: float | None = option(None, help="Stop (and checkpoint) after this long.", shown="no limit")
+    max_steps: int | None = option(None, help="Stop (and checkpoint) after this many optimisation steps in all "
+                                              "(equal work for runs compared on a busy machine).", shown="no limit")
     input_key: str = option("poisson_256", help="HDF5 dataset of the sparse input patches.")
     gt_key: str = option("poisson_1024", help="HDF5 dataset of the dense ground-truth patches.")
     model_options: dict[str, Any] = option({}, flag="--opt", help="Model option, e.g. fusion=concat.")
@@ -53,4 +61,5 @@ class TrainConfig:
         )
         d = dataclasses.asdict(self)
         d["data"] = str(Path(self.data).resolve())
-        return {k: d[k] for k in keep}
+        added = {"hausdorff": 0.0, "val_every": 0, "jitter": 0.01}  # options newer than some runs: only when changed
+        return {k: d[k] for k in (*keep, *added) if k not in added or d[k] != added[k]}

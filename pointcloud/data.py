@@ -13,8 +13,9 @@ from torch import Tensor
 
 from affcli.common.progress import progress_bar
 from affcli.pointcloud.errors import PointCloudError
-from affcli.pointcloud.io import read_mesh, write_cloud
-from affcli.pointcloud.leak import fingerprint, geometry_hash
+from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
+from affcli.pointcloud.leak import find_overlap, fingerprint, geometry_hash
+from affcli.pointcloud.metrics import CLOUD_EXTS
 from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
 from affcli.pointcloud.procedural import KINDS, make_shape
 from affcli.pointcloud.sampling import eliminate, poisson_disk_sample
@@ -117,9 +118,12 @@ def make_pugan_h5(
     n_dense: int | None = None,
     input_sampling: Literal["gaussian", "poisson"] = "gaussian",
     procedural: int = 0,
+    exclude_near: str | os.PathLike | None = None,
 ) -> Path:
     """Build a PU-GAN-style HDF5 (poisson_{n_in}, poisson_{n_gt}, mesh_index) from mesh folder(s) and
     `procedural` generated shapes; shape names, geometry hashes and fingerprints are kept for leak checks.
+    exclude_near: a folder of (test) clouds; a shape whose fingerprint lies within the leak check's match distance
+    of one of them is left out (named in the file's `excluded` attribute), so the data cannot trip `pc eval`.
 
     Per mesh: n_dense (default 8 n_gt) Poisson-disk points, FPS seeds, kNN patches on the unit sphere, sparse inputs."""
     if input_sampling not in ("gaussian", "poisson"):
@@ -128,18 +132,27 @@ def make_pugan_h5(
     n_dense = n_dense or 8 * n_gt
     if not 0 < n_in <= n_gt <= n_dense:
         raise PointCloudError(f"make_pugan_h5: need 0 < n_in ({n_in}) <= n_gt ({n_gt}) <= n_dense ({n_dense})")
-    inputs, gts, owner, hashes, prints = [], [], [], [], []
+    avoid = _exclusion_clouds(exclude_near)
+    inputs, gts, owner, hashes, prints, kept, excluded = [], [], [], [], [], [], []
     with progress_bar(transient=True) as bar:
         task = bar.add_task("PU-GAN patches", total=len(meshes))
-        for k, (_, load) in enumerate(meshes):
+        for k, (name, load) in enumerate(meshes):
+            bar.advance(task)
             v, f = load()
+            fp = fingerprint(v, f, seed)
+            near = [c for c, cloud in avoid.items() if find_overlap(_one(name, fp), [], {c: cloud})]
+            if near:
+                excluded.append(f"{name}~{near[0]}")
+                continue
             hashes.append(geometry_hash(v, f))
-            prints.append(fingerprint(v, f, seed))
+            prints.append(fp)
             inp, gt = _mesh_patches(v, f, patches_per_mesh, n_gt, n_in, n_dense, seed * 100003 + k, input_sampling)
             inputs.append(inp)
             gts.append(gt)
-            owner.append(np.full(len(gt), k, dtype=np.int32))
-            bar.advance(task)
+            owner.append(np.full(len(gt), len(kept), dtype=np.int32))
+            kept.append(name)
+    if not kept:
+        raise PointCloudError("make-data: every shape was excluded as near a test shape")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
@@ -148,12 +161,28 @@ def make_pugan_h5(
         fh.create_dataset(gt_key or f"poisson_{n_gt}", data=np.concatenate(gts).astype(np.float32))
         fh.create_dataset("mesh_index", data=np.concatenate(owner))
         fh.create_dataset("fingerprints", data=np.stack(prints))
-        fh.attrs["meshes"] = [name for name, _ in meshes]
+        fh.attrs["meshes"] = kept
+        fh.attrs["excluded"] = excluded
         fh.attrs["mesh_hashes"] = hashes
         fh.attrs["procedural"] = procedural
         fh.attrs["seed"], fh.attrs["n_dense"], fh.attrs["input_sampling"] = seed, n_dense, input_sampling
     os.replace(tmp, out_path)
     return out_path
+
+
+def _exclusion_clouds(folder: str | os.PathLike | None) -> dict[str, np.ndarray]:
+    """Clouds of a folder by stem (empty without a folder); a missing or empty folder is an error."""
+    if folder is None:
+        return {}
+    files = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in CLOUD_EXTS)
+    if not files:
+        raise PointCloudError(f"{folder}: no clouds to keep the training data away from")
+    return {p.stem: read_cloud(p) for p in files}
+
+
+def _one(name: str, fp: np.ndarray) -> dict:
+    """A one-shape leak record (find_overlap's input) for a shape being generated."""
+    return {"names": [name], "hashes": [], "fingerprints": fp[None]}
 
 
 def make_test_pairs(

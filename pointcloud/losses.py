@@ -1,11 +1,12 @@
-"""Training losses: Chamfer (PU-GCN convention), PU-Net repulsion, and a nearest-neighbour-spacing uniformity term."""
+"""Training losses: Chamfer (PU-GCN convention), PU-Net repulsion, a nearest-neighbour-spacing uniformity term and a
+soft Hausdorff term (ours: Chamfer averages away the few stray points that Hausdorff and P2F punish)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from affcli.pointcloud.metrics import chamfer
+from affcli.pointcloud.metrics import _nn_sq, chamfer
 from affcli.pointcloud.ops import knn
 
 
@@ -22,11 +23,24 @@ def uniform_loss(pred: Tensor) -> Tensor:
     return (d.var(-1) / d.mean(-1).square().clamp_min(1e-12)).mean()
 
 
-def upsampling_loss(pred: Tensor, gt: Tensor, repulsion: float = 0.0, uniform: float = 0.0) -> dict[str, Tensor]:
+def soft_hausdorff(pred: Tensor, gt: Tensor, worst: float = 0.02) -> Tensor:
+    """Mean over clouds of the mean of the worst `worst` fraction of squared nearest-neighbour distances, pred->gt
+    (stray points) plus gt->pred (holes): a smooth stand-in for the Hausdorff distance (max d^2 + max d^2)."""
+    fwd, bwd = _nn_sq(pred, gt)
+    top = [d.topk(max(1, round(worst * d.shape[-1])), dim=-1).values.mean(-1) for d in (fwd, bwd)]
+    return (top[0] + top[1]).mean()
+
+
+def upsampling_loss(
+    pred: Tensor, gt: Tensor, repulsion: float = 0.0, uniform: float = 0.0, hausdorff: float = 0.0
+) -> dict[str, Tensor]:
     """{'loss', 'cd', ...}: Chamfer plus the weighted optional terms, all in float32."""
     pred, gt = pred.float(), gt.float()
     out = {"cd": chamfer(pred, gt)}
     loss = out["cd"]
+    if hausdorff:
+        out["hausdorff"] = soft_hausdorff(pred, gt)
+        loss = loss + hausdorff * out["hausdorff"]
     if repulsion:
         out["repulsion"] = repulsion_loss(pred)
         loss = loss + repulsion * out["repulsion"]

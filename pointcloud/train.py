@@ -40,6 +40,37 @@ def load_patches(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, 
     return torch.from_numpy(inp).to(device), torch.from_numpy(gt).to(device)
 
 
+def split_validation(cfg: TrainConfig, inp: torch.Tensor, gt: torch.Tensor):
+    """(train inp, train gt, val inp, val gt): every cfg.val_every-th shape of the file's mesh_index held out whole."""
+    if not cfg.val_every:
+        return inp, gt, None, None
+    import h5py
+
+    with h5py.File(cfg.data, "r") as fh:
+        if "mesh_index" not in fh:
+            raise PointCloudError(f"{cfg.data}: no mesh_index dataset, cannot hold out shapes (val_every)")
+        owner = torch.from_numpy(fh["mesh_index"][...][: len(inp)]).to(inp.device)
+    held = owner % cfg.val_every == 0
+    if held.all() or not held.any():
+        raise PointCloudError(f"{cfg.data}: val_every={cfg.val_every} leaves no training or no validation shape")
+    return inp[~held], gt[~held], inp[held], gt[held]
+
+
+@torch.no_grad()
+def validation_cd(model: torch.nn.Module, inp: torch.Tensor, gt: torch.Tensor, batch: int) -> float:
+    """Mean Chamfer of the held-out patches: fixed FPS inputs of each gt patch, no augmentation, eval mode."""
+    was = model.training
+    model.eval()
+    total = 0.0
+    for s in range(0, len(gt), batch):
+        y = gt[s : s + batch]
+        x, y = normalise_pair(gather_points(y, farthest_point_sample(y, inp.shape[1])), y)
+        with autocast(y.device):
+            total += float(upsampling_loss(model(x), y)["cd"]) * len(y)
+    model.train(was)
+    return total / len(gt)
+
+
 def normalise_pair(inp: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both clouds mapped by the input's centroid and radius, as inference normalises each input patch."""
     inp_n, c, r = normalize_unit_sphere(inp)
@@ -66,6 +97,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     inp, gt = load_patches(cfg, device)
+    inp, gt, val_inp, val_gt = split_validation(cfg, inp, gt)
     model = create_model(cfg.model, cfg.ratio, **cfg.model_options).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -79,6 +111,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             "config_hash": config_hash(cfg.identity()),
             "device_used": str(device),
             "n_patches": len(inp),
+            "n_val_patches": 0 if val_gt is None else len(val_gt),
             "parameters": sum(p.numel() for p in model.parameters()),
         },
     )
@@ -86,6 +119,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     bs = min(cfg.batch_size, n)
     steps = math.ceil(n / bs)
     t0, stopped = time.time(), None
+    if val_gt is not None and not hist:
+        hist.append({"epoch": 0, "steps": 0, "time_s": 0.0, "val_cd": validation_cd(model, val_inp, val_gt, bs)})
     model.train()
     with progress_bar(console=console) as bar:
         task = bar.add_task(f"train {cfg.model} x{cfg.ratio}", total=max(0, cfg.epochs - first) * steps, info="")
@@ -99,11 +134,11 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 if cfg.inputs == "fps":
                     x = gather_points(y, farthest_point_sample(y, x.shape[1], "random", gen))
                 if cfg.augment:
-                    x, y = augment(x, y, gen)
+                    x, y = augment(x, y, gen, sigma=cfg.jitter, clip=3 * cfg.jitter)
                 x, y = normalise_pair(x, y)
                 with autocast(device):
                     pred = model(x)
-                losses = upsampling_loss(pred, y, cfg.repulsion, cfg.uniform)
+                losses = upsampling_loss(pred, y, cfg.repulsion, cfg.uniform, cfg.hausdorff)
                 opt.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 opt.step()
@@ -114,6 +149,9 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 if cfg.max_minutes is not None and time.time() - t0 > cfg.max_minutes * 60:
                     stopped = "time budget"
                     break
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    stopped = "step budget"
+                    break
             done = s + 1
             hist.append(
                 {
@@ -123,6 +161,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                     **{k: v / done for k, v in sums.items()},
                 }
             )
+            if val_gt is not None:
+                hist[-1]["val_cd"] = validation_cd(model, val_inp, val_gt, bs)
             _checkpoint(model, opt, gen, out, epoch + 1, step, hist, cfg, stopped)
             if stopped:
                 break
@@ -141,6 +181,7 @@ def _checkpoint(model, opt, gen, out: Path, epoch: int, step: int, hist: list, c
             "steps_done": step,
             "final_loss": hist[-1]["loss"] if hist else None,
             "final_cd": hist[-1]["cd"] if hist else None,
+            "val_cd": [h["val_cd"] for h in hist if "val_cd" in h],
             "stopped": stopped,
             "target_epochs": cfg.epochs,
         },

@@ -19,8 +19,9 @@ from affcli.pointcloud.runtime import resolve_device
 PATCH = 256
 SEED_FACTOR = 3
 MIN_POINTS = 16
-BLOCKED_MAX = 1 << 20  # 'auto' merges by blocked FPS up to this many output points, by child assignment above
-Merge = Literal["auto", "blocked", "fps", "assign"]
+BLOCKED_MAX = 1 << 20  # 'auto' merges by inner blocked FPS up to this many output points, by child assignment above
+INNER = 0.7  # 'inner' merge: children of the nearest INNER x PATCH points of each patch's seed are candidates
+Merge = Literal["auto", "inner", "blocked", "fps", "assign"]
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "pu_mfa_x4.safetensors"
 
 
@@ -77,8 +78,8 @@ def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge =
     seed_idx = farthest_point_sample(xyz_n[None], n_seeds)[0]
     idx = _patches(xyz_n, xyz_n[seed_idx], size)
     if merge == "auto":
-        merge = "blocked" if r * n <= BLOCKED_MAX else "assign"
-    if merge == "assign":
+        merge = "inner" if r * n <= BLOCKED_MAX else "assign"
+    if merge in ("assign", "inner"):
         idx, seed_idx = _cover(xyz_n, idx, seed_idx, size)
     up = _infer(model, xyz_n[idx], batch)
     if merge == "fps":
@@ -87,9 +88,13 @@ def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge =
     elif merge == "blocked":
         out = blocked_fps_merge(xyz_n, up.reshape(-1, 3), r)
     elif merge == "assign":
-        out = _assign(xyz_n, idx, seed_idx, up, r)
+        out = up.reshape(-1, r, 3)[_central(xyz_n, idx, seed_idx)].reshape(-1, 3)
+    elif merge == "inner":
+        inner = (torch.arange(idx.shape[1], device=idx.device) < INNER * idx.shape[1]).repeat(idx.shape[0])
+        inner[_central(xyz_n, idx, seed_idx)] = True
+        out = blocked_fps_merge(xyz_n, up.reshape(-1, r, 3)[inner].reshape(-1, 3), r)
     else:
-        raise PointCloudError(f"merge must be auto, blocked, fps or assign, got {merge!r}")
+        raise PointCloudError(f"merge must be auto, inner, blocked, fps or assign, got {merge!r}")
     return out * radius + centre
 
 
@@ -106,15 +111,14 @@ def _cover(xyz: Tensor, idx: Tensor, seed_idx: Tensor, size: int) -> tuple[Tenso
         seed_idx = torch.cat([seed_idx, extra])
 
 
-def _assign(xyz: Tensor, idx: Tensor, seed_idx: Tensor, up: Tensor, r: int) -> Tensor:
-    """Per input point, its r children from the patch whose seed lies nearest (the most central copy): [rN,3]."""
+def _central(xyz: Tensor, idx: Tensor, seed_idx: Tensor) -> Tensor:
+    """Per input point, the flat patch slot [N] of its most central copy (the patch whose seed lies nearest)."""
     s, p = idx.shape
     flat = idx.reshape(-1)
     d = (xyz[idx] - xyz[seed_idx][:, None]).square().sum(-1).reshape(-1)
     best = torch.full((len(xyz),), float("inf"), dtype=d.dtype, device=xyz.device).scatter_reduce(0, flat, d, "amin")
     slot = torch.where(d == best[flat], torch.arange(s * p, device=xyz.device), s * p)
-    chosen = torch.full((len(xyz),), s * p, dtype=torch.long, device=xyz.device).scatter_reduce(0, flat, slot, "amin")
-    return up.reshape(s * p, r, 3)[chosen].reshape(-1, 3)
+    return torch.full((len(xyz),), s * p, dtype=torch.long, device=xyz.device).scatter_reduce(0, flat, slot, "amin")
 
 
 def upsample_cloud(

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from affcli.cli import app
-from affcli.pipeline import distributed
+from affcli.common import cluster
 from affcli.pipeline.distributed import resolve_gpus, worker_envs
 
 
@@ -35,7 +35,7 @@ def test_resolve_errors(spec, count, message):
 
 
 def test_resolve_uses_machine_count(monkeypatch):
-    monkeypatch.setattr(distributed, "gpu_count", lambda: 2)
+    monkeypatch.setattr(cluster, "gpu_count", lambda: 2)
     assert resolve_gpus("all") == [0, 1]
     with pytest.raises(ValueError, match="no CUDA device 3"):
         resolve_gpus("3")

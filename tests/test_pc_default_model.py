@@ -3,7 +3,6 @@ the midpoint baseline on a shared PU-GAN test cloud)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from affcli.pointcloud.baselines import midpoint_upsample
@@ -92,15 +91,13 @@ def test_shipped_model_beats_midpoint_on_a_shared_test_cloud(shared_pc):
     """PU-GCN convention (each cloud normalised by its own centroid and radius, the field's comparison standard)."""
     assert DEFAULT_MODEL.is_file() and DEFAULT_MODEL.stat().st_size < 8 * 2**20
     model = load_upsampler(None, "cpu")
-    assert model.ratio == 4 and model.cfg.prior == "midpoint"
+    assert model.ratio == 4 and model.cfg.prior == "phong"
     s = _scores(shared_pc)
     assert s["ours"]["cd"] < 0.95 * s["midpoint"]["cd"]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 12): in the gt frame the CPU-trained default model is "
-                   "still worse than kNN midpoints (chair CD 0.1801 vs 0.1768 x1e-3); remove the mark when a "
-                   "better model ships")
 def test_shipped_model_beats_midpoint_in_the_gt_frame(shared_pc):
+    """Both clouds normalised by the ground truth's centroid and radius: stray points cannot shrink a prediction."""
     s = _scores(shared_pc)
     assert s["ours"]["cd_gt"] < s["midpoint"]["cd_gt"]
 

@@ -87,7 +87,7 @@ def test_tiny_pu_mfa_overfits_sphere_patches(trained_tiny):
     assert end < input_cd
 
 
-@pytest.mark.parametrize("merge", ["fps", "assign", "blocked"])
+@pytest.mark.parametrize("merge", ["fps", "assign", "blocked", "inner"])
 def test_upsampled_points_lie_near_the_input_surface(trained_tiny, merge):
     model, centre, radius = trained_tiny[0], torch.tensor([1.0, -2.0, 0.5]), 3.0
     xyz = fibonacci_sphere(512) * radius + centre
@@ -100,7 +100,7 @@ def test_upsampled_points_lie_near_the_input_surface(trained_tiny, merge):
     assert float(nearest_out.max()) < 1.5 * float(spacing)
 
 
-@pytest.mark.parametrize("ratio,merge", [(4, "fps"), (4, "assign"), (4, "blocked"), (16, "auto")])
+@pytest.mark.parametrize("ratio,merge", [(4, "fps"), (4, "assign"), (4, "blocked"), (4, "inner"), (16, "auto")])
 def test_upsample_exact_count(ratio, merge):
     torch.manual_seed(0)
     model = create_model("pu-mfa", 4, **TINY).eval()

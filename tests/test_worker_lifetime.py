@@ -35,6 +35,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _is_worker(pid: int, parent: int) -> bool:
+    """A spawned pool worker (multiprocessing's spawn_main) or a forked one (its parent's command line)."""
+    cmd = Path(f"/proc/{pid}/cmdline").read_text()
+    return "spawn_main" in cmd or cmd == Path(f"/proc/{parent}/cmdline").read_text()
+
+
 def _wait(cond, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -56,7 +62,7 @@ def test_killed_ablate_leaves_no_workers(tmp_path):
     try:
         started = _wait(lambda: len(list((out / "runs").glob("*/ablate.json"))) >= 2 or proc.poll() is not None, 180)
         assert started and proc.poll() is None, "the grid did not start two runs"
-        workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        workers = [p for p in _children(proc.pid) if _is_worker(p, proc.pid)]
         assert workers, "no worker process was started"  # on CPU the warm parent runs grid points too
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -1,4 +1,5 @@
-"""Run a grid: in-process, a local process pool or a Dask cluster; resumable, failure-isolated, with progress."""
+"""Run a grid: in-process, a local process pool (pool.py) or a Dask cluster; resumable, failure-isolated, with
+progress. Holds the per-process data cache, one run, and the cost order of runs."""
 from __future__ import annotations
 
 import os
@@ -8,8 +9,6 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from affcli.common.lifetime import die_with_parent
 from affcli.common.names import safe_name
 from affcli.common.progress import progress_bar
 from affcli.common.runs import read_json, write_json
@@ -38,7 +36,8 @@ class WorkerDied(RuntimeError):
 
 @dataclass
 class Outcome:
-    """What happened to one run: ok, failed or skipped (already finished), with its main metric or error."""
+    """What happened to one run: ok, failed or skipped (already finished), with its main metric or error; the process
+    that ran it and how many data loads the run cost there (0 when its data was already in that process)."""
 
     name: str
     hash: str
@@ -46,14 +45,20 @@ class Outcome:
     main: float | None = None
     error: str | None = None
     seconds: float = 0.0
+    pid: int | None = None
+    loads: int = 0
 
 
 @dataclass
 class GridResult:
-    """All outcomes of one invocation plus its wall time."""
+    """All outcomes of one invocation, its wall time, its data loads in all processes together and, with a pool, how
+    its workers started ('fork' or 'spawn') and the seconds from creating the pool to a worker ready to train."""
 
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
+    data_loads: int = 0
+    start_method: str = ""
+    worker_start_s: float | None = None
 
     def count(self, status: str) -> int:
         """Number of runs with this status."""
@@ -95,6 +100,21 @@ def clear_data_cache() -> None:
         _DATA.clear()
 
 
+def keep_data(key: str, data: Any) -> None:
+    """Keep `data` loaded by another process (a pool's parent, in shared memory) under its data key, unless held."""
+    with _DATA_LOCK:
+        if key not in _DATA:
+            _DATA[key] = data
+            while len(_DATA) > DATA_CACHE_SIZE:
+                _DATA.popitem(last=False)
+
+
+def use_gpu(index: int) -> None:
+    """Send this worker's CUDA runs to GPU `index` (set once by the pool that started it)."""
+    global _WORKER_GPU
+    _WORKER_GPU = index
+
+
 # ---- one run ----------------------------------------------------------------------------------------
 def train_with_trainer(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The real runner: `heads.trainer.train_run` on data cached per process."""
@@ -114,6 +134,13 @@ def is_finished(run_dir: Path, want_hash: str) -> bool:
 
 def run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None = None, threads: int | None = None) -> Outcome:
     """Run one grid point into out_dir/runs/<name>; skip it if finished; record any failure in error.json."""
+    loads = _DATA_LOADS
+    o = _run_one(spec, out_dir, runner, threads)
+    o.pid, o.loads = os.getpid(), _DATA_LOADS - loads
+    return o
+
+
+def _run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None, threads: int | None) -> Outcome:
     run_dir = Path(out_dir) / "runs" / safe_name(spec.name, "run name")
     if is_finished(run_dir, spec.hash):
         return Outcome(spec.name, spec.hash, "skipped", _main(read_json(run_dir / "metrics.json")))
@@ -241,61 +268,6 @@ def pack_by_cost(todo: list[RunSpec], data: dict[str, Any]) -> list[RunSpec]:
 
 
 # ---- executors --------------------------------------------------------------------------------------
-def _init_worker(threads: int, counter: Any, n_gpus: int) -> None:
-    global _WORKER_GPU
-    die_with_parent()
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-    if n_gpus > 1:
-        with counter.get_lock():
-            _WORKER_GPU = counter.value % n_gpus
-            counter.value += 1
-
-
-def _pool_outcomes(todo: list[RunSpec], out_dir: Path, jobs: int, runner: Runner | None,
-                   threads: int) -> Iterator[Outcome]:
-    import multiprocessing as mp
-
-    import torch
-
-    ctx = mp.get_context("spawn")
-    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    shares = parent_shares_work(todo)
-    workers = max(1, jobs - 1) if shares else jobs
-    queue = list(reversed(pack_by_cost(todo, preload(todo, runner) if shares else {})))
-    parent_threads = torch.get_num_threads()
-    try:
-        while queue:
-            counter = ctx.Value("i", 0)
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(threads, counter, n_gpus)) as pool:
-                live: dict[Future, RunSpec] = {}
-                broken = False
-                while (queue and not broken) or live:
-                    while queue and not broken and len(live) < workers:
-                        spec = queue.pop()
-                        live[pool.submit(run_one, spec, str(out_dir), runner, threads)] = spec
-                    if shares and queue and not broken:  # this process is warm: it takes the next run itself
-                        yield run_one(queue.pop(), out_dir, runner, threads)
-                        done, _ = wait(live, timeout=0)
-                    else:
-                        done, _ = wait(live, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        spec = live.pop(fut)
-                        try:
-                            yield fut.result()
-                        except BrokenProcessPool:
-                            broken = True
-                            yield record_failure(spec, out_dir / "runs" / spec.name, WorkerDied(
-                                "a worker process died while this run was in flight (crash or out of host memory)"))
-                        except Exception as e:
-                            yield record_failure(spec, out_dir / "runs" / spec.name, e)
-    finally:
-        torch.set_num_threads(parent_threads)
-
-
 def _dask_outcomes(todo: list[RunSpec], out_dir: Path, client: Any, runner: Runner | None,
                    threads: int | None) -> Iterator[Outcome]:
     from distributed import as_completed
@@ -330,7 +302,7 @@ def run_grid(runs: list[RunSpec], out_dir: str | Path, *, jobs: int = 1, dask_lo
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / GRID_FILE, {**(grid_meta or {}), "runs": [r.record() for r in runs]})
     console = console or Console()
-    res, t0 = GridResult(), time.perf_counter()
+    res, t0, loads = GridResult(), time.perf_counter(), data_loads()
     todo = [r for r in runs if not is_finished(out_dir / "runs" / r.name, r.hash)]
     pending = {r.name for r in todo}
     for r in runs:
@@ -345,7 +317,10 @@ def run_grid(runs: list[RunSpec], out_dir: str | Path, *, jobs: int = 1, dask_lo
         client, cluster = _dask_client(dask_local, scheduler, processes, threads)
         stream = _dask_outcomes(todo, out_dir, client, runner, threads if (processes or scheduler) else None)
     elif jobs > 1 and len(todo) > 1:
-        stream = _pool_outcomes(todo, out_dir, min(jobs, len(todo)), runner, threads)
+        from affcli.heads.ablate.pool import early_fork, pool_outcomes  # pool.py imports this module
+
+        jobs = min(jobs, len(todo))
+        stream = pool_outcomes(todo, out_dir, jobs, runner, threads, early_fork(todo, jobs, threads), res, console)
     else:
         stream = (run_one(r, out_dir, runner, threads) for r in todo)
     try:
@@ -356,11 +331,13 @@ def run_grid(runs: list[RunSpec], out_dir: str | Path, *, jobs: int = 1, dask_lo
                 bar.console.print(_line(o))
                 bar.advance(task)
     finally:
+        stream.close()
         if client is not None:
             client.close()
         if cluster is not None:
             cluster.close()
     res.seconds = time.perf_counter() - t0
+    res.data_loads = data_loads() - loads + sum(o.loads for o in res.ran if o.pid not in (None, os.getpid()))
     return res
 
 

@@ -3,7 +3,13 @@
 `midpoint`: each point itself plus midpoints towards r-1 of its nearest neighbours, the kNN-midpoint
 interpolation of Grad-PU (He et al., CVPR 2023) laid out per parent point. A pair of points that are each
 other's near neighbours would give the same midpoint twice; the lower-indexed point owns such a pair and the
-other takes its next neighbour instead, so a patch's r N prior points are (almost all) distinct."""
+other takes its next neighbour instead, so a patch's r N prior points are (almost all) distinct.
+
+`phong` (ours): the same owned midpoints, but (1) a chord that leaves the surface steeply (its angle to either
+end's PCA tangent plane has sine above STEEP: two sides of a thin part, across a sharp crease) is passed over like
+an owned pair, and (2) each midpoint m of (p, q) is lifted back onto the surface as Phong tessellation does at an
+edge midpoint (Boubekeur & Alexa 2008): m + (pi_p(m) - m + pi_q(m) - m) / 4, pi_x the projection onto x's tangent
+plane; on a circle of radius R this removes the chord's sag R(1 - cos t) to second order."""
 
 from __future__ import annotations
 
@@ -12,29 +18,77 @@ from torch import Tensor
 
 from affcli.pointcloud.ops import gather_points, knn
 
-PRIORS = ("none", "midpoint")
+PRIORS = ("none", "midpoint", "phong")
 FAR = 3.0
 OWNER_ROUNDS = 3
+NORMAL_K = 12  # points (the point included) of the local PCA plane of the `phong` prior
+STEEP = 0.6  # sine of a chord's angle to a tangent plane above which `phong` passes over the pair
+
+
+def pca_normals(xyz: Tensor, idx: Tensor) -> Tensor:
+    """Unit normals [B,N,3] (sign arbitrary): least-variance axis of each point's neighbourhood idx [B,N,k]."""
+    nb = gather_points(xyz, idx)
+    c = nb - nb.mean(2, keepdim=True)
+    return torch.linalg.eigh(c.transpose(-1, -2) @ c)[1][..., 0]
+
+
+def prior_points(xyz: Tensor, ratio: int, kind: str) -> Tensor:
+    """[B,N,ratio,3] prior of `kind` ('midpoint' or 'phong'); 'none' is the repeated point."""
+    if kind == "none":
+        return xyz.unsqueeze(2).expand(-1, -1, ratio, -1)
+    return midpoint_prior(xyz, ratio, phong=kind == "phong")
+
+
+def _nearest(xyz: Tensor, idx: Tensor, skip: Tensor, want: int) -> Tensor:
+    """Slots [B,N,want] of the nearest neighbours not skipped (skipped ones last, by rank)."""
+    k = idx.shape[-1]
+    return (skip.long() * (k + 1) + torch.arange(k, device=idx.device)).argsort(-1)[..., :want]
+
+
+def _spread(xyz: Tensor, idx: Tensor, skip: Tensor, want: int) -> Tensor:
+    """Slots [B,N,want] picked by farthest-point order among the midpoints towards the neighbours not skipped,
+    starting from the point itself: spread-out children fill the gaps between input points (skipped ones only
+    when nothing else is left)."""
+    mids = (xyz.unsqueeze(2) + gather_points(xyz, idx)) / 2
+    dist = (mids - xyz.unsqueeze(2)).square().sum(-1)
+    dist = torch.where(skip, -1.0, dist)
+    out = []
+    for _ in range(min(want, idx.shape[-1])):
+        slot = dist.argmax(-1, keepdim=True)
+        out.append(slot)
+        step = (mids - mids.gather(2, slot.unsqueeze(-1).expand(-1, -1, 1, 3))).square().sum(-1)
+        dist = torch.minimum(dist, torch.where(skip, -1.0, step)).scatter(-1, slot, -2.0)
+    return torch.cat(out, -1)
 
 
 @torch.no_grad()
-def midpoint_prior(xyz: Tensor, ratio: int, k: int | None = None) -> Tensor:
-    """[B,N,3] -> [B,N,ratio,3]: copy 0 is the point, copies 1.. midpoints towards owned near neighbours."""
+def midpoint_prior(xyz: Tensor, ratio: int, k: int | None = None, phong: bool = False) -> Tensor:
+    """[B,N,3] -> [B,N,ratio,3]: copy 0 is the point, copies 1.. midpoints towards owned near neighbours
+    (phong: steep chords passed over, midpoints lifted onto the tangent planes; see the module docstring)."""
     b, n, _ = xyz.shape
     want = ratio - 1
     if want == 0:
         return xyz.unsqueeze(2)
     k = min(k or 2 * ratio, n - 1)
     with torch.autocast(xyz.device.type, enabled=False):
-        d2, idx = knn(xyz.float(), xyz.float(), k + 1)
-    d2, idx = d2[..., 1:], idx[..., 1:]
+        d2, idx = knn(xyz.float(), xyz.float(), max(k, NORMAL_K - 1 if phong else 0) + 1)
+    normals = pca_normals(xyz, idx[..., :NORMAL_K]) if phong else None
+    d2, idx = d2[..., 1 : k + 1], idx[..., 1 : k + 1]
     me = torch.arange(n, device=xyz.device).view(1, n, 1)
-    order = torch.arange(k, device=xyz.device).expand(b, n, k)
+    rank = torch.arange(k, device=xyz.device)
+    skip = torch.zeros(b, n, k, dtype=torch.bool, device=xyz.device)
+    if phong:
+        chord = gather_points(xyz, idx) - xyz.unsqueeze(2)
+        unit = chord / chord.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        sine = torch.maximum((unit * normals.unsqueeze(2)).sum(-1).abs(), (unit * gather_points(normals, idx)).sum(-1).abs())
+        skip = sine > STEEP
+    pick = _spread if phong else _nearest
+    chosen = pick(xyz, idx, skip, want)
     for _ in range(OWNER_ROUNDS):  # fixed-point of: i skips j when j < i and j chose i
-        j_near = gather_points(idx.gather(-1, order[..., :want]), idx)  # [B,N,k,want]: what each neighbour chose
+        j_near = gather_points(idx.gather(-1, chosen), idx)  # [B,N,k,want]: what each neighbour chose
         taken = (j_near == me.unsqueeze(-1)).any(-1) & (idx < me)
-        order = (taken.long() * (k + 1) + torch.arange(k, device=xyz.device)).argsort(-1)
-    nb, nb_d2 = idx.gather(-1, order[..., :want]), d2.gather(-1, order[..., :want])
+        chosen = pick(xyz, idx, taken | skip, want)
+    nb, nb_d2 = idx.gather(-1, chosen), d2.gather(-1, chosen)
     if k < want:
         nb = torch.cat([nb, nb[..., -1:].expand(b, n, want - k)], -1)
         nb_d2 = torch.cat([nb_d2, nb_d2[..., -1:].expand(b, n, want - k)], -1)
@@ -42,5 +96,10 @@ def midpoint_prior(xyz: Tensor, ratio: int, k: int | None = None) -> Tensor:
     spacing = torch.minimum(d2[..., :1], d2[..., :1].median(1, keepdim=True).values)
     far = nb_d2 > FAR**2 * spacing
     mids = (xyz.unsqueeze(2) + gather_points(xyz, nb)) / 2
+    if phong:
+        half = mids - xyz.unsqueeze(2)  # m - p = (q - p) / 2 = -(m - q)
+        n_p, n_q = normals.unsqueeze(2), gather_points(normals, nb)
+        lift = -(n_p * (n_p * half).sum(-1, keepdim=True)) + n_q * (n_q * half).sum(-1, keepdim=True)
+        mids = mids + lift / 4
     mids = torch.where(far.unsqueeze(-1), xyz.unsqueeze(2), mids)
     return torch.cat([xyz.unsqueeze(2), mids], 2)

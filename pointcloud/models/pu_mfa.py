@@ -20,8 +20,8 @@ from affcli.pointcloud.models.layers import (
     knn_idx,
     mlp,
 )
-from affcli.pointcloud.models.prior import PRIORS, midpoint_prior
-from affcli.pointcloud.ops import farthest_point_sample, gather_points
+from affcli.pointcloud.models.prior import PRIORS, prior_points
+from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn
 
 
 @dataclass
@@ -47,6 +47,8 @@ class PUMFAConfig:
     code_dim: int = 32
     residual: bool = True
     prior: str = "none"
+    offset_bound: float = 0.0
+    prior_features: bool = False
 
     def __post_init__(self) -> None:
         self.scales = tuple(int(s) for s in self.scales)
@@ -59,6 +61,10 @@ class PUMFAConfig:
         for name, (val, ok) in checks.items():
             if val not in ok:
                 raise ValueError(f"pu-mfa: {name} must be one of {ok}, got {val!r}")
+        if self.prior_features and self.prior == "none":
+            raise ValueError("pu-mfa: prior_features needs a prior (prior=midpoint or phong)")
+        if self.offset_bound < 0:
+            raise ValueError(f"pu-mfa: offset_bound must be >= 0 (0: unbounded), got {self.offset_bound}")
         if self.ratio < 2 or self.levels < 0 or self.level_stride < 2 or not self.scales:
             raise ValueError("pu-mfa: need ratio >= 2, levels >= 0, level_stride >= 2 and at least one scale")
 
@@ -105,6 +111,13 @@ class MultiScaleDown(nn.Module):
         return ctr_xyz, self.gate(out)
 
 
+@torch.no_grad()
+def spacing(xyz: Tensor) -> Tensor:
+    """Each point's nearest-neighbour distance [B,N,1] (float32, no autograd)."""
+    with torch.autocast(xyz.device.type, enabled=False):
+        return knn(xyz.float(), xyz.float(), 2)[0][..., 1:].sqrt().clamp_min(1e-6)
+
+
 class PUMFA(nn.Module):
     """[B,N,3] -> [B,N*r,3]; the r outputs of input point i are rows i*r..i*r+r-1 (the upsampler relies on it)."""
 
@@ -122,7 +135,7 @@ class PUMFA(nn.Module):
             self.expand = mlp([c + cfg.code_dim, c, c])
         else:
             self.expand = mlp([c, c * cfg.ratio])
-        self.head = mlp([c, 64, 3], last_act=False)
+        self.head = mlp([c + 3 * cfg.prior_features, 64, 3], last_act=False)
         if cfg.prior != "none":
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
@@ -150,9 +163,16 @@ class PUMFA(nn.Module):
             up = self.expand(torch.cat([f_c.unsqueeze(2).expand(b, n, r, -1), codes], -1))
         else:
             up = self.expand(f_c).view(b, n, r, -1)
+        prior = prior_points(xyz.float(), r, self.cfg.prior) if self.cfg.prior != "none" else None
+        step = spacing(xyz) if self.cfg.offset_bound > 0 or self.cfg.prior_features else None
+        if self.cfg.prior_features:  # where each copy starts, in units of the point's spacing
+            rel = (prior - xyz.unsqueeze(2).float()) / step.unsqueeze(-1)
+            up = torch.cat([up, rel.to(up.dtype)], -1)
         out = self.head(up).float()
-        if self.cfg.prior == "midpoint":
-            out = out + midpoint_prior(xyz.float(), r)
+        if self.cfg.offset_bound > 0:  # at most offset_bound x the spacing: learning cannot make far outliers
+            out = torch.tanh(out) * (self.cfg.offset_bound * step).unsqueeze(-1)
+        if prior is not None:
+            out = out + prior
         elif self.cfg.residual:
             out = out + xyz.unsqueeze(2).float()
         return out.reshape(b, n * r, 3)
