@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,37 @@ def shared_pc() -> Path:
             pytest.fail(f"CI: {msg}", pytrace=False)
         pytest.skip(msg)
     return SHARED_PC
+
+
+S3_BUCKET = "affcli-test"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto S3 server on 127.0.0.1 for the session (bucket S3_BUCKET made); AWS_* point every client (s3fs,
+    subprocesses) at it with dummy keys; yields an s3fs filesystem."""
+    pytest.importorskip("s3fs", reason="s3fs is a dependency: pip install -e .")
+    import fsspec
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir(S3_BUCKET)
+    yield fs
+    server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -4,8 +4,6 @@ before the per-array CRC-32C (sha256 only) still load and are still checked; odd
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -156,38 +154,12 @@ def test_loader_does_not_import_dask():
 
 # ---- the same on a loopback S3 server ---------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3():
-    pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import fsspec
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()  # clients made for another server (another test module's) go
-    fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.mkdir("bulk")
-    yield fs
-    server.stop()
-    s3fs.S3FileSystem.clear_instance_cache()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def s3(s3_server):
+    """The session's loopback S3 server (tests/conftest.py) with this module's bucket."""
+    if not s3_server.exists("bulk"):
+        s3_server.mkdir("bulk")
+    return s3_server
 
 
 def test_s3_equals_zarr_and_a_flipped_byte_is_bad_video(s3, tmp_path, monkeypatch):
