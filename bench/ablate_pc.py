@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-PC = ROOT.parent / "shared" / "data" / "pointcloud"
-BASE = ["prior=phong", "prior_features=true", "offset_bound=1.0"]
-COLS = ("cd", "hd", "p2f_mean", "cd_gt", "hd_gt")
+from eval_default_pc import COLS, run_method  # bench/ is on sys.path when run as a script
+from train_default_pc import DEFAULT_OPTS as BASE
+from train_default_pc import PC, cli
 # name -> (what it tests, model options replacing/adding to BASE, soft-Hausdorff weight, trained)
 VARIANTS: dict[str, tuple[str, list[str], float, bool]] = {
     "full": ("the shipped recipe", [], 1.0, True),
@@ -52,33 +48,22 @@ def options(extra: list[str]) -> list[str]:
 
 def train(run: Path, data: Path, opts: list[str], hausdorff: float, jitter: float, a: argparse.Namespace) -> None:
     """`pc train` of one variant (same data, seed, batch, lr and epochs for all)."""
-    cmd = [sys.executable, "-m", "affcli", "pc", "train", "--data", str(data), "--out", str(run), "--model", "pu-mfa",
-           "--ratio", "4", "--inputs", "fps", "--epochs", str(a.epochs), "--batch-size", str(a.batch_size),
-           "--lr", str(a.lr), "--max-minutes", str(a.max_minutes), "--max-steps", str(a.max_steps), "--device", "cpu", "--seed", str(a.seed),
-           "--hausdorff", str(hausdorff), "--val-every", str(a.val_every),
-           "--jitter", str(jitter)]
-    cmd += [x for o in opts for x in ("--opt", o)]
-    print("$", " ".join(cmd[2:]), flush=True)
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.exit(f"ablate_pc: training {run.name} failed\n{res.stdout[-1500:]}\n{res.stderr[-1500:]}")
+    args = ["pc", "train", "--data", str(data), "--out", str(run), "--model", "pu-mfa", "--ratio", "4",
+            "--inputs", "fps", "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
+            "--max-minutes", str(a.max_minutes), "--max-steps", str(a.max_steps), "--device", "cpu",
+            "--seed", str(a.seed), "--hausdorff", str(hausdorff), "--val-every", str(a.val_every),
+            "--jitter", str(jitter)]
+    cli(*args, *[x for o in opts for x in ("--opt", o)])
 
 
 def score(model: torch.nn.Module, out: Path, test_dir: Path) -> dict:
     """x4 outputs of every test input (cached in out/) scored against the 8,192-point ground truths."""
     from affcli.pointcloud.evaluate import score_folder
-    from affcli.pointcloud.io import read_cloud, write_cloud
     from affcli.pointcloud.upsample import upsample_cloud
 
-    out.mkdir(parents=True, exist_ok=True)
-    secs = []
-    for f in sorted((test_dir / "input_2048").glob("*.xyz")):
-        if not (out / f.name).is_file():
-            t = time.perf_counter()
-            write_cloud(out / f.name, upsample_cloud(model, read_cloud(f), 4))
-            secs.append(time.perf_counter() - t)
+    secs = run_method(lambda x: upsample_cloud(model, x, 4), sorted((test_dir / "input_2048").glob("*.xyz")), out)
     rows = score_folder(out, test_dir / "gt_8192", test_dir / "meshes", "pugcn", torch.device("cpu"))
-    return {"rows": rows, "seconds_per_shape": float(np.mean(secs)) if secs else None}
+    return {"rows": rows, "seconds_per_shape": None if secs != secs else secs}
 
 
 def markdown(results: dict) -> str:
@@ -91,7 +76,8 @@ def markdown(results: dict) -> str:
     for name, r in results.items():
         mean = next(x for x in r["rows"] if x["shape"] == "mean")
         val = r.get("val_cd") or []
-        v = f"{val[0] * 1e3:.4f} -> {val[-1] * 1e3:.4f}" if len(val) > 1 else "-"
+        start = r.get("val_cd_initial") or (val[0] if len(val) > 1 else None)  # older results hold it as val_cd[0]
+        v = f"{start * 1e3:.4f} -> {val[-1] * 1e3:.4f}" if val and start is not None else "-"
         cells = [f"{mean[c]:.4f}" if c.startswith("cd") else f"{mean[c]:.3f}" for c in COLS]  # rows are x1e-3
         lines.append(f"| {name} | {r['what']} | {r.get('steps', 0)} | {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -139,7 +125,8 @@ def main() -> None:
                 if not (run / "metrics.json").is_file():
                     train(run, a.data, opts, hausdorff, JITTER.get(name, a.jitter), a)
                 metrics = json.loads((run / "metrics.json").read_text())
-                entry |= {"steps": metrics["steps_done"], "val_cd": metrics.get("val_cd"), "train_s": time.time() - t}
+                entry |= {"steps": metrics["steps_done"], "val_cd": metrics.get("val_cd"),
+                          "val_cd_initial": metrics.get("val_cd_initial"), "train_s": time.time() - t}
                 model = load_model(run, "cpu")
             else:
                 model = create_model("pu-mfa", 4, **parse_key_values(opts))

@@ -1,6 +1,6 @@
 """Score the shipped default point-cloud model (or a run) against the no-learning references on the PU-GAN test set.
 
-Methods: `model` (the shipped x4 PU-MFA, or --run), `prior` (the same network untrained: exactly its midpoint prior
+Methods: `model` (the shipped x4 PU-MFA, or --run), `prior` (the same network untrained: exactly its phong prior
 through the same patch/merge pipeline), `midpoint` (kNN midpoints + global FPS, pc eval's baseline) and `input`
 (the 2,048-point input itself). x4 against the 8,192-point ground truths of the 27 shapes; x16 against 32,768-point
 Poisson-disk ground truths sampled here from the 21 test meshes that exist (seed 0, cached in OUT/gt_32768).

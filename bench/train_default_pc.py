@@ -82,6 +82,7 @@ def ship(run: Path, data: Path, recipe: dict) -> Path:
                                           "n_patches",
                                           "n_val_patches", "device_used")},
         "epochs_done": metrics["epochs_done"], "steps_done": metrics["steps_done"], "final_cd": metrics["final_cd"],
+        "val_cd_initial": metrics.get("val_cd_initial"),
         "val_cd": metrics.get("val_cd"),
         "recipe": recipe,
     }, indent=1, default=str))
@@ -119,7 +120,8 @@ def main() -> None:
                     help="make-data leaves out training shapes the leak check would match to these test clouds.")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--opt", action="append", default=None,
-                    help="Model option key=value (repeatable; default: the shipped model's, prior=midpoint).")
+                    help=f"Model option key=value (repeatable; default: the shipped model's, "
+                         f"{' '.join(DEFAULT_OPTS)}).")
     ap.add_argument("--test-dir", type=Path, default=PC / "pugan_test")
     ap.add_argument("--test-shapes", type=int, default=None, help="Evaluate only the first N test shapes (smoke).")
     ap.add_argument("--ship", action="store_true", help="Copy the first seed's model into the package as the default.")

@@ -29,7 +29,9 @@ from affcli.cache.checked import describe_error, read_checked
 from affcli.cache.crc import ATTR as CRC_ATTR
 from affcli.cache.crc import crc32c
 from affcli.cache.errors import BadVideo
-from affcli.cache.store import CHUNK_BYTES, FACES_GROUP, FaceRecord, FeatureStore, array_sha256, safe_key
+from affcli.cache.store import FACE_ARRAYS as STORED_FACE_ARRAYS
+from affcli.cache.store import (FACES_GROUP, FaceRecord, FeatureStore, stored_arrays, array_sha256,
+                                 feats_chunk_rows, safe_key)
 from affcli.common.notices import warn
 from affcli.common.threads import usable_cpus
 
@@ -37,7 +39,7 @@ BATCH_BYTES = 8 << 20
 AHEAD = 2
 MANIFEST = "manifest.parquet"
 CORE = ("feats", "valid", "timestamps")
-FACE_ARRAYS = tuple(f"{FACES_GROUP}/{a}" for a in ("box", "score", "landmarks"))
+FACE_ARRAYS = tuple(f"{FACES_GROUP}/{a}" for a in STORED_FACE_ARRAYS)
 EMPTY = 2 ** 64 - 1
 SHARD = "feats/c/0/0"
 MISMATCH = "checksum mismatch ({} changed after writing); re-extract it or pass --skip-bad"
@@ -74,9 +76,9 @@ class Objects:
     """The store's objects by key (paths under the store root): whole small objects, and the feats shard."""
 
     def __init__(self, store: FeatureStore):
-        self.fs, self.root = coord.store_fs(store.path, store.storage_options)
-        self.root = self.root.rstrip("/")
-        self.local = not coord.is_url(store.path) or type(self.fs).__name__ == "LocalFileSystem"
+        self.fs, root = coord.store_fs(store.path, store.storage_options)
+        self.root = root.rstrip("/")
+        self.local = coord.is_local(self.fs)
         self.cat_options = single_get(self.fs)
 
     def subdirs(self, key: str) -> list[str]:
@@ -321,9 +323,7 @@ class _VideoReader:
         rec = read_checked(self.store, self.spec, t.listed.video, self.fp, checksum=False)
         if rec.feats.shape[0] != t.rows.stop - t.rows.start:
             raise Stale(f"{self.spec}/{t.listed.video}")
-        arrays = {"feats": rec.feats, "valid": rec.valid, "timestamps": rec.timestamps}
-        if rec.faces is not None:
-            arrays.update({f"{FACES_GROUP}/{a}": getattr(rec.faces, a) for a in ("box", "score", "landmarks")})
+        arrays = stored_arrays(rec.feats, rec.valid, rec.timestamps, rec.faces)
         try:
             self._check(rec.attrs, arrays)
         except _Fallback as e:
@@ -352,7 +352,7 @@ class _VideoReader:
         crc = attrs.get(CRC_ATTR)
         if isinstance(crc, dict):
             for nm in self.names(attrs):
-                if crc.get(nm) != crc32c(arrays[nm]):
+                if nm not in arrays or crc.get(nm) != crc32c(arrays[nm]):
                     raise _Fallback(nm)
             return
         faces = None
@@ -416,7 +416,7 @@ def _read_shard(shard: bytes | str | BaseException | None, out: np.ndarray) -> N
     if isinstance(shard, BaseException):
         raise shard
     n, dim = out.shape
-    rows = max(1, min(n, CHUNK_BYTES // (2 * dim)))
+    rows = feats_chunk_rows(n, dim)
     if shard is None:  # every inner chunk equal to the fill value: Zarr wrote none
         out[...] = 0
         return

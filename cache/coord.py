@@ -73,13 +73,14 @@ def _read(fs: Any, path: str) -> dict | None:
             return None
 
 
-def _local(fs: Any) -> bool:
+def is_local(fs: Any) -> bool:
+    """True for a local-disk fsspec filesystem."""
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def _put(fs: Any, path: str, body: bytes) -> None:
     """Replace an object whole (a rename locally, one PUT on an object store), so no reader sees it torn."""
-    if _local(fs):
+    if is_local(fs):
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         fs.pipe_file(tmp, body)
         os.replace(tmp, path)
@@ -89,7 +90,7 @@ def _put(fs: Any, path: str, body: bytes) -> None:
 
 def _create(fs: Any, path: str, body: bytes, token: str) -> bool:
     """Create the lease object if absent; True if this writer now holds it."""
-    if _local(fs):  # a hard link of a complete temp file: exclusive and never seen half-written
+    if is_local(fs):  # a hard link of a complete temp file: exclusive and never seen half-written
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         fs.pipe_file(tmp, body)
         try:

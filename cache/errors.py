@@ -18,5 +18,9 @@ class BadVideo(CacheError):
         super().__init__(f"{self.path}: feature set {spec!r}, video {video!r}: {self.problem}")
 
 
+class AllVideosBad(CacheError):
+    """Every requested video failed its checks under `--skip-bad`, so nothing is left to load."""
+
+
 class DoneElsewhere(CacheError):
     """Another writer completed this video first (first writer wins): not a failure, nothing was overwritten."""

@@ -9,7 +9,7 @@ import torch
 
 from affcli.cache import bulk
 from affcli.cache.checked import describe_error, read_checked
-from affcli.cache.errors import BadVideo, CacheError
+from affcli.cache.errors import AllVideosBad, BadVideo, CacheError
 from affcli.cache.store import FeatureStore
 from affcli.cache.table import FeatureTable
 from affcli.common.notices import warn
@@ -129,8 +129,9 @@ def _load(store: FeatureStore, objects: bulk.Objects, specs: list[str], videos: 
             raise e
         bad.setdefault(i, e)
 
+    fprints = {s: store.fingerprint(s) for s in specs}
     for s in specs:
-        fp = store.fingerprint(s)
+        fp = fprints[s]
         feats[s] = np.empty((total, int(fp["dim"])), dtype=np.float16)
         valid[s] = np.empty(total, dtype=bool)
         targets = [bulk.Target(i, listed[s][v], slice(int(starts[i]), int(starts[i] + lengths[i])))
@@ -142,10 +143,10 @@ def _load(store: FeatureStore, objects: bulk.Objects, specs: list[str], videos: 
         for i in sorted(bad):
             warn(f"{bad[i]}; left out of every feature set (--skip-bad)")
         if not vids:
-            raise CacheError(f"{store.path}: every requested video is bad in {', '.join(specs)}")
+            raise AllVideosBad(f"{store.path}: every requested video is bad in {', '.join(specs)}")
     tfeats = {s: torch.from_numpy(b) if dtype == torch.float16 else torch.from_numpy(b).to(dtype) for s, b in feats.items()}
     fps = {v: float(attrs[v].get("fps") or 0.0) for v in vids}
-    modality = {s: m for s in specs if (m := store.fingerprint(s).get("modality")) is not None}
+    modality = {s: m for s in specs if (m := fprints[s].get("modality")) is not None}
     return FeatureTable(vids, starts, lengths, tfeats, {s: torch.from_numpy(b) for s, b in valid.items()},
                         torch.from_numpy(ts), fps, modality)
 

@@ -39,7 +39,14 @@ from affcli.cache.fingerprint import check_modality, fingerprint_diff, missing_m
 FORMAT_VERSION = 1
 TEXT_GROUP = "_text"
 FACES_GROUP = "faces"
+FACE_ARRAYS = ("box", "score", "landmarks")
 CHUNK_BYTES = 1 << 20
+
+
+def feats_chunk_rows(n: int, dim: int) -> int:
+    """Rows per inner chunk of a video's [n, dim] float16 feats shard (about CHUNK_BYTES each): the writer's rule,
+    which the bulk reader decodes by."""
+    return max(1, min(max(n, 1), CHUNK_BYTES // (2 * max(1, dim))))
 
 
 def safe_key(name: str) -> str:
@@ -281,7 +288,7 @@ class FeatureStore:
             raise CacheError(f"{self.path}: {video_id}: {spec} features contain NaN or inf")
         vg = grp.create_group(key, attributes={"video_id": video_id, "complete": False})
         d = max(1, f16.shape[1])
-        rows = max(1, min(max(n, 1), CHUNK_BYTES // (2 * d)))
+        rows = feats_chunk_rows(n, d)
         shard = (max(1, -(-max(n, 1) // rows) * rows),)
         vg.create_array("feats", data=f16, chunks=(rows, d), shards=(shard[0], d), compressors=None)
         vg.create_array("valid", data=np.ascontiguousarray(valid, dtype=bool))
@@ -292,7 +299,7 @@ class FeatureStore:
             faces = _write_faces(vg, faces)
         vg.attrs.update({"n_frames": n, "fps": float(fps), "source": str(source), "written": _now(),
                          "sha256": array_sha256(f16, valid, timestamps, faces),
-                         CRC_ATTR: array_crc32c(_stored_arrays(f16, valid, timestamps, faces))})
+                         CRC_ATTR: array_crc32c(stored_arrays(f16, valid, timestamps, faces))})
         vg.attrs["complete"] = True
 
     def record_failure(self, spec: str, video_id: str, error: str) -> None:
@@ -462,18 +469,18 @@ def _write_faces(vg: zarr.Group, faces: FaceRecord) -> FaceRecord:
     stored = FaceRecord(np.ascontiguousarray(faces.box, np.float32), np.ascontiguousarray(faces.score, np.float32),
                         np.ascontiguousarray(faces.landmarks, np.float32), dict(faces.attrs))
     fg = vg.create_group(FACES_GROUP, attributes=_json_attrs(stored.attrs))
-    for name in ("box", "score", "landmarks"):
+    for name in FACE_ARRAYS:
         fg.create_array(name, data=getattr(stored, name))
     return stored
 
 
-def _stored_arrays(feats: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
+def stored_arrays(feats: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
                    faces: FaceRecord | None) -> dict[str, np.ndarray]:
     """{path in the video group: array as stored} of the arrays a video's checksums cover."""
     out = {"feats": feats, "valid": np.ascontiguousarray(valid, bool),
            "timestamps": np.ascontiguousarray(timestamps, np.float64)}
     if faces is not None:
-        out.update({f"{FACES_GROUP}/{k}": getattr(faces, k) for k in ("box", "score", "landmarks")})
+        out.update({f"{FACES_GROUP}/{k}": getattr(faces, k) for k in FACE_ARRAYS})
     return out
 
 

@@ -30,7 +30,7 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
     total = int(sum(data.lengths))
     acc = {o.key: torch.zeros(total, o.dim, device=data.device) for o in model.outputs}
     cnt = torch.zeros(total, device=data.device)
-    for b, e in _batches(win.video.cpu().numpy(), batch_size, per_video):
+    for b, e in _batches(len(win), batch_size, win.video.cpu().numpy() if per_video else None):
         rows = torch.arange(b, e, device=data.device)
         xs, vs = gather(data.modalities, data.valid, win, rows)
         with autocast(data.device, amp):
@@ -50,7 +50,7 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
 
 def smooth_rows(preds: dict[str, torch.Tensor], lengths: np.ndarray, radius: int) -> dict[str, torch.Tensor]:
     """Centred moving average over +-radius frames within each video (rows concatenated in video order)."""
-    if radius <= 0:
+    if radius <= 0 or not preds:
         return preds
     lengths = np.asarray(lengths, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -58,11 +58,12 @@ def smooth_rows(preds: dict[str, torch.Tensor], lengths: np.ndarray, radius: int
     L = np.repeat(lengths, lengths)
     lo = np.maximum(pos - radius, 0)
     hi = np.minimum(pos + radius, L - 1) + 1
+    dev = next(iter(preds.values())).device
+    lo_t, hi_t = torch.from_numpy(lo).to(dev), torch.from_numpy(hi).to(dev)
+    base = torch.from_numpy(np.repeat(starts + np.arange(len(lengths)), lengths)).to(dev)
     out = {}
     for k, v in preds.items():
-        lo_t, hi_t = torch.from_numpy(lo).to(v.device), torch.from_numpy(hi).to(v.device)
         cs = _video_cumsums(v.double(), starts, lengths)
-        base = torch.from_numpy(np.repeat(starts + np.arange(len(lengths)), lengths)).to(v.device)
         out[k] = ((cs[base + hi_t] - cs[base + lo_t]) / (hi_t - lo_t).unsqueeze(1)).to(v.dtype)
     return out
 
@@ -76,10 +77,11 @@ def _video_cumsums(v: torch.Tensor, starts: np.ndarray, lengths: np.ndarray) -> 
     return torch.cat(parts) if parts else v.new_zeros(0, v.shape[1])
 
 
-def _batches(video: np.ndarray, batch_size: int, per_video: bool) -> list[tuple[int, int]]:
-    """[begin, end) of each batch of windows: every `batch_size` windows, or restarted at each video with `per_video`."""
-    n = len(video)
-    edges = np.concatenate([[0], np.flatnonzero(np.diff(video)) + 1, [n]]) if per_video and n else np.array([0, n])
+def _batches(n: int, batch_size: int, video: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """[begin, end) of each batch of `n` windows: every `batch_size` windows, or restarted at each change of `video`
+    (the windows' video indices, given for per-video batches)."""
+    edges = np.concatenate([[0], np.flatnonzero(np.diff(video)) + 1, [n]]) if video is not None and n \
+        else np.array([0, n])
     return [(b, min(b + batch_size, int(e))) for s, e in zip(edges[:-1].tolist(), edges[1:].tolist())
             for b in range(s, e, batch_size)]
 

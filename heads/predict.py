@@ -59,18 +59,19 @@ def _predict_share(run_dir: str, cache: str, smooth: int | None, skip_bad: bool,
                    device: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     """One Dask task of `predict`: `video_outputs` of a share of the videos (none when all of them are bad under
     `skip_bad`, each already warned about)."""
-    from affcli.cache.errors import CacheError
+    from affcli.cache.errors import AllVideosBad
 
     try:
         return video_outputs(run_dir, cache, videos, device, smooth, skip_bad)
-    except CacheError as e:
-        if skip_bad and "every requested video is bad" in str(e):
+    except AllVideosBad:
+        if skip_bad:
             return {}
         raise
 
 
 def _videos_to_predict(cfg: RunConfig, split: str | None, videos: list[str] | None) -> dict[str, str]:
     """{label id: cached video}: the given videos, a labelled split's, or every video cached in all the run's sets."""
+    from affcli.cache.loader import common_videos
     from affcli.cache.store import FeatureStore
 
     if videos is not None:
@@ -80,7 +81,7 @@ def _videos_to_predict(cfg: RunConfig, split: str | None, videos: list[str] | No
 
         return split_label_videos(cfg, split)
     store = FeatureStore(cfg.cache, mode="r")
-    return {v: v for v in sorted(set.intersection(*[set(store.videos(f)) for f in cfg.features]))}
+    return {v: v for v in common_videos(store, list(cfg.features))}
 
 
 def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Path, split: str | None = None,
@@ -97,7 +98,7 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     thresholds (default: the run's, else 0.5). `cluster` (--dask-local / --scheduler / --gpus) spreads the videos
     over Dask workers (the same files as one process; `progress` gets a `video` event as each is done).
     """
-    from affcli.cache.errors import CacheError
+    from affcli.cache.errors import AllVideosBad
     from affcli.heads.abaw_io import write_predictions
 
     cfg = run_config(run_dir, cache=cache, labels=labels, device=device, skip_bad=skip_bad or None)
@@ -116,7 +117,7 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
         outs = video_outputs(run_dir, cfg.cache, order, cfg.device, smooth, cfg.skip_bad)
     order = [v for v in order if v in outs]
     if not order:
-        raise CacheError(f"{cfg.cache}: every requested video is bad in {', '.join(cfg.features)}")
+        raise AllVideosBad(f"{cfg.cache}: every requested video is bad in {', '.join(cfg.features)}")
     ids = {k: v for k, v in ids.items() if v in outs}
     lengths = np.array([len(next(iter(outs[v].values()))) for v in order], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)

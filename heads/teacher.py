@@ -56,13 +56,6 @@ def teacher_fingerprint(run_dir: str | Path, cache: str | Path) -> dict[str, Any
             "outputs": [[o.key, o.dim, o.kind] for o in task_outputs(cfg.task)]}
 
 
-def _all_rows(model: Any, cfg: Any, data: Data) -> dict[str, torch.Tensor]:
-    """A run's post-processed predictions over every row of `data` (videos in order), as `predict` makes them."""
-    from affcli.heads.infer import run_outputs
-
-    return run_outputs(model, cfg, data)
-
-
 @torch.no_grad()
 def predict_teacher(cache: str, run_dir: str, videos: list[str],
                     device: str | None = "cpu") -> dict[str, dict[str, np.ndarray]]:
@@ -75,9 +68,9 @@ def predict_teacher(cache: str, run_dir: str, videos: list[str],
 
 
 def _write_share(cache: str, run_dir: str, key: str, videos: list[str],
-                 device: str | None = "cpu") -> dict[str, int]:
+                 device: str | None = "cpu") -> dict[str, bool]:
     """One Dask task of `cache teacher`: predict and write the targets of the share's videos not yet complete (a task
-    re-run after its worker died resumes); {video: frames} of the share."""
+    re-run after its worker died resumes); {video: True} for each video of the share."""
     from affcli.cache.teacher import read_targets
 
     targets = read_targets(cache, key, mode="a")
@@ -85,7 +78,7 @@ def _write_share(cache: str, run_dir: str, key: str, videos: list[str],
     todo = [v for v in videos if v not in done]
     for video, arrays in (predict_teacher(cache, run_dir, todo, device) if todo else {}).items():
         targets.write(video, arrays)
-    return {v: int(targets.attrs(v)["n_frames"]) for v in videos}
+    return dict.fromkeys(videos, True)
 
 
 def ensure_targets(cache: str | Path, run_dir: str | Path, videos: Sequence[str], device: str | None = "cpu",
@@ -169,6 +162,7 @@ def _from_cache(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str,
 def _in_memory(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str, np.ndarray]]:
     """Without a cache (features given as a table): the teacher predicts on the student's own features."""
     from affcli.heads.artifacts import load_model
+    from affcli.heads.infer import run_outputs
     from affcli.heads.predict import run_config
 
     t = load_model(run, data.device)
@@ -176,7 +170,7 @@ def _in_memory(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str, 
     if missing:
         raise ValueError(f"distill teacher {run}: its {', '.join(missing)} features differ from this run's")
     tcfg = run_config(run, device=str(data.device))
-    return list(t.outputs), {k: v.float().cpu().numpy() for k, v in _all_rows(t, tcfg, data).items()}
+    return list(t.outputs), {k: v.float().cpu().numpy() for k, v in run_outputs(t, tcfg, data).items()}
 
 
 def teacher_targets(data: Data, cfg: Any, runs: Sequence[str]) -> dict[str, torch.Tensor]:

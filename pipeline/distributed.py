@@ -11,13 +11,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from affcli.common.cluster import (TASK_RETRIES, ClusterOptions, cluster_client, gpu_count, local_cluster, map_shares,
-                                   partition, resolve_gpus, worker_device, worker_envs)
+from affcli.common.cluster import TASK_RETRIES, ClusterOptions, cluster_client, map_shares, worker_device
 from affcli.pipeline.extract import ExtractConfig, VideoResult, run_extract
 from affcli.pipeline.sources import discover_sources
-
-__all__ = ["gpu_count", "local_cluster", "partition", "resolve_gpus", "run_distributed", "run_on_client",
-           "video_ids", "worker_envs"]
 
 
 def video_ids(cfg: ExtractConfig) -> list[str]:

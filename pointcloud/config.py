@@ -61,5 +61,6 @@ class TrainConfig:
         )
         d = dataclasses.asdict(self)
         d["data"] = str(Path(self.data).resolve())
-        added = {"hausdorff": 0.0, "val_every": 0, "jitter": 0.01}  # options newer than some runs: only when changed
+        newer = ("hausdorff", "val_every", "jitter")  # options newer than some runs: only when changed
+        added = {f.name: f.default for f in dataclasses.fields(self) if f.name in newer}
         return {k: d[k] for k in (*keep, *added) if k not in added or d[k] != added[k]}

@@ -140,7 +140,7 @@ def make_pugan_h5(
             bar.advance(task)
             v, f = load()
             fp = fingerprint(v, f, seed)
-            near = [c for c, cloud in avoid.items() if find_overlap(_one(name, fp), [], {c: cloud})]
+            near = [row["test"] for row in find_overlap(_one(name, fp), [], avoid)]
             if near:
                 excluded.append(f"{name}~{near[0]}")
                 continue

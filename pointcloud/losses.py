@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from affcli.pointcloud.metrics import _nn_sq, chamfer
+from affcli.pointcloud.metrics import _nn_sq
 from affcli.pointcloud.ops import knn
 
 
@@ -26,7 +26,11 @@ def uniform_loss(pred: Tensor) -> Tensor:
 def soft_hausdorff(pred: Tensor, gt: Tensor, worst: float = 0.02) -> Tensor:
     """Mean over clouds of the mean of the worst `worst` fraction of squared nearest-neighbour distances, pred->gt
     (stray points) plus gt->pred (holes): a smooth stand-in for the Hausdorff distance (max d^2 + max d^2)."""
-    fwd, bwd = _nn_sq(pred, gt)
+    return _worst_mean(*_nn_sq(pred, gt), worst)
+
+
+def _worst_mean(fwd: Tensor, bwd: Tensor, worst: float = 0.02) -> Tensor:
+    """`soft_hausdorff` from the squared nearest-neighbour distances fwd [B,N], bwd [B,M]."""
     top = [d.topk(max(1, round(worst * d.shape[-1])), dim=-1).values.mean(-1) for d in (fwd, bwd)]
     return (top[0] + top[1]).mean()
 
@@ -36,10 +40,11 @@ def upsampling_loss(
 ) -> dict[str, Tensor]:
     """{'loss', 'cd', ...}: Chamfer plus the weighted optional terms, all in float32."""
     pred, gt = pred.float(), gt.float()
-    out = {"cd": chamfer(pred, gt)}
+    fwd, bwd = _nn_sq(pred, gt)  # one nearest-neighbour pass serves Chamfer and the soft Hausdorff
+    out = {"cd": (fwd.mean(-1) + bwd.mean(-1)).mean()}
     loss = out["cd"]
     if hausdorff:
-        out["hausdorff"] = soft_hausdorff(pred, gt)
+        out["hausdorff"] = _worst_mean(fwd, bwd)
         loss = loss + hausdorff * out["hausdorff"]
     if repulsion:
         out["repulsion"] = repulsion_loss(pred)

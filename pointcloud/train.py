@@ -57,18 +57,22 @@ def split_validation(cfg: TrainConfig, inp: torch.Tensor, gt: torch.Tensor):
 
 
 @torch.no_grad()
-def validation_cd(model: torch.nn.Module, inp: torch.Tensor, gt: torch.Tensor, batch: int) -> float:
-    """Mean Chamfer of the held-out patches: fixed FPS inputs of each gt patch, no augmentation, eval mode."""
+def validation_batches(inp: torch.Tensor, gt: torch.Tensor, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out (input, gt) batches, made once per run: fixed FPS inputs of each gt patch, both normalised."""
+    return [normalise_pair(gather_points(y, farthest_point_sample(y, inp.shape[1])), y) for y in gt.split(batch)]
+
+
+@torch.no_grad()
+def validation_cd(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean Chamfer of the held-out batches (`validation_batches`), no augmentation, eval mode."""
     was = model.training
     model.eval()
     total = 0.0
-    for s in range(0, len(gt), batch):
-        y = gt[s : s + batch]
-        x, y = normalise_pair(gather_points(y, farthest_point_sample(y, inp.shape[1])), y)
+    for x, y in batches:
         with autocast(y.device):
             total += float(upsampling_loss(model(x), y)["cd"]) * len(y)
     model.train(was)
-    return total / len(gt)
+    return total / sum(len(y) for _, y in batches)
 
 
 def normalise_pair(inp: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,18 +82,21 @@ def normalise_pair(inp: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def _start(cfg: TrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator):
-    """(first epoch, step, history): resume from the run folder when it holds a checkpoint of the same run."""
+    """(first epoch, step, history, untrained val_cd): resume from the run folder when it holds a checkpoint of the
+    same run."""
     out = Path(cfg.out)
     if not (out / MODEL_FILE).is_file() or not (out / OPTIM_FILE).is_file():
-        return 0, 0, []
+        return 0, 0, [], None
     old = read_json(out / "config.json")
     if config_hash(old.get("identity", {})) != config_hash(cfg.identity()):
         raise PointCloudError(f"{out}: holds a different run (other data/model/options); use another --out")
     restore_model(model, out)
     extra = load_optimizer(opt, out)
     gen.set_state(extra["rng"])
-    hist = read_json(out / "metrics.json").get("epochs", []) if (out / "metrics.json").is_file() else []
-    return int(extra["epoch"]), int(extra["step"]), hist
+    metrics = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
+    hist = [h for h in metrics.get("epochs", []) if h["epoch"] > 0]  # older runs logged the untrained val_cd as epoch 0
+    old_initial = next((h.get("val_cd") for h in metrics.get("epochs", []) if h["epoch"] == 0), None)
+    return int(extra["epoch"]), int(extra["step"]), hist, metrics.get("val_cd_initial", old_initial)
 
 
 def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
@@ -102,7 +109,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.out)
-    first, step, hist = _start(cfg, model, opt, gen)
+    first, step, hist, val_initial = _start(cfg, model, opt, gen)
     write_json(
         out / "config.json",
         {
@@ -119,8 +126,9 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
     bs = min(cfg.batch_size, n)
     steps = math.ceil(n / bs)
     t0, stopped = time.time(), None
-    if val_gt is not None and not hist:
-        hist.append({"epoch": 0, "steps": 0, "time_s": 0.0, "val_cd": validation_cd(model, val_inp, val_gt, bs)})
+    val = None if val_gt is None else validation_batches(val_inp, val_gt, bs)
+    if val is not None and val_initial is None:
+        val_initial = validation_cd(model, val)
     model.train()
     with progress_bar(console=console) as bar:
         task = bar.add_task(f"train {cfg.model} x{cfg.ratio}", total=max(0, cfg.epochs - first) * steps, info="")
@@ -162,15 +170,17 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 }
             )
             if val_gt is not None:
-                hist[-1]["val_cd"] = validation_cd(model, val_inp, val_gt, bs)
-            _checkpoint(model, opt, gen, out, epoch + 1, step, hist, cfg, stopped)
+                hist[-1]["val_cd"] = validation_cd(model, val)
+            _checkpoint(model, opt, gen, out, epoch + 1, step, hist, val_initial, cfg, stopped)
             if stopped:
                 break
     return read_json(out / "metrics.json")
 
 
-def _checkpoint(model, opt, gen, out: Path, epoch: int, step: int, hist: list, cfg: TrainConfig, stopped) -> None:
-    """Weights, optimizer + RNG state and the loss curve, each written atomically."""
+def _checkpoint(
+    model, opt, gen, out: Path, epoch: int, step: int, hist: list, val_initial: float | None, cfg: TrainConfig, stopped
+) -> None:
+    """Weights, optimizer + RNG state and the loss curve (val_cd_initial: the untrained model's), each atomically."""
     save_model(model, out)
     save_optimizer(opt, out, {"epoch": torch.tensor(epoch), "step": torch.tensor(step), "rng": gen.get_state()})
     write_json(
@@ -181,6 +191,7 @@ def _checkpoint(model, opt, gen, out: Path, epoch: int, step: int, hist: list, c
             "steps_done": step,
             "final_loss": hist[-1]["loss"] if hist else None,
             "final_cd": hist[-1]["cd"] if hist else None,
+            "val_cd_initial": val_initial,
             "val_cd": [h["val_cd"] for h in hist if "val_cd" in h],
             "stopped": stopped,
             "target_epochs": cfg.epochs,

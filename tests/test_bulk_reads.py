@@ -91,6 +91,20 @@ def test_flipped_byte_anywhere_is_one_line_bad_video(tmp_path, target):
     assert tab.videos == ["m1", "m2"]
 
 
+@pytest.mark.parametrize("manifest", [False, True])
+def test_a_deleted_face_record_is_one_line_bad_video(tmp_path, manifest):
+    import shutil
+
+    cache, spec = _multi_chunk_cache(tmp_path)
+    if manifest:
+        FeatureStore(cache).write_manifest()
+    shutil.rmtree(cache / safe_key(spec) / "m1" / "faces")
+    with pytest.raises(BadVideo) as e:
+        load_table(cache, [spec])
+    assert (e.value.spec, e.value.video) == (spec, "m1") and "\n" not in str(e.value)
+    assert load_table(cache, [spec], skip_bad=True).videos == ["m0", "m2"]
+
+
 def test_a_flip_in_the_second_chunk_is_caught(tmp_path):
     cache, spec = _multi_chunk_cache(tmp_path)
     _flip(cache / safe_key(spec) / "m0" / "feats" / "c" / "0" / "0", 1024 * 512 * 2 + 77)

@@ -12,7 +12,8 @@ import pytest
 
 from affcli.cache import FeatureStore
 from affcli.cache.verify import verify
-from affcli.pipeline.distributed import local_cluster, partition, run_on_client, worker_envs
+from affcli.common.cluster import local_cluster, partition, worker_envs
+from affcli.pipeline.distributed import run_on_client
 from affcli.pipeline.extract import ExtractConfig, run_extract
 from affcli.synthetic.media import write_test_video
 

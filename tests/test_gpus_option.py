@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from affcli.cli import app
 from affcli.common import cluster
-from affcli.pipeline.distributed import resolve_gpus, worker_envs
+from affcli.common.cluster import resolve_gpus, worker_envs
 
 
 @pytest.mark.parametrize("spec, count, expected", [

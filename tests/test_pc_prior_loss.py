@@ -116,8 +116,8 @@ def test_training_holds_out_whole_shapes_and_logs_validation_chamfer(tmp_path):
     cfg, m = json.loads((run / "config.json").read_text()), json.loads((run / "metrics.json").read_text())
     assert cfg["n_patches"] == 8 and cfg["n_val_patches"] == 4  # shapes 0 and 3 held out, 2 patches each
     assert cfg["jitter"] == 0 and cfg["identity"]["jitter"] == 0 and cfg["identity"]["val_every"] == 3
-    assert len(m["val_cd"]) == 3 and m["epochs"][0]["epoch"] == 0 and all(v > 0 for v in m["val_cd"])
-    assert "hausdorff" in m["epochs"][1]
+    assert len(m["val_cd"]) == 2 and m["epochs"][0]["epoch"] == 1 and all(v > 0 for v in m["val_cd"])
+    assert m["val_cd_initial"] > 0 and all(k in m["epochs"][0] for k in ("loss", "cd", "hausdorff"))
     r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "steps"), "--epochs", "5", "--max-steps", "3"])
     steps = json.loads((tmp_path / "steps" / "metrics.json").read_text())
     assert r.exit_code == 0 and steps["steps_done"] == 3 and steps["stopped"] == "step budget"

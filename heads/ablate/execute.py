@@ -83,10 +83,15 @@ def cached_data(cfg_obj: Any, cfg: dict[str, Any], prepare: Callable[[Any], Any]
             return _DATA[key]
         data = prepare(cfg_obj)
         _DATA_LOADS += 1
-        _DATA[key] = data
-        while len(_DATA) > DATA_CACHE_SIZE:
-            _DATA.popitem(last=False)
+        _put(key, data)
         return data
+
+
+def _put(key: str, data: Any) -> None:
+    """Cache `data` under `key`, evicting the oldest beyond DATA_CACHE_SIZE (caller holds _DATA_LOCK)."""
+    _DATA[key] = data
+    while len(_DATA) > DATA_CACHE_SIZE:
+        _DATA.popitem(last=False)
 
 
 def data_loads() -> int:
@@ -104,9 +109,7 @@ def keep_data(key: str, data: Any) -> None:
     """Keep `data` loaded by another process (a pool's parent, in shared memory) under its data key, unless held."""
     with _DATA_LOCK:
         if key not in _DATA:
-            _DATA[key] = data
-            while len(_DATA) > DATA_CACHE_SIZE:
-                _DATA.popitem(last=False)
+            _put(key, data)
 
 
 def use_gpu(index: int) -> None:

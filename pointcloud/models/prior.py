@@ -13,6 +13,8 @@ plane; on a circle of radius R this removes the chord's sag R(1 - cos t) to seco
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 
@@ -33,27 +35,23 @@ def pca_normals(xyz: Tensor, idx: Tensor) -> Tensor:
 
 
 def prior_points(xyz: Tensor, ratio: int, kind: str) -> Tensor:
-    """[B,N,ratio,3] prior of `kind` ('midpoint' or 'phong'); 'none' is the repeated point."""
-    if kind == "none":
-        return xyz.unsqueeze(2).expand(-1, -1, ratio, -1)
+    """[B,N,ratio,3] prior of `kind` ('midpoint' or 'phong'; callers skip 'none', which has no prior)."""
     return midpoint_prior(xyz, ratio, phong=kind == "phong")
 
 
-def _nearest(xyz: Tensor, idx: Tensor, skip: Tensor, want: int) -> Tensor:
+def _nearest(skip: Tensor, want: int) -> Tensor:
     """Slots [B,N,want] of the nearest neighbours not skipped (skipped ones last, by rank)."""
-    k = idx.shape[-1]
-    return (skip.long() * (k + 1) + torch.arange(k, device=idx.device)).argsort(-1)[..., :want]
+    k = skip.shape[-1]
+    return (skip.long() * (k + 1) + torch.arange(k, device=skip.device)).argsort(-1)[..., :want]
 
 
-def _spread(xyz: Tensor, idx: Tensor, skip: Tensor, want: int) -> Tensor:
-    """Slots [B,N,want] picked by farthest-point order among the midpoints towards the neighbours not skipped,
-    starting from the point itself: spread-out children fill the gaps between input points (skipped ones only
-    when nothing else is left)."""
-    mids = (xyz.unsqueeze(2) + gather_points(xyz, idx)) / 2
-    dist = (mids - xyz.unsqueeze(2)).square().sum(-1)
+def _spread(mids: Tensor, dist: Tensor, skip: Tensor, want: int) -> Tensor:
+    """Slots [B,N,want] picked by farthest-point order among the midpoints mids [B,N,k,3] (squared distances
+    dist [B,N,k] to their point) towards the neighbours not skipped, starting from the point itself: spread-out
+    children fill the gaps between input points (skipped ones only when nothing else is left)."""
     dist = torch.where(skip, -1.0, dist)
     out = []
-    for _ in range(min(want, idx.shape[-1])):
+    for _ in range(min(want, skip.shape[-1])):
         slot = dist.argmax(-1, keepdim=True)
         out.append(slot)
         step = (mids - mids.gather(2, slot.unsqueeze(-1).expand(-1, -1, 1, 3))).square().sum(-1)
@@ -82,12 +80,16 @@ def midpoint_prior(xyz: Tensor, ratio: int, k: int | None = None, phong: bool = 
         unit = chord / chord.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         sine = torch.maximum((unit * normals.unsqueeze(2)).sum(-1).abs(), (unit * gather_points(normals, idx)).sum(-1).abs())
         skip = sine > STEEP
-    pick = _spread if phong else _nearest
-    chosen = pick(xyz, idx, skip, want)
+    pick = _nearest
+    if phong:  # the candidate midpoints do not change between owner rounds
+        cand = (xyz.unsqueeze(2) + gather_points(xyz, idx)) / 2
+        cand_d2 = (cand - xyz.unsqueeze(2)).square().sum(-1)
+        pick = partial(_spread, cand, cand_d2)
+    chosen = pick(skip, want)
     for _ in range(OWNER_ROUNDS):  # fixed-point of: i skips j when j < i and j chose i
         j_near = gather_points(idx.gather(-1, chosen), idx)  # [B,N,k,want]: what each neighbour chose
         taken = (j_near == me.unsqueeze(-1)).any(-1) & (idx < me)
-        chosen = pick(xyz, idx, taken | skip, want)
+        chosen = pick(taken | skip, want)
     nb, nb_d2 = idx.gather(-1, chosen), d2.gather(-1, chosen)
     if k < want:
         nb = torch.cat([nb, nb[..., -1:].expand(b, n, want - k)], -1)
