@@ -578,7 +578,7 @@ def pc_upsample(
     out = out or input.with_name(f"{input.stem}_x{ratio}.xyz")
     info = _pc_run(upsample_file, run, input, ratio, out, device, batch, merge, render, max_memory, threads)
     typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s "
-               f"({info['threads']} threads): {out}")
+               f"({info['threads']} thread{'s' if info['threads'] != 1 else ''}): {out}")
 
 
 @pc_app.command("eval")

@@ -18,24 +18,26 @@ from pathlib import Path
 
 import torch
 from eval_default_pc import COLS, run_method  # bench/ is on sys.path when run as a script
+from train_default_pc import DEFAULT_HAUSDORFF
 from train_default_pc import DEFAULT_OPTS as BASE
 from train_default_pc import PC, cli
 # name -> (what it tests, model options replacing/adding to BASE, soft-Hausdorff weight, trained)
+H = DEFAULT_HAUSDORFF
 VARIANTS: dict[str, tuple[str, list[str], float, bool]] = {
-    "full": ("the shipped recipe", [], 1.0, True),
-    "prior only": ("the same network untrained: exactly the phong prior through the pipeline", [], 1.0, False),
-    "single scale": ("multi-scale grouping (8,16,32) -> one scale (16)", ["scales=[16]"], 1.0, True),
+    "full": ("the shipped recipe", [], H, True),
+    "prior only": ("the same network untrained: exactly the phong prior through the pipeline", [], H, False),
+    "single scale": ("multi-scale grouping (8,16,32) -> one scale (16)", ["scales=[16]"], H, True),
     "no attention": ("scale fusion by attention -> max, no global cross-resolution attention",
-                     ["fusion=max", "global_attention=false"], 1.0, True),
-    "+ self-attention": ("multi-head self-attention at the coarsest level added", ["self_attention=true"], 1.0, True),
-    "shuffle expansion": ("per-copy codes -> one MLP to r*C and reshape", ["expansion=shuffle"], 1.0, True),
-    "no prior features": ("the head does not see where its copy starts", ["prior_features=false"], 1.0, True),
-    "midpoint prior": ("phong prior -> plain owned midpoints", ["prior=midpoint"], 1.0, True),
+                     ["fusion=max", "global_attention=false"], H, True),
+    "no self-attention": ("no multi-head self-attention at the coarsest level", ["self_attention=false"], H, True),
+    "shuffle expansion": ("per-copy codes -> one MLP to r*C and reshape", ["expansion=shuffle"], H, True),
+    "no prior features": ("the head does not see where its copy starts", ["prior_features=false"], H, True),
+    "midpoint prior": ("phong prior -> plain owned midpoints", ["prior=midpoint"], H, True),
     "no prior": ("no prior: offsets from the repeated point (bounded likewise)",
-                 ["prior=none", "prior_features=false"], 1.0, True),
-    "no soft-Hausdorff": ("Chamfer only", [], 0.0, True),
+                 ["prior=none", "prior_features=false"], H, True),
+    "+ soft-Hausdorff": ("Chamfer + soft-Hausdorff (weight 1)", [], 1.0, True),
     "input jitter": ("augmentation jitters the inputs (sigma 0.01, pc train's default) instead of clean inputs",
-                     [], 1.0, True),
+                     [], H, True),
 }
 JITTER = {"input jitter": 0.01}  # per-variant input jitter; others use --jitter
 

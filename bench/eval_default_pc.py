@@ -2,7 +2,9 @@
 
 Methods: `model` (the shipped x4 PU-MFA, or --run), `prior` (the same network untrained: exactly its phong prior
 through the same patch/merge pipeline), `midpoint` (kNN midpoints + global FPS, pc eval's baseline) and `input`
-(the 2,048-point input itself). x4 against the 8,192-point ground truths of the 27 shapes; x16 against 32,768-point
+(the 2,048-point input itself), and `oracle` (an independent Poisson-disk sample of the test mesh itself, seed 5: no
+method can beat the truth, so it shows what the ground truths' own sampling costs; shapes with meshes only, with the
+other methods' means over the same shapes beside it). x4 against the 8,192-point ground truths of the 27 shapes; x16 against 32,768-point
 Poisson-disk ground truths sampled here from the 21 test meshes that exist (seed 0, cached in OUT/gt_32768).
 Both normalisation frames (own / gt), P2F on the meshes; per-shape rows and means in OUT/results_x<r>.json and .md.
 
@@ -42,6 +44,68 @@ def gt_dense(meshes: Path, out: Path, n: int) -> Path:
     return out
 
 
+def oracle_fn(mesh_dir: Path, n_out: int):
+    """fn(cloud, stem) -> an independent n_out-point Poisson-disk sample of that shape's test mesh (seed 5)."""
+    def fn(x: np.ndarray, stem: str) -> np.ndarray:
+        return poisson_disk_sample(*read_mesh(mesh_dir / f"{stem}.off"), n_out, seed=5)
+
+    fn.wants_stem = True  # run_method passes the shape's name
+    return fn
+
+
+def meshed(files: list[Path], mesh_dir: Path) -> list[Path]:
+    """The inputs whose test mesh exists (P2F and the oracle need one)."""
+    return [f for f in files if (mesh_dir / f"{f.stem}.off").is_file()]
+
+
+def subset_gt(gt_dir: Path, files: list[Path], out: Path) -> Path:
+    """A folder of links to the ground truths of `files` only (score_folder wants a prediction for every gt)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        dst = out / f"{f.stem}.xyz"
+        if not dst.exists():
+            dst.symlink_to((gt_dir / f"{f.stem}.xyz").resolve())
+    return out
+
+
+def subset_mean(rows: list[dict], names: set[str]) -> dict:
+    """The mean row of `rows` over the shapes in `names` (the oracle's shapes)."""
+    sel = [r for r in rows if r["shape"] in names]
+    return {"shape": "mean"} | {c: float(np.mean([r[c] for r in sel])) for c in COLS if all(r.get(c) is not None for r in sel)}
+
+
+def oracle_table(res: dict, ratio: int) -> str:
+    """Every method's means over the oracle's (meshed) shapes, the oracle last: the floor the sampling sets."""
+    names = {r["shape"] for r in res["methods"]["oracle"]["rows"] if r["shape"] != "mean"}
+    lines = [f"x{ratio} over the {len(names)} shapes with meshes, x1e-3; `oracle`: an independent Poisson-disk sample "
+             "of each test mesh scored like a prediction", "", "| method | CD | HD | P2F | CD (gt frame) | HD (gt frame) |",
+             "|---|" + "---:|" * 5]
+    for m, v in res["methods"].items():
+        mean = subset_mean(v["rows"], names)
+        lines.append(f"| {m} | " + " | ".join(_cell(mean, c) for c in COLS) + " |")
+    return "\n".join(lines)
+
+
+def seeds_table(results: list[dict], ratio: int) -> str:
+    """Per shape: the model's mean +- std over several runs' results (one results_x<r>.json each, e.g. one per
+    training seed) beside the midpoint baseline and the input, CD/HD/P2F in the own frame and CD/HD in the gt frame."""
+    names = ("CD", "HD", "P2F", "CD (gt frame)", "HD (gt frame)")
+    per = [{r["shape"]: r for r in res["methods"]["model"]["rows"]} for res in results]
+    ref = {m: {r["shape"]: r for r in results[0]["methods"][m]["rows"]} for m in ("midpoint", "input")}
+    lines = [f"x{ratio}, x1e-3, {len(results)} runs: ours as mean ± std over the runs; midpoint and input are "
+             "deterministic", "", "| shape | " + " | ".join(f"{n} {m}" for n in names for m in ("ours", "midpoint",
+                                                                                              "input")) + " |",
+             "|---|" + "---:|" * 15]
+    for shape in per[0]:
+        cells = []
+        for c in COLS:
+            vals = [p[shape].get(c) for p in per]
+            ours = "-" if None in vals else f"{_cell({c: float(np.mean(vals))}, c)} ± {_cell({c: float(np.std(vals))}, c)}"
+            cells += [ours, _cell(ref["midpoint"][shape], c), _cell(ref["input"][shape], c)]
+        lines.append(f"| {'**mean**' if shape == 'mean' else shape} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run_method(fn, files: list[Path], out: Path) -> float:
     """fn(cloud) for each input not yet in out/ (cached); mean seconds per newly computed shape."""
     out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +116,7 @@ def run_method(fn, files: list[Path], out: Path) -> float:
             continue
         x = read_cloud(f)
         t = time.perf_counter()
-        y = fn(x)
+        y = fn(x, f.stem) if getattr(fn, "wants_stem", False) else fn(x)
         times.append(time.perf_counter() - t)
         write_cloud(dst, y)
     return float(np.mean(times)) if times else float("nan")
@@ -91,13 +155,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--merge", default="auto", help="Merge of the network's patch outputs (auto = inner up to 2^20).")
     ap.add_argument("--report", action="store_true", help="Only rewrite the markdown tables from the JSON results.")
+    ap.add_argument("--seeds-from", type=Path, nargs="+", default=None,
+                    help="With --report: OUT folders of other runs (e.g. other training seeds) pooled with --out into "
+                         "OUT/seeds_x<r>.md (mean ± std per shape).")
     a = ap.parse_args()
     if a.report:
         for ratio in a.ratios:
             res = json.loads((a.out / f"results_x{ratio}.json").read_text())
-            table = markdown({m: v["rows"] for m, v in res["methods"].items()}, ratio)
-            (a.out / f"results_x{ratio}.md").write_text(table + "\n")
-            print(table)
+            (a.out / f"results_x{ratio}.md").write_text(report(res, ratio) + "\n")
+            print(report(res, ratio))
+            if a.seeds_from:
+                pooled = [res] + [json.loads((d / f"results_x{ratio}.json").read_text()) for d in a.seeds_from]
+                (a.out / f"seeds_x{ratio}.md").write_text(seeds_table(pooled, ratio) + "\n")
+                print(seeds_table(pooled, ratio))
         return
     threads = configure_threads(a.threads)
     dev = torch.device("cpu")
@@ -113,6 +183,7 @@ def main() -> None:
         "prior": lambda r: lambda x: upsample_cloud(untrained, x, r, merge=a.merge),
         "midpoint": lambda r: lambda x: midpoint_upsample(x, r).numpy(),
         "input": lambda r: lambda x: x,
+        "oracle": lambda r: oracle_fn(mesh_dir, 2048 * r),
     }
     for ratio in a.ratios:
         n_gt = 2048 * ratio
@@ -121,13 +192,23 @@ def main() -> None:
         res: dict = {"ratio": ratio, "threads": threads, "leak": leak, "gt_dir": str(gt_dir), "methods": {}}
         for m in a.methods:
             pred = a.out / f"x{ratio}" / m
-            sec = run_method(fns[m](ratio), use, pred)
-            res["methods"][m] = {"seconds_per_shape": sec, "rows": score_folder(pred, gt_dir, mesh_dir, "pugcn", dev)}
+            fn, files_m, gt_m = fns[m](ratio), use, gt_dir
+            if m == "oracle":
+                files_m = meshed(use, mesh_dir)
+                gt_m = subset_gt(gt_dir, files_m, a.out / f"gt_x{ratio}_meshed")
+            sec = run_method(fn, files_m, pred)
+            res["methods"][m] = {"seconds_per_shape": sec, "rows": score_folder(pred, gt_m, mesh_dir, "pugcn", dev)}
             print(f"x{ratio} {m}: " + json.dumps({k: res['methods'][m]['rows'][-1][k] for k in COLS}), flush=True)
         (a.out / f"results_x{ratio}.json").write_text(json.dumps(res, indent=1, default=str))
-        table = markdown({m: v["rows"] for m, v in res["methods"].items()}, ratio)
-        (a.out / f"results_x{ratio}.md").write_text(table + "\n")
-        print(table, flush=True)
+        (a.out / f"results_x{ratio}.md").write_text(report(res, ratio) + "\n")
+        print(report(res, ratio), flush=True)
+
+
+def report(res: dict, ratio: int) -> str:
+    """The markdown of one ratio's results: means and per-shape rows, then the oracle table when it was run."""
+    methods = {m: v["rows"] for m, v in res["methods"].items() if m != "oracle"}
+    text = markdown(methods, ratio)
+    return text + ("\n\n" + oracle_table(res, ratio) if "oracle" in res["methods"] else "")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def test_shipped_model_beats_midpoint_on_a_shared_test_cloud(shared_pc):
     """PU-GCN convention (each cloud normalised by its own centroid and radius, the field's comparison standard)."""
     assert DEFAULT_MODEL.is_file() and DEFAULT_MODEL.stat().st_size < 8 * 2**20
     model = load_upsampler(None, "cpu")
-    assert model.ratio == 4 and model.cfg.prior == "phong"
+    assert model.ratio == 4 and model.cfg.prior == "phong" and model.cfg.self_attention
     s = _scores(shared_pc)
     assert s["ours"]["cd"] < 0.95 * s["midpoint"]["cd"]
 

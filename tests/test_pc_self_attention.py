@@ -42,3 +42,14 @@ def test_pu_mfa_with_self_attention_round_trips_and_learns():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_spec_written_before_self_attention_existed_loads_without_it():
+    """Self-attention is on by default now; a stored spec without the key was built without it."""
+    opts = dict(dim=32, growth=16, dense_layers=2, scales=(8, 16), code_dim=8)
+    assert create_model("pu-mfa", 4, **opts).self_attn is not None
+    old = model_spec(create_model("pu-mfa", 4, **opts, self_attention=False))
+    del old["config"]["self_attention"]
+    rebuilt = model_from_spec(old)
+    assert rebuilt.self_attn is None
+    assert set(rebuilt.state_dict()) == set(create_model("pu-mfa", 4, **opts, self_attention=False).state_dict())

@@ -13,6 +13,9 @@ from affcli.pointcloud.models.pu_mfa import PUMFA, PUMFAConfig
 from affcli.pointcloud.models.pu_net import PUNet, PUNetConfig
 
 MODELS: Registry = Registry("point-cloud model")
+# options whose default changed after checkpoints were written without them: a stored spec lacking one was built
+# with the old value
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {"pu-mfa": {"self_attention": False}}
 MODELS.register("pu-mfa", config=PUMFAConfig, help="PU-MFA-style: dense EdgeConv, multi-scale attention U-Net")(PUMFA)
 MODELS.register("pu-net", config=PUNetConfig, help="PU-Net-style baseline: multi-level features, r branches")(PUNet)
 
@@ -45,6 +48,6 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
 
 
 def model_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild an (untrained) model from model_spec output."""
-    cfg = dict(spec["config"])
+    """Rebuild an (untrained) model from model_spec output (options it lacks take their value of that time)."""
+    cfg = LEGACY_DEFAULTS.get(spec["name"], {}) | dict(spec["config"])
     return create_model(spec["name"], cfg.pop("ratio"), **cfg)

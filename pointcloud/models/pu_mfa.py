@@ -41,7 +41,7 @@ class PUMFAConfig:
     heads: int = 4
     channel_attention: bool = True
     global_attention: bool = True
-    self_attention: bool = False
+    self_attention: bool = True
     downsample: str = "fps"
     expansion: str = "codes"
     code_dim: int = 32
