@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-from eval_default_pc import COLS, run_method  # bench/ is on sys.path when run as a script
+from eval_default_pc import COLS, _cell, run_method  # bench/ is on sys.path when run as a script
 from train_default_pc import DEFAULT_HAUSDORFF
 from train_default_pc import DEFAULT_OPTS as BASE
-from train_default_pc import PC, cli
+from train_default_pc import PC, cli, val_span
 # name -> (what it tests, model options replacing/adding to BASE, soft-Hausdorff weight, trained)
 H = DEFAULT_HAUSDORFF
 VARIANTS: dict[str, tuple[str, list[str], float, bool]] = {
@@ -63,7 +63,7 @@ def score(model: torch.nn.Module, out: Path, test_dir: Path) -> dict:
     from affcli.pointcloud.evaluate import score_folder
     from affcli.pointcloud.upsample import upsample_cloud
 
-    secs = run_method(lambda x: upsample_cloud(model, x, 4), sorted((test_dir / "input_2048").glob("*.xyz")), out)
+    secs = run_method(lambda x, _: upsample_cloud(model, x, 4), sorted((test_dir / "input_2048").glob("*.xyz")), out)
     rows = score_folder(out, test_dir / "gt_8192", test_dir / "meshes", "pugcn", torch.device("cpu"))
     return {"rows": rows, "seconds_per_shape": None if secs != secs else secs}
 
@@ -77,11 +77,8 @@ def markdown(results: dict) -> str:
              "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         mean = next(x for x in r["rows"] if x["shape"] == "mean")
-        val = r.get("val_cd") or []
-        start = r.get("val_cd_initial") or (val[0] if len(val) > 1 else None)  # older results hold it as val_cd[0]
-        v = f"{start * 1e3:.4f} -> {val[-1] * 1e3:.4f}" if val and start is not None else "-"
-        cells = [f"{mean[c]:.4f}" if c.startswith("cd") else f"{mean[c]:.3f}" for c in COLS]  # rows are x1e-3
-        lines.append(f"| {name} | {r['what']} | {r.get('steps', 0)} | {v} | " + " | ".join(cells) + " |")
+        cells = [_cell(mean, c) for c in COLS]  # rows are x1e-3
+        lines.append(f"| {name} | {r['what']} | {r.get('steps', 0)} | {val_span(r)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -46,11 +46,7 @@ def gt_dense(meshes: Path, out: Path, n: int) -> Path:
 
 def oracle_fn(mesh_dir: Path, n_out: int):
     """fn(cloud, stem) -> an independent n_out-point Poisson-disk sample of that shape's test mesh (seed 5)."""
-    def fn(x: np.ndarray, stem: str) -> np.ndarray:
-        return poisson_disk_sample(*read_mesh(mesh_dir / f"{stem}.off"), n_out, seed=5)
-
-    fn.wants_stem = True  # run_method passes the shape's name
-    return fn
+    return lambda x, stem: poisson_disk_sample(*read_mesh(mesh_dir / f"{stem}.off"), n_out, seed=5)
 
 
 def meshed(files: list[Path], mesh_dir: Path) -> list[Path]:
@@ -88,7 +84,8 @@ def oracle_table(res: dict, ratio: int) -> str:
 
 def seeds_table(results: list[dict], ratio: int) -> str:
     """Per shape: the model's mean +- std over several runs' results (one results_x<r>.json each, e.g. one per
-    training seed) beside the midpoint baseline and the input, CD/HD/P2F in the own frame and CD/HD in the gt frame."""
+    training seed) beside the midpoint baseline and the input, CD/HD/P2F in the own frame and CD/HD in the gt frame;
+    then on how many shapes the runs' mean beats midpoints."""
     names = ("CD", "HD", "P2F", "CD (gt frame)", "HD (gt frame)")
     per = [{r["shape"]: r for r in res["methods"]["model"]["rows"]} for res in results]
     ref = {m: {r["shape"]: r for r in results[0]["methods"][m]["rows"]} for m in ("midpoint", "input")}
@@ -96,18 +93,24 @@ def seeds_table(results: list[dict], ratio: int) -> str:
              "deterministic", "", "| shape | " + " | ".join(f"{n} {m}" for n in names for m in ("ours", "midpoint",
                                                                                               "input")) + " |",
              "|---|" + "---:|" * 15]
+    wins, scored = dict.fromkeys(COLS, 0), dict.fromkeys(COLS, 0)
     for shape in per[0]:
         cells = []
         for c in COLS:
             vals = [p[shape].get(c) for p in per]
             ours = "-" if None in vals else f"{_cell({c: float(np.mean(vals))}, c)} ± {_cell({c: float(np.std(vals))}, c)}"
             cells += [ours, _cell(ref["midpoint"][shape], c), _cell(ref["input"][shape], c)]
+            if shape != "mean" and None not in vals:
+                scored[c] += 1
+                wins[c] += float(np.mean(vals)) < ref["midpoint"][shape][c]
         lines.append(f"| {'**mean**' if shape == 'mean' else shape} | " + " | ".join(cells) + " |")
+    lines += ["", "Shapes where the runs' mean beats midpoints: "
+              + ", ".join(f"{n} {wins[c]}/{scored[c]}" for n, c in zip(names, COLS))]
     return "\n".join(lines)
 
 
 def run_method(fn, files: list[Path], out: Path) -> float:
-    """fn(cloud) for each input not yet in out/ (cached); mean seconds per newly computed shape."""
+    """fn(cloud, shape name) for each input not yet in out/ (cached); mean seconds per newly computed shape."""
     out.mkdir(parents=True, exist_ok=True)
     times = []
     for f in files:
@@ -116,7 +119,7 @@ def run_method(fn, files: list[Path], out: Path) -> float:
             continue
         x = read_cloud(f)
         t = time.perf_counter()
-        y = fn(x, f.stem) if getattr(fn, "wants_stem", False) else fn(x)
+        y = fn(x, f.stem)
         times.append(time.perf_counter() - t)
         write_cloud(dst, y)
     return float(np.mean(times)) if times else float("nan")
@@ -179,10 +182,10 @@ def main() -> None:
     if "model" in a.methods:
         leak = overlap_report(a.run or DEFAULT_MODEL, files, a.test_dir / "gt_8192", mesh_dir)
     fns = {
-        "model": lambda r: lambda x: upsample_cloud(model, x, r, merge=a.merge),
-        "prior": lambda r: lambda x: upsample_cloud(untrained, x, r, merge=a.merge),
-        "midpoint": lambda r: lambda x: midpoint_upsample(x, r).numpy(),
-        "input": lambda r: lambda x: x,
+        "model": lambda r: lambda x, _: upsample_cloud(model, x, r, merge=a.merge),
+        "prior": lambda r: lambda x, _: upsample_cloud(untrained, x, r, merge=a.merge),
+        "midpoint": lambda r: lambda x, _: midpoint_upsample(x, r).numpy(),
+        "input": lambda r: lambda x, _: x,
         "oracle": lambda r: oracle_fn(mesh_dir, 2048 * r),
     }
     for ratio in a.ratios:

@@ -103,55 +103,35 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
-KEYS = ("cd", "hd", "p2f_mean", "cd_gt", "hd_gt")
-
-
-def _f(key: str, v: float) -> str:
-    return f"{v:.4f}" if key.startswith("cd") else f"{v:.3f}"
+def val_span(metrics: dict) -> str:
+    """Held-out val_cd of a run's metrics.json as 'untrained -> last' (x1e-3), or '-' without a val split."""
+    val = metrics.get("val_cd") or []
+    start = metrics.get("val_cd_initial") or (val[0] if len(val) > 1 else None)  # older runs hold it as val_cd[0]
+    return f"{start * 1e3:.4f} -> {val[-1] * 1e3:.4f}" if val and start is not None else "-"
 
 
 def seeds_report(out: Path, seeds: list[int]) -> str:
-    """Markdown of the seeds' runs (OUT/seed<k>: metrics.json, eval_x4_pugcn/results.json): one row per seed,
-    mean +- std ours vs midpoints, per-shape mean +- std over seeds vs midpoints and the shapes won; also
-    OUT/seeds.json with every seed's metrics and eval rows."""
+    """Markdown of the seeds' runs (OUT/seed<k>: metrics.json, eval_x4_pugcn/results.json): one row per seed and
+    mean +- std ours vs midpoints; also OUT/seeds.json with every seed's metrics and eval rows. Per-shape tables over
+    seeds: bench/eval_default_pc.py --report --seeds-from."""
+    from eval_default_pc import COLS, _cell  # bench/ is on sys.path when run as a script
+
     runs = {s: {"metrics": json.loads((out / f"seed{s}" / "metrics.json").read_text()),
                 "eval": json.loads((out / f"seed{s}" / "eval_x4_pugcn" / "results.json").read_text())} for s in seeds}
     (out / "seeds.json").write_text(json.dumps({"seeds": runs}, indent=1, default=str))
     names = ("CD", "HD", "P2F", "CD (gt)", "HD (gt)")
-    rows = {s: {r["shape"]: r for r in run["eval"]["methods"]["model"]["rows"]} for s, run in runs.items()}
-    mid = {r["shape"]: r for r in runs[seeds[0]]["eval"]["methods"]["midpoint"]["rows"]}
     lines = ["| seed | steps | val CD x1e-3 (untrained -> trained) | " + " | ".join(names) + " |",
              "|---|---:|---|" + "---:|" * 5]
     for s, run in runs.items():
-        m = run["metrics"]
-        start = m.get("val_cd_initial") or m.get("val_cd", [None])[0]  # older runs hold it as val_cd[0]
-        val = f"{start * 1e3:.4f} -> {m['val_cd'][-1] * 1e3:.4f}" if m.get("val_cd") and start else "-"
-        lines.append(f"| {s} | {m['steps_done']} | {val} | " + " | ".join(_f(k, rows[s]["mean"][k]) for k in KEYS) + " |")
+        mean = next(r for r in run["eval"]["methods"]["model"]["rows"] if r["shape"] == "mean")
+        lines.append(f"| {s} | {run['metrics']['steps_done']} | {val_span(run['metrics'])} | "
+                     + " | ".join(_cell(mean, k) for k in COLS) + " |")
     summary = summarise([run["eval"] for run in runs.values()])
     lines += ["", f"| method (x4, {len(seeds)} seeds) | " + " | ".join(names) + " |", "|---|" + "---:|" * 5]
     for method, label in (("model", "PU-MFA (ours, shipped recipe)"), ("midpoint", "kNN midpoints (no network)")):
-        cells = [f"{_f(k, summary[method][k]['mean'])} ± {_f(k, summary[method][k]['std'])}" if k in summary[method]
-                 else "-" for k in KEYS]
+        st = summary[method]
+        cells = [f"{_cell({k: st[k]['mean']}, k)} ± {_cell({k: st[k]['std']}, k)}" if k in st else "-" for k in COLS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    shapes = [k for k in rows[seeds[0]] if k != "mean"]
-    lines += ["", "| shape | " + " | ".join(f"{n} ours (mean ± std) | {n} midpoint" for n in names) + " |",
-              "|---|" + "---:|" * 10]
-    wins = dict.fromkeys(KEYS, 0)
-    counted = dict.fromkeys(KEYS, 0)
-    for shape in shapes + ["mean"]:
-        cells = []
-        for k in KEYS:
-            vals = [rows[s][shape][k] for s in seeds]
-            if any(v is None for v in vals):
-                cells += ["-", "-"]
-                continue
-            if shape != "mean":
-                counted[k] += 1
-                wins[k] += float(np.mean(vals)) < mid[shape][k]
-            cells += [f"{_f(k, float(np.mean(vals)))} ± {_f(k, float(np.std(vals)))}", _f(k, mid[shape][k])]
-        lines.append(f"| {'**mean**' if shape == 'mean' else shape} | " + " | ".join(cells) + " |")
-    lines += ["", "Shapes where the seed-mean beats midpoints: "
-              + ", ".join(f"{n} {wins[k]}/{counted[k]}" for n, k in zip(names, KEYS))]
     text = "\n".join(lines)
     (out / "seeds.md").write_text(text + "\n")
     return text
