@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from affcli.common import registry_help
 from affcli.heads import cli_help
 
 HEAVY = {"torch", "torchvision", "transformers", "open_clip", "zarr", "polars", "sklearn", "scipy", "dask", "av",
@@ -77,8 +78,8 @@ def test_train_head_help_lists_parts_and_options_without_torch():
 def test_source_listing_equals_the_live_registry(source):
     module, registry = source
     with_options = source != cli_help.TASK_SOURCE
-    live = cli_help.names_help(getattr(importlib.import_module(module), registry), with_options)
-    assert cli_help.source_listing(module, registry, with_options) == live
+    live = registry_help.names_help(getattr(importlib.import_module(module), registry), with_options)
+    assert registry_help.source_listing(module, registry, with_options) == live
     assert live.count(";") >= 3
 
 
@@ -103,10 +104,10 @@ def test_unreadable_source_falls_back_to_the_live_registry(tmp_path, monkeypatch
             return depth
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(cli_help.SourceUnreadable, match="Inherited has no __init__"):
-        cli_help.source_listing("h2_parts_probe.parts", "REG")
+    with pytest.raises(registry_help.SourceUnreadable, match="Inherited has no __init__"):
+        registry_help.source_listing("h2_parts_probe.parts", "REG")
     assert "h2_parts_probe.parts" not in sys.modules
-    listed = cli_help.listing("h2_parts_probe.parts", "REG")
+    listed = registry_help.listing("h2_parts_probe.parts", "REG")
     assert listed == "inherited(width=4): no __init__ of its own; plain(depth=2, name='x'): a function"
     assert "h2_parts_probe.parts" in sys.modules
 
