@@ -398,7 +398,7 @@ def score(
 ) -> None:
     """Score ABAW prediction files against a labelled split with the official metrics; prints JSON (with the
     convention used: zero_division and frames)."""
-    from affcli.heads.score_files import score_command
+    from affcli.heads.infer.score_files import score_command
 
     raise typer.Exit(score_command(task, pred, labels, split, edition, tolerance, zero_division, frames))
 
@@ -429,7 +429,7 @@ def stream(
 
 # ===== section: pretrain (self-supervised encoder) =====
 
-from affcli.heads.pretrain_run import PretrainConfig as _PretrainConfig
+from affcli.heads.train.pretrain_run import PretrainConfig as _PretrainConfig
 
 
 @app.command("pretrain")
@@ -444,8 +444,8 @@ def pretrain(**fields: object) -> None:
     """
     from affcli.cache.errors import CacheError
     from affcli.common.registry import UnknownNameError
-    from affcli.heads.model import ModelSpec
-    from affcli.heads.pretrain_run import run_pretrain
+    from affcli.heads.model.head import ModelSpec
+    from affcli.heads.train.pretrain_run import run_pretrain
 
     model_keys = {k: fields.pop(k) for k in list(fields) if k in {f for f in ModelSpec.__dataclass_fields__}}
     cfg = _guarded((ValueError, TypeError), lambda: _PretrainConfig(**fields, model=ModelSpec.from_dict(model_keys)))
@@ -662,7 +662,7 @@ def demo(
     cache_ls(cache)
     console.print(f"labels: {ds.label_root}\ncache:  {cache}")
     if train and not regimes_only:
-        from affcli.heads.demo import demo_train
+        from affcli.heads.train.demo import demo_train
 
         for task, m in demo_train(cache, ds.label_root, out / "runs", "cpu").items():
             shown = {k: round(v, 3) for k, v in m.items() if isinstance(v, float) and not k.endswith("_s")}

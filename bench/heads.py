@@ -19,10 +19,10 @@ import torch
 
 from affcli.common.device import autocast  # noqa: E402
 from affcli.heads.config import RunConfig  # noqa: E402
-from affcli.heads.data import Data  # noqa: E402
+from affcli.heads.data.dataset import Data  # noqa: E402
 from affcli.heads.losses import LossContext, build_loss  # noqa: E402
-from affcli.heads.trainer import batch_labels, build_model, train_windows  # noqa: E402
-from affcli.heads.windows import gather, sample_batches  # noqa: E402
+from affcli.heads.train.trainer import batch_labels, build_model, train_windows  # noqa: E402
+from affcli.heads.data.windows import gather, sample_batches  # noqa: E402
 
 TRAIN_FRAMES, VAL_FRAMES = 2_600_000, 300_000
 DIMS = {"visual": 512, "audio": 768 + 768}

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from affcli.common.device import resolve_device
-from affcli.heads.model import HeadModel, ModelSpec
-from affcli.heads.online import OnlineHead
+from affcli.heads.model.head import HeadModel, ModelSpec
+from affcli.heads.infer.online import OnlineHead
 from affcli.pipeline.extract import ExtractConfig, run_extract
 from affcli.serve.features import FrameFeaturizer
 from affcli.serve.stream import frame_source

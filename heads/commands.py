@@ -33,7 +33,7 @@ def _merge(config: Path | None, flags: dict[str, Any]):
 def train_head_command(config: Path | None, flags: dict[str, Any], console: Console | None = None) -> int:
     """Merge --config and flags, train, print the best val metrics."""
     from affcli.cache.errors import CacheError
-    from affcli.heads.trainer import train_run
+    from affcli.heads.train.trainer import train_run
 
     console = console or Console()
     try:
@@ -76,7 +76,7 @@ def predict_command(run: Path, cache: Path | None, out: Path, split: str | None,
     """Write ABAW prediction files for a run (its stored cache and labels unless overridden); `cluster` (a
     common.cluster.ClusterOptions) spreads the videos over Dask workers."""
     from affcli.cache.errors import CacheError
-    from affcli.heads.predict import predict_run
+    from affcli.heads.infer.predict import predict_run
 
     console = console or Console()
     from affcli.common.ids import parse_id_list
@@ -98,7 +98,7 @@ def teacher_command(cache: str, runs: list[str] | str, videos: str | None, devic
     """`affcli cache teacher`: cache each run's soft targets beside the features; one line per run."""
     from affcli.cache.errors import CacheError
     from affcli.common.ids import parse_id_list
-    from affcli.heads.teacher import cache_teachers
+    from affcli.heads.train.teacher import cache_teachers
 
     console = console or Console()
     try:
@@ -117,7 +117,7 @@ def evaluate_command(run: Path, cache: Path | None, labels: Path | None, split: 
                      smooth: int | None = None, console: Console | None = None, skip_bad: bool = False) -> int:
     """Re-score a run and print its metrics."""
     from affcli.cache.errors import CacheError
-    from affcli.heads.predict import evaluate_run
+    from affcli.heads.infer.predict import evaluate_run
 
     console = console or Console()
     try:

@@ -236,7 +236,7 @@ class RunConfig:
             raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}, not {self.interpolate!r}")
         if self.distill_weight < 0:
             raise ValueError(f"distill_weight must be >= 0, not {self.distill_weight}")
-        from affcli.heads.pretrain import check_method
+        from affcli.heads.train.pretrain import check_method
 
         check_method(self.ssl_method, self.ssl_positives)
 

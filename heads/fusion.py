@@ -8,7 +8,7 @@ from torch import nn
 
 from affcli.cache.fingerprint import MODALITIES
 from affcli.common.registry import Registry
-from affcli.heads.attn import MHA
+from affcli.heads.model.attn import MHA
 from affcli.heads.temporal import sinusoidal
 
 FUSION: Registry = Registry("fusion", supplied=("dims",), required=("causal",))

@@ -131,7 +131,7 @@ class Task:
 
     def __call__(self, in_dim: int, hidden: tuple[int, ...], dropout: float) -> "nn.Module":
         """The task head: a small MLP per output on the fused features."""
-        from affcli.heads.task_head import TaskHead
+        from affcli.heads.model.task_head import TaskHead
 
         return TaskHead(self, in_dim, hidden, dropout)
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from affcli.common.registry import Registry
-from affcli.heads.attn import MHA
+from affcli.heads.model.attn import MHA
 
 TEMPORAL: Registry = Registry("temporal head", supplied=("d_in",), required=("causal",))
 

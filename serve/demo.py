@@ -33,8 +33,8 @@ def demo_causal(workdir: str | Path, cache: str | Path | None = None, labels: st
 
     from affcli.cache.store import FeatureStore
     from affcli.heads.config import RunConfig
-    from affcli.heads.predict import predict_run
-    from affcli.heads.trainer import train_run
+    from affcli.heads.infer.predict import predict_run
+    from affcli.heads.train.trainer import train_run
     from affcli.serve.stream import Streamer, frame_source, latency_summary
 
     workdir = Path(workdir)
@@ -51,7 +51,7 @@ def demo_causal(workdir: str | Path, cache: str | Path | None = None, labels: st
     cfg = RunConfig.from_dict({**DEMO_CAUSAL, "features": [spec], "cache": str(cache), "labels": str(labels),
                                "device": device, "out": str(run), "name": "demo-causal"})
     m = train_run(cfg)
-    from affcli.heads.loading import split_label_videos
+    from affcli.heads.data.loading import split_label_videos
 
     video = next(iter(split_label_videos(cfg, cfg.splits[1]).values()))
     source = FeatureStore(cache, mode="r").video_attrs(spec, video)["source"]

@@ -15,7 +15,7 @@ LSD_SPLITS = ("training_set_synthetic_images", "validation_set_real_images")
 def lsd_images(workdir: Path, device: str = "cpu") -> dict[str, Any]:
     """An LSD-style PNG tree (train/val class folders) -> `extract --images-dir` (clip:tiny, no faces) ->
     `train-head --task lsd --window 1`; returns the val metrics, image and folder counts."""
-    from affcli.heads.demo import demo_lsd_train
+    from affcli.heads.train.demo import demo_lsd_train
     from affcli.pipeline.extract import ExtractConfig, run_extract
     from affcli.synthetic.images import write_image_tree
 
@@ -64,7 +64,7 @@ def demo_regimes(out: str | Path, cache: str | Path, labels: str | Path,
     seconds) as each finishes. Tiny heads run with one torch thread (faster than two on a shared CPU)."""
     import torch
 
-    from affcli.heads.demo import demo_distill, demo_lsd, demo_postprocess
+    from affcli.heads.train.demo import demo_distill, demo_lsd, demo_postprocess
     from affcli.serve.demo import demo_causal
 
     work = Path(out) / "regimes"

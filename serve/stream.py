@@ -84,9 +84,9 @@ class Streamer:
         """Load the run's head (refused unless causal and `last`-position) and rebuild its visual backbones and crop
         from the fingerprints in its cache (`cache` overrides the run's)."""
         from affcli.common.device import resolve_device
-        from affcli.heads.artifacts import load_model
-        from affcli.heads.online import OnlineHead
-        from affcli.heads.predict import check_run_paths, run_config
+        from affcli.heads.model.checkpoint import load_model
+        from affcli.heads.infer.online import OnlineHead
+        from affcli.heads.infer.predict import check_run_paths, run_config
         from affcli.serve.features import FrameFeaturizer
 
         cfg = run_config(run_dir, cache=str(cache) if cache else None, device=device)

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from affcli.cache.table import FeatureTable
 from affcli.heads.config import RunConfig
-from affcli.heads.data import Data
-from affcli.heads.infer import predict_rows
-from affcli.heads.model import HeadModel, ModelSpec
-from affcli.heads.trainer import train_run
-from affcli.heads.windows import frame_windows, make_windows
+from affcli.heads.data.dataset import Data
+from affcli.heads.infer.outputs import predict_rows
+from affcli.heads.model.head import HeadModel, ModelSpec
+from affcli.heads.train.trainer import train_run
+from affcli.heads.data.windows import frame_windows, make_windows
 from affcli.synthetic.features import AUDIO, MODALITY, VISUAL, empty_labels, make_synthetic, random_table
 
 TEMPORALS = ["mlp", "tcn(levels=3, channels=16)", "gru(hidden=16)", "transformer(dim=16, layers=2, heads=2, ff=32)"]

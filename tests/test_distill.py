@@ -14,13 +14,13 @@ from typer.testing import CliRunner
 
 from affcli.cache.teacher import read_targets, teachers
 from affcli.cli import app
-from affcli.heads import teacher as teacher_mod
+from affcli.heads.train import teacher as teacher_mod
 from affcli.heads.ablate import build_runs, grid_from_dict, grid_meta, run_grid
 from affcli.heads.config import RunConfig
-from affcli.heads.evaluation import score_task
+from affcli.heads.infer.evaluation import score_task
 from affcli.heads.losses import LossContext, build_loss
-from affcli.heads.teacher import ensure_targets, teacher_fingerprint
-from affcli.heads.trainer import train_run
+from affcli.heads.train.teacher import ensure_targets, teacher_fingerprint
+from affcli.heads.train.trainer import train_run
 from affcli.synthetic.mtl import make_mtl_cache
 
 torch.set_num_threads(1)

@@ -18,9 +18,9 @@ from affcli.cache.teacher import read_targets
 from affcli.cli import app
 from affcli.common.cluster import ClusterOptions, local_cluster, memo_builds
 from affcli.heads.config import RunConfig
-from affcli.heads.predict import predict_run
-from affcli.heads.teacher import ensure_targets
-from affcli.heads.trainer import train_run
+from affcli.heads.infer.predict import predict_run
+from affcli.heads.train.teacher import ensure_targets
+from affcli.heads.train.trainer import train_run
 from affcli.pipeline.extract import ExtractConfig, run_extract
 from affcli.synthetic.features import AUDIO, VISUAL, make_synthetic
 from affcli.synthetic.media import write_test_video

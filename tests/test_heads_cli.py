@@ -66,7 +66,7 @@ def test_bad_input_is_one_line_error(tmp_path, synth):
 
 
 def test_demo_train_returns_val_metrics(tmp_path, synth):
-    from affcli.heads.demo import demo_train
+    from affcli.heads.train.demo import demo_train
 
     cache, labels = synth
     res = demo_train(cache, labels, tmp_path / "demo", "cpu", epochs=2, features=[VISUAL, AUDIO], tasks=("expr",))

@@ -5,7 +5,7 @@ import polars as pl
 import torch
 
 from affcli.synthetic import features as synth
-from affcli.heads.trainer import RunConfig, train_run
+from affcli.heads.train.trainer import RunConfig, train_run
 
 torch.set_num_threads(1)
 

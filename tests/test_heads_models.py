@@ -9,11 +9,11 @@ import torch
 
 from affcli.heads.config import RunConfig
 from affcli.heads.fusion import FUSION, group_features
-from affcli.heads.model import HeadModel, ModelSpec
+from affcli.heads.model.head import HeadModel, ModelSpec
 from affcli.heads.spec import SpecError, parse_loss, parse_part
 from affcli.heads.tasks import TASK_HEADS
 from affcli.heads.temporal import TEMPORAL
-from affcli.heads.windows import frame_windows, gather, make_windows, sample_batches
+from affcli.heads.data.windows import frame_windows, gather, make_windows, sample_batches
 
 torch.set_num_threads(1)
 
@@ -196,7 +196,7 @@ def test_seed_recipes_build_model_and_loss(path):
     from types import SimpleNamespace
 
     from affcli.heads.losses import LossContext, build_loss
-    from affcli.heads.trainer import build_model
+    from affcli.heads.train.trainer import build_model
     from affcli.pipeline.backbones import BACKBONES, parse_spec
 
     cfg = RunConfig.load(path)
@@ -222,7 +222,7 @@ def test_seed_recipes_build_model_and_loss(path):
 
 
 def test_smoothing_stays_inside_each_video():
-    from affcli.heads.infer import smooth_rows
+    from affcli.heads.infer.outputs import smooth_rows
 
     x = torch.tensor([[0.0], [0.0], [3.0], [10.0], [10.0]])
     out = smooth_rows({"va": x}, np.array([3, 2]), 1)["va"][:, 0].tolist()

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from affcli.synthetic import features as synth
-from affcli.heads.artifacts import load_model
+from affcli.heads.model.checkpoint import load_model
 from affcli.heads.fusion import FUSION
 from affcli.heads.tasks import TASK_HEADS
 from affcli.heads.temporal import TEMPORAL
-from affcli.heads.trainer import NaNLossError, RunConfig, data_key, prepare_data, train_run
+from affcli.heads.train.trainer import NaNLossError, RunConfig, data_key, prepare_data, train_run
 
 torch.set_num_threads(1)
 DIMS = {synth.VISUAL: 6, synth.AUDIO: 5}

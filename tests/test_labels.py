@@ -9,7 +9,7 @@ import pytest
 
 from affcli.common.vocab import AU_NAMES, EXPR_CLASSES
 from affcli.heads.errors import LabelError
-from affcli.heads.labels import align_to_frames, check_disjoint_splits, find_task_dirs, label_files, labels_to_arrays, \
+from affcli.heads.data.labels import align_to_frames, check_disjoint_splits, find_task_dirs, label_files, labels_to_arrays, \
     load_labels, read_label_file
 
 HEADER = {"expr": ",".join(EXPR_CLASSES), "va": "valence,arousal", "au": ",".join(AU_NAMES)}

@@ -55,7 +55,7 @@ def test_augmented_views_are_seeded():
 def test_demo_lsd(tmp_path):
     import torch
 
-    from affcli.heads.demo import demo_lsd
+    from affcli.heads.train.demo import demo_lsd
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is faster on a shared machine

@@ -63,7 +63,7 @@ def test_lsd_labels_from_a_copy_of_the_tree(tmp_path, lsd, capsys):
     """Labels read from another copy of the tree (cache extracted elsewhere) match by the path below the label root;
     an image the cache does not hold is left out with a warning line."""
     from affcli.heads.config import RunConfig
-    from affcli.heads.loading import load_run_data
+    from affcli.heads.data.loading import load_run_data
 
     tree, cache = lsd
     copy = tmp_path / "copy"

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from affcli.common.registry import UnknownNameError
-from affcli.heads.evaluation import hard_predictions, score, score_task
+from affcli.heads.infer.evaluation import hard_predictions, score, score_task
 from affcli.heads.metrics import au_score, ccc, class_score, expr_score, va_score
 from affcli.heads.tasks import TASKS, get_task
 

@@ -12,8 +12,8 @@ import torch
 from affcli.cache import FeatureStore
 from affcli.cache.h5io import import_h5
 from affcli.heads.config import RunConfig
-from affcli.heads.loading import load_run_data
-from affcli.heads.trainer import train_run
+from affcli.heads.data.loading import load_run_data
+from affcli.heads.train.trainer import train_run
 from affcli.pipeline.backbones import BACKBONES, VisualBackbone, build_backbone
 from affcli.synthetic.media import make_demo_dataset
 from affcli.pipeline.extract import ExtractConfig, run_extract

@@ -15,11 +15,11 @@ from affcli.cli import app
 from affcli.heads.ablate import build_runs, grid_from_dict, grid_meta, run_grid
 from affcli.heads.config import RunConfig
 from affcli.heads.metrics import au_score, class_score
-from affcli.heads.postprocess import faceless, interpolate_missing, tune_biases, tune_thresholds
-from affcli.heads.predict import evaluate_run, predict_run
-from affcli.heads.score_files import score_predictions
+from affcli.heads.infer.postprocess import faceless, interpolate_missing, tune_biases, tune_thresholds
+from affcli.heads.infer.predict import evaluate_run, predict_run
+from affcli.heads.infer.score_files import score_predictions
 from affcli.heads.tasks import task_outputs
-from affcli.heads.trainer import train_run
+from affcli.heads.train.trainer import train_run
 from affcli.synthetic import features as synth
 from affcli.synthetic.mtl import make_mtl_cache
 

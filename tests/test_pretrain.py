@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from affcli.cache import load_table
 from affcli.heads.config import RunConfig
-from affcli.heads.model import ModelSpec
-from affcli.heads.pretrain import check_method, kmeans
-from affcli.heads.pretrain_run import PretrainConfig, run_pretrain
-from affcli.heads.trainer import train_run
+from affcli.heads.model.head import ModelSpec
+from affcli.heads.train.pretrain import check_method, kmeans
+from affcli.heads.train.pretrain_run import PretrainConfig, run_pretrain
+from affcli.heads.train.trainer import train_run
 from affcli.synthetic.features import empty_labels, make_synthetic
 from affcli.synthetic.images import IMAGE_SPEC, latent_class_cache
 
@@ -75,8 +75,8 @@ def test_methods_registry_and_refusals(latent):
     m = run_pretrain(PretrainConfig(cache=str(cache), out=str(root / "byol"), method="byol", positives="both",
                                     clusters=4, epochs=2, batch_size=128, device="cpu", model=ModelSpec(**ENC)))
     assert len(m["loss"]) == 2 and np.isfinite(m["loss"]).all()
-    from affcli.heads.model import HeadModel
-    from affcli.heads.pretrain import init_encoder
+    from affcli.heads.model.head import HeadModel
+    from affcli.heads.train.pretrain import init_encoder
 
     same = HeadModel(ModelSpec(**ENC), "lsd", {"visual": 32})
     init_encoder(same, str(root / "byol"))

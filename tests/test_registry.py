@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from affcli.common.registry import OptionError, Registry, UnknownNameError
-from affcli.heads.artifacts import load_model
+from affcli.heads.model.checkpoint import load_model
 from affcli.heads.cli_help import fusion_help, loss_help, temporal_help
 from affcli.heads.fusion import FUSION
 from affcli.heads.losses import LOSSES, build_loss, label_mask, masked_mean
 from affcli.heads.temporal import TEMPORAL, build_temporal
-from affcli.heads.trainer import RunConfig, train_run
+from affcli.heads.train.trainer import RunConfig, train_run
 from affcli.synthetic import features as synth
 
 torch.set_num_threads(1)

@@ -18,7 +18,7 @@ from affcli.common.cli_options import field_options
 from affcli.heads.ablate.grid import GridError, grid_from_dict
 from affcli.synthetic.features import VISUAL, make_synthetic
 from affcli.heads.config import RunConfig
-from affcli.heads.model import ModelSpec
+from affcli.heads.model.head import ModelSpec
 from affcli.pointcloud.train import TrainConfig
 
 torch.set_num_threads(1)

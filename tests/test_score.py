@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from affcli.common.vocab import AU_NAMES, EXPR_CLASSES, LSD_CLASSES
-from affcli.heads.abaw_io import read_predictions, write_predictions
+from affcli.heads.data.abaw_io import read_predictions, write_predictions
 from affcli.heads.errors import LabelError
-from affcli.heads.score_files import score_predictions
+from affcli.heads.infer.score_files import score_predictions
 
 HEADER = {"expr": ",".join(EXPR_CLASSES), "va": "valence,arousal", "au": ",".join(AU_NAMES)}
 FOLDER = {"expr": "EXPR_Recognition_Challenge", "va": "VA_Estimation_Challenge", "au": "AU_Detection_Challenge"}

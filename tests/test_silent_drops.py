@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from affcli.cli import app
 from affcli.heads.errors import LabelError
-from affcli.heads.labels import load_labels
+from affcli.heads.data.labels import load_labels
 from affcli.synthetic.features import AUDIO, VISUAL, make_synthetic
 
 torch.set_num_threads(1)

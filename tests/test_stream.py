@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from affcli.cli import app
 from affcli.heads.config import RunConfig
-from affcli.heads.predict import predict_run
-from affcli.heads.trainer import train_run
+from affcli.heads.infer.predict import predict_run
+from affcli.heads.train.trainer import train_run
 from affcli.pipeline.extract import ExtractConfig, run_extract
 from affcli.serve.features import FrameFeaturizer
 from affcli.serve.stream import Streamer, frame_source

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from affcli.heads.labels import load_labels
-from affcli.heads.predict import predict_run
-from affcli.heads.score_files import score_predictions
+from affcli.heads.data.labels import load_labels
+from affcli.heads.infer.predict import predict_run
+from affcli.heads.infer.score_files import score_predictions
 from affcli.heads.tasks import TASKS, LabelFiles, Output, Submission, Task, class_scorer, get_task, register_task
-from affcli.heads.trainer import RunConfig, train_run
+from affcli.heads.train.trainer import RunConfig, train_run
 from affcli.synthetic.features import make_synthetic
 
 torch.set_num_threads(1)

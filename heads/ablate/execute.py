@@ -74,7 +74,7 @@ class GridResult:
 def cached_data(cfg_obj: Any, cfg: dict[str, Any], prepare: Callable[[Any], Any]) -> Any:
     """`prepare(cfg_obj)` once per data key (`trainer.data_key`) in this process (the last few kept)."""
     global _DATA_LOADS
-    from affcli.heads.trainer import data_key
+    from affcli.heads.train.trainer import data_key
 
     key = data_key(cfg)
     with _DATA_LOCK:
@@ -121,7 +121,7 @@ def use_gpu(index: int) -> None:
 # ---- one run ----------------------------------------------------------------------------------------
 def train_with_trainer(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The real runner: `heads.trainer.train_run` on data cached per process."""
-    from affcli.heads.trainer import RunConfig, prepare_data, train_run
+    from affcli.heads.train.trainer import RunConfig, prepare_data, train_run
 
     cfg = dict(cfg, out=str(run_dir))
     if _WORKER_GPU is not None and str(cfg.get("device", "")).startswith("cuda"):
@@ -236,7 +236,7 @@ def preload(todo: list[RunSpec], runner: Runner | None) -> dict[str, Any]:
     takes itself and for costing; {data key: Data}. A grid whose data fails to load is left to its runs' errors."""
     if runner is not None:
         return {}
-    from affcli.heads.trainer import RunConfig, data_key, prepare_data
+    from affcli.heads.train.trainer import RunConfig, data_key, prepare_data
 
     out: dict[str, Any] = {}
     for r in todo:
@@ -253,7 +253,7 @@ def preload(todo: list[RunSpec], runner: Runner | None) -> dict[str, Any]:
 def expected_cost(spec: RunSpec, data: dict[str, Any]) -> float:
     """Relative cost of a run: epochs x the model's parameter count where its data is loaded, else epochs."""
     epochs = float(spec.config.get("epochs") or 1)
-    from affcli.heads.trainer import RunConfig, build_model, data_key
+    from affcli.heads.train.trainer import RunConfig, build_model, data_key
 
     d = data.get(data_key(spec.config))
     if d is None:

@@ -45,7 +45,8 @@ def warm_imports() -> None:
     import torch
     import zarr  # noqa: F401
 
-    from affcli.heads import loading, plots, trainer  # noqa: F401
+    from affcli.heads.data import loading
+    from affcli.heads.train import plots, trainer  # noqa: F401
 
     plots._plt()
     threads = torch.get_num_threads()
@@ -216,7 +217,7 @@ class _Feeder:
     def _data_of(self, spec: RunSpec) -> tuple[str, Any] | None:
         if not self.shared:
             return None
-        from affcli.heads.trainer import data_key
+        from affcli.heads.train.trainer import data_key
 
         key = data_key(spec.config)
         return (key, self.shared[key]) if key in self.shared else None

@@ -13,7 +13,7 @@ NOT_APPLICABLE = "—"
 
 
 def _trainer() -> Any:
-    from affcli.heads import trainer
+    from affcli.heads.train import trainer
 
     return trainer
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from affcli.heads.abaw_io import read_prediction_table, single_file_name
+from affcli.heads.data.abaw_io import read_prediction_table, single_file_name
 from affcli.heads.errors import LabelError
-from affcli.heads.evaluation import score_task
-from affcli.heads.labels import load_labels
+from affcli.heads.infer.evaluation import score_task
+from affcli.heads.data.labels import load_labels
 from affcli.heads.tasks import Task, get_task
 
 

@@ -8,7 +8,7 @@ import polars as pl
 import torch
 
 from affcli.heads.config import RunConfig
-from affcli.heads.data import Data
+from affcli.heads.data.dataset import Data
 
 
 def _store(cfg: RunConfig):
@@ -50,7 +50,7 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
     """Labels of both splits, features of their videos (those complete in the cache), dense label arrays and every
     cached prompt set (those encoded by a backbone among the run's feature sets first), so one Data serves any loss."""
     from affcli.cache import load_table
-    from affcli.heads.labels import align_to_frames, check_disjoint_splits, labels_to_arrays
+    from affcli.heads.data.labels import align_to_frames, check_disjoint_splits, labels_to_arrays
 
     store = _store(cfg)
     feats = resolve_features(cfg, store)
@@ -109,7 +109,7 @@ def check_image_window(cfg: RunConfig, store, feats: list[str]) -> None:
 def _split_labels(cfg: RunConfig, store, feats: list[str], complete: set[str], split: str) -> pl.DataFrame:
     """A split's label table keyed by cached (feature_video, frame): per-image labels (a 'class-folders' task) on an
     image cache are mapped onto the cached folder rows; other labels keep their ids."""
-    from affcli.heads.labels import load_labels
+    from affcli.heads.data.labels import load_labels
     from affcli.heads.tasks import get_task
 
     df = load_labels(cfg.labels, cfg.task, split)

@@ -76,7 +76,7 @@ def finish_rows(preds: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], 
                 interpolate: str, smooth: int) -> dict[str, torch.Tensor]:
     """The run's per-frame post-processing in order: interpolation over faceless frames, then smoothing.
     `valid` holds each modality's validity over the same rows as `preds`."""
-    from affcli.heads.infer import smooth_rows
+    from affcli.heads.infer.outputs import smooth_rows
 
     preds = interpolate_missing(preds, faceless(valid), lengths, get_task(task).outputs, interpolate)
     return smooth_rows(preds, lengths, smooth)
@@ -159,7 +159,7 @@ def tune_run(cfg: Any, data: Any, best: dict[str, Any]) -> dict[str, Any]:
     with them; the run's `main` becomes the tuned one, the untuned figures stay as val_untuned / main_untuned."""
     if not (cfg.tune_thresholds or cfg.tune_bias):
         return {}
-    from affcli.heads.evaluation import score
+    from affcli.heads.infer.evaluation import score
 
     rows = torch.as_tensor(best["rows"], device=data.device)
     labels = {k: v[rows].cpu().numpy() for k, v in data.labels.items()}

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.heads.data import Data
-from affcli.heads.model import HeadModel
+from affcli.heads.data.dataset import Data
+from affcli.heads.model.head import HeadModel
 from affcli.heads.tasks import to_prediction
-from affcli.heads.windows import frame_windows, gather, make_windows
+from affcli.heads.data.windows import frame_windows, gather, make_windows
 
 
 @torch.no_grad()
@@ -89,7 +89,7 @@ def _batches(n: int, batch_size: int, video: np.ndarray | None = None) -> list[t
 def run_outputs(model: HeadModel, cfg: Any, data: Data, smooth: int | None = None) -> dict[str, torch.Tensor]:
     """A run's post-processed predictions (interpolation, smoothing: the run's unless `smooth`) over every row of
     `data`, videos in order, batched per video: what `predict` and teacher targets give, whatever the video split."""
-    from affcli.heads.postprocess import finish_rows
+    from affcli.heads.infer.postprocess import finish_rows
 
     rows, preds = predict_rows(model, data, list(range(len(data.videos))), cfg.window, cfg.eval_stride,
                                max(cfg.batch_size, 256), cfg.amp, per_video=True)

@@ -9,11 +9,12 @@ import numpy as np
 from affcli.common.cluster import ClusterOptions, Progress, map_videos, worker_memo
 from affcli.common.names import safe_name
 from affcli.common.runs import read_json, write_json
-from affcli.heads.artifacts import CHECKPOINT, load_model, prediction_frame
+from affcli.heads.data.abaw_io import prediction_frame
+from affcli.heads.model.checkpoint import CHECKPOINT, load_model
 from affcli.heads.config import RunConfig
-from affcli.heads.data import Data
-from affcli.heads.evaluation import hard_predictions
-from affcli.heads.postprocess import load_postprocess
+from affcli.heads.data.dataset import Data
+from affcli.heads.infer.evaluation import hard_predictions
+from affcli.heads.infer.postprocess import load_postprocess
 
 
 def run_config(run_dir: str | Path, **overrides: Any) -> RunConfig:
@@ -43,7 +44,7 @@ def video_outputs(run_dir: str | Path, cache: str | Path, videos: list[str], dev
     model is loaded once per Dask worker. `skip_bad` leaves bad videos out (one warning line each)."""
     from affcli.cache import load_table
     from affcli.common.device import resolve_device
-    from affcli.heads.infer import by_video, run_outputs
+    from affcli.heads.infer.outputs import by_video, run_outputs
 
     cfg = run_config(run_dir, cache=str(cache), device=device)
     dev = resolve_device(cfg.device)
@@ -77,7 +78,7 @@ def _videos_to_predict(cfg: RunConfig, split: str | None, videos: list[str] | No
     if videos is not None:
         return {v: v for v in videos}
     if split is not None:
-        from affcli.heads.loading import split_label_videos
+        from affcli.heads.data.loading import split_label_videos
 
         return split_label_videos(cfg, split)
     store = FeatureStore(cfg.cache, mode="r")
@@ -99,7 +100,7 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     over Dask workers (the same files as one process; `progress` gets a `video` event as each is done).
     """
     from affcli.cache.errors import AllVideosBad
-    from affcli.heads.abaw_io import write_predictions
+    from affcli.heads.data.abaw_io import write_predictions
 
     cfg = run_config(run_dir, cache=cache, labels=labels, device=device, skip_bad=skip_bad or None)
     check_run_paths(cfg, labels=split is not None and videos is None)
@@ -142,7 +143,7 @@ def evaluate_run(run_dir: str | Path, cache: str | Path | None = None, labels: s
     """Re-score a run's checkpoint on its val split (or `split`), optionally with prediction smoothing; writes
     eval_<split>.json (eval_<split>_smooth<k>.json) beside it. Only that split's labels are read, so `labels` may be
     a flat folder of its per-video files."""
-    from affcli.heads.trainer import evaluate, prepare_data
+    from affcli.heads.train.trainer import evaluate, prepare_data
 
     cfg = run_config(run_dir, cache=cache, labels=labels, device=device, smooth=smooth, skip_bad=skip_bad or None)
     check_run_paths(cfg)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from affcli.heads.data import Data
-from affcli.heads.model import HeadModel
-from affcli.heads.pretrain import SSLInputs, fit_encoder, freeze_encoder, init_encoder
-from affcli.heads.windows import Windows
+from affcli.heads.data.dataset import Data
+from affcli.heads.model.head import HeadModel
+from affcli.heads.train.pretrain import SSLInputs, fit_encoder, freeze_encoder, init_encoder
+from affcli.heads.data.windows import Windows
 
 
 def stored_views(cache: str | None, features: list[str], modality_of: dict[str, str], videos: list[str],

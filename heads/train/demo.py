@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from affcli.heads.config import RunConfig
-from affcli.heads.trainer import train_run
+from affcli.heads.train.trainer import train_run
 
 DEMO_FEATURES = ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
 DEMO_RUNS = {
@@ -36,7 +36,7 @@ def sparse_mtl_labels(labels_root: str | Path, out: str | Path, fraction: float 
     import numpy as np
     import polars as pl
 
-    from affcli.heads.labels import load_labels
+    from affcli.heads.data.labels import load_labels
     from affcli.heads.tasks import get_task
 
     rng = np.random.default_rng(seed)
@@ -148,8 +148,8 @@ def demo_lsd(workdir: str | Path, epochs: int = 8, seed: int = 0) -> dict:
     encoders (5 labels per class). Returns a summary dict (probe macro F1s, losses, seconds)."""
     import time
 
-    from affcli.heads.model import ModelSpec
-    from affcli.heads.pretrain_run import PretrainConfig, run_pretrain
+    from affcli.heads.model.head import ModelSpec
+    from affcli.heads.train.pretrain_run import PretrainConfig, run_pretrain
     from affcli.synthetic.images import latent_class_cache
 
     t0 = time.perf_counter()

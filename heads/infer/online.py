@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.heads.model import HeadModel
+from affcli.heads.model.head import HeadModel
 from affcli.heads.tasks import to_prediction
 
 

@@ -46,7 +46,7 @@ class PretrainConfig:
 
     def validate(self) -> None:
         """Cheap checks before any data is read."""
-        from affcli.heads.pretrain import check_method
+        from affcli.heads.train.pretrain import check_method
 
         check_method(self.method, self.positives)
         for k in ("epochs", "batch_size", "clusters"):
@@ -66,12 +66,12 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from affcli.common.ids import parse_id_list
     from affcli.common.runs import seed_everything, write_json
     from affcli.heads.config import resolve_path
-    from affcli.heads.data import Data
-    from affcli.heads.loading import is_image_cache, resolve_features
-    from affcli.heads.model import HeadModel
-    from affcli.heads.pretrain import ENCODER_FILE, SSLInputs, ViewAug, encoder_record, encoder_state, fit_encoder
-    from affcli.heads.ssl import prompt_embeddings, stored_views
-    from affcli.heads.windows import make_windows
+    from affcli.heads.data.dataset import Data
+    from affcli.heads.data.loading import is_image_cache, resolve_features
+    from affcli.heads.model.head import HeadModel
+    from affcli.heads.train.pretrain import ENCODER_FILE, SSLInputs, ViewAug, encoder_record, encoder_state, fit_encoder
+    from affcli.heads.train.ssl import prompt_embeddings, stored_views
+    from affcli.heads.data.windows import make_windows
 
     t0 = time.perf_counter()
     cfg.validate()

@@ -18,17 +18,18 @@ import torch
 from affcli.cache.table import FeatureTable
 from affcli.common.device import autocast, resolve_device
 from affcli.common.runs import config_hash, seed_everything, write_json
-from affcli.heads.artifacts import CHECKPOINT, prediction_frame, save_checkpoint
+from affcli.heads.data.abaw_io import prediction_frame
+from affcli.heads.model.checkpoint import CHECKPOINT, save_checkpoint
 from affcli.heads.config import RunConfig
-from affcli.heads.data import Data
-from affcli.heads.infer import predict_rows
+from affcli.heads.data.dataset import Data
+from affcli.heads.infer.outputs import predict_rows
 from affcli.heads.losses import LossContext, build_loss
-from affcli.heads.model import HeadModel
-from affcli.heads.evaluation import score
-from affcli.heads.postprocess import finish_rows, tune_run
-from affcli.heads.teacher import loss_with_distill, teacher_source
+from affcli.heads.model.head import HeadModel
+from affcli.heads.infer.evaluation import score
+from affcli.heads.infer.postprocess import finish_rows, tune_run
+from affcli.heads.train.teacher import loss_with_distill, teacher_source
 from affcli.heads.tasks import task_outputs
-from affcli.heads.windows import Windows, gather, make_windows, sample_batches
+from affcli.heads.data.windows import Windows, gather, make_windows, sample_batches
 
 __all__ = ["RunConfig", "Data", "prepare_data", "data_key", "check_names", "build_model", "train_run", "NaNLossError"]
 DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device")
@@ -52,7 +53,7 @@ def prepare_data(cfg: RunConfig, table: FeatureTable | None = None, labels: dict
         if labels is None or splits is None:
             raise ValueError("prepare_data: with table= also give labels= (dense arrays) and splits= ({split: [videos]})")
         return Data.from_table(table, labels, splits, cfg.task, cfg.features or None, text, device)
-    from affcli.heads.loading import load_run_data
+    from affcli.heads.data.loading import load_run_data
 
     return load_run_data(cfg, device)
 
@@ -147,7 +148,7 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
     win = train_windows(data, cfg, keys, unlabelled=any(getattr(t, "covers_unlabelled", False) for t in loss_fn.terms))
     ssl_history = []
     if cfg.init_from or cfg.ssl_epochs > 0 or cfg.freeze_encoder:
-        from affcli.heads.ssl import pretrain
+        from affcli.heads.train.ssl import pretrain
 
         ssl_history = pretrain(model, data, win, cfg)
     params = [p for p in list(model.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
@@ -247,7 +248,7 @@ def _write_outputs(out: Path, cfg: RunConfig, data: Data, best: dict, history: l
         prediction_frame(data.videos, data.starts, rows, best["preds"], lab).write_parquet(out / "predictions_val.parquet")
     if not cfg.plots:
         return
-    from affcli.heads import plots
+    from affcli.heads.train import plots
 
     plots.curves(history, out / "curves.png")
     for o in task_outputs(cfg.task):

@@ -10,7 +10,7 @@ from torch import nn
 from affcli.heads.config import DEPRECATED_KEYS, ModelSpec  # noqa: F401 (re-exported; no torch there)
 from affcli.heads.fusion import FUSION, fusion_modalities, fusion_options
 from affcli.heads.spec import parse_part
-from affcli.heads.task_head import TaskHead
+from affcli.heads.model.task_head import TaskHead
 from affcli.heads.tasks import task_outputs
 from affcli.heads.temporal import build_temporal
 

@@ -18,7 +18,7 @@ import torch
 
 from affcli.common.cluster import ClusterOptions, Progress, map_videos
 from affcli.common.runs import config_hash
-from affcli.heads.data import Data
+from affcli.heads.data.dataset import Data
 from affcli.heads.tasks import Output, task_outputs
 
 NOT_IDENTITY = ("out", "name", "cache", "labels", "device", "save_predictions", "plots", "skip_bad")
@@ -38,8 +38,8 @@ def teacher_fingerprint(run_dir: str | Path, cache: str | Path) -> dict[str, Any
     identity of the feature sets it reads in this cache."""
     from affcli.cache.fingerprint import IDENTITY_FIELDS
     from affcli.cache.store import FeatureStore
-    from affcli.heads.artifacts import CHECKPOINT, load_model
-    from affcli.heads.predict import run_config
+    from affcli.heads.model.checkpoint import CHECKPOINT, load_model
+    from affcli.heads.infer.predict import run_config
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
@@ -62,7 +62,7 @@ def predict_teacher(cache: str, run_dir: str, videos: list[str],
     """{video: {output key: [n_frames, dim] float32}}: a run's probabilities/values for every frame of `videos`
     (its own feature sets from `cache`), with the run's interpolation and smoothing, as `predict` gives them (batched
     per video, so the same whatever the split of the videos over workers)."""
-    from affcli.heads.predict import video_outputs
+    from affcli.heads.infer.predict import video_outputs
 
     return video_outputs(run_dir, cache, list(videos), device)
 
@@ -114,7 +114,7 @@ def cache_teachers(cache: str | Path, runs: Sequence[str | Path], videos: Sequen
     feature sets), computed where missing, what `train-head --distill-from` then reads back; [(run, key, new)]."""
     from affcli.cache.loader import common_videos
     from affcli.cache.store import FeatureStore
-    from affcli.heads.predict import run_config
+    from affcli.heads.infer.predict import run_config
 
     out = []
     for run in runs:
@@ -141,7 +141,7 @@ def _compatible(run: str, have: Sequence[Output], want: dict[str, Output]) -> li
 
 def _from_cache(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str, np.ndarray]]:
     from affcli.cache.teacher import read_targets
-    from affcli.heads.predict import run_config
+    from affcli.heads.infer.predict import run_config
 
     key, _ = ensure_targets(cfg.cache, run, data.videos, str(data.device))
     cached = read_targets(cfg.cache, key)
@@ -161,9 +161,9 @@ def _from_cache(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str,
 
 def _in_memory(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str, np.ndarray]]:
     """Without a cache (features given as a table): the teacher predicts on the student's own features."""
-    from affcli.heads.artifacts import load_model
-    from affcli.heads.infer import run_outputs
-    from affcli.heads.predict import run_config
+    from affcli.heads.model.checkpoint import load_model
+    from affcli.heads.infer.outputs import run_outputs
+    from affcli.heads.infer.predict import run_config
 
     t = load_model(run, data.device)
     missing = [m for m in t.modalities if m not in data.modalities or data.in_dims[m] != t.in_dims[m]]

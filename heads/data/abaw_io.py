@@ -11,7 +11,7 @@ import polars as pl
 
 from affcli.common.names import safe_name
 from affcli.heads.errors import LabelError
-from affcli.heads.labels import image_frame_ids, numeric_cells, split_cells
+from affcli.heads.data.labels import image_frame_ids, numeric_cells, split_cells
 from affcli.heads.tasks import Output, Task, get_task
 
 Values = np.ndarray | dict[str, np.ndarray]
@@ -188,3 +188,21 @@ def read_predictions(path: Path, task: str | Task) -> dict[str, Values]:
             parts[o.key] = a[:, 0] if o.kind == "class" else a
         out[video] = parts if len(t.outputs) > 1 else parts[t.outputs[0].key]
     return out
+
+
+def prediction_frame(videos: list[str], starts: np.ndarray, rows: np.ndarray, preds: dict[str, np.ndarray],
+                     labels: dict[str, np.ndarray] | None = None) -> pl.DataFrame:
+    """One row per frame: video, frame (1-based), predicted probabilities/values and, if given, labels and masks."""
+    vid_of = np.searchsorted(starts, rows, side="right") - 1
+    cols: dict[str, object] = {"video": [videos[i] for i in vid_of], "frame": (rows - starts[vid_of] + 1).astype(np.int64)}
+    for k, p in preds.items():
+        for j in range(p.shape[1]):
+            cols[f"{k}_{j}"] = p[:, j].astype(np.float32)
+    for k, v in (labels or {}).items():
+        v = np.asarray(v)
+        if v.ndim == 1:
+            cols[f"label_{k}" if not k.startswith("mask_") else k] = v
+        else:
+            for j in range(v.shape[1]):
+                cols[f"label_{k}_{j}" if not k.startswith("mask_") else f"{k}_{j}"] = v[:, j]
+    return pl.DataFrame(cols)

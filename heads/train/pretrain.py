@@ -21,8 +21,8 @@ from torch import nn
 from affcli.common.device import autocast
 from affcli.common.registry import Registry
 from affcli.heads.losses import masked_mean
-from affcli.heads.model import HeadModel
-from affcli.heads.windows import Windows, sample_batches
+from affcli.heads.model.head import HeadModel
+from affcli.heads.data.windows import Windows, sample_batches
 
 PRETRAIN: Registry = Registry("pretraining method", supplied=("dim",))
 POSITIVES = ("none", "kmeans", "text", "both")

@@ -1,0 +1,1 @@
+"""Inference and scoring: whole-video outputs, post-processing, predict/evaluate, online (stream), score files."""

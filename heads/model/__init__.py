@@ -1,0 +1,1 @@
+"""The head model: attention block, task head, the assembled HeadModel and its checkpoint."""

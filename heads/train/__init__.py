@@ -1,0 +1,1 @@
+"""Training: the trainer, self-supervised pretraining, distillation teachers, plots, the demo's heads."""
