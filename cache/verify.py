@@ -1,6 +1,7 @@
 """Integrity checks of a feature cache, and the summaries behind `affcli cache ls|info`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,15 @@ from affcli.cache.fingerprint import missing_modality
 from affcli.cache.store import FeatureStore, array_sha256
 
 
-def verify(path: str | Path, deep: bool = True, weights: bool = False, seed: int = 0) -> list[str]:
+WeightsHash = Callable[[str, int], "str | None"]
+"""(spec, seed) -> the sha256 of the spec's weights rebuilt offline, None when they are not at hand (the backbone
+stage gives one: affcli.pipeline.weights_check.offline_weights_sha256)."""
+
+
+def verify(path: str | Path, deep: bool = True, weights: WeightsHash | None = None, seed: int = 0) -> list[str]:
     """Problems found in the cache (empty list = sound). `deep` re-reads every array, checks its hash and re-derives
-    the fingerprint's dim and dtype from the data; `weights` also rebuilds each backbone whose weights are at hand
-    offline (tiny and /random specs with `seed`, local checkpoints) and compares its weights hash."""
+    the fingerprint's dim and dtype from the data; `weights` (a WeightsHash) also compares each feature set's
+    fingerprint with the hash of its backbone rebuilt offline (random-weight specs with `seed`)."""
     store = FeatureStore(path, mode="r")
     problems: list[str] = []
     for spec in store.feature_sets():
@@ -24,7 +30,7 @@ def verify(path: str | Path, deep: bool = True, weights: bool = False, seed: int
                 problems.append(f"{spec}: fingerprint lacks {k!r}")
         if "modality" not in fp:
             problems.append(missing_modality(store.path, spec))
-        if weights and (p := weights_problem(spec, fp, seed)) is not None:
+        if weights is not None and (p := weights_problem(spec, fp, weights, seed)) is not None:
             problems.append(p)
         for key in store.incomplete(spec):
             problems.append(f"{spec}/{key}: incomplete video (interrupted write); re-run extract to finish it")
@@ -61,28 +67,17 @@ def _video_problems(store: FeatureStore, spec: str, vid: str, fp: dict[str, Any]
     return out
 
 
-def weights_problem(spec: str, fp: dict[str, Any], seed: int = 0) -> str | None:
-    """A mismatch between the fingerprint's weights hash and the backbone rebuilt offline, if it can be rebuilt
-    (tiny, <model>/random, a local checkpoint); None when it matches or the weights are not at hand."""
-    if not weights_at_hand(spec):
-        return None
-    from affcli.pipeline.backbones import build_backbone
-    from affcli.pipeline.backbones.base import state_dict_sha256
-
+def weights_problem(spec: str, fp: dict[str, Any], weights: WeightsHash, seed: int = 0) -> str | None:
+    """A mismatch between the fingerprint's weights hash and the backbone's weights rebuilt offline by `weights`;
+    None when they match or the weights are not at hand."""
     try:
-        sha = state_dict_sha256(build_backbone(spec, "cpu", seed=seed).module)
+        sha = weights(spec, seed)
     except Exception as e:  # a spec of another version of affcli, a moved checkpoint
         return f"{spec}: weights could not be rebuilt to check the fingerprint ({describe_error(e)})"
-    if sha != fp.get("weights_sha256"):
-        return (f"{spec}: fingerprint weights_sha256 {str(fp.get('weights_sha256'))[:12]}... is not the hash of the "
-                f"weights ({sha[:12]}... with seed {seed}); the fingerprint was edited or another --seed made the set")
-    return None
-
-
-def weights_at_hand(spec: str) -> bool:
-    """True for specs whose weights need no download: tiny, <model>/random, or an existing local file or folder."""
-    _, _, name = spec.partition(":")
-    return name == "tiny" or name.endswith("/random") or (name.startswith(("/", ".", "~")) and Path(name).expanduser().exists())
+    if sha is None or sha == fp.get("weights_sha256"):
+        return None
+    return (f"{spec}: fingerprint weights_sha256 {str(fp.get('weights_sha256'))[:12]}... is not the hash of the "
+            f"weights ({sha[:12]}... with seed {seed}); the fingerprint was edited or another --seed made the set")
 
 
 def summary(path: str | Path) -> list[dict[str, Any]]:

@@ -11,7 +11,9 @@ import json
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
+
+T = TypeVar("T")
 
 _MISSING = dataclasses.MISSING
 
@@ -87,7 +89,7 @@ def field_options(cls: type, *, overrides: bool, help_for: dict[str, str] | None
             cli_tp, cli_default = list[str], [f"{k}={json.dumps(v)}" for k, v in (default or {}).items()]
         elif origin in (list, tuple):
             item = (typing.get_args(tp) or (str,))[0]
-            cli_tp, cli_default = list[item], list(default or [])
+            cli_tp, cli_default = list[item], default if default is _MISSING else list(default or [])
         else:
             cli_tp, cli_default = tp, default
         help_text = (help_for or {}).get(f.name, f.metadata["help"])
@@ -168,3 +170,17 @@ def dataclass_options(cls: type, *, overrides: bool, help_for: dict[str, str] | 
         return command
 
     return wrap
+
+
+def build_options(cls: type[T], fields: dict[str, Any]) -> T:
+    """`cls` from the flat keyword arguments a `dataclass_options` command receives (nested dataclass fields, such
+    as a command's ClusterOptions, are rebuilt from their own fields; absent keys keep their defaults)."""
+    hints = typing.get_type_hints(cls)
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = _base(hints[f.name])
+        if dataclasses.is_dataclass(tp):
+            kw[f.name] = build_options(tp, fields)
+        elif f.name in fields:
+            kw[f.name] = fields[f.name]
+    return cls(**kw)

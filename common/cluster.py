@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from affcli.common.cli_options import option
+
 TASK_RETRIES = 2
 MEMO_SIZE = 4
 Progress = Callable[[str, dict], None]
@@ -24,9 +26,10 @@ Progress = Callable[[str, dict], None]
 class ClusterOptions:
     """`--dask-local N`, `--scheduler tcp://...` or `--gpus all|0,1`; false when none is given (one process)."""
 
-    dask_local: int = 0
-    scheduler: str | None = None
-    gpus: str | None = None
+    dask_local: int = option(0, help="Spread the videos over a local Dask cluster of N workers (one per GPU, pinned "
+                                     "to it, when GPUs exist).")
+    scheduler: str | None = option(None, help="Spread the videos over a Dask cluster: tcp://host:port.")
+    gpus: str | None = option(None, help="One worker per GPU of this machine: all, or device indices such as 0,1.")
 
     def __bool__(self) -> bool:
         return bool(self.dask_local or self.scheduler or self.gpus is not None)

@@ -19,3 +19,12 @@ _SIDE = re.compile(SIDE_SUFFIX)
 def subject_video(label_id: str) -> str:
     """The video a label id belongs to: `video10_left` / `video10_right` -> `video10`; other ids unchanged."""
     return _SIDE.sub("", label_id)
+
+SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {"train": ("Train_Set", "Training_Set"), "val": ("Validation_Set",)}
+"""Split folder names of a challenge folder, every ABAW edition's spellings (the first is what affcli writes)."""
+CHALLENGE_FOLDERS: dict[str, tuple[str, ...]] = {
+    "expr": ("EXPR_Recognition_Challenge", "EXPR_Classification_Challenge", "EXPR_Set"),
+    "va": ("VA_Estimation_Challenge", "VA_Set"),
+    "au": ("AU_Detection_Challenge", "AU_Set"),
+}
+"""Challenge folder names of the per-video label files of each task, every edition's (the first is what affcli writes)."""

@@ -1,17 +1,99 @@
-"""Bodies of `affcli train-head`, `predict` and `evaluate`: config merging, one-line errors, summaries; return exit codes."""
+"""Options and bodies of `affcli train-head`, `predict`, `evaluate`, `score` and `cache teacher`: config merging,
+one-line errors, summaries; each body returns the exit code (cli.py only parses, with these option dataclasses)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from affcli.common.cli_options import option
+from affcli.common.cluster import ClusterOptions
 from affcli.common.registry import UnknownNameError
 
 EXIT_OK, EXIT_REFUSED = 0, 2
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, UnknownNameError)
+RUN_CACHE_HELP = "Feature cache holding the run's feature sets (default: the run's, from its config.json)."
+RUN_LABELS_HELP = "Aff-Wild2 annotation root (default: the run's, from its config.json)."
+SKIP_BAD_HELP = "Leave out videos whose cached arrays fail their checksum or fingerprint (one warning line each)."
+LABELS_HELP = ("Labels: the ABAW annotation folder, a challenge folder (Train_Set/Validation_Set parent) or a flat "
+               "folder of one split's per-video txt files")
+
+
+@dataclass
+class PredictOptions:
+    """`affcli predict`."""
+
+    run: Path = option(help="A train-head run folder.")
+    out: Path = option(help="Folder for the ABAW prediction files.")
+    cache: str | None = option(None, help=RUN_CACHE_HELP)
+    labels: Path | None = option(None, help=RUN_LABELS_HELP + " Read only with --split.")
+    split: str | None = option(None, help="Predict the videos of this labelled split (needs the run's labels).")
+    videos: str | None = option(None, help="Only these ids: comma list or a file of ids (default: all cached).")
+    style: str = option("single-file", help="single-file (ABAW5+) or per-video (ABAW3 txt per video; not for tasks "
+                                            "with one row per image).")
+    au_threshold: float | None = option(None, help="AU decision threshold on the sigmoid (default: the run's tuned "
+                                                   "per-AU thresholds, else 0.5).")
+    smooth: int | None = option(None, help="Average predictions over +-N frames per video (default: the run's).")
+    device: str | None = option(None, help="auto, cpu, cuda.")
+    skip_bad: bool = option(False, help=SKIP_BAD_HELP)
+    cluster: ClusterOptions = option(ClusterOptions, help="Dask engine.")
+
+
+@dataclass
+class EvaluateOptions:
+    """`affcli evaluate`."""
+
+    run: Path = option(help="A train-head run folder.")
+    cache: str | None = option(None, help=RUN_CACHE_HELP)
+    labels: Path | None = option(None, help=RUN_LABELS_HELP)
+    split: str | None = option(None, help="Split to score (default: the run's val split).")
+    smooth: int | None = option(None, help="Average predictions over +-N frames per video before scoring.")
+    device: str | None = option(None, help="auto, cpu, cuda.")
+    skip_bad: bool = option(False, help=SKIP_BAD_HELP)
+
+
+@dataclass
+class TeacherOptions:
+    """`affcli cache teacher` (besides its CACHE argument)."""
+
+    run: list[str] = option(help="Finished train-head run(s): repeat or give a comma list.")
+    videos: str | None = option(None, help="Only these ids: comma list or a file of ids (default: all cached).")
+    device: str | None = option(None, help="auto, cpu, cuda (default: the run's).")
+    cluster: ClusterOptions = option(ClusterOptions, help="Dask engine.")
+
+
+@dataclass
+class ScoreOptions:
+    """`affcli score`."""
+
+    task: str = option(help="Task.")
+    pred: Path = option(help="ABAW predictions: a folder of per-id txt files or the one file per task.")
+    labels: Path = option(help=LABELS_HELP + " (or the task's annotation file).")
+    split: str = option("val", help="train or val.")
+    edition: str = option("abaw3+", help="abaw3+ (8-class F1, mean AU F1) or abaw1-2 (F1/accuracy mix).")
+    tolerance: int = option(0, help="Prediction rows a video may lack (last prediction carried).")
+    zero_division: int = option(0, help="F1 of a class/AU with neither labels nor predictions: 0 (official) or 1.")
+    frames: str = option("own", help="Frames that count: own (each task on its labelled frames) or complete (only "
+                                     "frames labelled for every task).")
+
+
+@dataclass
+class AblateOptions:
+    """`affcli ablate GRID` (besides its arguments)."""
+
+    cache: str | None = option(None, help="Feature cache (Zarr folder or fsspec URL); overrides the grid's base.cache.")
+    labels: Path | None = option(None, help="Aff-Wild2 annotation root; overrides base.labels.")
+    out: Path | None = option(None, help="Ablation folder: runs/<name>/, grid.json, ablation.md/.csv/.tex/.png.")
+    jobs: int = option(1, short="-j", help="Local worker processes, each loading the data once (0 = as many as fit: "
+                                           "cores on CPU, free memory on CUDA).")
+    dask_local: int = option(0, help="Start a local Dask cluster with N worker processes.")
+    scheduler: str | None = option(None, help="Run on a Dask cluster: tcp://host:port.")
+    device: str | None = option(None, help="Override base.device (cpu, cuda, cuda:1).")
+    dry_run: bool = option(False, help="Validate and list the runs; run nothing.")
 
 
 def _err(console: Console, e: BaseException, run: Path | None = None) -> int:
@@ -69,32 +151,27 @@ def _video_progress(description: str, console: Console, cluster: Any) -> Iterato
         yield on
 
 
-def predict_command(run: Path, cache: Path | None, out: Path, split: str | None, videos: str | None, style: str,
-                    au_threshold: float | None, device: str | None, smooth: int | None = None,
-                    console: Console | None = None, labels: Path | None = None, skip_bad: bool = False,
-                    cluster: Any = None) -> int:
-    """Write ABAW prediction files for a run (its stored cache and labels unless overridden); `cluster` (a
-    common.cluster.ClusterOptions) spreads the videos over Dask workers."""
+def predict_command(o: PredictOptions, console: Console | None = None) -> int:
+    """Write ABAW prediction files for a run (its stored cache and labels unless overridden); `o.cluster` spreads
+    the videos over Dask workers."""
     from affcli.cache.errors import CacheError
+    from affcli.common.ids import parse_id_list
     from affcli.heads.infer.predict import predict_run
 
     console = console or Console()
-    from affcli.common.ids import parse_id_list
-
-    vids = parse_id_list(videos) if videos else None
+    vids = parse_id_list(o.videos) if o.videos else None
     try:
-        with _video_progress("predict", console, cluster) as progress:
-            files = predict_run(run, cache, out, split=split, videos=vids, style=style, device=device,
-                                au_threshold=au_threshold, labels=labels, smooth=smooth, skip_bad=skip_bad,
-                                cluster=cluster, progress=progress)
+        with _video_progress("predict", console, o.cluster) as progress:
+            files = predict_run(o.run, o.cache, o.out, split=o.split, videos=vids, style=o.style, device=o.device,
+                                au_threshold=o.au_threshold, labels=o.labels, smooth=o.smooth, skip_bad=o.skip_bad,
+                                cluster=o.cluster, progress=progress)
     except (*USER_ERRORS, CacheError) as e:
-        return _err(console, e, run)
-    console.print(f"wrote {len(files)} file(s) to {out}")
+        return _err(console, e, o.run)
+    console.print(f"wrote {len(files)} file(s) to {o.out}")
     return EXIT_OK
 
 
-def teacher_command(cache: str, runs: list[str] | str, videos: str | None, device: str | None, cluster: Any = None,
-                    console: Console | None = None) -> int:
+def teacher_command(cache: str, o: TeacherOptions, console: Console | None = None) -> int:
     """`affcli cache teacher`: cache each run's soft targets beside the features; one line per run."""
     from affcli.cache.errors import CacheError
     from affcli.common.ids import parse_id_list
@@ -102,10 +179,10 @@ def teacher_command(cache: str, runs: list[str] | str, videos: str | None, devic
 
     console = console or Console()
     try:
-        run_list = parse_id_list(runs)
-        vids = parse_id_list(videos) if videos else None
-        with _video_progress("teacher", console, cluster) as progress:
-            done = cache_teachers(cache, run_list, vids, device, cluster=cluster, progress=progress)
+        run_list = parse_id_list(o.run)
+        vids = parse_id_list(o.videos) if o.videos else None
+        with _video_progress("teacher", console, o.cluster) as progress:
+            done = cache_teachers(cache, run_list, vids, o.device, cluster=o.cluster, progress=progress)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e)
     for run, key, n in done:
@@ -113,17 +190,23 @@ def teacher_command(cache: str, runs: list[str] | str, videos: str | None, devic
     return EXIT_OK
 
 
-def evaluate_command(run: Path, cache: Path | None, labels: Path | None, split: str | None, device: str | None,
-                     smooth: int | None = None, console: Console | None = None, skip_bad: bool = False) -> int:
+def evaluate_command(o: EvaluateOptions, console: Console | None = None) -> int:
     """Re-score a run and print its metrics."""
     from affcli.cache.errors import CacheError
     from affcli.heads.infer.predict import evaluate_run
 
     console = console or Console()
     try:
-        m = evaluate_run(run, cache, labels, split, device, smooth, skip_bad)
+        m = evaluate_run(o.run, o.cache, o.labels, o.split, o.device, o.smooth, o.skip_bad)
     except (*USER_ERRORS, CacheError) as e:
-        return _err(console, e, run)
+        return _err(console, e, o.run)
     console.print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
                             if not isinstance(v, (dict, list))))
     return EXIT_OK
+
+
+def score_command(o: ScoreOptions) -> int:
+    """`affcli score`: the metrics as JSON on stdout, or a one-line error."""
+    from affcli.heads.infer.score_files import score_command as run
+
+    return run(o.task, o.pred, o.labels, o.split, o.edition, o.tolerance, o.zero_division, o.frames)

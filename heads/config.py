@@ -7,9 +7,13 @@ import tomllib
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from affcli.common.cli_options import option
+
+if TYPE_CHECKING:
+    from affcli.heads.parts import ModelParts, RunParts
 
 DEPRECATED_KEYS = {"shift": "horizon"}
 
@@ -30,9 +34,9 @@ class ModelSpec:
     causal: bool = option(False, help="Never use frames after t (temporal heads and cross-attention).")
     label_position: str = option("frame", help="frame (every frame of the window) or last (the last frame's label).")
     pool: str = option("last", help="With label_position=last: last (output at the last frame) or mean (time-mean).")
-    dilation: int = option(1, help="With label_position=last: frames between window samples.")
-    horizon: int = option(0, help="With label_position=last: forecast the label H frames after the window's last frame "
-                                  "(with --causal: from frames <= t to the label at t + H; CAPNet's 10).")
+    dilation: int = option(1, help="Frames between window samples (implies label_position last).")
+    horizon: int = option(0, help="Forecast the label H frames after the window's last frame (implies label_position "
+                                  "last; with --causal: from frames <= t to the label at t + H; CAPNet's 10).")
     frame_mask_p: float = option(0.0, help="Augmentation: fraction of window frames masked (train only).")
     frame_mask_mode: str = option("token", help="Masked frames become a learned token (token) or zeros (zero).")
 
@@ -63,6 +67,8 @@ class ModelSpec:
                 kw[k] = {}
             elif not isinstance(kw[k], dict):
                 raise ValueError(f"model {k} must be a table/dict, not {type(kw[k]).__name__}")
+        if (kw.get("horizon") or kw.get("dilation", 1) != 1) and "label_position" not in kw:
+            kw["label_position"] = "last"  # --horizon H / --dilation D imply one forecast per window end
         spec = cls(**kw)
         spec.validate()
         return spec
@@ -84,6 +90,13 @@ class ModelSpec:
         bad = [m for m in self.temporal_on if m not in ("visual", "audio")]
         if bad:
             raise ValueError(f"temporal_on: unknown modality {bad[0]!r}; use visual and/or audio")
+
+    def resolve(self, modalities: list[str] | None = None) -> "ModelParts":
+        """The temporal head and fusion this spec names, checked against the registries and, when known, the
+        modalities of the features (heads.parts, the one resolution train-head, the model and grids share)."""
+        from affcli.heads.parts import resolve_model
+
+        return resolve_model(self, modalities)
 
 
 MODEL = "model"
@@ -236,15 +249,40 @@ class RunConfig:
             raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}, not {self.interpolate!r}")
         if self.distill_weight < 0:
             raise ValueError(f"distill_weight must be >= 0, not {self.distill_weight}")
-        from affcli.heads.train.pretrain import check_method
 
-        check_method(self.ssl_method, self.ssl_positives)
+    def resolve(self, modalities: Mapping[str, str] | None = None) -> "RunParts":
+        """Every named part of the run (task, temporal, fusion, loss, pretraining method) checked once by
+        heads.parts; `modalities` ({feature set: modality}) also checks the fusion against the features."""
+        from affcli.heads.parts import resolve_run
+
+        return resolve_run(self, modalities)
 
     def with_resolved_paths(self) -> "RunConfig":
         """A copy whose cache and labels are absolute (what a run folder stores, so it works from any directory)."""
         return dataclasses.replace(self, cache=resolve_path(self.cache), labels=resolve_path(self.labels),
                                    distill_from=[resolve_path(r) for r in self.distill_from],
                                    init_from=resolve_path(self.init_from))
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **overrides: Any) -> "RunConfig":
+        """The RunConfig a run was trained with (its config.json, flat or nested), with non-None top-level overrides."""
+        from affcli.common.runs import read_json
+
+        path = Path(run_dir) / "config.json"
+        if not path.exists():
+            raise FileNotFoundError("no config.json (not a train-head run folder)")
+        d = read_json(path)
+        d.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+    def check_paths(self, labels: bool = True) -> None:
+        """Refuse a run whose stored (or overriding) cache or label root is missing, naming the option that fixes it."""
+        need = {"cache": self.cache, **({"labels": self.labels} if labels else {})}
+        for key, p in need.items():
+            if not p:
+                raise ValueError(f"no {key} in config.json: give --{key}")
+            if "://" not in p and not (Path(p).is_dir() if key == "labels" else Path(p).exists()):
+                raise FileNotFoundError(f"{key} {p} not found (from config.json unless --{key} is given)")
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> "RunConfig":

@@ -1,4 +1,8 @@
-"""Fusions (registry FUSION): combine per-modality sequences {visual, audio: [B, W, H]} into one [B, W, H']."""
+"""Fusions (registry FUSION): combine per-modality sequences {visual, audio: [B, W, H]} into one [B, W, H'].
+
+A fusion that needs given modalities declares them at registration (`needs=`); heads.parts checks them against
+the run's features before anything is built, so grids and train-head refuse such a run before loading data.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -9,6 +13,7 @@ from torch import nn
 from affcli.cache.fingerprint import MODALITIES
 from affcli.common.registry import Registry
 from affcli.heads.model.attn import MHA
+from affcli.heads.spec import parse_part
 from affcli.heads.temporal import sinusoidal
 
 FUSION: Registry = Registry("fusion", supplied=("dims",), required=("causal",))
@@ -43,20 +48,12 @@ class NoFusion(nn.Module):
         return h[self.modality]
 
 
-def _need_both(name: str, dims: dict[str, int]) -> None:
-    missing = [m for m in MODALITIES if m not in dims]
-    if missing:
-        raise ValueError(f"fusion {name}: needs visual and audio features; missing {', '.join(missing)} "
-                         f"(give e.g. --features clip:... --features wav2vec2:...)")
-
-
-@FUSION.register("concat", help="concatenate modalities, then a linear layer")
+@FUSION.register("concat", help="concatenate modalities, then a linear layer", needs=MODALITIES)
 class ConcatFusion(nn.Module):
     """Per-frame concatenation of all modalities, projected to `dim`."""
 
     def __init__(self, dims: dict[str, int], causal: bool = False, dim: int = 128, dropout: float = 0.1):
         super().__init__()
-        _need_both("concat", dims)
         self.modalities = tuple(m for m in MODALITIES if m in dims)
         self.proj = nn.Sequential(nn.Linear(sum(dims[m] for m in self.modalities), dim), nn.GELU(), nn.Dropout(dropout))
         self.out_dim, self.causal = dim, True
@@ -66,13 +63,13 @@ class ConcatFusion(nn.Module):
 
 
 def _same_dim(name: str, dims: dict[str, int]) -> int:
-    _need_both(name, dims)
     if dims["visual"] != dims["audio"]:
         raise ValueError(f"fusion {name}: visual dim {dims['visual']} != audio dim {dims['audio']}")
     return dims["visual"]
 
 
-@FUSION.register("xattn", help="bi-directional cross-attention (V->A, A->V), residual + LayerNorm, concatenated")
+@FUSION.register("xattn", help="bi-directional cross-attention (V->A, A->V), residual + LayerNorm, concatenated",
+                 needs=MODALITIES)
 class CrossAttention(nn.Module):
     """Visual queries audio and audio queries visual (symmetric), each residual + LayerNorm, then concatenated."""
 
@@ -94,7 +91,8 @@ class CrossAttention(nn.Module):
 
 
 @FUSION.register("xattn-gated",
-                 help="image queries audio, then gate g = sigmoid(MLP(attended, image)), g*att + (1-g)*image")
+                 help="image queries audio, then gate g = sigmoid(MLP(attended, image)), g*att + (1-g)*image",
+                 needs=MODALITIES)
 class GatedCrossAttention(nn.Module):
     """Image-queries-audio cross-attention, then a learned per-frame gate between the attended audio and the image."""
 
@@ -118,8 +116,6 @@ class GatedCrossAttention(nn.Module):
 def fusion_options(text: str, extra: Mapping | None = None) -> tuple[str, dict]:
     """A fusion spec -> (name, options): the one place that reads `none:visual`'s `:arg` as its `modality` option;
     `extra` (the run's fusion_options) wins over the spec's own options."""
-    from affcli.heads.spec import parse_part
-
     p = parse_part(text)
     return p.name, {**({"modality": p.arg} if p.arg is not None else {}), **p.opts, **(extra or {})}
 

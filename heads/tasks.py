@@ -2,7 +2,8 @@
 markers, ABAW folder names, main metric and scorer, default loss, submission format - in one frozen record per task.
 
 Adding a task is adding one `Task` and `register_task(...)`; labels, scoring, prediction files and the CLI read it.
-Calling a record builds its head (`TASKS.build(name, in_dim, hidden, dropout)`), as every registry builds its part.
+Calling a record builds its head (`TASKS.build(name, in_dim, hidden, dropout)`, what HeadModel does), as every
+registry builds its part.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from affcli.common.registry import Registry
-from affcli.common.vocab import AU_NAMES, EXPR_CLASSES, LSD_CLASSES, VA_NAMES
+from affcli.common.vocab import AU_NAMES, CHALLENGE_FOLDERS, EXPR_CLASSES, LSD_CLASSES, SPLIT_FOLDERS, VA_NAMES
 from affcli.heads import metrics
 
 if TYPE_CHECKING:
@@ -23,8 +24,7 @@ if TYPE_CHECKING:
 
 KINDS = ("class", "reg", "multilabel")
 LAYOUTS = ("per-video", "annotation-file", "class-folders")
-SPLIT_DIRS: Mapping[str, tuple[str, ...]] = MappingProxyType({"train": ("Train_Set", "Training_Set"),
-                                                              "val": ("Validation_Set",)})
+SPLIT_DIRS: Mapping[str, tuple[str, ...]] = MappingProxyType(SPLIT_FOLDERS)
 Scorer = Callable[..., dict]  # (hard predictions, labels, edition[, zero_division=0]) -> metrics
 
 
@@ -137,7 +137,6 @@ class Task:
 
 
 TASKS: Registry = Registry("task", supplied=("in_dim", "hidden", "dropout"))
-TASK_HEADS = TASKS
 
 
 def register_task(task: Task) -> Task:
@@ -209,14 +208,13 @@ def _score_mtl(p: dict, t: dict, edition: str, zero_division: int = 0) -> dict:
 
 for _task in (
     Task("expr", "8 expression logits", (EXPR,),
-         LabelFiles("per-video", ("EXPR_Recognition_Challenge", "EXPR_Classification_Challenge", "EXPR_Set"),
-                    headers=(EXPR_CLASSES, EXPR_CLASSES[:7])),
+         LabelFiles("per-video", CHALLENGE_FOLDERS["expr"], headers=(EXPR_CLASSES, EXPR_CLASSES[:7])),
          "p_expr", _score_expr, "ce(weights=auto)", Submission(",".join(EXPR_CLASSES))),
     Task("va", "valence, arousal (tanh)", (VA,),
-         LabelFiles("per-video", ("VA_Estimation_Challenge", "VA_Set")),
+         LabelFiles("per-video", CHALLENGE_FOLDERS["va"]),
          "p_va", _score_va, "ccc", Submission(",".join(VA_NAMES))),
     Task("au", "12 AU logits (sigmoid)", (AU,),
-         LabelFiles("per-video", ("AU_Detection_Challenge", "AU_Set")),
+         LabelFiles("per-video", CHALLENGE_FOLDERS["au"]),
          "p_au", _score_au, "bce(pos_weight=auto)", Submission(",".join(AU_NAMES))),
     Task("mtl", "VA + EXPR + AU, missing labels masked per task", (VA, EXPR, AU),
          LabelFiles("annotation-file", splits={

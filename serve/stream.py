@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from affcli.common.cli_options import option
+
 
 @dataclass
 class StreamRow:
@@ -84,18 +86,18 @@ class Streamer:
         """Load the run's head (refused unless causal and `last`-position) and rebuild its visual backbones and crop
         from the fingerprints in its cache (`cache` overrides the run's)."""
         from affcli.common.device import resolve_device
+        from affcli.heads.config import RunConfig
         from affcli.heads.model.checkpoint import load_model
         from affcli.heads.infer.online import OnlineHead
-        from affcli.heads.infer.predict import check_run_paths, run_config
         from affcli.serve.features import FrameFeaturizer
 
-        cfg = run_config(run_dir, cache=str(cache) if cache else None, device=device)
+        cfg = RunConfig.from_run(run_dir, cache=str(cache) if cache else None, device=device)
         dev = resolve_device(cfg.device)
         model = load_model(run_dir, dev)
         head = OnlineHead(model, cfg.window, cfg.amp, where=f"stream: run {run_dir}")
         if "audio" in model.modalities:
             raise ValueError(f"stream: run {run_dir} uses audio features; stream supports visual-only runs for now")
-        check_run_paths(cfg, labels=False)
+        cfg.check_paths(labels=False)
         from affcli.cache.store import FeatureStore
 
         mods = FeatureStore(cfg.cache, mode="r").modalities(cfg.features)
@@ -162,8 +164,24 @@ def latency_summary(lat_ms: list[float], skip: int = 1) -> dict[str, float]:
             "fps": float(1e3 / a.mean())}
 
 
-def stream_command(run: Path, video: Path | None, frames: Path | None, camera: int | None, out: Path | None,
-                   cache: Path | None, device: str | None, seed: int, max_frames: int | None) -> int:
+@dataclass
+class StreamOptions:
+    """`affcli stream`."""
+
+    run: Path = option(help="A causal run folder (train-head --causal --label-position last [--horizon H]); visual "
+                            "features only.")
+    video: Path | None = option(None, help="A video file, decoded frame by frame.")
+    frames: Path | None = option(None, help="A folder of frames named 00001.jpg ...")
+    camera: int | None = option(None, help="A camera index (OpenCV), until it stops or Ctrl-C.")
+    out: Path | None = option(None, help="CSV of per-frame forecasts and latency (default: stdout).")
+    cache: Path | None = option(None, help="Feature cache holding the run's feature sets (default: the run's, from "
+                                           "its config.json). Its fingerprints give the backbones and the crop.")
+    seed: int = option(0, help="Seed of random-weight backbones (tiny, /random), as given to extract.")
+    max_frames: int | None = option(None, help="Stop after N frames.")
+    device: str | None = option(None, help="auto, cpu, cuda (default: the run's).")
+
+
+def stream_command(o: StreamOptions) -> int:
     """Body of `affcli stream`: one-line errors; the latency summary on stderr (stdout may carry the CSV)."""
     from rich.console import Console
 
@@ -174,11 +192,11 @@ def stream_command(run: Path, video: Path | None, frames: Path | None, camera: i
 
     console = Console(stderr=True)
     try:
-        s = stream_run(run, video, frames, camera, out, cache, device, seed, max_frames)
+        s = stream_run(o.run, o.video, o.frames, o.camera, o.out, o.cache, o.device, o.seed, o.max_frames)
     except (*USER_ERRORS, CacheError, MediaError, BackboneError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        console.print(f"[red]error[/red]: run {run}: {msg}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error[/red]: run {o.run}: {msg}", highlight=False, soft_wrap=True)
         return EXIT_REFUSED
     console.print(f"stream: {s['frames']} frames, latency p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms, "
-                  f"{s['fps']:.1f} frames/s" + (f" -> {out}" if out else ""), highlight=False)
+                  f"{s['fps']:.1f} frames/s" + (f" -> {o.out}" if o.out else ""), highlight=False)
     return EXIT_OK

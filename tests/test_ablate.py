@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from affcli.common.runs import read_json, write_json
 from affcli.heads.ablate import (GridError, build_report, build_runs, collect, demo_ablation, expand, grid_from_dict,
                           grid_meta, load_grid, run_grid)
-from affcli.heads.ablate.execute import clear_data_cache, data_loads
+from affcli.heads.ablate.run import clear_data_cache, data_loads
 from affcli.synthetic.features import AUDIO, VISUAL, make_synthetic
 
 QUIET = Console(quiet=True)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from affcli.heads.ablate.execute import clear_data_cache, run_grid
+from affcli.heads.ablate.execute import run_grid
+from affcli.heads.ablate.run import clear_data_cache
 from affcli.common.runs import read_json
 from affcli.heads.ablate.grid import grid_from_dict
 from affcli.heads.ablate.report import GRID_FILE

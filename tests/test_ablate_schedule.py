@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from affcli.heads.ablate.execute import pack_by_cost, parent_shares_work, preload, run_grid
+from affcli.heads.ablate.execute import run_grid
+from affcli.heads.ablate.run import pack_by_cost, parent_shares_work, preload
 from affcli.heads.ablate.grid import grid_from_dict
 from affcli.heads.ablate.report import RUN_FILE
 from affcli.heads.ablate.validate import build_runs

@@ -15,7 +15,8 @@ from affcli.cache.table import FeatureTable
 from affcli.heads.config import RunConfig
 from affcli.heads.data.dataset import Data
 from affcli.heads.infer.outputs import predict_rows
-from affcli.heads.model.head import HeadModel, ModelSpec
+from affcli.heads.config import ModelSpec
+from affcli.heads.model.head import HeadModel
 from affcli.heads.train.trainer import train_run
 from affcli.heads.data.windows import frame_windows, make_windows
 from affcli.synthetic.features import AUDIO, MODALITY, VISUAL, empty_labels, make_synthetic, random_table
@@ -153,8 +154,10 @@ def test_shift_is_a_deprecated_alias_of_horizon(tmp_path):
     assert flat.model.horizon == nested.model.horizon == old.spec.horizon == 10 and "shift" not in flat.to_dict()["model"]
     with pytest.raises(ValueError, match="'shift' \\(deprecated\\) and 'horizon' disagree"):
         RunConfig.from_dict({"model": {"label_position": "last", "shift": 10, "horizon": 3}})
+    assert RunConfig.from_dict({"horizon": 3}).model.label_position == "last", "--horizon H implies last"
+    assert RunConfig.from_dict({"dilation": 2}).model.label_position == "last"
     with pytest.raises(ValueError, match="horizon need label_position"):
-        RunConfig.from_dict({"horizon": 3})
+        RunConfig.from_dict({"horizon": 3, "label_position": "frame"})
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +181,7 @@ def test_causal_horizon_regime_from_the_cli(synth, tmp_path):
     r = CliRunner().invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "pred")])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["train-head", "--cache", str(cache), "--labels", str(labels), "-f", VISUAL,
-                                 "--horizon", "3", "--out", str(tmp_path / "bad")])
+                                 "--horizon", "3", "--label-position", "frame", "--out", str(tmp_path / "bad")])
     assert r.exit_code == 2 and "horizon need label_position" in r.output
 
 

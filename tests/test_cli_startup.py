@@ -176,7 +176,7 @@ def test_thread_scope_restores_the_environment_in_process(tmp_path, monkeypatch)
 
 
 def test_ablate_workers_share_the_budget(monkeypatch):
-    from affcli.heads.ablate import execute
+    from affcli.heads.ablate import run
 
     monkeypatch.setenv("AFFCLI_THREADS", "6")
-    assert execute.cpu_count() == 6 and execute.threads_per_worker(2) == 3 and execute.threads_per_worker(12) == 1
+    assert run.cpu_count() == 6 and run.threads_per_worker(2) == 3 and run.threads_per_worker(12) == 1

@@ -9,9 +9,10 @@ import torch
 
 from affcli.heads.config import RunConfig
 from affcli.heads.fusion import FUSION, group_features
-from affcli.heads.model.head import HeadModel, ModelSpec
+from affcli.heads.config import ModelSpec
+from affcli.heads.model.head import HeadModel
 from affcli.heads.spec import SpecError, parse_loss, parse_part
-from affcli.heads.tasks import TASK_HEADS
+from affcli.heads.tasks import TASKS
 from affcli.heads.temporal import TEMPORAL
 from affcli.heads.data.windows import frame_windows, gather, make_windows, sample_batches
 
@@ -123,7 +124,7 @@ def test_bidirectional_gru_is_refused_when_causal():
                   "expr", {"visual": 6})
 
 
-@pytest.mark.parametrize("task", TASK_HEADS.names())
+@pytest.mark.parametrize("task", TASKS.names())
 def test_task_heads_shapes_and_ranges(task):
     m = HeadModel(ModelSpec(temporal="mlp", fusion="concat", d_model=8), task, {"visual": 6, "audio": 5}).eval()
     xs, vs = _inputs()
@@ -222,7 +223,7 @@ def test_seed_recipes_build_model_and_loss(path):
 
 
 def test_smoothing_stays_inside_each_video():
-    from affcli.heads.infer.outputs import smooth_rows
+    from affcli.heads.infer.postprocess import smooth_rows
 
     x = torch.tensor([[0.0], [0.0], [3.0], [10.0], [10.0]])
     out = smooth_rows({"va": x}, np.array([3, 2]), 1)["va"][:, 0].tolist()

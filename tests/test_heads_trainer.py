@@ -10,7 +10,7 @@ import torch
 from affcli.synthetic import features as synth
 from affcli.heads.model.checkpoint import load_model
 from affcli.heads.fusion import FUSION
-from affcli.heads.tasks import TASK_HEADS
+from affcli.heads.tasks import TASKS
 from affcli.heads.temporal import TEMPORAL
 from affcli.heads.train.trainer import NaNLossError, RunConfig, data_key, prepare_data, train_run
 
@@ -33,7 +33,7 @@ def _cfg(tmp_path, name="run", **kw):
     return RunConfig.from_dict(base)
 
 
-@pytest.mark.parametrize("task", TASK_HEADS.names())
+@pytest.mark.parametrize("task", TASKS.names())
 @pytest.mark.parametrize("fusion", FUSION.names())
 @pytest.mark.parametrize("temporal", TEMPORAL.names())
 def test_every_head_fusion_task_trains_one_epoch(tmp_path, tiny, temporal, fusion, task):

@@ -13,7 +13,7 @@ from affcli.cache.store import FeatureStore
 from affcli.cli import app
 from affcli.common.names import safe_name
 from affcli.heads.data.abaw_io import write_predictions
-from affcli.heads.ablate.execute import run_one
+from affcli.heads.ablate.run import run_one
 from affcli.heads.ablate.grid import RunSpec, run_name
 from affcli.heads.infer.predict import predict_run
 from affcli.synthetic.features import AUDIO, VISUAL, make_synthetic

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from affcli.cache import load_table
 from affcli.heads.config import RunConfig
-from affcli.heads.model.head import ModelSpec
+from affcli.heads.config import ModelSpec
 from affcli.heads.train.pretrain import check_method, kmeans
 from affcli.heads.train.pretrain_run import PretrainConfig, run_pretrain
 from affcli.heads.train.trainer import train_run

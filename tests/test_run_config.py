@@ -18,7 +18,7 @@ from affcli.common.cli_options import field_options
 from affcli.heads.ablate.grid import GridError, grid_from_dict
 from affcli.synthetic.features import VISUAL, make_synthetic
 from affcli.heads.config import RunConfig
-from affcli.heads.model.head import ModelSpec
+from affcli.heads.config import ModelSpec
 from affcli.pointcloud.train import TrainConfig
 
 torch.set_num_threads(1)
@@ -52,8 +52,9 @@ def test_flat_keys_map_into_the_model_table():
         RunConfig.from_dict({"model": {"depth": 3}})
     with pytest.raises(ValueError, match="unknown run-config key 'epoch'; valid keys: .*d_model"):
         RunConfig.from_dict({"epoch": 3})
+    assert RunConfig.from_dict({"dilation": 2}).model.label_position == "last"
     with pytest.raises(ValueError, match="dilation and horizon need label_position"):
-        RunConfig.from_dict({"dilation": 2})
+        RunConfig.from_dict({"dilation": 2, "label_position": "frame"})
 
 
 def test_config_file_nested_or_flat_with_flag_overrides(tmp_path):

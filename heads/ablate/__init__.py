@@ -1,6 +1,7 @@
 """Ablation grids over cached features: expand and validate a grid, run it (pool or Dask), tabulate mean ± std."""
 from affcli.heads.ablate.demo import demo_ablation
-from affcli.heads.ablate.execute import GridResult, Outcome, run_grid, run_one
+from affcli.heads.ablate.execute import run_grid
+from affcli.heads.ablate.run import GridResult, Outcome, run_one
 from affcli.heads.ablate.grid import Grid, GridError, RunSpec, expand, grid_from_dict, load_grid
 from affcli.heads.ablate.report import Table, build_report, collect, summarise
 from affcli.heads.ablate.validate import build_runs, grid_meta

@@ -8,12 +8,30 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
 
-from affcli.heads.ablate.execute import auto_jobs, run_grid
+from affcli.heads.ablate.execute import run_grid
+from affcli.heads.commands import AblateOptions
+from affcli.heads.ablate.run import auto_jobs
 from affcli.heads.ablate.grid import GridError, load_grid
 from affcli.heads.ablate.report import STD_NOTE, Table, build_report
 from affcli.heads.ablate.validate import build_runs, grid_meta
 
 EXIT_OK, EXIT_FAILED_RUNS, EXIT_REFUSED = 0, 1, 2
+
+
+def ablate_cli(target: str, report_dir: Path | None, o: AblateOptions, console: Console | None = None) -> int:
+    """`affcli ablate GRID ...` runs a grid; `affcli ablate report DIR` rebuilds the tables of a finished one."""
+    console = console or Console()
+    if target == "report":
+        if report_dir is None:
+            console.print("[red]refused[/red]: affcli ablate report DIR: give the ablation folder")
+            return EXIT_REFUSED
+        return report_command(report_dir, console)
+    if report_dir is not None:
+        console.print(f"[red]refused[/red]: unexpected argument {report_dir}; did you mean "
+                      f"`affcli ablate report {report_dir}`?")
+        return EXIT_REFUSED
+    return ablate_command(Path(target), o.cache, o.labels, o.out, o.jobs, o.dask_local, o.scheduler, o.device,
+                          o.dry_run, console)
 
 
 def feature_bytes(cache: str | Path | None, features: list[str]) -> int:

@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from affcli.common.lifetime import die_with_parent
-from affcli.heads.ablate.execute import (GridResult, Outcome, Runner, WorkerDied, keep_data, pack_by_cost,
-                                         parent_shares_work, preload, record_failure, run_one, use_gpu)
+from affcli.heads.ablate.run import (GridResult, Outcome, Runner, WorkerDied, keep_data, pack_by_cost,
+                                     parent_shares_work, preload, record_failure, run_one, use_gpu)
 from affcli.heads.ablate.grid import RunSpec
 
 FORK_PROBE_S = 60.0

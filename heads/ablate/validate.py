@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from affcli.common.registry import OptionError, Registry, UnknownNameError
+from affcli.heads.config import RunConfig
 from affcli.heads.ablate.grid import (PART_AXES, SEED_AXIS, Grid, GridError, RunSpec, display, expand,
                                hashed_config, parse_loss, parse_part, run_name)
 
@@ -12,79 +13,56 @@ PROMPTS_AXIS = "prompts"
 NOT_APPLICABLE = "—"
 
 
-def _trainer() -> Any:
-    from affcli.heads.train import trainer
-
-    return trainer
+PART_FIELDS = ("task", "temporal", "fusion", "loss")
 
 
-def registries() -> dict[str, Registry]:
-    """The registries an axis value is checked against, by config field."""
-    from affcli.heads.fusion import FUSION
+def _losses() -> Registry:
     from affcli.heads.losses import LOSSES
-    from affcli.heads.tasks import TASK_HEADS
-    from affcli.heads.temporal import TEMPORAL
 
-    return {"temporal": TEMPORAL, "fusion": FUSION, "loss": LOSSES, "task": TASK_HEADS}
+    return LOSSES
 
 
 def config_fields() -> list[str]:
-    """Flat key names of the trainer's RunConfig (model fields included: grids name them directly)."""
-    return _trainer().RunConfig.keys()
+    """Flat key names of RunConfig (model fields included: grids name them directly)."""
+    return RunConfig.keys()
 
 
-def check_part(reg: Registry, name: str, opts: dict[str, Any], key: str) -> None:
-    """Registry.check, its error re-raised as a GridError naming the grid key."""
+def grid_error(key: str, e: Exception) -> GridError:
+    """A refusal of heads.parts (or of a registry it asked) as a GridError naming the grid key."""
+    from affcli.heads.parts import PartError
+
+    if isinstance(e, UnknownNameError):
+        return GridError(key, f"unknown {e.kind} {e.name!r}", e.valid)
+    if isinstance(e, OptionError):
+        return GridError(key, e.problem, e.valid)
+    if isinstance(e, PartError):
+        return GridError(key, e.problem, e.valid)
+    return GridError(key, str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
+
+
+def check_value(field: str, value: Any, key: str) -> None:
+    """Check one task/temporal/fusion/loss value with the resolution train-head and the model use (heads.parts)."""
+    from affcli.heads import parts
+
     try:
-        reg.check(name, opts)
-    except UnknownNameError as e:
-        raise GridError(key, f"unknown {reg.kind} {name!r}", e.valid) from None
-    except OptionError as e:
-        raise GridError(key, e.problem, e.valid) from None
+        if field == "loss":
+            parts.resolve_loss(str(value))
+        elif field == "task":
+            parts.TASKS.get(str(value))
+        elif field == "temporal":
+            parts.resolve_temporal(display(value))
+        elif field == "fusion":
+            parts.resolve_fusion(display(value))
+    except (ValueError, KeyError) as e:
+        raise grid_error(key, e) from None
 
 
-def check_value(field: str, value: Any, key: str, regs: dict[str, Registry]) -> None:
-    """Check one temporal/fusion/loss value against its registry."""
-    if field == "loss":
-        for _, part in ([] if value == "auto" else parse_loss(value, key)):
-            check_part(regs["loss"], part.name, part.opts, key)
-    elif field == "task":
-        try:
-            regs["task"].get(str(value))
-        except UnknownNameError as e:
-            raise GridError(key, f"unknown task {value!r}", e.valid) from None
-    elif field in PART_AXES:
-        part = parse_part(value, key)
-        if part.arg is not None:
-            from affcli.heads.fusion import MODALITIES
-
-            if field != "fusion":
-                raise GridError(key, f"{field} {part.name!r} takes no ':{part.arg}' argument")
-            if part.arg not in MODALITIES:
-                raise GridError(key, f"unknown modality {part.arg!r}", list(MODALITIES))
-        opts = part.opts
-        if field == "fusion":
-            from affcli.heads.fusion import fusion_options
-
-            opts = fusion_options(str(value))[1]
-        check_part(regs[field], part.name, opts, key)
-
-
-def check_modalities(cfg: dict[str, Any], key: str, modalities: dict[str, str] | None) -> None:
-    """A `none:<modality>` fusion needs a feature set of that modality (`modalities`: the cache's, None = unknown)."""
-    from affcli.heads.fusion import group_features
-
-    fusion = cfg.get("fusion")
-    if not fusion or not cfg.get("features") or modalities is None:
-        return
-    part = parse_part(fusion, key)
+def check_run(cfg: Any, key: str, modalities: dict[str, str] | None) -> None:
+    """Every part of one run resolved as train-head resolves it, the fusion against the features' modalities."""
     try:
-        have = group_features(list(cfg["features"]), modalities)
-    except ValueError as e:
-        raise GridError("features", str(e)) from None
-    if part.arg is not None and part.arg not in have:
-        raise GridError(key, f"fusion {display(fusion)!r} needs {part.arg} features; the run's features "
-                             f"{cfg['features']} are {', '.join(have)}", list(have))
+        cfg.resolve(modalities)
+    except (ValueError, KeyError) as e:
+        raise grid_error(key, e) from None
 
 
 def cached_modalities(cache: str | Path) -> dict[str, str] | None:
@@ -120,18 +98,18 @@ def axis_field(axis: str, fields: list[str]) -> str:
     raise GridError(f"axes.{axis}", "not a run-config field", fields)
 
 
-def takes_prompts(loss: str, regs: dict[str, Registry]) -> bool:
+def takes_prompts(loss: str) -> bool:
     """Whether any term of the loss has a `prompts` option (so a `prompts` axis changes it)."""
-    return loss != "auto" and any("prompts" in regs["loss"].options(p.name) for _, p in parse_loss(loss))
+    return loss != "auto" and any("prompts" in _losses().options(p.name) for _, p in parse_loss(loss))
 
 
-def prompt_sets_used(loss: str, regs: dict[str, Registry], run_prompts: str | None = None) -> list[str]:
+def prompt_sets_used(loss: str, run_prompts: str | None = None) -> list[str]:
     """Prompt-set names a loss reads: a term's `prompts=`, else the run's `prompts`, else the term's default."""
     if loss == "auto":
         return []
     used = []
     for _, p in parse_loss(loss):
-        opts = regs["loss"].options(p.name)
+        opts = _losses().options(p.name)
         if "prompts" not in opts:
             continue
         name = p.opts.get("prompts") or run_prompts or opts["prompts"].default
@@ -155,16 +133,16 @@ def apply_value(cfg: dict[str, Any], field: str, value: Any) -> None:
     cfg[field] = display(parse_part(value, field)) if field in PART_AXES else value
 
 
-def _check_prompts(cfg: dict[str, Any], key: str, regs: dict[str, Registry], have: list[str] | None) -> None:
+def _check_prompts(cfg: dict[str, Any], key: str, have: list[str] | None) -> None:
     if have is None:
         return
-    for name in prompt_sets_used(str(cfg.get("loss", "auto")), regs, cfg.get(PROMPTS_AXIS)):
+    for name in prompt_sets_used(str(cfg.get("loss", "auto")), cfg.get(PROMPTS_AXIS)):
         if name not in have:
             raise GridError(key, f"prompt set {name!r} has no text embeddings in the cache "
                                  f"(run `affcli prompts --cache C --set {name}`)", have)
 
 
-def _base_config(grid: Grid, fields: list[str], regs: dict[str, Registry], overrides: dict[str, Any]) -> dict[str, Any]:
+def _base_config(grid: Grid, fields: list[str], overrides: dict[str, Any]) -> dict[str, Any]:
     base = dict(grid.base)
     for k, v in overrides.items():
         if v is not None:
@@ -174,8 +152,8 @@ def _base_config(grid: Grid, fields: list[str], regs: dict[str, Registry], overr
     for k, v in base.items():
         if k not in fields:
             raise GridError(f"base.{k}", "not a run-config field", fields)
-        if k in regs:
-            check_value(k, v, f"base.{k}", regs)
+        if k in PART_FIELDS:
+            check_value(k, v, f"base.{k}")
     for k in ("cache", "labels"):
         if not base.get(k):
             raise GridError(k, f"no {k} given: pass --{k} or set base.{k} in the grid")
@@ -184,7 +162,7 @@ def _base_config(grid: Grid, fields: list[str], regs: dict[str, Registry], overr
     return base
 
 
-def _check_axes(grid: Grid, fields: list[str], regs: dict[str, Registry], prompt_sets: list[str] | None) -> None:
+def _check_axes(grid: Grid, fields: list[str], prompt_sets: list[str] | None) -> None:
     values = [(f"axes.{a}[{i}]", a, v) for a, vals in grid.axes.items() for i, v in enumerate(vals)]
     values += [(f"include[{i}].{a}", a, x) for i, rule in enumerate(grid.include) for a, v in rule.items()
                for x in (v if isinstance(v, list) else [v])]
@@ -194,19 +172,19 @@ def _check_axes(grid: Grid, fields: list[str], regs: dict[str, Registry], prompt
             if prompt_sets is not None and str(v) not in prompt_sets:
                 raise GridError(f"{key} = {v!r}", "prompt set has no text embeddings in the cache", prompt_sets)
         else:
-            check_value(field, v, f"{key} = {display(v)!r}", regs)
+            check_value(field, v, f"{key} = {display(v)!r}")
 
 
 def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path | None = None,
                overrides: dict[str, Any] | None = None) -> list[RunSpec]:
     """Expand and validate a grid into runs; raises GridError before anything runs."""
-    trainer, fields, regs = _trainer(), config_fields(), registries()
-    base = _base_config(grid, fields, regs, {"cache": cache, "labels": labels, **(overrides or {})})
+    fields = config_fields()
+    base = _base_config(grid, fields, {"cache": cache, "labels": labels, **(overrides or {})})
     cache_path = base.get("cache")
     present = cached_feature_sets(cache_path) if cache_path else None
     prompt_sets = cached_prompt_sets(cache_path) if cache_path else None
     modalities = cached_modalities(cache_path) if cache_path else None
-    _check_axes(grid, fields, regs, prompt_sets)
+    _check_axes(grid, fields, prompt_sets)
     assigns = expand(grid)
     if not assigns:
         raise GridError("axes", "the grid is empty after exclude/include rules")
@@ -219,20 +197,21 @@ def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path |
             if axis != PROMPTS_AXIS:
                 apply_value(cfg, axis_field(axis, fields), v)
         if PROMPTS_AXIS in a:
-            if takes_prompts(str(cfg.get("loss", "auto")), regs):
+            if takes_prompts(str(cfg.get("loss", "auto"))):
                 cfg[PROMPTS_AXIS] = a[PROMPTS_AXIS]
             else:
                 shown[PROMPTS_AXIS] = NOT_APPLICABLE
         key = f"run {run_name(shown)}"
-        _check_prompts(cfg, key, regs, prompt_sets)
+        _check_prompts(cfg, key, prompt_sets)
         for fs in cfg.get("features") or []:
             if present is not None and fs not in present:
                 raise GridError("features", f"feature set {fs!r} is not in the cache {cache_path}", present)
-        check_modalities(cfg, key, modalities)
         try:
-            full = trainer.RunConfig.from_dict(cfg).to_dict()
+            run_cfg = RunConfig.from_dict(cfg)
         except (TypeError, ValueError, KeyError) as e:
             raise GridError(key, f"invalid run config: {e}") from None
+        check_run(run_cfg, key, modalities)
+        full = run_cfg.to_dict()
         h = hashed_config(full)
         if h in by_hash:
             if by_hash[h].axes == shown:

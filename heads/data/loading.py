@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import torch
 
+from affcli.cache.table import FeatureTable
+from affcli.common.device import resolve_device
+from affcli.common.runs import config_hash
 from affcli.heads.config import RunConfig
 from affcli.heads.data.dataset import Data
+
+DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device")
 
 
 def _store(cfg: RunConfig):
@@ -33,6 +39,13 @@ def resolve_features(cfg: RunConfig, store) -> list[str]:
         raise ValueError(f"{cfg.cache}: the cache holds no feature sets")
     store.modalities(feats)
     return feats
+
+
+def cached_modalities(cfg: RunConfig) -> dict[str, str]:
+    """{feature set: modality} of the run's features (every set of the cache when none are named), read from the
+    cache's fingerprints, so the run's parts are checked against them before any array is read."""
+    store = _store(cfg)
+    return store.modalities(resolve_features(cfg, store))
 
 
 def split_label_videos(cfg: RunConfig, split: str) -> dict[str, str]:
@@ -177,3 +190,20 @@ def _rows_mask(arr: dict, key: str, v: np.ndarray) -> np.ndarray:
     while m.ndim < v.ndim:
         m = m[..., None]
     return m
+
+
+def data_key(cfg: dict[str, Any] | RunConfig) -> str:
+    """Hash of the config fields that decide what `prepare_data` loads (runs with equal keys share Data)."""
+    d = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
+    return config_hash({k: d.get(k) for k in DATA_KEYS})
+
+
+def prepare_data(cfg: RunConfig, table: FeatureTable | None = None, labels: dict | None = None,
+                 splits: dict[str, list[str]] | None = None, text: dict | None = None) -> Data:
+    """Load features and labels once onto the device (from cfg.cache/cfg.labels unless given)."""
+    device = resolve_device(cfg.device)
+    if table is not None:
+        if labels is None or splits is None:
+            raise ValueError("prepare_data: with table= also give labels= (dense arrays) and splits= ({split: [videos]})")
+        return Data.from_table(table, labels, splits, cfg.task, cfg.features or None, text, device)
+    return load_run_data(cfg, device)

@@ -1,16 +1,21 @@
 """Whole-video inference: overlapping windows, outputs averaged over overlaps (or one window ending at each frame)."""
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from affcli.common.device import autocast
+from affcli.common.cluster import worker_memo
+from affcli.common.device import autocast, resolve_device
+from affcli.heads.config import RunConfig
 from affcli.heads.data.dataset import Data
+from affcli.heads.data.windows import frame_windows, gather, make_windows
+from affcli.heads.infer.evaluation import score
+from affcli.heads.infer.postprocess import finish_rows
+from affcli.heads.model.checkpoint import CHECKPOINT, load_model
 from affcli.heads.model.head import HeadModel
 from affcli.heads.tasks import to_prediction
-from affcli.heads.data.windows import frame_windows, gather, make_windows
 
 
 @torch.no_grad()
@@ -48,35 +53,6 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
     return rows_all, {k: v[rows_all] / c for k, v in acc.items()}
 
 
-def smooth_rows(preds: dict[str, torch.Tensor], lengths: np.ndarray, radius: int) -> dict[str, torch.Tensor]:
-    """Centred moving average over +-radius frames within each video (rows concatenated in video order)."""
-    if radius <= 0 or not preds:
-        return preds
-    lengths = np.asarray(lengths, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    pos = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
-    L = np.repeat(lengths, lengths)
-    lo = np.maximum(pos - radius, 0)
-    hi = np.minimum(pos + radius, L - 1) + 1
-    dev = next(iter(preds.values())).device
-    lo_t, hi_t = torch.from_numpy(lo).to(dev), torch.from_numpy(hi).to(dev)
-    base = torch.from_numpy(np.repeat(starts + np.arange(len(lengths)), lengths)).to(dev)
-    out = {}
-    for k, v in preds.items():
-        cs = _video_cumsums(v.double(), starts, lengths)
-        out[k] = ((cs[base + hi_t] - cs[base + lo_t]) / (hi_t - lo_t).unsqueeze(1)).to(v.dtype)
-    return out
-
-
-def _video_cumsums(v: torch.Tensor, starts: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
-    """Each video's running sum with a leading zero row, videos concatenated ([n_rows + n_videos, dim]): a video's
-    sums do not depend on the videos before it."""
-    parts = []
-    for s, n in zip(starts.tolist(), lengths.tolist()):
-        parts += [v.new_zeros(1, v.shape[1]), v[s:s + n].cumsum(0)]
-    return torch.cat(parts) if parts else v.new_zeros(0, v.shape[1])
-
-
 def _batches(n: int, batch_size: int, video: np.ndarray | None = None) -> list[tuple[int, int]]:
     """[begin, end) of each batch of `n` windows: every `batch_size` windows, or restarted at each change of `video`
     (the windows' video indices, given for per-video batches)."""
@@ -86,11 +62,9 @@ def _batches(n: int, batch_size: int, video: np.ndarray | None = None) -> list[t
             for b in range(s, e, batch_size)]
 
 
-def run_outputs(model: HeadModel, cfg: Any, data: Data, smooth: int | None = None) -> dict[str, torch.Tensor]:
+def run_outputs(model: HeadModel, cfg: RunConfig, data: Data, smooth: int | None = None) -> dict[str, torch.Tensor]:
     """A run's post-processed predictions (interpolation, smoothing: the run's unless `smooth`) over every row of
     `data`, videos in order, batched per video: what `predict` and teacher targets give, whatever the video split."""
-    from affcli.heads.infer.postprocess import finish_rows
-
     rows, preds = predict_rows(model, data, list(range(len(data.videos))), cfg.window, cfg.eval_stride,
                                max(cfg.batch_size, 256), cfg.amp, per_video=True)
     return finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths, cfg.task, cfg.interpolate,
@@ -102,3 +76,33 @@ def by_video(preds: dict[str, torch.Tensor], data: Data) -> dict[str, dict[str, 
     arrays = {k: v.float().cpu().numpy() for k, v in preds.items()}
     return {v: {k: a[int(s):int(s + n)] for k, a in arrays.items()}
             for v, s, n in zip(data.videos, data.starts, data.lengths)}
+
+
+def evaluate(model: HeadModel, data: Data, cfg: RunConfig, split: str,
+             post: dict | None = None) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
+    """Score a split: (metrics, rows, per-frame predictions); `post` = a run's tuned thresholds/biases."""
+    _, _, vi = data.split_rows(split)
+    rows, preds = predict_rows(model, data, vi, cfg.window, cfg.eval_stride, max(cfg.batch_size, 256), cfg.amp)
+    preds = finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths[vi], cfg.task,
+                        cfg.interpolate, cfg.smooth)
+    p = {k: v.float().cpu().numpy() for k, v in preds.items()}
+    r = rows.cpu().numpy()
+    lab = {k: v[rows].cpu().numpy() for k, v in data.labels.items()}
+    return score(cfg.task, p, lab, cfg.edition, **(post or {})), r, p
+
+
+def video_outputs(run_dir: str | Path, cache: str | Path, videos: list[str], device: str | None = None,
+                  smooth: int | None = None, skip_bad: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """{video: {output key: [n_frames, dim] float32}}: a run's post-processed per-frame outputs (its smoothing unless
+    `smooth`) for `videos` of `cache`. Batched per video, so any split of the videos gives the same arrays; the
+    model is loaded once per Dask worker. `skip_bad` leaves bad videos out (one warning line each)."""
+    from affcli.cache import load_table
+
+    cfg = RunConfig.from_run(run_dir, cache=str(cache), device=device)
+    dev = resolve_device(cfg.device)
+    ckpt = (Path(run_dir) / CHECKPOINT).resolve()
+    stamp = (str(ckpt), ckpt.stat().st_mtime_ns, ckpt.stat().st_size) if ckpt.exists() else (str(ckpt),)
+    model = worker_memo(("model", *stamp, str(dev)), lambda: load_model(run_dir, dev))
+    table = load_table(cfg.cache, cfg.features, videos=list(videos), skip_bad=skip_bad)
+    data = Data.from_table(table, {}, {"all": list(table.videos)}, cfg.task, cfg.features, device=dev)
+    return by_video(run_outputs(model, cfg, data, smooth), data)

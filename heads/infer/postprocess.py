@@ -14,11 +14,42 @@ from typing import Any
 import numpy as np
 import torch
 
+from affcli.common.runs import read_json
+from affcli.heads.infer.evaluation import score
 from affcli.heads.tasks import Output, get_task
 
 FACE_MODALITY = "visual"
 THRESHOLD_GRID = np.round(np.linspace(0.05, 0.95, 19), 4)
 BIAS_GRID = np.round(np.linspace(-2.0, 2.0, 21), 4)
+
+
+def smooth_rows(preds: dict[str, torch.Tensor], lengths: np.ndarray, radius: int) -> dict[str, torch.Tensor]:
+    """Centred moving average over +-radius frames within each video (rows concatenated in video order)."""
+    if radius <= 0 or not preds:
+        return preds
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    pos = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+    L = np.repeat(lengths, lengths)
+    lo = np.maximum(pos - radius, 0)
+    hi = np.minimum(pos + radius, L - 1) + 1
+    dev = next(iter(preds.values())).device
+    lo_t, hi_t = torch.from_numpy(lo).to(dev), torch.from_numpy(hi).to(dev)
+    base = torch.from_numpy(np.repeat(starts + np.arange(len(lengths)), lengths)).to(dev)
+    out = {}
+    for k, v in preds.items():
+        cs = _video_cumsums(v.double(), starts, lengths)
+        out[k] = ((cs[base + hi_t] - cs[base + lo_t]) / (hi_t - lo_t).unsqueeze(1)).to(v.dtype)
+    return out
+
+
+def _video_cumsums(v: torch.Tensor, starts: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+    """Each video's running sum with a leading zero row, videos concatenated ([n_rows + n_videos, dim]): a video's
+    sums do not depend on the videos before it."""
+    parts = []
+    for s, n in zip(starts.tolist(), lengths.tolist()):
+        parts += [v.new_zeros(1, v.shape[1]), v[s:s + n].cumsum(0)]
+    return torch.cat(parts) if parts else v.new_zeros(0, v.shape[1])
 
 
 def faceless(valid: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -76,8 +107,7 @@ def finish_rows(preds: dict[str, torch.Tensor], valid: dict[str, torch.Tensor], 
                 interpolate: str, smooth: int) -> dict[str, torch.Tensor]:
     """The run's per-frame post-processing in order: interpolation over faceless frames, then smoothing.
     `valid` holds each modality's validity over the same rows as `preds`."""
-    from affcli.heads.infer.outputs import smooth_rows
-
+    
     preds = interpolate_missing(preds, faceless(valid), lengths, get_task(task).outputs, interpolate)
     return smooth_rows(preds, lengths, smooth)
 
@@ -148,8 +178,6 @@ def tune(task: str, probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
 
 def load_postprocess(run_dir: str | Path) -> dict[str, Any]:
     """The thresholds/biases a run stored after training ({} when it tuned none)."""
-    from affcli.common.runs import read_json
-
     path = Path(run_dir) / "metrics.json"
     return dict(read_json(path).get("postprocess") or {}) if path.exists() else {}
 
@@ -159,8 +187,6 @@ def tune_run(cfg: Any, data: Any, best: dict[str, Any]) -> dict[str, Any]:
     with them; the run's `main` becomes the tuned one, the untuned figures stay as val_untuned / main_untuned."""
     if not (cfg.tune_thresholds or cfg.tune_bias):
         return {}
-    from affcli.heads.infer.evaluation import score
-
     rows = torch.as_tensor(best["rows"], device=data.device)
     labels = {k: v[rows].cpu().numpy() for k, v in data.labels.items()}
     post = tune(cfg.task, best["preds"], labels, cfg.tune_thresholds, cfg.tune_bias)

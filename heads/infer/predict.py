@@ -6,54 +6,16 @@ from typing import Any
 
 import numpy as np
 
-from affcli.common.cluster import ClusterOptions, Progress, map_videos, worker_memo
+from affcli.common.cluster import ClusterOptions, Progress, map_videos
 from affcli.common.names import safe_name
-from affcli.common.runs import read_json, write_json
+from affcli.common.runs import write_json
 from affcli.heads.data.abaw_io import prediction_frame
-from affcli.heads.model.checkpoint import CHECKPOINT, load_model
 from affcli.heads.config import RunConfig
-from affcli.heads.data.dataset import Data
+from affcli.heads.data.loading import prepare_data
 from affcli.heads.infer.evaluation import hard_predictions
+from affcli.heads.infer.outputs import evaluate, video_outputs
+from affcli.heads.model.checkpoint import load_model
 from affcli.heads.infer.postprocess import load_postprocess
-
-
-def run_config(run_dir: str | Path, **overrides: Any) -> RunConfig:
-    """The RunConfig a run was trained with (config.json, flat or nested), with non-None top-level overrides."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError("no config.json (not a train-head run folder)")
-    d = read_json(path)
-    d.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None})
-    return RunConfig.from_dict(d)
-
-
-def check_run_paths(cfg: RunConfig, labels: bool = True) -> None:
-    """Refuse a run whose stored (or overriding) cache or label root is missing, naming the option that fixes it."""
-    need = {"cache": cfg.cache, **({"labels": cfg.labels} if labels else {})}
-    for key, p in need.items():
-        if not p:
-            raise ValueError(f"no {key} in config.json: give --{key}")
-        if "://" not in p and not (Path(p).is_dir() if key == "labels" else Path(p).exists()):
-            raise FileNotFoundError(f"{key} {p} not found (from config.json unless --{key} is given)")
-
-
-def video_outputs(run_dir: str | Path, cache: str | Path, videos: list[str], device: str | None = None,
-                  smooth: int | None = None, skip_bad: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """{video: {output key: [n_frames, dim] float32}}: a run's post-processed per-frame outputs (its smoothing unless
-    `smooth`) for `videos` of `cache`. Batched per video, so any split of the videos gives the same arrays; the
-    model is loaded once per Dask worker. `skip_bad` leaves bad videos out (one warning line each)."""
-    from affcli.cache import load_table
-    from affcli.common.device import resolve_device
-    from affcli.heads.infer.outputs import by_video, run_outputs
-
-    cfg = run_config(run_dir, cache=str(cache), device=device)
-    dev = resolve_device(cfg.device)
-    ckpt = (Path(run_dir) / CHECKPOINT).resolve()
-    stamp = (str(ckpt), ckpt.stat().st_mtime_ns, ckpt.stat().st_size) if ckpt.exists() else (str(ckpt),)
-    model = worker_memo(("model", *stamp, str(dev)), lambda: load_model(run_dir, dev))
-    table = load_table(cfg.cache, cfg.features, videos=list(videos), skip_bad=skip_bad)
-    data = Data.from_table(table, {}, {"all": list(table.videos)}, cfg.task, cfg.features, device=dev)
-    return by_video(run_outputs(model, cfg, data, smooth), data)
 
 
 def _predict_share(run_dir: str, cache: str, smooth: int | None, skip_bad: bool, videos: list[str],
@@ -102,8 +64,8 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     from affcli.cache.errors import AllVideosBad
     from affcli.heads.data.abaw_io import write_predictions
 
-    cfg = run_config(run_dir, cache=cache, labels=labels, device=device, skip_bad=skip_bad or None)
-    check_run_paths(cfg, labels=split is not None and videos is None)
+    cfg = RunConfig.from_run(run_dir, cache=cache, labels=labels, device=device, skip_bad=skip_bad or None)
+    cfg.check_paths(labels=split is not None and videos is None)
     ids = _videos_to_predict(cfg, split, videos)
     if not ids:
         raise ValueError(f"{cfg.cache}: no videos to predict (split={split!r})")
@@ -143,10 +105,8 @@ def evaluate_run(run_dir: str | Path, cache: str | Path | None = None, labels: s
     """Re-score a run's checkpoint on its val split (or `split`), optionally with prediction smoothing; writes
     eval_<split>.json (eval_<split>_smooth<k>.json) beside it. Only that split's labels are read, so `labels` may be
     a flat folder of its per-video files."""
-    from affcli.heads.train.trainer import evaluate, prepare_data
-
-    cfg = run_config(run_dir, cache=cache, labels=labels, device=device, smooth=smooth, skip_bad=skip_bad or None)
-    check_run_paths(cfg)
+    cfg = RunConfig.from_run(run_dir, cache=cache, labels=labels, device=device, smooth=smooth, skip_bad=skip_bad or None)
+    cfg.check_paths()
     split = split or cfg.splits[1]
     cfg.splits = [split, split]
     data = prepare_data(cfg)

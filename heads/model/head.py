@@ -7,12 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from affcli.heads.config import DEPRECATED_KEYS, ModelSpec  # noqa: F401 (re-exported; no torch there)
-from affcli.heads.fusion import FUSION, fusion_modalities, fusion_options
-from affcli.heads.spec import parse_part
-from affcli.heads.model.task_head import TaskHead
-from affcli.heads.tasks import task_outputs
-from affcli.heads.temporal import build_temporal
+from affcli.heads.config import ModelSpec
+from affcli.heads.fusion import FUSION
+from affcli.heads.tasks import TASKS
+from affcli.heads.temporal import TEMPORAL
 
 
 class Passthrough(nn.Module):
@@ -32,29 +30,21 @@ class HeadModel(nn.Module):
     def __init__(self, spec: ModelSpec, task: str, in_dims: dict[str, int]):
         super().__init__()
         spec.validate()
-        if spec.fusion == "auto":
-            spec = replace(spec, fusion="none" if len(in_dims) == 1 else "concat")
+        parts = spec.resolve(list(in_dims))
+        spec = replace(spec, fusion=parts.fusion_text)
         self.spec, self.task, self.in_dims = spec, task, dict(in_dims)
-        t = parse_part(spec.temporal)
-        t_name, t_opts = t.name, {**t.opts, **(spec.temporal_options or {})}
-        f_name, f_opts = fusion_options(spec.fusion, spec.fusion_options)
-        FUSION.check(f_name, f_opts)
-        t_opts.setdefault("causal", spec.causal)
-        f_opts.setdefault("causal", spec.causal)
-        self.modalities = fusion_modalities(f_name, f_opts.get("modality"), list(in_dims))
-        for m in self.modalities:
-            if m not in in_dims:
-                raise ValueError(f"fusion {spec.fusion}: no {m} features given (have {', '.join(in_dims)})")
+        self.modalities = parts.modalities
         self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(in_dims[m], spec.d_model), nn.LayerNorm(spec.d_model))
                                    for m in self.modalities})
         self.mask_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(spec.d_model)) for m in self.modalities})
         on = spec.temporal_on or self.modalities
-        self.temporal = nn.ModuleDict({m: build_temporal(t_name, spec.d_model, **t_opts) if m in on
+        t = parts.temporal
+        self.temporal = nn.ModuleDict({m: TEMPORAL.build(t.name, spec.d_model, **t.opts) if m in on
                                        else Passthrough(spec.d_model) for m in self.modalities})
         dims = {m: self.temporal[m].out_dim for m in self.modalities}
-        self.fusion = FUSION.build(f_name, dims, **f_opts)
-        self.head = TaskHead(task, self.fusion.out_dim, tuple(spec.head_hidden), spec.dropout)
-        self.outputs = task_outputs(task)
+        self.fusion = FUSION.build(parts.fusion.name, dims, **parts.fusion.opts)
+        self.head = TASKS.build(task, self.fusion.out_dim, tuple(spec.head_hidden), spec.dropout)
+        self.outputs = self.head.outputs
         self.causal = all(t.causal for t in self.temporal.values()) and self.fusion.causal
         self.feat_modality = "visual" if "visual" in self.modalities else self.modalities[0]
         self.feat_dim = dims[self.feat_modality]

@@ -1,19 +1,22 @@
-"""The task head module: per-frame hidden [B, W, H] -> one small MLP per output of the task record (VA via tanh)."""
+"""The task head module: per-frame hidden [B, W, H] -> one small MLP per output of a task record (VA via tanh).
+Built by calling the record (`TASKS.build(name, in_dim, hidden, dropout)`), so this module needs no task table."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from affcli.heads.tasks import Task, get_task
+if TYPE_CHECKING:
+    from affcli.heads.tasks import Task
 
 
 class TaskHead(nn.Module):
     """A small MLP per output of a task; 'reg' outputs pass through tanh, the others are logits."""
 
-    def __init__(self, task: Task | str, in_dim: int, hidden: tuple[int, ...] = (256,), dropout: float = 0.1):
+    def __init__(self, task: Task, in_dim: int, hidden: tuple[int, ...] = (256,), dropout: float = 0.1):
         super().__init__()
-        record = get_task(task) if isinstance(task, str) else task
-        self.task, self.outputs = record.name, record.outputs
+        self.task, self.outputs = task.name, task.outputs
         nets = {}
         for o in self.outputs:
             layers: list[nn.Module] = []

@@ -148,7 +148,7 @@ def demo_lsd(workdir: str | Path, epochs: int = 8, seed: int = 0) -> dict:
     encoders (5 labels per class). Returns a summary dict (probe macro F1s, losses, seconds)."""
     import time
 
-    from affcli.heads.model.head import ModelSpec
+    from affcli.heads.config import ModelSpec
     from affcli.heads.train.pretrain_run import PretrainConfig, run_pretrain
     from affcli.synthetic.images import latent_class_cache
 

@@ -45,14 +45,15 @@ class PretrainConfig:
     amp: bool = option(True, help="bf16 autocast on CUDA.")
 
     def validate(self) -> None:
-        """Cheap checks before any data is read."""
-        from affcli.heads.train.pretrain import check_method
+        """Cheap checks before any data is read: values, then the parts (heads.parts, as train-head checks them)."""
+        from affcli.heads.train.ssl_methods import check_method
 
-        check_method(self.method, self.positives)
         for k in ("epochs", "batch_size", "clusters"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"pretrain: {k} must be >= 1, not {getattr(self, k)}")
         self.model.validate()
+        self.model.resolve()
+        check_method(self.method, self.positives)
 
 
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
@@ -113,3 +114,21 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
               "loss_finite": bool(np.isfinite(history).all())}
     write_json(out / "metrics.json", result)
     return result
+
+
+def pretrain_command(fields: dict[str, Any]) -> int:
+    """Body of `affcli pretrain`: the flat options (the model's among them) -> PretrainConfig, run, one summary line;
+    bad options and data are one-line errors."""
+    import typer
+
+    from affcli.cache.errors import CacheError
+    from affcli.common.commands import guarded
+    from affcli.common.registry import UnknownNameError
+
+    model_keys = {k: fields.pop(k) for k in list(fields) if k in {f.name for f in dataclasses.fields(ModelSpec)}}
+    cfg = guarded((ValueError, TypeError), lambda: PretrainConfig(**fields, model=ModelSpec.from_dict(model_keys)))
+    m = guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError), run_pretrain, cfg)
+    views = ", ".join(f"{k}: {v} stored views" for k, v in m["stored_views"].items()) or "feature-space views only"
+    typer.echo(f"{cfg.method} (positives {cfg.positives}): {m['windows']} windows of {m['window']} frames, {views}; "
+               f"loss {m['loss'][0]:.4f} -> {m['final_loss']:.4f} -> {cfg.out}")
+    return 0

@@ -18,6 +18,7 @@ import torch
 
 from affcli.common.cluster import ClusterOptions, Progress, map_videos
 from affcli.common.runs import config_hash
+from affcli.heads.config import RunConfig
 from affcli.heads.data.dataset import Data
 from affcli.heads.tasks import Output, task_outputs
 
@@ -39,10 +40,8 @@ def teacher_fingerprint(run_dir: str | Path, cache: str | Path) -> dict[str, Any
     from affcli.cache.fingerprint import IDENTITY_FIELDS
     from affcli.cache.store import FeatureStore
     from affcli.heads.model.checkpoint import CHECKPOINT, load_model
-    from affcli.heads.infer.predict import run_config
-
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
+    cfg = RunConfig.from_run(run_dir)
     ckpt = run_dir / CHECKPOINT
     if not ckpt.exists():
         raise FileNotFoundError(f"distill teacher {run_dir}: no {CHECKPOINT} (not a finished train-head run)")
@@ -62,7 +61,7 @@ def predict_teacher(cache: str, run_dir: str, videos: list[str],
     """{video: {output key: [n_frames, dim] float32}}: a run's probabilities/values for every frame of `videos`
     (its own feature sets from `cache`), with the run's interpolation and smoothing, as `predict` gives them (batched
     per video, so the same whatever the split of the videos over workers)."""
-    from affcli.heads.infer.predict import video_outputs
+    from affcli.heads.infer.outputs import video_outputs
 
     return video_outputs(run_dir, cache, list(videos), device)
 
@@ -114,11 +113,9 @@ def cache_teachers(cache: str | Path, runs: Sequence[str | Path], videos: Sequen
     feature sets), computed where missing, what `train-head --distill-from` then reads back; [(run, key, new)]."""
     from affcli.cache.loader import common_videos
     from affcli.cache.store import FeatureStore
-    from affcli.heads.infer.predict import run_config
-
     out = []
     for run in runs:
-        feats = run_config(run).features
+        feats = RunConfig.from_run(run).features
         ids = list(videos) if videos is not None else common_videos(FeatureStore(cache, mode="r"), list(feats))
         key, n = ensure_targets(cache, run, ids, device, cluster=cluster, progress=progress)
         out.append((str(run), key, n))
@@ -141,11 +138,9 @@ def _compatible(run: str, have: Sequence[Output], want: dict[str, Output]) -> li
 
 def _from_cache(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str, np.ndarray]]:
     from affcli.cache.teacher import read_targets
-    from affcli.heads.infer.predict import run_config
-
     key, _ = ensure_targets(cfg.cache, run, data.videos, str(data.device))
     cached = read_targets(cfg.cache, key)
-    outs = task_outputs(run_config(run).task)
+    outs = task_outputs(RunConfig.from_run(run).task)
     arrays: dict[str, np.ndarray] = {}
     for i, v in enumerate(data.videos):
         t = cached.read(v)
@@ -163,13 +158,11 @@ def _in_memory(data: Data, cfg: Any, run: str) -> tuple[list[Output], dict[str, 
     """Without a cache (features given as a table): the teacher predicts on the student's own features."""
     from affcli.heads.model.checkpoint import load_model
     from affcli.heads.infer.outputs import run_outputs
-    from affcli.heads.infer.predict import run_config
-
     t = load_model(run, data.device)
     missing = [m for m in t.modalities if m not in data.modalities or data.in_dims[m] != t.in_dims[m]]
     if missing:
         raise ValueError(f"distill teacher {run}: its {', '.join(missing)} features differ from this run's")
-    tcfg = run_config(run, device=str(data.device))
+    tcfg = RunConfig.from_run(run, device=str(data.device))
     return list(t.outputs), {k: v.float().cpu().numpy() for k, v in run_outputs(t, tcfg, data).items()}
 
 

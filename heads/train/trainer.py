@@ -22,56 +22,21 @@ from affcli.heads.data.abaw_io import prediction_frame
 from affcli.heads.model.checkpoint import CHECKPOINT, save_checkpoint
 from affcli.heads.config import RunConfig
 from affcli.heads.data.dataset import Data
-from affcli.heads.infer.outputs import predict_rows
+from affcli.heads.data.loading import cached_modalities, data_key, prepare_data
+from affcli.heads.infer.outputs import evaluate
 from affcli.heads.losses import LossContext, build_loss
 from affcli.heads.model.head import HeadModel
-from affcli.heads.infer.evaluation import score
-from affcli.heads.infer.postprocess import finish_rows, tune_run
+from affcli.heads.infer.postprocess import tune_run
 from affcli.heads.train.teacher import loss_with_distill, teacher_source
 from affcli.heads.tasks import task_outputs
 from affcli.heads.data.windows import Windows, gather, make_windows, sample_batches
 
-__all__ = ["RunConfig", "Data", "prepare_data", "data_key", "check_names", "build_model", "train_run", "NaNLossError"]
-DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device")
+__all__ = ["RunConfig", "Data", "prepare_data", "data_key", "build_model", "train_run", "NaNLossError"]
+
 
 
 class NaNLossError(FloatingPointError):
     """The training loss became NaN or infinite (the ablation marks the run failed)."""
-
-
-def data_key(cfg: dict[str, Any] | RunConfig) -> str:
-    """Hash of the config fields that decide what `prepare_data` loads (runs with equal keys share Data)."""
-    d = cfg.to_dict() if isinstance(cfg, RunConfig) else cfg
-    return config_hash({k: d.get(k) for k in DATA_KEYS})
-
-
-def prepare_data(cfg: RunConfig, table: FeatureTable | None = None, labels: dict | None = None,
-                 splits: dict[str, list[str]] | None = None, text: dict | None = None) -> Data:
-    """Load features and labels once onto the device (from cfg.cache/cfg.labels unless given)."""
-    device = resolve_device(cfg.device)
-    if table is not None:
-        if labels is None or splits is None:
-            raise ValueError("prepare_data: with table= also give labels= (dense arrays) and splits= ({split: [videos]})")
-        return Data.from_table(table, labels, splits, cfg.task, cfg.features or None, text, device)
-    from affcli.heads.data.loading import load_run_data
-
-    return load_run_data(cfg, device)
-
-
-def check_names(cfg: RunConfig) -> None:
-    """Refuse unknown task/temporal/fusion/loss names and options before any data is loaded (Registry.check)."""
-    from affcli.heads.fusion import FUSION, fusion_options
-    from affcli.heads.losses import check_loss
-    from affcli.heads.spec import parse_part
-    from affcli.heads.tasks import TASK_HEADS
-    from affcli.heads.temporal import TEMPORAL
-
-    TASK_HEADS.get(cfg.task)
-    t = parse_part(cfg.model.temporal)
-    TEMPORAL.check(t.name, {**t.opts, **cfg.model.temporal_options})
-    if cfg.model.fusion != "auto":
-        FUSION.check(*fusion_options(cfg.model.fusion, cfg.model.fusion_options))
-    check_loss(cfg.loss)
 
 
 def build_model(cfg: RunConfig, data: Data) -> HeadModel:
@@ -108,26 +73,13 @@ def _lr_lambda(total: int, warm: int):
     return f
 
 
-def evaluate(model: HeadModel, data: Data, cfg: RunConfig, split: str,
-             post: dict | None = None) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
-    """Score a split: (metrics, rows, per-frame predictions); `post` = a run's tuned thresholds/biases."""
-    _, _, vi = data.split_rows(split)
-    rows, preds = predict_rows(model, data, vi, cfg.window, cfg.eval_stride, max(cfg.batch_size, 256), cfg.amp)
-    preds = finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths[vi], cfg.task,
-                        cfg.interpolate, cfg.smooth)
-    p = {k: v.float().cpu().numpy() for k, v in preds.items()}
-    r = rows.cpu().numpy()
-    lab = {k: v[rows].cpu().numpy() for k, v in data.labels.items()}
-    return score(cfg.task, p, lab, cfg.edition, **(post or {})), r, p
-
-
 def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: dict | None = None, *,
               data: Data | None = None, splits: dict[str, list[str]] | None = None,
               progress: bool = False) -> dict[str, Any]:
     """Train, early-stop on the val main metric, write the run folder (cfg.out); returns metrics (with 'main')."""
     t_start = time.perf_counter()
     cfg.validate()
-    check_names(cfg)
+    cfg.resolve(cached_modalities(cfg) if cfg.cache and table is None and data is None else None)
     seed_everything(cfg.seed)
     if isinstance(table, Data):
         data, table = table, None

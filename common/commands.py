@@ -1,0 +1,25 @@
+"""What every command body shares: a one-line refusal (exit 2) and the guard that turns a stage's expected errors
+into one; command bodies live with the stage that owns them, `cli.py` only parses and delegates."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+T = TypeVar("T")
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+
+
+def fail(msg: str) -> NoReturn:
+    """Print a one-line error on stderr and exit with the refused status."""
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(EXIT_REFUSED)
+
+
+def guarded(errors: tuple[type[BaseException], ...], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run `fn`; the expected error types become one-line errors (exit 2) instead of tracebacks."""
+    try:
+        return fn(*args, **kwargs)
+    except errors as e:
+        fail(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
