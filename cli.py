@@ -55,6 +55,9 @@ def extract(
     batch_size: int = typer.Option(256, help="Frames per backbone forward pass."),
     decode_workers: int = typer.Option(2, help="Decoder threads running ahead of the backbones."),
     face: str = typer.Option("mtcnn", "--face", help=_pipeline_help.face_help()),
+    face_option: list[str] = typer.Option([], "--face-option", help="An option of the --face detector, KEY=VALUE "
+                                          "(JSON values), repeatable, e.g. min_face_size=40; recorded in the "
+                                          "fingerprint."),
     align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Warp faces onto the 5-point ArcFace "
                                          "template (default: on where the detector gives landmarks)."),
     face_margin: float = typer.Option(0.25, help="Margin around the detected face box, as a fraction of its size."),
@@ -80,12 +83,18 @@ def extract(
                                                             "all, or device indices such as 0,1."),
 ) -> None:
     """Decode videos, crop faces, run frozen backbones and cache per-frame embeddings (resumable)."""
+    from affcli.common.cli_options import parse_key_values
     from affcli.common.cluster import ClusterOptions
     from affcli.pipeline.commands import extract_command
     from affcli.pipeline.config import ExtractConfig
 
+    try:
+        face_options = parse_key_values(face_option, "--face-option")
+    except ValueError as e:
+        _fail(str(e))
     cfg = ExtractConfig(cache=cache, backbones=backbone, video_dir=video_dir, frames_dir=frames_dir, videos=videos or None,
-                        device=device, batch_size=batch_size, decode_workers=decode_workers, face=face, align=align,
+                        device=device, batch_size=batch_size, decode_workers=decode_workers, face=face,
+                        face_options=face_options, align=align,
                         face_margin=face_margin, detect_every=detect_every, audio_align=audio_align, frames_fps=frames_fps,
                         prompt_sets=tuple(prompts), seed=seed, images_dir=images_dir, views=views, augment=augment,
                         image_faces=image_faces)

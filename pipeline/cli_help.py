@@ -20,7 +20,8 @@ def face_help() -> str:
     """--face's help: how the crop follows the detector, and every registered detector."""
     return ("Face detector. A detector with landmarks gives crops aligned to the ArcFace template (--align, on by "
             "default there), one without gives square box crops with --face-margin; none letterboxes whole frames. "
-            "Registered: " + listing(*DETECTOR_SOURCE, with_options=False, fields=DETECTOR_FIELDS))
+            "Registered, with their options (--face-option): "
+            + listing(*DETECTOR_SOURCE, with_options=True, fields=DETECTOR_FIELDS))
 
 
 def prompt_sets_help() -> str:

@@ -29,6 +29,7 @@ class ExtractConfig:
     decode_batch: int = 64
     decode_workers: int = 2
     face: str = "mtcnn"
+    face_options: dict[str, Any] = field(default_factory=dict)
     align: bool | None = None
     face_margin: float = 0.25
     detect_every: int = 1
@@ -49,11 +50,12 @@ class ExtractConfig:
         return "images" if self.images_dir is not None else "frames" if self.frames_dir is not None else "video"
 
     def crop_settings(self, size: int, augment: dict[str, Any] | None = None) -> CropSettings:
-        """The crop of this run at crop side `size` (`--face` and its options; still images are whole unless
-        --image-faces; `augment` is the views' fingerprint of still images)."""
+        """The crop of this run at crop side `size` (`--face` and its `--face-option`s; still images are whole
+        unless --image-faces; `augment` is the views' fingerprint of still images)."""
         kind = self.input_kind
-        detector = "none" if kind == "images" and not self.image_faces else self.face
-        return CropSettings(kind, size, detector, align=self.align if detector != "none" else None,
+        whole = kind == "images" and not self.image_faces
+        return CropSettings(kind, size, "none" if whole else self.face, {} if whole else dict(self.face_options),
+                            align=None if whole else self.align,
                             margin=self.face_margin, detect_every=self.detect_every, track_iou=self.track_iou,
                             fps=self.frames_fps if kind == "frames" else None, augment=augment)
 
@@ -72,8 +74,8 @@ class ExtractConfig:
             raise ValueError("extract: give a video folder (--video-dir) or a frame folder (--frames-dir)")
         if self.audio_align not in ("centered", "causal"):
             raise ValueError(f"extract: audio alignment must be centered or causal, not {self.audio_align!r}")
-        CropSettings("video", 1, self.face, align=self.align, margin=self.face_margin, detect_every=self.detect_every,
-                     track_iou=self.track_iou)
+        CropSettings("video", 1, self.face, dict(self.face_options), align=self.align, margin=self.face_margin,
+                     detect_every=self.detect_every, track_iou=self.track_iou)
         unknown = [n for n in self.prompt_sets if n not in PROMPT_SETS]
         if unknown:
             raise ValueError(f"extract: unknown prompt set(s) {', '.join(unknown)}; known: {', '.join(sorted(PROMPT_SETS))}")

@@ -42,7 +42,6 @@ class Extractor:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.progress = progress or (lambda event, info: None)
-        self.store = FeatureStore(cfg.cache, mode="a")
         self.backbones = [build_backbone(s, self.device, seed=cfg.seed) for s in cfg.backbones]
         self.visual = [b for b in self.backbones if b.modality == "visual"]
         self.audio = [b for b in self.backbones if b.modality == "audio"]
@@ -50,6 +49,7 @@ class Extractor:
         # without visual backbones frames are still decoded (timestamps), letterboxed to one pixel
         self.crop = cfg.crop_settings(self.crop_size) if self.visual else CropSettings(cfg.input_kind, 1)
         self.detector = self.crop.build_detector(self.device, cfg.face_threads)
+        self.store = FeatureStore(cfg.cache, mode="a")  # once the parts are built: a refused run leaves no store
 
     def plan(self) -> tuple[list[Source], dict[str, list[str]], list[VideoResult]]:
         """Sources, the specs still to compute per video, and the videos skipped as complete."""

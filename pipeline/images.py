@@ -84,7 +84,6 @@ class ImageExtractor:
     def __init__(self, cfg: ExtractConfig, progress: Callable[[str, dict], None] | None = None):
         self.cfg = cfg
         self.progress = progress or (lambda event, info: None)
-        self.store = FeatureStore(cfg.cache, mode="a")
         self.device = resolve_device(cfg.device)
         self.backbones = [build_backbone(s, self.device, seed=cfg.seed) for s in cfg.backbones]
         audio = [b.spec for b in self.backbones if b.modality != "visual"]
@@ -94,6 +93,7 @@ class ImageExtractor:
         self.augment = ViewAugment(self.size, cfg.views, cfg.seed) if cfg.views > 0 else None
         self.crop = cfg.crop_settings(self.size, self.augment.fingerprint() if self.augment else None)
         self.detector = self.crop.build_detector(self.device, cfg.face_threads)
+        self.store = FeatureStore(cfg.cache, mode="a")  # once the parts are built: a refused run leaves no store
 
     def _crops(self, imgs: list, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         crops = np.zeros((len(imgs), self.size, self.size, 3), np.uint8)

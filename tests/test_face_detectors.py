@@ -123,7 +123,9 @@ def test_stream_rebuilds_main_records():
 @pytest.mark.parametrize("args, why", [(["--face", "nope"], "unknown face detector 'nope'; valid face detector "
                                                              "names: haar, mtcnn, none"),
                                        (["--face", "haar", "--align"], "--align needs face landmarks"),
-                                       (["--face", "none", "--align"], "--align needs face landmarks")])
+                                       (["--face", "none", "--align"], "--align needs face landmarks"),
+                                       (["--face", "haar", "--face-option", "detect_width=8"], "haar: bad options"),
+                                       (["--face-option", "thresholds=[0.6, 0.7]"], "mtcnn: bad options")])
 def test_bad_face_options_are_one_line(clip, tmp_path, args, why):
     r = runner.invoke(app, ["extract", "--cache", str(tmp_path / "c.zarr"), "--video-dir", str(clip), "-b",
                             "clip:tiny", "--device", "cpu", *args])
@@ -176,6 +178,18 @@ def test_cli_takes_the_toy_detector_and_the_fingerprint_records_it(toy, clip, tm
     assert other.exit_code == 2 and "different fingerprint" in other.stderr
     aligned = runner.invoke(app, [*base, "--face", "toy", "--align"])
     assert aligned.exit_code == 2 and "--align needs face landmarks, which --face toy does not give" in aligned.stderr
+    smaller = [*base, "--face", "toy", "--face-margin", "0", "--face-option", "scale=0.25"]
+    assert runner.invoke(app, smaller).exit_code == 2, "other detector options are another fingerprint"
+    smaller[2] = str(tmp_path / "small.zarr")
+    assert runner.invoke(app, smaller).exit_code == 0
+    small = FeatureStore(smaller[2], mode="r")
+    assert small.fingerprint("clip:tiny")["preprocessing"]["crop"]["scale"] == 0.25
+    np.testing.assert_allclose(small.read_faces("a").box, np.tile([60.0, 45.0, 100.0, 75.0], (6, 1)))
+    for opt, why in (("nope=1", "face detector 'toy' takes no option 'nope'; valid options: scale"),
+                     ("scale", "--face-option 'scale': expected key=value")):
+        bad = runner.invoke(app, [*base[:2], str(tmp_path / "bad.zarr"), *base[3:], "--face", "toy", "--face-option", opt])
+        assert bad.exit_code == 2 and why in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.output
+    assert not (tmp_path / "bad.zarr").exists()
 
 
 def test_stream_rebuilds_the_toy_crops_equal_to_offline_predict(toy, tmp_path):
