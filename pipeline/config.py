@@ -10,7 +10,7 @@ from typing import Any, Literal
 from affcli.cache.fingerprint import make_fingerprint
 from affcli.pipeline.crop_settings import CropSettings
 from affcli.pipeline.prompts import PROMPT_SETS
-from affcli.pipeline.sources import discover_sources
+from affcli.pipeline.sources import Source, discover_sources
 
 DEFAULT_PROMPT_SETS = ("expr8", "va9")
 
@@ -55,11 +55,11 @@ class ExtractConfig:
         kind = self.input_kind
         whole = kind == "images" and not self.image_faces
         return CropSettings(kind, size, "none" if whole else self.face, {} if whole else dict(self.face_options),
-                            align=None if whole else self.align,
-                            margin=self.face_margin, detect_every=self.detect_every, track_iou=self.track_iou,
+                            align=None if whole else self.align, margin=self.face_margin,
+                            detect_every=self.detect_every, track_iou=self.track_iou,
                             fps=self.frames_fps if kind == "frames" else None, augment=augment)
 
-    def sources(self) -> list[Any]:
+    def sources(self) -> list[Source]:
         """The sources this run reads (the same discovery for one process and for the workers of a cluster)."""
         if self.images_dir is not None:
             return discover_sources(images_dir=self.images_dir, videos=self.videos)
@@ -78,7 +78,8 @@ class ExtractConfig:
                      detect_every=self.detect_every, track_iou=self.track_iou)
         unknown = [n for n in self.prompt_sets if n not in PROMPT_SETS]
         if unknown:
-            raise ValueError(f"extract: unknown prompt set(s) {', '.join(unknown)}; known: {', '.join(sorted(PROMPT_SETS))}")
+            raise ValueError(f"extract: unknown prompt set(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(PROMPT_SETS))}")
         self.sources()  # an empty input folder or a filter naming unknown ids is refused before the store is created
 
 

@@ -97,7 +97,11 @@ class CropSettings:
         """The detector with these options, on `device` (None where nothing is detected)."""
         if self.method != "face":
             return None
-        return DETECTORS.build(self.detector, device, max(1, int(threads)), **self.options)
+        try:
+            return DETECTORS.build(self.detector, device, max(1, int(threads)), **self.options)
+        except (TypeError, ValueError) as e:  # an option value the detector cannot take: one line naming it
+            msg = str(e) if self.detector in str(e) else f"face detector {self.detector!r}: {e}"
+            raise ValueError(f"{msg} (options {self.options})") from None
 
     # ---- writers ------------------------------------------------------------------------------------------------
     def face_attrs(self) -> dict[str, Any] | None:
@@ -138,7 +142,8 @@ class CropSettings:
         if mode == "whole-image":
             return cls("images", size, augment=crop.get("augment"))
         if mode != "face":
-            raise ValueError(f"crop mode {mode!r} is not one affcli writes (pre-cropped, whole-frame, whole-image, face)")
+            raise ValueError(f"crop mode {mode!r} is not one affcli writes "
+                             f"(pre-cropped, whole-frame, whole-image, face)")
         name = crop.get("detector")
         if name is None:
             raise ValueError("the crop record names no face detector (faces of still images cropped before the "

@@ -30,7 +30,8 @@ def resize_batch(crops: np.ndarray, size: int) -> np.ndarray:
 
 
 def letterbox(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Whole frames [N,3,H,W] uint8 -> [N,3,size,size] uint8, aspect kept, zero bars (`--face none`), on their device."""
+    """Whole frames [N,3,H,W] uint8 -> [N,3,size,size] uint8, aspect kept, zero bars (`--face none`), on their
+    device."""
     n, _, h, w = frames.shape
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))

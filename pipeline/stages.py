@@ -249,4 +249,3 @@ def _host_faces(track: FaceTrack, valid: torch.Tensor) -> dict[str, np.ndarray]:
     return {"box": torch.where(v, track.boxes, nan).cpu().numpy().astype(np.float32),
             "score": torch.where(valid, track.scores, torch.zeros_like(track.scores)).cpu().numpy().astype(np.float32),
             "landmarks": torch.where(v[..., None], track.landmarks, nan).cpu().numpy().astype(np.float32)}
-

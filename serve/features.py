@@ -4,8 +4,8 @@ fingerprints.
 The backbones come from the backbone registry (`build_backbone`, weights checked against the fingerprint's hash);
 the crops from `extract`'s own face stage (pipeline.stages.FaceStage with the settings and detector that
 `CropSettings.read` rebuilds from the crop fingerprint), fed one frame at a time; the embedding is the embed
-stage's `backbone.embed(backbone.preprocess(crops))`; and every
-feature is rounded to the cache's dtype. So a streamed frame gets the features `extract` stored for it.
+stage's `backbone.embed(backbone.preprocess(crops))`; and every feature is rounded to the cache's dtype. So a
+streamed frame gets the features `extract` stored for it.
 """
 from __future__ import annotations
 

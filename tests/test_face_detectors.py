@@ -125,7 +125,8 @@ def test_stream_rebuilds_main_records():
                                        (["--face", "haar", "--align"], "--align needs face landmarks"),
                                        (["--face", "none", "--align"], "--align needs face landmarks"),
                                        (["--face", "haar", "--face-option", "detect_width=8"], "haar: bad options"),
-                                       (["--face-option", "thresholds=[0.6, 0.7]"], "mtcnn: bad options")])
+                                       (["--face-option", "thresholds=[0.6, 0.7]"], "mtcnn: bad options"),
+                                       (["--face-option", "min_face_size=[1]"], "face detector 'mtcnn': ")])
 def test_bad_face_options_are_one_line(clip, tmp_path, args, why):
     r = runner.invoke(app, ["extract", "--cache", str(tmp_path / "c.zarr"), "--video-dir", str(clip), "-b",
                             "clip:tiny", "--device", "cpu", *args])
