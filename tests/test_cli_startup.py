@@ -118,7 +118,10 @@ def test_extract_help_lists_backbones_and_detectors_without_torch():
     *_, flat, loaded = r.stdout.strip().splitlines()
     assert loaded == "[]"
     for part in ("clip (visual, e.g. clip:ViT-B-16/openai)", "wav2vec2 (audio, e.g. wav2vec2:facebook/wav2vec2-base)",
-                 "mtcnn (landmarks): MTCNN", "haar (no landmarks)", "none (no landmarks): no detection"):
+                 "mtcnn(min_face_size=20.0, thresholds=(0.6, 0.7, 0.7), factor=0.709, detect_width=640) "
+                 "(landmarks): MTCNN",
+                 "haar(detect_width=320, min_face=0.08, scale_factor=1.1, min_neighbors=5) (no landmarks)",
+                 "none (no landmarks): no detection", "--face-option"):
         assert part in flat, part
     assert "--no-face" not in flat
 
