@@ -18,6 +18,8 @@ from affcli.heads.train.pretrain_run import PretrainConfig, pretrain_command
 from affcli.pointcloud.config import TrainConfig as _PcTrainConfig
 from affcli.serve.demo import DemoOptions, demo_command
 from affcli.serve.stream import StreamOptions, stream_command
+from affcli.pipeline import cli_help as _pipeline_help
+from affcli.pipeline.config import ExtractOptions
 
 app = typer.Typer(
     help="affcli: run frozen backbones once into a feature cache, then train heads and ablations in minutes.",
@@ -48,91 +50,32 @@ def _main(ctx: typer.Context, threads: Optional[int] = typer.Option(
 # ===== stage 1: extract, prompts =====
 
 @app.command()
-def extract(
-    cache: str = typer.Option(..., "--cache", help="Zarr store to write (created if absent; resumes if present): "
-                                                    "a folder or an fsspec URL such as s3://bucket/prefix."),
-    backbone: list[str] = typer.Option(
-        ["clip:ViT-B-16/openai"], "--backbone", "-b",
-        help="Backbone spec, repeatable: clip:ViT-B-16/openai, clip:ViT-L-14/<tag>, clip:<checkpoint.pt>, "
-             "wav2vec2:facebook/wav2vec2-base or a local folder, ast:MIT/ast-finetuned-audioset-10-10-0.4593, "
-             "fer:mini-xception, and clip:tiny / wav2vec2:tiny / ast:tiny for offline tests."),
-    video_dir: Optional[Path] = typer.Option(None, "--video-dir", help="Folder of videos (mp4/avi/mkv/mov/webm)."),
-    frames_dir: Optional[Path] = typer.Option(
-        None, "--frames-dir", help="Aff-Wild2 cropped_aligned/<video>/00001.jpg folders (no face detection). "
-                                   "With --video-dir too, audio comes from the video of the same id."),
-    videos: Optional[str] = typer.Option(None, "--videos", help="Only these ids: comma list, or a file of ids."),
-    device: str = typer.Option("auto", help="auto (cuda if available), cpu, cuda, cuda:1 ..."),
-    batch_size: int = typer.Option(256, help="Frames per backbone forward pass."),
-    decode_workers: int = typer.Option(2, help="Decoder threads running ahead of the backbones."),
-    face: str = typer.Option("mtcnn", "--face", help="Face detector: mtcnn (GPU-capable, 5 landmarks), haar (OpenCV, "
-                                                     "boxes only) or none (whole frames, letterboxed)."),
-    no_face: bool = typer.Option(False, "--no-face", help="Same as --face none."),
-    align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Warp faces onto the 5-point ArcFace "
-                                         "template (default: on where landmarks exist, i.e. mtcnn)."),
-    face_margin: float = typer.Option(0.25, help="Margin around the detected face box, as a fraction of its size."),
-    detect_every: int = typer.Option(1, help="Run the face detector on every k-th frame (and around cuts); frames "
-                                             "between follow the IoU-linked track, re-detected where it breaks."),
-    audio_align: str = typer.Option("centered", help="centered | causal (a frame's audio feature uses no later samples)."),
-    frames_fps: float = typer.Option(30.0, help="Frame rate of --frames-dir input (for timestamps)."),
-    prompts: list[str] = typer.Option(["expr8", "va9"], "--prompts", help="Prompt sets encoded with each CLIP backbone."),
-    seed: int = typer.Option(0, help="Seed of tiny random-weight backbones (and of --augment views)."),
-    images_dir: Optional[Path] = typer.Option(
-        None, "--images-dir", help="A folder tree of jpg/png still images (e.g. LSD's class folders): one video per "
-                                   "folder, one row per image, paths kept; whole images unless --image-faces."),
-    views: int = typer.Option(0, "--views", help="With --images-dir --augment: K augmented views per image, cached."),
-    augment: bool = typer.Option(False, "--augment", help="Random resized crop, flip and colour jitter (seeded) "
-                                                          "for the --views, before the frozen backbones."),
-    image_faces: bool = typer.Option(False, "--image-faces", help="Detect and crop faces in --images-dir images too."),
-    dask_local: int = typer.Option(0, "--dask-local", help="Spread videos over a local Dask cluster of N workers "
-                                                           "(one per GPU, pinned to it, when GPUs exist)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Spread videos over a Dask cluster: tcp://host:port."),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker per GPU of this machine into the same store: "
-                                                            "all, or device indices such as 0,1."),
-) -> None:
+@dataclass_options(ExtractOptions, overrides=False, help_for={
+    "backbones": _pipeline_help.backbone_help(), "face": _pipeline_help.face_help(),
+    "prompt_sets": f"Prompt sets encoded with each CLIP backbone ({_pipeline_help.prompt_sets_help()})."})
+def extract(**fields: object) -> None:
     """Decode videos, crop faces, run frozen backbones and cache per-frame embeddings (resumable)."""
-    from affcli.cache.errors import CacheError
-    from affcli.common.registry import UnknownNameError
-    from affcli.pipeline.backbones.base import BackboneError
-    from affcli.pipeline.extract import ExtractConfig, run_extract
-    from affcli.pipeline.report import ExtractProgress, print_summary
-    from affcli.pipeline.wheel_weights import WeightsFetchError
+    from affcli.pipeline.commands import extract_command
 
-    cfg = ExtractConfig(cache=cache, backbones=backbone, video_dir=video_dir, frames_dir=frames_dir, videos=videos or None,
-                        device=device, batch_size=batch_size, decode_workers=decode_workers, no_face=no_face, face=face, align=align,
-                        face_margin=face_margin, detect_every=detect_every, audio_align=audio_align, frames_fps=frames_fps,
-                        prompt_sets=tuple(prompts), seed=seed, images_dir=images_dir, views=views, augment=augment,
-                        image_faces=image_faces)
-    try:
-        with ExtractProgress() as prog:
-            if dask_local or scheduler or gpus is not None:
-                from affcli.pipeline.distributed import run_distributed
-
-                results = run_distributed(cfg, dask_local, scheduler, prog, gpus=gpus)
-            else:
-                results = run_extract(cfg, prog)
-    except (CacheError, UnknownNameError, ValueError, FileNotFoundError, BackboneError, WeightsFetchError) as e:
-        _fail(str(e))
-    counts = print_summary(results)
-    raise typer.Exit(1 if counts["failed"] else 0)
+    o = build_options(ExtractOptions, fields)
+    raise typer.Exit(extract_command(o.config, o.cluster))
 
 
 @app.command()
 def prompts(
     cache: Path = typer.Option(..., "--cache", help="Feature cache to store the text embeddings in."),
-    backbone: str = typer.Option("clip:ViT-B-16/openai", "--backbone", "-b", help="A clip:* spec."),
-    prompt_set: list[str] = typer.Option(["expr8", "va9"], "--set", help="Named prompt sets (expr8, va9, lsd6)."),
+    backbone: str = typer.Option("clip:ViT-B-16/openai", "--backbone", "-b", help="A backbone with a text tower "
+                                                                                 "(clip:*)."),
+    prompt_set: list[str] = typer.Option(["expr8", "va9"], "--set", help="Named prompt sets "
+                                         f"({_pipeline_help.prompt_sets_help()})."),
     file: Optional[Path] = typer.Option(None, "--file", help="A text file of prompts, one per line (custom set)."),
     name: str = typer.Option("custom", "--name", help="Name of the custom set from --file."),
     device: str = typer.Option("auto"),
 ) -> None:
     """Encode prompt lists with the CLIP text tower and store them in the cache."""
-    from affcli.common.registry import UnknownNameError
-    from affcli.pipeline.extract import encode_prompt_sets
+    from affcli.pipeline.commands import prompts_command
 
-    done = _guarded((ValueError, KeyError, UnknownNameError, OSError), encode_prompt_sets, cache, backbone,
-                    list(prompt_set), device, prompt_file=file, file_set=name)
-    for n, k in done:
-        typer.echo(f"{n}: {k} prompts encoded with {backbone}")
+    raise typer.Exit(prompts_command(cache, backbone, list(prompt_set), device, file, name))
 
 
 # ===== the cache =====
@@ -249,7 +192,7 @@ def weights_fetch(
 # ===== stage 2: heads =====
 
 @app.command("train-head")
-@dataclass_options(RunConfig, overrides=True, what="train-head",
+@dataclass_options(RunConfig, overrides=True,
                    help_for={"task": task_help(), "temporal": temporal_help(), "fusion": fusion_help(),
                              "loss": loss_help()})
 def train_head(
@@ -294,7 +237,7 @@ def stream(**fields: object) -> None:
 
 
 @app.command("pretrain")
-@dataclass_options(PretrainConfig, overrides=False, what="pretrain option", help_for={"temporal": temporal_help()})
+@dataclass_options(PretrainConfig, overrides=False, help_for={"temporal": temporal_help()})
 def pretrain(**fields: object) -> None:
     """Self-supervised pretraining of a head's projection + temporal encoder on a cache's unlabelled features.
 
@@ -346,7 +289,7 @@ def _pc_run(fn, *args, **kwargs):
 
 
 @pc_app.command("train")
-@dataclass_options(_PcTrainConfig, overrides=False, what="model option")
+@dataclass_options(_PcTrainConfig, overrides=False)
 def pc_train(**fields: object) -> None:
     """Train an upsampling network (Chamfer loss, Adam); checkpoints every epoch, resumable."""
     from affcli.pointcloud.train import train

@@ -1,7 +1,7 @@
 """Benchmark of stage 1, per stage and end to end, on the same synthetic videos (and frames folders made from them).
 
 Stages alone: decode (PyAV + the one copy to the device), detect/track (mtcnn, haar) and crop, each backbone bare
-on crops in memory, cache writes; then `run_extract` end to end per face mode (mtcnn, haar, none) on the videos and
+on crops in memory, cache writes; then `run_extract` end to end per face detector (mtcnn, haar, none) on the videos and
 on cropped_aligned-style jpg folders; peak host RSS (and GPU memory on CUDA). One table, JSON in bench/results/.
 
     nice python bench/extract.py --device cpu --videos 2 --seconds 4 --width 320 --height 240 --batch 64
@@ -26,7 +26,8 @@ import torch
 from affcli.pipeline.backbones import build_backbone  # noqa: E402
 from affcli.synthetic.media import make_demo_dataset  # noqa: E402
 from affcli.common.device import resolve_device  # noqa: E402
-from affcli.pipeline.extract import ExtractConfig, _resize_batch  # noqa: E402
+from affcli.pipeline.config import ExtractConfig  # noqa: E402
+from affcli.pipeline.crops import resize_batch  # noqa: E402
 from affcli.pipeline.media import iter_video_frames, read_audio  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def _sync(dev: torch.device) -> None:
 def bare_visual(spec: str, crops: np.ndarray, dev: torch.device, batch: int, repeats: int) -> float:
     """Frames/s of preprocess + embed on crops already in memory."""
     b = build_backbone(spec, dev)
-    x = _resize_batch(crops, b.input_size)
+    x = resize_batch(crops, b.input_size)
     b.embed(b.preprocess(x[:batch]))
     _sync(dev)
     t0 = time.perf_counter()
@@ -112,24 +113,20 @@ def frames_stage(root: Path, dev: torch.device, batch: int, size: int) -> float:
 
 
 def detect_and_crop(mode: str, frames: list[torch.Tensor], dev: torch.device, size: int, every: int) -> dict:
-    """Frames/s of detect/track alone and of crop alone over the decoded batches, for one face mode."""
-    from affcli.pipeline.faces import FaceCropper, HaarDetector, MtcnnDetector, face_crops, letterbox
+    """Frames/s of detect/track alone and of crop alone over the decoded batches, for one face detector."""
+    from affcli.pipeline.crop_settings import CropSettings
+    from affcli.pipeline.crops import face_crops, letterbox
     from affcli.pipeline.tracking import Tracker
 
     n = sum(len(f) for f in frames)
-    if mode == "none":
+    crop = CropSettings("video", size, mode, detect_every=every)
+    if crop.method == "letterbox":
         dt, _ = _timed(dev, lambda: [letterbox(f, size) for f in frames])
         return {"detect_fps": None, "crop_fps": _rate(n, dt)}
-    if mode == "mtcnn":
-        from affcli.pipeline.mtcnn import MTCNN
-
-        det = MtcnnDetector(MTCNN(dev))
-    else:
-        det = HaarDetector(FaceCropper(size=size, threads=2))
-    tracker = Tracker(det, every=every)
+    tracker = Tracker(crop.build_detector(dev, threads=2), every=every)
     dt_det, tracks = _timed(dev, lambda: [tracker.push(f, final=i == len(frames) - 1) for i, f in enumerate(frames)])
     resolved = [(f, t) for f, t in tracks if len(f)]
-    dt_crop, _ = _timed(dev, lambda: [face_crops(f, t.boxes, t.landmarks, t.valid, size, mode == "mtcnn", 0.25)
+    dt_crop, _ = _timed(dev, lambda: [face_crops(f, t.boxes, t.landmarks, t.valid, size, crop.align, crop.margin)
                                       for f, t in resolved])
     found = float(torch.cat([t.valid for _, t in resolved]).float().mean())
     return {"detect_fps": _rate(n, dt_det), "crop_fps": _rate(n, dt_crop), "face_found": round(found, 3),
@@ -202,7 +199,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--align", default="centered")
     ap.add_argument("--detect-every", type=int, default=1)
-    ap.add_argument("--faces", default="mtcnn,haar,none", help="Face modes to bench (comma list).")
+    ap.add_argument("--faces", default="mtcnn,haar,none", help="Face detectors to bench (comma list of registered "
+                                                               "names).")
     ap.add_argument("--base-audio", action="store_true",
                     help="Also bench base-size Wav2Vec2 and AST (random weights saved to local folders, "
                          "loaded back through from_pretrained).")

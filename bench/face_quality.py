@@ -1,5 +1,5 @@
-"""Face-detector quality on real photographs: MTCNN (pipeline/mtcnn.py) vs Haar (OpenCV), both through the
-tracker adapters of pipeline/faces.py that `extract` uses.
+"""Face-detector quality on real photographs: MTCNN (pipeline/mtcnn.py) vs Haar (OpenCV), both the registered
+detectors of pipeline/detectors/ that `extract --face` uses.
 
 Inputs (all shipped inside scikit-image, no download): `lfw_subset()` 25x25 grey crops upscaled x4-x6 and pasted
 onto a 320x240 grey-noise canvas at a known position (the first 100 are faces, the last 100 non-faces: a box
@@ -25,8 +25,7 @@ import torch
 from skimage import data
 
 from affcli.pipeline.face_align import similarity_transform, template
-from affcli.pipeline.faces import FaceCropper, HaarDetector, MtcnnDetector
-from affcli.pipeline.mtcnn import MTCNN
+from affcli.pipeline.detectors import DETECTORS
 
 CANVAS = (240, 320)
 N_FACES = 100
@@ -105,8 +104,7 @@ def main() -> None:
     cam = data.camera()
     photos = {"astronaut_box": torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].contiguous(),
               "camera_box": torch.from_numpy(np.repeat(cam[None, None], 3, 1))}
-    detectors = {"mtcnn": MtcnnDetector(MTCNN("cpu")),
-                 "haar": HaarDetector(FaceCropper(threads=a.threads))}
+    detectors = {name: DETECTORS.build(name, "cpu", a.threads) for name in ("mtcnn", "haar")}
     rows = [evaluate(n, d, lfw, paste, photos, a.batch) for n, d in detectors.items()]
     m, h = rows
     if m["astronaut_box"] and h["astronaut_box"]:

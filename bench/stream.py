@@ -20,9 +20,10 @@ import torch
 
 from affcli.common.device import resolve_device
 from affcli.heads.config import ModelSpec
-from affcli.heads.model.head import HeadModel
 from affcli.heads.infer.online import OnlineHead
-from affcli.pipeline.extract import ExtractConfig, run_extract
+from affcli.heads.model.head import HeadModel
+from affcli.pipeline.config import ExtractConfig
+from affcli.pipeline.extract import run_extract
 from affcli.serve.features import FrameFeaturizer
 from affcli.serve.stream import frame_source
 from affcli.synthetic.media import write_test_video
@@ -38,7 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backbone", default="clip:tiny")
-    ap.add_argument("--face", default="mtcnn", choices=["mtcnn", "haar", "none"])
+    ap.add_argument("--face", default="mtcnn", help="A registered face detector (mtcnn, haar, none, ...).")
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--size", default="640x360", help="Video width x height.")
     ap.add_argument("--temporal", default="gru(hidden=256)")
@@ -52,7 +53,7 @@ def main() -> None:
         video = write_test_video(Path(tmp) / "v.mp4", a.frames, 30.0, (w, h))
         cache = Path(tmp) / "c.zarr"
         res = run_extract(ExtractConfig(cache=cache, backbones=[a.backbone], video_dir=Path(tmp), device=str(dev),
-                                        face=a.face if a.face != "none" else "mtcnn", no_face=a.face == "none"))
+                                        face=a.face))
         assert all(r.status == "ok" for r in res), res
         feat = FrameFeaturizer.from_cache(str(cache), [a.backbone], "video", dev)
         dim = feat.visual[0].backbone.dim

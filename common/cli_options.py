@@ -132,11 +132,11 @@ def parse_key_values(items: list[str] | tuple[str, ...] | None, what: str = "opt
     return out
 
 
-def dataclass_options(cls: type, *, overrides: bool, help_for: dict[str, str] | None = None,
-                      what: str = "option value") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def dataclass_options(cls: type, *, overrides: bool,
+                      help_for: dict[str, str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate `def cmd(explicit params..., **fields)`: typer sees the explicit parameters plus one option per
     field of `cls`; `cmd` receives the fields as flat keyword arguments (dict fields parsed from key=value;
-    with `overrides`, only the options given). A bad key=value is a usage error naming the option."""
+    with `overrides`, only the options given). A bad key=value is a one-line error naming the option."""
     opts = field_options(cls, overrides=overrides, help_for=help_for)
     by_name = {o.name: o for o in opts}
 
@@ -148,7 +148,7 @@ def dataclass_options(cls: type, *, overrides: bool, help_for: dict[str, str] | 
             raise TypeError(f"{fn.__name__}: parameter {clash[0]!r} is also a {cls.__name__} field")
 
         def command(**kw: Any) -> Any:
-            import typer
+            from affcli.common.commands import fail
 
             fixed = {p.name: kw.pop(p.name) for p in explicit}
             fields: dict[str, Any] = {}
@@ -157,10 +157,10 @@ def dataclass_options(cls: type, *, overrides: bool, help_for: dict[str, str] | 
                 if overrides and (v is None or (o.kind in (list, tuple, dict) and not v)):
                     continue
                 try:
-                    fields[name] = parse_key_values(v, what) if o.kind is dict else (
+                    fields[name] = parse_key_values(v, o.param.default.param_decls[0]) if o.kind is dict else (
                         list(v) if o.kind in (list, tuple) else v)
                 except ValueError as e:
-                    raise typer.BadParameter(str(e), param_hint=o.param.default.param_decls[0]) from None
+                    fail(str(e))
             return fn(**fixed, **fields)
 
         command.__name__, command.__qualname__ = fn.__name__, fn.__qualname__

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from affcli.synthetic.media import DemoDataset, make_demo_dataset
-from affcli.pipeline.extract import ExtractConfig, VideoResult, run_extract
+from affcli.pipeline.config import ExtractConfig, VideoResult
+from affcli.pipeline.extract import run_extract
 
 DEMO_BACKBONES = ["clip:tiny", "wav2vec2:tiny", "ast:tiny"]
 

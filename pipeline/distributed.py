@@ -3,7 +3,8 @@ videos into the one shared store (leases keep concurrent writers apart, see cach
 
 The engine (which cluster the options name, partitioning, pinning, merging) is common/cluster.py, shared with
 `predict` and `cache teacher`. A task lost with a dead worker is re-run on another; extraction resumes, so videos it
-completed are skipped. Progress counts videos as tasks finish, cluster-wide.
+completed are skipped. Progress counts videos as tasks finish, cluster-wide. `run_extraction` is extract's one
+choice between this process and a cluster.
 """
 from __future__ import annotations
 
@@ -12,16 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from affcli.common.cluster import TASK_RETRIES, ClusterOptions, cluster_client, map_shares, worker_device
-from affcli.pipeline.extract import ExtractConfig, VideoResult, run_extract
-from affcli.pipeline.sources import discover_sources
+from affcli.pipeline.config import ExtractConfig, VideoResult
+from affcli.pipeline.extract import run_extract
 
 
 def video_ids(cfg: ExtractConfig) -> list[str]:
     """Ids of the sources `cfg` would extract, in order (the same discovery as a single-process run)."""
-    if cfg.images_dir is not None:
-        return [s.video_id for s in discover_sources(images_dir=cfg.images_dir, videos=cfg.videos)]
-    return [s.video_id for s in discover_sources(cfg.video_dir if cfg.frames_dir is None else None,
-                                                 cfg.frames_dir, cfg.videos)]
+    return [s.video_id for s in cfg.sources()]
 
 
 def _extract_task(cfg: ExtractConfig, ids: list[str]) -> list[VideoResult]:
@@ -53,11 +51,17 @@ def _final_manifest(cfg: ExtractConfig) -> None:
     FeatureStore(cfg.cache, mode="a").write_manifest()
 
 
-def run_distributed(cfg: ExtractConfig, dask_local: int = 0, scheduler: str | None = None,
-                    progress: Callable[[str, dict], None] | None = None,
-                    gpus: str | None = None) -> list[VideoResult]:
+def run_distributed(cfg: ExtractConfig, cluster: ClusterOptions,
+                    progress: Callable[[str, dict], None] | None = None) -> list[VideoResult]:
     """`extract --dask-local N` (a local cluster), `--scheduler tcp://...` (an existing one) or `--gpus all|0,1`
     (a local cluster of one worker per listed GPU)."""
-    opts = ClusterOptions(dask_local, scheduler, gpus)
-    with cluster_client(opts, "extract", cfg.device, check=cfg.validate) as client:
+    with cluster_client(cluster, "extract", cfg.device, check=cfg.validate) as client:
         return run_on_client(client, cfg, progress)
+
+
+def run_extraction(cfg: ExtractConfig, cluster: ClusterOptions | None = None,
+                   progress: Callable[[str, dict], None] | None = None) -> list[VideoResult]:
+    """`affcli extract`'s one choice of where to run: this process, or the Dask workers `cluster` names."""
+    if cluster:
+        return run_distributed(cfg, cluster, progress)
+    return run_extract(cfg, progress)

@@ -7,133 +7,32 @@ video's end (pipeline/embed.py); the writer thread alone touches the cache's per
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
-import torch
+from typing import Any
 
 from affcli.cache.errors import DoneElsewhere
-from affcli.cache.fingerprint import make_fingerprint
 from affcli.cache.store import FeatureStore
 from affcli.common.device import resolve_device
 from affcli.common.vocab import subject_video
 from affcli.pipeline.backbones import build_backbone
-from affcli.pipeline.errors import MediaError, NoAudioError
+from affcli.pipeline.config import ExtractConfig, VideoResult, feature_fingerprint
+from affcli.pipeline.crop_settings import CropSettings
 from affcli.pipeline.embed import Embedder
-from affcli.pipeline.faces import FACE_MODES, FaceCropper, HaarDetector, MtcnnDetector
+from affcli.pipeline.errors import MediaError
 from affcli.pipeline.frames import frame_folder_index
+from affcli.pipeline.images import run_image_extract
 from affcli.pipeline.media import probe_video
+from affcli.pipeline.prompt_encode import encode_prompts, named_prompt_sets
+from affcli.pipeline.sources import Source
 from affcli.pipeline.stages import DONE, Decoder, FaceStage, StageFailed, VideoError, nvdec_available, put
-from affcli.pipeline.prompts import PROMPT_SETS
-from affcli.pipeline.sources import Source, discover_sources
 
-DEFAULT_PROMPT_SETS = ("expr8", "va9")
+__all__ = ["DONE_ELSEWHERE", "ExtractConfig", "Extractor", "VideoResult", "run_extract"]
+
 DONE_ELSEWHERE = "done-elsewhere"
-
-
-@dataclass
-class ExtractConfig:
-    """Everything that decides what `extract` computes (the parts that change features enter fingerprints)."""
-
-    cache: Path
-    backbones: list[str]
-    video_dir: Path | None = None
-    frames_dir: Path | None = None
-    videos: list[str] | str | Path | None = None
-    device: str = "auto"
-    batch_size: int = 256
-    decode_batch: int = 64
-    decode_workers: int = 2
-    no_face: bool = False
-    face: str = "mtcnn"
-    align: bool | None = None
-    face_margin: float = 0.25
-    detect_every: int = 1
-    track_iou: float = 0.4
-    face_threads: int = max(1, (os.cpu_count() or 2))
-    audio_align: Literal["centered", "causal"] = "centered"
-    frames_fps: float = 30.0
-    prompt_sets: tuple[str, ...] = DEFAULT_PROMPT_SETS
-    seed: int = 0
-    images_dir: Path | None = None
-    views: int = 0
-    augment: bool = False
-    image_faces: bool = False
-
-    @property
-    def face_mode(self) -> str:
-        """The face mode in force (`--no-face` is `--face none`)."""
-        return "none" if self.no_face else self.face
-
-    @property
-    def aligned(self) -> bool:
-        """Landmark alignment in force: on by default where landmarks exist (mtcnn)."""
-        return self.face_mode == "mtcnn" if self.align is None else bool(self.align)
-
-    def validate(self) -> None:
-        """Refuse a run with no input folder, an unknown audio alignment or prompt set, before anything is built."""
-        if self.images_dir is not None:
-            from affcli.pipeline.images import check_image_config
-
-            check_image_config(self)
-        elif self.video_dir is None and self.frames_dir is None:
-            raise ValueError("extract: give a video folder (--video-dir) or a frame folder (--frames-dir)")
-        if self.audio_align not in ("centered", "causal"):
-            raise ValueError(f"extract: audio alignment must be centered or causal, not {self.audio_align!r}")
-        if self.face not in FACE_MODES:
-            raise ValueError(f"extract: face detector must be one of {', '.join(FACE_MODES)}, not {self.face!r}")
-        if self.align and self.face_mode != "mtcnn":
-            raise ValueError(f"extract: --align needs face landmarks, which only --face mtcnn gives (not {self.face_mode})")
-        if self.detect_every < 1 or not 0 <= self.track_iou <= 1:
-            raise ValueError(f"extract: --detect-every must be >= 1 and the track IoU in [0, 1], "
-                             f"not {self.detect_every} / {self.track_iou}")
-        unknown = [n for n in self.prompt_sets if n not in PROMPT_SETS]
-        if unknown:
-            raise ValueError(f"extract: unknown prompt set(s) {', '.join(unknown)}; known: {', '.join(sorted(PROMPT_SETS))}")
-        # an empty input folder or a filter naming unknown ids is refused before the store is created
-        discover_sources(self.video_dir if self.frames_dir is None else None, self.frames_dir, self.videos,
-                         self.images_dir)
-
-
-@dataclass
-class VideoResult:
-    """Outcome of one video: ok / skipped / failed, with a one-line reason or warnings."""
-
-    video_id: str
-    status: str
-    n_frames: int = 0
-    message: str = ""
-    specs: list[str] = field(default_factory=list)
-
-
-def feature_fingerprint(backbone: Any, cfg: ExtractConfig, kind: str, crop_fp: dict[str, Any]) -> dict[str, Any]:
-    """The backbone's own fingerprint plus the preprocessing and alignment choices of this run."""
-    fp = backbone.fingerprint()
-    pre = dict(fp.get("preprocessing", {}))
-    if backbone.modality == "visual":
-        pre.update(input=kind, crop=crop_fp)
-        alignment = None
-    else:
-        pre["sample_rate"] = int(getattr(backbone, "sample_rate", 16000))
-        alignment = cfg.audio_align
-    return make_fingerprint(fp["spec"], fp["modality"], fp["dim"], fp["weights_sha256"], pre, alignment, fp["versions"])
-
-
-def _resize_batch(crops: np.ndarray, size: int) -> np.ndarray:
-    """Batched antialiased resize of uint8 [B,S,S,3] crops to another backbone's input size."""
-    if crops.shape[1] == size:
-        return crops
-    t = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
-    t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 class Extractor:
@@ -143,45 +42,21 @@ class Extractor:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.progress = progress or (lambda event, info: None)
-        self.store = FeatureStore(cfg.cache, mode="a")
         self.backbones = [build_backbone(s, self.device, seed=cfg.seed) for s in cfg.backbones]
         self.visual = [b for b in self.backbones if b.modality == "visual"]
         self.audio = [b for b in self.backbones if b.modality == "audio"]
         self.crop_size = max([b.input_size for b in self.visual], default=0)
-        self.detector = self._detector() if self.visual and cfg.face_mode != "none" else None
-
-    def _detector(self) -> HaarDetector | MtcnnDetector:
-        c = self.cfg
-        if c.face_mode == "haar":
-            return HaarDetector(FaceCropper(size=self.crop_size, margin=c.face_margin, threads=c.face_threads))
-        from affcli.pipeline.mtcnn import MTCNN
-
-        return MtcnnDetector(MTCNN(self.device))
-
-    # ---- planning ---------------------------------------------------------------------------
-    def face_settings(self) -> dict[str, Any]:
-        """How faces were found and cropped (stored with every face record, and in the crop fingerprint)."""
-        c = self.cfg
-        return {"detector": c.face_mode, "align": c.aligned, "template": "arcface-5pt" if c.aligned else None,
-                "size": self.crop_size, "margin": None if c.aligned else c.face_margin,
-                "detect_every": c.detect_every, "track_iou": c.track_iou if c.detect_every > 1 else None}
-
-    def _crop_fingerprint(self, kind: str) -> dict[str, Any]:
-        if kind == "frames":
-            return {"mode": "pre-cropped", "fps": self.cfg.frames_fps, "size": self.crop_size}
-        if self.detector is None:
-            return {"mode": "whole-frame", "size": self.crop_size}
-        return {"mode": "face", **self.detector.fingerprint(), **self.face_settings(),
-                "crop": "similarity warp to the template" if self.cfg.aligned else "square box crop, zero padded"}
+        # without visual backbones frames are still decoded (timestamps), letterboxed to one pixel
+        self.crop = cfg.crop_settings(self.crop_size) if self.visual else CropSettings(cfg.input_kind, 1)
+        self.detector = self.crop.build_detector(self.device, cfg.face_threads)
+        self.store = FeatureStore(cfg.cache, mode="a")  # once the parts are built: a refused run leaves no store
 
     def plan(self) -> tuple[list[Source], dict[str, list[str]], list[VideoResult]]:
         """Sources, the specs still to compute per video, and the videos skipped as complete."""
         c = self.cfg
-        sources = discover_sources(c.video_dir if c.frames_dir is None else None, c.frames_dir, c.videos)
-        kinds = {s.kind for s in sources}
+        sources = c.sources()
         for b in self.backbones:
-            for kind in kinds:
-                self.store.ensure_feature_set(b.spec, feature_fingerprint(b, c, kind, self._crop_fingerprint(kind)))
+            self.store.ensure_feature_set(b.spec, feature_fingerprint(b, self.crop, c.audio_align))
         todo, skipped = {}, []
         for s in sources:
             need = [b.spec for b in self.backbones if not self.store.has_video(b.spec, s.video_id)]
@@ -236,17 +111,12 @@ class Extractor:
         crops_q: queue.Queue = queue.Queue(maxsize=8)
         write_q: queue.Queue = queue.Queue(maxsize=4)
         results: list[VideoResult] = []
-        faces = FaceStage(c.face_mode if self.visual else "none", self.crop_size or 1, self.detector, c.detect_every,
-                          c.aligned, c.face_margin, c.track_iou)
-        for s in sources:
-            faces.start(s.video_id, s.kind)
+        faces = FaceStage(self.crop, self.detector)
         decoder = Decoder(self.device, c.decode_batch, self.crop_size, c.frames_fps, self._audio_path,
                           nvdec=nvdec_available(self.device))
         audio_specs = {b.spec for b in self.audio}
-        face_attrs = self.face_settings() if c.face_mode != "none" and self.visual else None
         embedder = Embedder(self.visual, self.audio, c.batch_size, c.audio_align, todo, by_id,
-                            face_attrs, self.progress)
-        self.stages = {"faces": faces, "embed": embedder}
+                            self.crop.face_attrs(), self.progress)
         threads = [threading.Thread(target=self._writer, args=(write_q, results, by_id, todo), daemon=True),
                    threading.Thread(target=_decode_all, args=(decoder, sources, todo, audio_specs, frames_q, stop,
                                                               c.decode_workers), daemon=True),
@@ -307,14 +177,7 @@ class Extractor:
             self.progress("video", {"video": vid, "status": res.status, "message": res.message})
 
     def _encode_prompts(self) -> None:
-        have = set(self.store.text_sets())
-        for b in self.visual:
-            if not hasattr(b, "encode_text"):
-                continue
-            for name in self.cfg.prompt_sets:
-                if (name, b.spec) not in have:
-                    prompts = PROMPT_SETS[name]
-                    self.store.write_text_embeddings(name, b.spec, prompts, b.encode_text(prompts))
+        encode_prompts(self.store, self.visual, named_prompt_sets(self.cfg.prompt_sets))
 
 
 def _decode_all(decoder: Decoder, sources: list[Source], todo: dict[str, list[str]], audio_specs: set[str],
@@ -353,45 +216,8 @@ def _pump(stage: Callable[[Any], list[Any]], inq: queue.Queue, outq: queue.Queue
 
 
 def run_extract(cfg: ExtractConfig, progress: Callable[[str, dict], None] | None = None) -> list[VideoResult]:
-    """Extract features of all videos of `cfg` into its cache; returns one result per video."""
-    t0 = time.perf_counter()
+    """Extract features of all videos (or image folders) of `cfg` into its cache; returns one result per video."""
     cfg.validate()
     if cfg.images_dir is not None:
-        from affcli.pipeline.images import run_image_extract
-
         return run_image_extract(cfg, progress)
-    ex = Extractor(cfg, progress)
-    res = ex.run()
-    ex.elapsed = time.perf_counter() - t0
-    return res
-
-
-def read_prompt_file(path: Path) -> list[str]:
-    """Prompts of a text file, one per non-blank line; an empty file is a ValueError."""
-    lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f"{path}: no prompts in file")
-    return lines
-
-
-def encode_prompt_sets(cache: Path, spec: str, names: list[str], device: str = "auto",
-                       custom: dict[str, list[str]] | None = None, prompt_file: Path | None = None,
-                       file_set: str = "custom") -> list[tuple[str, int]]:
-    """Encode named (or custom) prompt lists, and a prompt file as set `file_set`, with a CLIP backbone's
-    text tower into the cache."""
-    if prompt_file is not None:
-        custom = {**(custom or {}), file_set: read_prompt_file(prompt_file)}
-    b = build_backbone(spec, resolve_device(device))
-    if not hasattr(b, "encode_text"):
-        raise ValueError(f"{spec}: this backbone has no text encoder; prompts need a clip:* backbone")
-    store = FeatureStore(cache, mode="a")
-    lists = {n: PROMPT_SETS[n] if n in PROMPT_SETS else None for n in names}
-    unknown = [n for n, v in lists.items() if v is None and not (custom and n in custom)]
-    if unknown:
-        raise ValueError(f"unknown prompt set(s) {', '.join(unknown)}; known: {', '.join(sorted(PROMPT_SETS))}")
-    lists.update(custom or {})
-    out = []
-    for n, prompts in lists.items():
-        store.write_text_embeddings(n, spec, prompts, b.encode_text(prompts))
-        out.append((n, len(prompts)))
-    return out
+    return Extractor(cfg, progress).run()

@@ -3,11 +3,11 @@ image, each row's relative path kept; optionally K seeded augmented views per im
 horizontal flip, colour jitter from torchvision.transforms.v2) embedded by the same frozen backbones.
 
 Images have no time: row i gets timestamp i (fps 1). Faces are off by default (LSD-style images are face crops
-already); `image_faces` runs the face cropper per image. Views enter the feature set's fingerprint.
+already: whole images, letterboxed); `image_faces` runs the `--face` detector on each image and crops as the video
+path does (aligned or box crops, pipeline/crops.py). The crop and the views enter the feature set's fingerprint.
 """
 from __future__ import annotations
 
-import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,39 +22,17 @@ from affcli.cache.rows import row_extras
 from affcli.cache.store import FeatureStore
 from affcli.common.device import resolve_device
 from affcli.pipeline.backbones import build_backbone
-from affcli.pipeline.faces import FaceCropper, whole_frames
+from affcli.pipeline.config import ExtractConfig, VideoResult, feature_fingerprint
+from affcli.pipeline.crops import face_crops, resize_batch, whole_frames
 from affcli.pipeline.frames import _read
-from affcli.pipeline.prompts import PROMPT_SETS
+from affcli.pipeline.prompt_encode import encode_prompts, named_prompt_sets
+from affcli.pipeline.sources import Source, image_paths
+from affcli.pipeline.stages import to_device
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 IMAGE_FPS = 1.0
 CROP_SCALE = (0.5, 1.0)
 FLIP_P = 0.5
 JITTER = (0.4, 0.4, 0.4, 0.1)
-
-
-def image_paths(folder: Path) -> list[Path]:
-    """The jpg/png files directly in `folder`, sorted by name (subfolders are their own videos)."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
-                  and not p.name.startswith("."))
-
-
-def image_folders(root: Path) -> list[Path]:
-    """`root` and every folder below it (hidden ones skipped) that directly holds at least one image."""
-    root = Path(root)
-    cands = [root, *(p for p in root.rglob("*") if p.is_dir()
-                     and not any(part.startswith(".") for part in p.relative_to(root).parts))]
-    return sorted(p for p in cands if image_paths(p))
-
-
-def check_image_config(cfg: Any) -> None:
-    """Refuse --images-dir mixed with video/frame folders, and --views without --augment (or the reverse)."""
-    if cfg.video_dir is not None or cfg.frames_dir is not None:
-        raise ValueError("extract: --images-dir takes no --video-dir or --frames-dir (still images have no audio)")
-    if cfg.views < 0:
-        raise ValueError(f"extract: --views must be >= 0, not {cfg.views}")
-    if bool(cfg.views) != bool(cfg.augment):
-        raise ValueError("extract: --views K and --augment go together (K augmented views per image)")
 
 
 class ViewAugment:
@@ -103,23 +81,19 @@ def iter_image_folder(folder: Path, batch_size: int = 64, threads: int = 4) -> I
 class ImageExtractor:
     """Image folders x visual backbones -> cache rows (+ paths, + views), resumable, per-folder error isolation."""
 
-    def __init__(self, cfg: Any, progress: Callable[[str, dict], None] | None = None):
+    def __init__(self, cfg: ExtractConfig, progress: Callable[[str, dict], None] | None = None):
         self.cfg = cfg
         self.progress = progress or (lambda event, info: None)
-        self.store = FeatureStore(cfg.cache, mode="a")
-        device = resolve_device(cfg.device)
-        self.backbones = [build_backbone(s, device, seed=cfg.seed) for s in cfg.backbones]
+        self.device = resolve_device(cfg.device)
+        self.backbones = [build_backbone(s, self.device, seed=cfg.seed) for s in cfg.backbones]
         audio = [b.spec for b in self.backbones if b.modality != "visual"]
         if audio:
             raise ValueError(f"extract --images-dir: {', '.join(audio)} need audio; still images take visual backbones only")
         self.size = max(b.input_size for b in self.backbones)
-        self.cropper = FaceCropper(size=self.size, margin=cfg.face_margin, threads=1) if cfg.image_faces else None
         self.augment = ViewAugment(self.size, cfg.views, cfg.seed) if cfg.views > 0 else None
-
-    def crop_fingerprint(self) -> dict[str, Any]:
-        """How rows were cut from the images, and the augmented views (part of every feature set's fingerprint)."""
-        crop = {"mode": "face", **self.cropper.fingerprint()} if self.cropper else {"mode": "whole-image", "size": self.size}
-        return {**crop, "augment": self.augment.fingerprint() if self.augment else None}
+        self.crop = cfg.crop_settings(self.size, self.augment.fingerprint() if self.augment else None)
+        self.detector = self.crop.build_detector(self.device, cfg.face_threads)
+        self.store = FeatureStore(cfg.cache, mode="a")  # once the parts are built: a refused run leaves no store
 
     def _crops(self, imgs: list, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         crops = np.zeros((len(imgs), self.size, self.size, 3), np.uint8)
@@ -127,19 +101,24 @@ class ImageExtractor:
         for i, img in enumerate(imgs):  # images differ in size: one resize (or face detection) per image
             if img is None:
                 continue
-            if self.cropper is None:
+            if self.detector is None:
                 crops[i] = whole_frames(img[None], self.size)[0]
             else:
-                c, v, _ = self.cropper.crop_batch(img[None])
-                crops[i], ok[i] = c[0], bool(v[0])
+                crops[i], ok[i] = self._face(img)
         return crops, ok
 
+    def _face(self, img: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The face crop of one image (zeros without a face) and whether a face was found."""
+        x = to_device(np.ascontiguousarray(img[None]), self.device)
+        d = self.detector(x)
+        s = self.crop
+        crop = face_crops(x, d.boxes, d.landmarks, d.valid, s.size, bool(s.align), s.margin)
+        return crop[0].permute(1, 2, 0).cpu().numpy(), bool(d.valid[0])
+
     def _embed(self, b: Any, crops: np.ndarray) -> np.ndarray:
-        from affcli.pipeline.extract import _resize_batch
+        return b.embed(b.preprocess(resize_batch(crops, b.input_size))).float().cpu().numpy()
 
-        return b.embed(b.preprocess(_resize_batch(crops, b.input_size))).float().cpu().numpy()
-
-    def extract_folder(self, src: Any, specs: list[str]) -> int:
+    def extract_folder(self, src: Source, specs: list[str]) -> int:
         """Embed every image of one folder (and its views) with the backbones of `specs`, write them; returns rows."""
         c = self.cfg
         todo = [b for b in self.backbones if b.spec in specs]
@@ -167,7 +146,7 @@ class ImageExtractor:
             raise ValueError(f"{src.path}: no images")
         ok, ts = np.concatenate(oks), np.concatenate(tss)
         if not ok.any():
-            warnings.warn(f"{src.path}: no usable image (unreadable{' or no face' if self.cropper else ''}); "
+            warnings.warn(f"{src.path}: no usable image (unreadable{' or no face' if self.detector else ''}); "
                           f"features marked invalid", stacklevel=2)
         root = Path(c.images_dir)
         paths = [p.relative_to(root).as_posix() for p in image_paths(src.path)]
@@ -177,15 +156,12 @@ class ImageExtractor:
                                    str(src.path), extras=row_extras(paths, v))
         return len(ts)
 
-    def run(self) -> list:
+    def run(self) -> list[VideoResult]:
         """Extract every pending image folder; never raises for one bad folder, returns per-folder results."""
-        from affcli.pipeline.extract import VideoResult, feature_fingerprint
-        from affcli.pipeline.sources import discover_sources
-
         c = self.cfg
-        sources = discover_sources(images_dir=c.images_dir, videos=c.videos)
+        sources = c.sources()
         for b in self.backbones:
-            self.store.ensure_feature_set(b.spec, feature_fingerprint(b, c, "images", self.crop_fingerprint()))
+            self.store.ensure_feature_set(b.spec, feature_fingerprint(b, self.crop, c.audio_align))
         todo = {s.video_id: [b.spec for b in self.backbones if not self.store.has_video(b.spec, s.video_id)]
                 for s in sources}
         results = [VideoResult(v, "skipped", message="already complete") for v, need in todo.items() if not need]
@@ -208,16 +184,9 @@ class ImageExtractor:
         return sorted(results, key=lambda r: r.video_id)
 
     def _encode_prompts(self) -> None:
-        have = set(self.store.text_sets())
-        for b in self.backbones:
-            for name in (n for n in self.cfg.prompt_sets if hasattr(b, "encode_text") and (n, b.spec) not in have):
-                self.store.write_text_embeddings(name, b.spec, PROMPT_SETS[name], b.encode_text(PROMPT_SETS[name]))
+        encode_prompts(self.store, self.backbones, named_prompt_sets(self.cfg.prompt_sets))
 
 
-def run_image_extract(cfg: Any, progress: Callable[[str, dict], None] | None = None) -> list:
-    """Extract `cfg.images_dir` (an ExtractConfig) into its cache; one result per image folder."""
-    t0 = time.perf_counter()
-    ex = ImageExtractor(cfg, progress)
-    res = ex.run()
-    ex.elapsed = time.perf_counter() - t0
-    return res
+def run_image_extract(cfg: ExtractConfig, progress: Callable[[str, dict], None] | None = None) -> list[VideoResult]:
+    """Extract `cfg.images_dir` into its cache; one result per image folder."""
+    return ImageExtractor(cfg, progress).run()

@@ -247,11 +247,6 @@ class MTCNN(nn.Module):
         self.device = torch.device(device)
         self.to(self.device).eval().requires_grad_(False)
 
-    def fingerprint(self) -> dict:
-        """What changes the detections, for the feature-cache fingerprint."""
-        return {"face_detector": f"mtcnn:{MTCNN_PACKAGE}=={MTCNN_VERSION}", "min_face_size": self.min_face_size,
-                "thresholds": list(self.thresholds), "factor": self.factor}
-
     @torch.inference_mode()
     def detect(self, frames: torch.Tensor | np.ndarray) -> list[Faces]:
         """Per frame: boxes [k,4], scores [k], landmarks [k,5,2] (largest face first), on the model's device."""

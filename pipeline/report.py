@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from affcli.common.progress import progress_bar
-from affcli.pipeline.extract import VideoResult
+from affcli.pipeline.config import VideoResult
 
 
 class ExtractProgress:

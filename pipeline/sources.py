@@ -11,6 +11,7 @@ from affcli.common.ids import parse_id_list
 from affcli.common.vocab import subject_video
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,21 @@ def _frame_folders(frames_dir: Path) -> list[Source]:
     return [Source(p.name, p, "frames") for p in folders]
 
 
-def _image_folders(images_dir: Path) -> list[Source]:
-    from affcli.pipeline.images import image_folders
+def image_paths(folder: Path) -> list[Path]:
+    """The jpg/png files directly in `folder`, sorted by name (subfolders are their own videos)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not p.name.startswith("."))
 
+
+def image_folders(root: Path) -> list[Path]:
+    """`root` and every folder below it (hidden ones skipped) that directly holds at least one image."""
+    root = Path(root)
+    cands = [root, *(p for p in root.rglob("*") if p.is_dir()
+                     and not any(part.startswith(".") for part in p.relative_to(root).parts))]
+    return sorted(p for p in cands if image_paths(p))
+
+
+def _image_folders(images_dir: Path) -> list[Source]:
     root = _require_dir(images_dir, "images_dir")
     return [Source(image_folder_id(root, p), p, "images") for p in image_folders(root)]
 

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from affcli.pipeline.crop_settings import CropSettings
+from affcli.pipeline.crops import face_crops, letterbox, resize_frames
 from affcli.pipeline.errors import MediaError, NoAudioError
-from affcli.pipeline.faces import face_crops, letterbox
 from affcli.pipeline.frames import frame_folder_index, iter_frame_folder
 from affcli.pipeline.media import iter_video_frames, probe_video, read_audio
 from affcli.pipeline.sources import Source
@@ -191,21 +192,16 @@ class _Pending:
 class FaceStage:
     """Detect/track + crop stage: FrameBatch of frames -> FrameBatch of crops (per-video trackers, in order).
 
-    mode "mtcnn"/"haar": faces via `detector` every `every` frames with tracks between; "none": letterboxed
-    whole frames; frame-folder input ("frames" kind) is already cropped and only resized to `size`.
+    The crop is what `settings` says (`settings.method`): "face": `detector` on every `detect_every`-th frame with
+    tracks between, then aligned or box crops; "letterbox": whole frames; "pre-cropped": frame-folder faces, only
+    resized to the crop size.
     """
 
-    def __init__(self, mode: str, size: int, detector: Callable | None = None, every: int = 1, align: bool = False,
-                 margin: float = 0.25, iou: float = 0.4, cut: float = 0.12):
-        self.mode, self.size, self.detector = mode, int(size), detector
-        self.every, self.align, self.margin, self.iou, self.cut = int(every), bool(align), float(margin), iou, cut
-        self.kinds: dict[str, str] = {}
+    def __init__(self, settings: CropSettings, detector: Callable | None = None, cut: float = 0.12):
+        if settings.method == "face" and detector is None:
+            raise ValueError(f"face stage: face detector {settings.detector!r} was not built")
+        self.settings, self.detector, self.cut = settings, detector, float(cut)
         self._open: dict[str, _Pending] = {}
-        self.frames_in = 0
-        self.n_detected = 0
-
-    def start(self, video_id: str, kind: str) -> None:
-        self.kinds[video_id] = kind
 
     def __call__(self, msg: Any) -> list[Any]:
         """One message in, the messages to pass on out (a tracker may hold a few frames for the next batch)."""
@@ -214,25 +210,20 @@ class FaceStage:
             return [msg]
         if isinstance(msg, VideoEnd):
             out = self._faces(msg.video_id, None, None, None, final=True) if msg.video_id in self._open else []
-            self._close(msg.video_id)
+            self._open.pop(msg.video_id, None)
             return out + [msg]
-        self.frames_in += len(msg.ts)
-        if self.kinds.get(msg.video_id) == "frames" or self.mode == "none":
-            crops = _resize(msg.frames, self.size) if self.kinds.get(msg.video_id) == "frames" else \
-                letterbox(msg.frames, self.size)
+        method, size = self.settings.method, self.settings.size
+        if method != "face":
+            crops = resize_frames(msg.frames, size) if method == "pre-cropped" else letterbox(msg.frames, size)
             return [FrameBatch(msg.video_id, None, msg.ts, msg.ok, crops, msg.ok.copy())]
         return self._faces(msg.video_id, msg.frames, msg.ts, msg.ok, final=False)
 
-    def _close(self, video_id: str) -> None:
-        p = self._open.pop(video_id, None)
-        if p is not None:
-            self.n_detected += p.tracker.n_detected
-
     def _faces(self, vid: str, frames: torch.Tensor | None, ts: np.ndarray | None, ok: np.ndarray | None,
                final: bool) -> list[FrameBatch]:
+        s = self.settings
         p = self._open.get(vid)
         if p is None:
-            p = self._open[vid] = _Pending(Tracker(self.detector, self.every, self.iou, self.cut))
+            p = self._open[vid] = _Pending(Tracker(self.detector, s.detect_every, s.track_iou, self.cut))
         if frames is None:
             if p.tracker.pending is None:
                 return []
@@ -247,7 +238,7 @@ class FaceStage:
         ts_all, ok_all = np.concatenate(p.ts), np.concatenate(p.ok)
         p.ts, p.ok = [ts_all[r:]], [ok_all[r:]]
         valid = track.valid & torch.from_numpy(ok_all[:r]).to(track.valid.device)
-        crops = face_crops(done, track.boxes, track.landmarks, valid, self.size, self.align, self.margin)
+        crops = face_crops(done, track.boxes, track.landmarks, valid, s.size, bool(s.align), s.margin)
         return [FrameBatch(vid, None, ts_all[:r], ok_all[:r], crops, valid.cpu().numpy(), _host_faces(track, valid))]
 
 
@@ -258,11 +249,3 @@ def _host_faces(track: FaceTrack, valid: torch.Tensor) -> dict[str, np.ndarray]:
     return {"box": torch.where(v, track.boxes, nan).cpu().numpy().astype(np.float32),
             "score": torch.where(valid, track.scores, torch.zeros_like(track.scores)).cpu().numpy().astype(np.float32),
             "landmarks": torch.where(v[..., None], track.landmarks, nan).cpu().numpy().astype(np.float32)}
-
-
-def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
-    if frames.shape[-2:] == (size, size):
-        return frames
-    x = torch.nn.functional.interpolate(frames.float(), size=(size, size), mode="bilinear", antialias=True,
-                                        align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8)

@@ -2,9 +2,10 @@
 fingerprints.
 
 The backbones come from the backbone registry (`build_backbone`, weights checked against the fingerprint's hash);
-the crops from `extract`'s own face stage (pipeline.stages.FaceStage with the detector the crop fingerprint names),
-fed one frame at a time; the embedding is the embed stage's `backbone.embed(backbone.preprocess(crops))`; and every
-feature is rounded to the cache's dtype. So a streamed frame gets the features `extract` stored for it.
+the crops from `extract`'s own face stage (pipeline.stages.FaceStage with the settings and detector that
+`CropSettings.read` rebuilds from the crop fingerprint), fed one frame at a time; the embedding is the embed
+stage's `backbone.embed(backbone.preprocess(crops))`; and every feature is rounded to the cache's dtype. So a
+streamed frame gets the features `extract` stored for it.
 """
 from __future__ import annotations
 
@@ -19,49 +20,28 @@ from affcli.heads.fusion import group_features
 STREAM_VIDEO = "stream"
 
 
-def _detector(crop_fp: dict[str, Any], device: torch.device):
-    """The face detector a crop fingerprint names, with its recorded options."""
-    from affcli.pipeline.faces import FaceCropper, HaarDetector, MtcnnDetector
-
-    name = crop_fp.get("detector")
-    if name == "haar":
-        return HaarDetector(FaceCropper(size=int(crop_fp["size"]), margin=float(crop_fp.get("margin") or 0.25),
-                                        detect_width=int(crop_fp["detect_width"]), min_face=float(crop_fp["min_face"]),
-                                        threads=1, scale_factor=float(crop_fp["scale_factor"]),
-                                        min_neighbors=int(crop_fp["min_neighbors"])))
-    if name == "mtcnn":
-        from affcli.pipeline.mtcnn import MTCNN
-
-        mtcnn = MTCNN(device, min_face_size=float(crop_fp["min_face_size"]),
-                      thresholds=tuple(crop_fp["thresholds"]), factor=float(crop_fp["factor"]))
-        return MtcnnDetector(mtcnn, detect_width=int(crop_fp["detect_width"]))
-    raise ValueError(f"stream: face detector {name!r} of the cached features is not one stream can rebuild (haar, mtcnn)")
-
-
 def face_stage(crop_fp: dict[str, Any], source_kind: str, device: torch.device):
     """extract's face stage for the crop a feature set's fingerprint records, for frames of `source_kind`
     (video, camera or frames); refuses crops that are not causal (boxes interpolated from later frames)."""
+    from affcli.common.registry import UnknownNameError
+    from affcli.pipeline.crop_settings import CropSettings
     from affcli.pipeline.stages import FaceStage
 
-    mode, size = crop_fp.get("mode"), int(crop_fp.get("size") or 0)
-    if mode == "pre-cropped":
-        if source_kind != "frames":
-            raise ValueError("stream: the run's features were extracted from pre-cropped face folders; "
-                             "stream such folders with --frames DIR")
-        stage = FaceStage("none", size)
-    elif mode == "whole-frame":
-        stage = FaceStage("none", size)
-    elif mode == "face":
-        every = int(crop_fp.get("detect_every") or 1)
-        if every != 1:
-            raise ValueError(f"stream: the cached features were cropped with --detect-every {every}, which interpolates "
-                             f"face boxes from later frames; stream needs features extracted with --detect-every 1")
-        stage = FaceStage(crop_fp["detector"], size, _detector(crop_fp, device), 1, bool(crop_fp.get("align")),
-                          float(crop_fp.get("margin") or 0.25), float(crop_fp.get("track_iou") or 0.4))
-    else:
-        raise ValueError(f"stream: crop mode {mode!r} of the cached features is not one stream can rebuild")
-    stage.start(STREAM_VIDEO, "frames" if mode == "pre-cropped" else "video")
-    return stage
+    try:
+        crop = CropSettings.read(crop_fp)
+    except (ValueError, UnknownNameError) as e:
+        raise ValueError(f"stream: the cached features' crop cannot be rebuilt: {e}") from None
+    if crop.input == "images":
+        raise ValueError("stream: the run's features were extracted from still images (--images-dir); stream takes "
+                         "video, camera or frame-folder input")
+    if crop.method == "pre-cropped" and source_kind != "frames":
+        raise ValueError("stream: the run's features were extracted from pre-cropped face folders; "
+                         "stream such folders with --frames DIR")
+    if crop.method == "face" and crop.detect_every != 1:
+        raise ValueError(f"stream: the cached features were cropped with --detect-every {crop.detect_every}, which "
+                         f"interpolates face boxes from later frames; stream needs features extracted with "
+                         f"--detect-every 1")
+    return FaceStage(crop, crop.build_detector(device, threads=1))
 
 
 @dataclass
@@ -107,7 +87,7 @@ class FrameFeaturizer:
     @property
     def crop_size(self) -> int:
         """The largest crop side (what a frame folder is resized to on reading, as extract does)."""
-        return max(int(st.size) for st in self.stages)
+        return max(int(st.settings.size) for st in self.stages)
 
     @classmethod
     def from_cache(cls, cache: str, specs: list[str], source_kind: str = "video", device: str | torch.device = "cpu",

@@ -14,6 +14,7 @@ import pytest
 
 from affcli.common import registry_help
 from affcli.heads import cli_help
+from affcli.pipeline import cli_help as pipeline_help
 
 HEAVY = {"torch", "torchvision", "transformers", "open_clip", "zarr", "polars", "sklearn", "scipy", "dask", "av",
          "cv2", "h5py"}
@@ -81,6 +82,48 @@ def test_source_listing_equals_the_live_registry(source):
     live = registry_help.names_help(getattr(importlib.import_module(module), registry), with_options)
     assert registry_help.source_listing(module, registry, with_options) == live
     assert live.count(";") >= 3
+
+
+@pytest.mark.parametrize("source, fields", [(pipeline_help.BACKBONE_SOURCE, pipeline_help.BACKBONE_FIELDS),
+                                            (pipeline_help.DETECTOR_SOURCE, pipeline_help.DETECTOR_FIELDS)])
+@pytest.mark.parametrize("with_options", [True, False])
+def test_package_source_listing_equals_the_live_registry(source, fields, with_options):
+    """Registrations spread over a package's modules (the registry in one, a part per module) and their declared
+    metadata read from source equal the live listing."""
+    module, registry = source
+    live = registry_help.names_help(getattr(importlib.import_module(module), registry), with_options, fields)
+    assert registry_help.source_listing(module, registry, with_options, fields) == live
+    assert live.count(";") >= 2 and " (" in live
+
+
+def test_declared_backbone_modality_is_the_kinds_own():
+    from affcli.pipeline.backbones import BACKBONES
+
+    for kind in BACKBONES.names():
+        assert BACKBONES.meta(kind)["modality"] == BACKBONES.get(kind).modality, kind
+        assert BACKBONES.meta(kind)["example"].startswith(kind + ":"), kind
+
+
+def test_extract_help_lists_backbones_and_detectors_without_torch():
+    r = _python("""
+        import re, sys
+        from typer.testing import CliRunner
+        from affcli.cli import app
+
+        out = CliRunner().invoke(app, ["extract", "--help"], terminal_width=200).output
+        print(re.sub(r"[\\s│]+", " ", out))
+        print(sorted(m for m in ("torch", "cv2", "affcli.pipeline.backbones", "affcli.pipeline.detectors")
+                     if m in sys.modules))
+    """)
+    *_, flat, loaded = r.stdout.strip().splitlines()
+    assert loaded == "[]"
+    for part in ("clip (visual, e.g. clip:ViT-B-16/openai)", "wav2vec2 (audio, e.g. wav2vec2:facebook/wav2vec2-base)",
+                 "mtcnn(min_face_size=20.0, thresholds=(0.6, 0.7, 0.7), factor=0.709, detect_width=640) "
+                 "(landmarks): MTCNN",
+                 "haar(detect_width=320, min_face=0.08, scale_factor=1.1, min_neighbors=5) (no landmarks)",
+                 "none (no landmarks): no detection", "--face-option"):
+        assert part in flat, part
+    assert "--no-face" not in flat
 
 
 def test_unreadable_source_falls_back_to_the_live_registry(tmp_path, monkeypatch):

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from affcli.common.vocab import AU_NAMES, EXPR_CLASSES
 from affcli.heads.tasks import get_task
-from affcli.pipeline.faces import FaceCropper
+from affcli.pipeline.crops import face_crops
+from affcli.pipeline.detectors import DETECTORS
 from affcli.pipeline.media import count_frames, iter_video_frames, probe_video, read_audio
 from affcli.synthetic.media import CLASS_PITCH, DemoDataset, make_demo_dataset
 
@@ -67,11 +69,14 @@ def test_deterministic_by_seed(tmp_path: Path) -> None:
 
 
 def test_picture_follows_labels_and_has_a_faceless_stretch(demo: DemoDataset) -> None:
-    cropper = FaceCropper(size=32, threads=2)
+    haar = DETECTORS.build("haar", "cpu", 2)
     feats, classes, valence = [], [], []
     for vid in demo.video_ids:
-        frames = np.concatenate([f for f, _ in iter_video_frames(demo.video_dir / f"{vid}.mp4")])
-        crops, valid, _ = cropper.crop_batch(frames)
+        frames = torch.from_numpy(np.concatenate([f for f, _ in iter_video_frames(demo.video_dir / f"{vid}.mp4")]))
+        x = frames.permute(0, 3, 1, 2)
+        d = haar(x)
+        crops = face_crops(x, d.boxes, d.landmarks, d.valid, 32, align=False, margin=0.25).permute(0, 2, 3, 1).numpy()
+        valid = d.valid.numpy()
         gap = np.zeros(len(valid), bool)
         if vid in demo.no_face:
             gap[slice(*demo.no_face[vid])] = True

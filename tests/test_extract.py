@@ -101,7 +101,7 @@ def test_other_backbone_under_same_cache_is_refused(video_dir, tmp_path):
     res = _extract(cache, "--video-dir", str(video_dir), "--seed", "1", specs=["clip:tiny"])
     assert res.exit_code == 2
     assert "different fingerprint" in res.output and str(cache) in res.output
-    res = _extract(cache, "--video-dir", str(video_dir), "--no-face", specs=["clip:tiny"])
+    res = _extract(cache, "--video-dir", str(video_dir), "--face", "none", specs=["clip:tiny"])
     assert res.exit_code == 2 and "preprocessing" in res.output
     after = _arrays(cache)
     assert before.keys() == after.keys()

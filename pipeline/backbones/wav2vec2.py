@@ -49,7 +49,8 @@ def receptive_field(kernels: list[int], strides: list[int]) -> tuple[int, int]:
     return rf, jump
 
 
-@BACKBONES.register("wav2vec2", help="Wav2Vec2 last hidden state: hub name, local folder, tiny")
+@BACKBONES.register("wav2vec2", modality="audio", example="wav2vec2:facebook/wav2vec2-base",
+                    help="Wav2Vec2 last hidden state: hub name, local folder, tiny")
 class Wav2Vec2Backbone(AudioBackbone):
     """Wav2Vec2Model last hidden state at ~50 Hz; one pass per 20 s chunk (2 s overlap), batched."""
 

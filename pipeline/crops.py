@@ -1,0 +1,75 @@
+"""Frames -> square uint8 crops: face crops (aligned or box), letterboxed whole frames, and square resizes.
+
+Device-side (torch, the frames' device) for the staged `extract` and `stream`; `whole_frames` is the host letterbox
+of still images. Every function keeps the batch: one op per batch, no per-frame Python.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from affcli.pipeline.face_align import align_faces, box_crops
+
+
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [N,3,H,W] -> [N,3,size,size] (bilinear, antialiased), on their device; unchanged when already that size."""
+    if frames.shape[-2:] == (size, size):
+        return frames
+    x = F.interpolate(frames.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resize_batch(crops: np.ndarray, size: int) -> np.ndarray:
+    """Host crops uint8 [B,S,S,3] -> [B,size,size,3] by `resize_frames` (another backbone's input size)."""
+    if crops.shape[1] == size:
+        return crops
+    t = resize_frames(torch.from_numpy(crops).permute(0, 3, 1, 2), size)
+    return t.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def letterbox(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Whole frames [N,3,H,W] uint8 -> [N,3,size,size] uint8, aspect kept, zero bars (`--face none`), on their
+    device."""
+    n, _, h, w = frames.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    out = frames.new_zeros(n, 3, size, size)
+    if n:
+        x = F.interpolate(frames.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        out[:, :, top:top + nh, left:left + nw] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def whole_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Still images: letterbox host frames [B,H,W,3] into size x size (aspect kept, zero bars), OpenCV area resize."""
+    b, h, w = frames.shape[:3]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = np.zeros((b, size, size, 3), np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    view = out[:, top : top + nh, left : left + nw]
+    for i in range(b):  # OpenCV's area resize takes one image per call (about 1 ms for 640x360)
+        view[i] = cv2.resize(frames[i], (nw, nh), interpolation=interp)
+    return out
+
+
+def face_crops(frames: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, valid: torch.Tensor, size: int,
+               align: bool, margin: float) -> torch.Tensor:
+    """Crops [N,3,size,size] uint8 of frames [N,3,H,W]: landmark-aligned to the ArcFace template where `align` and
+    landmarks exist, else square box crops with `margin`; zeros where `valid` is False. All on the frames' device."""
+    dev = frames.device
+    valid = valid.to(dev)
+    out = frames.new_zeros(len(frames), 3, size, size)
+    marks = landmarks.to(dev)
+    use_align = valid & torch.isfinite(marks).all(2).all(1) if align else torch.zeros_like(valid)
+    use_box = valid & ~use_align
+    for sel, crop in ((use_align, lambda i: align_faces(frames, marks[i], size, frame_index=i)[0]),
+                      (use_box, lambda i: box_crops(frames, boxes.to(dev)[i], size, margin, frame_index=i))):
+        idx = sel.nonzero().flatten()
+        if len(idx):
+            out[idx] = crop(idx).round_().clamp_(0, 255).to(torch.uint8)
+    return out
