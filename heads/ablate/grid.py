@@ -214,5 +214,8 @@ def run_name(assign: dict[str, Any]) -> str:
 
 
 def hashed_config(cfg: dict[str, Any]) -> str:
-    """Config hash of a full run config, ignoring where it is written."""
-    return config_hash({k: v for k, v in cfg.items() if k not in NOT_HASHED})
+    """Config hash of a full run config, ignoring where it is written and logged (tracking keys, and new keys at
+    their defaults, are left out: a grid keeps its hashes across versions)."""
+    from affcli.heads.config import hashable_config
+
+    return config_hash(hashable_config({k: v for k, v in cfg.items() if k not in NOT_HASHED}))

@@ -118,13 +118,20 @@ def use_gpu(index: int) -> None:
 # ---- one run ----------------------------------------------------------------------------------------
 def train_with_trainer(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The real runner: `heads.trainer.train_run` on data cached per process."""
-    from affcli.heads.train.trainer import RunConfig, prepare_data, train_run
+    return train_cached(cfg, run_dir)
+
+
+def train_cached(cfg: dict[str, Any], run_dir: Path, epoch_hook: Callable[[int, float], None] | None = None
+                 ) -> dict[str, Any]:
+    """Train one grid point (K fold sub-runs when its config has folds) on this process's cached data."""
+    from affcli.heads.train.folds import run_training
+    from affcli.heads.train.trainer import RunConfig, prepare_data
 
     cfg = dict(cfg, out=str(run_dir))
     if _WORKER_GPU is not None and str(cfg.get("device", "")).startswith("cuda"):
         cfg["device"] = f"cuda:{_WORKER_GPU}"
     obj = RunConfig.from_dict(cfg)
-    return train_run(obj, data=cached_data(obj, cfg, prepare_data))
+    return run_training(obj, data=cached_data(obj, cfg, prepare_data), epoch_hook=epoch_hook)
 
 
 def is_finished(run_dir: Path, want_hash: str) -> bool:
