@@ -121,7 +121,7 @@ def run_kind(run_dir: str | Path) -> str:
 
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.json (not a train-head, fold or ensemble run folder)")
+        raise FileNotFoundError("no config.json (not a train-head, fold or ensemble run folder)")
     try:
         kind = read_json(path).get("kind", "single")
     except (ValueError, AttributeError):

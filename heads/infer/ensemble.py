@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +149,7 @@ def _write_folder(out: Path, config: dict, metrics: dict, data: Any, rows: np.nd
     from affcli.heads.data.abaw_io import prediction_frame
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
         write_json(tmp / "config.json", config)
         write_json(tmp / "metrics.json", metrics)

@@ -117,8 +117,6 @@ def open_run(run_dir: str | Path, cache: str | None = None, labels: str | Path |
     run_dir = Path(run_dir)
     if _depth > MAX_DEPTH:
         raise ValueError(f"{run_dir}: ensembles nested deeper than {MAX_DEPTH} (a member naming its own ensemble?)")
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run folder")
     kind = run_kind(run_dir)
     over = {"cache": str(cache) if cache else None, "labels": str(labels) if labels else None, "device": device,
             "skip_bad": skip_bad, "smooth": smooth}
