@@ -38,6 +38,7 @@ class Grid:
     include: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
     ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -122,6 +123,7 @@ def grid_from_dict(raw: dict[str, Any], source: str = "") -> Grid:
             raise GridError(k, "unknown top-level key", list(known))
     axes: dict[str, list[Any]] = {}
     ranges: dict[str, dict[str, Any]] = {}
+    order = [AXIS_ALIASES.get(k, k) for k in (raw.get("axes") or {})]
     for k, v in (raw.get("axes") or {}).items():
         name = AXIS_ALIASES.get(k, k)
         if is_range(v):
@@ -138,7 +140,7 @@ def grid_from_dict(raw: dict[str, Any], source: str = "") -> Grid:
         items = raw.get(kind) or []
         items = [items] if isinstance(items, dict) else items
         rules[kind] = [{AXIS_ALIASES.get(k, k): v for k, v in r.items()} for r in items]
-    return Grid(_flat_base(raw.get("base") or {}), axes, rules["exclude"], rules["include"], source, ranges)
+    return Grid(_flat_base(raw.get("base") or {}), axes, rules["exclude"], rules["include"], source, ranges, order)
 
 
 RANGE_KINDS = ("log", "int", "float")

@@ -41,7 +41,8 @@ def space_of(grid: Grid) -> dict[str, Any]:
     """{axis: list of shown values (categorical) | range spec}: the searched axes, seeds excluded."""
     space: dict[str, Any] = {a: [display(v) for v in vals] for a, vals in grid.axes.items() if a != SEED_AXIS}
     space.update(grid.ranges)
-    return space
+    rank = {a: i for i, a in enumerate(grid.order)}
+    return dict(sorted(space.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def check_search_grid(grid: Grid, cache: str | Path | None, labels: str | Path | None,

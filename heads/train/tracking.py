@@ -7,6 +7,7 @@ run; one that cannot be reached (or an mlflow that is not installed) is refused 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from affcli.common.notices import warn
 
 MLFLOW_EXPERIMENT = "affcli"
 MLFLOW_INSTALL = "pip install 'affcli[mlflow]'"
+MLFLOW_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def flat_numbers(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -40,6 +42,23 @@ def flat_params(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
             text = v if isinstance(v, str) else json.dumps(v, default=str)
             out[key] = text[:500]
     return out
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """An http(s) tracking URI must answer (any HTTP status) within `timeout` s; else a one-line ValueError, before
+    the MLflow client's minutes of retries."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise ValueError(f"--mlflow {uri}: no tracking server answers there ({reason})") from None
 
 
 def mlflow_module() -> Any:
@@ -70,6 +89,9 @@ class Tracker:
 
     def _start_mlflow(self, uri: str, params: Mapping[str, Any], name: str, tags: dict[str, str]) -> None:
         mlflow = mlflow_module()
+        check_reachable(uri)
+        for k, v in MLFLOW_HTTP.items():  # a server that dies mid-run costs seconds, not minutes of retries
+            os.environ.setdefault(k, v)
         try:
             client = mlflow.MlflowClient(tracking_uri=uri)
             exp = client.get_experiment_by_name(MLFLOW_EXPERIMENT)
