@@ -4,11 +4,7 @@ real local `mlflow server` (SQLite backend), started and stopped here."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -82,40 +78,23 @@ def test_mlflow_missing_or_unreachable_is_one_line(synth, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on a free local port with a SQLite backend and local artifacts; stopped afterwards."""
+def mlflow_server(request):
+    """A real `mlflow server` on a free local port with a SQLite backend and local artifacts, started by conftest as
+    soon as this test is collected and stopped at the session's end; waits until it answers."""
     if importlib.util.find_spec("mlflow") is None:
         pytest.skip("mlflow is not installed (pip install -e '.[test]' brings it)")
-    root = tmp_path_factory.mktemp("mlflow")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield uri
-    finally:
+    proc, uri, root, _ = request.config._mlflow_server
+    deadline = time.monotonic() + 180
+    while True:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                if r.status == 200:
+                    return uri
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
 
 
 def test_mlflow_sees_the_runs_metrics_on_a_local_server(mlflow_server, synth, tmp_path):
