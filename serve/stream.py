@@ -74,44 +74,93 @@ def _camera(index: int) -> Iterator[tuple[np.ndarray, float, bool]]:
         cap.release()
 
 
-class Streamer:
-    """A finished causal run served frame by frame: FrameFeaturizer (backbones + crop) -> OnlineHead (ring buffer)."""
+class RunHead:
+    """The heads of a run of any kind served frame by frame: one OnlineHead per single run inside it, each fed by the
+    featurizer of its own feature sets, their outputs combined as offline (heads.infer.combine, the run's weights and
+    method), so an ensemble streams like the run `predict` reads."""
 
-    def __init__(self, featurizer: Any, head: Any, task: str):
-        self.featurizer, self.head, self.task = featurizer, head, task
+    def __init__(self, view: Any, heads: dict[Path, Any], keys: dict[Path, tuple[str, ...]]):
+        horizons = {int(h.horizon) for h in heads.values()}
+        if len(horizons) != 1:
+            raise ValueError(f"stream: run {view.path}: members forecast different horizons ({sorted(horizons)})")
+        self.view, self.heads, self.keys = view, heads, keys
+        self.horizon = horizons.pop()
+
+    @property
+    def n(self) -> int:
+        """Frames seen so far."""
+        return next(iter(self.heads.values())).n
+
+    def step(self, inputs: dict[tuple[str, ...], tuple[dict, dict]]) -> dict[str, np.ndarray]:
+        """{output key: prediction [k]} for the newest frame, from each featurizer's (features, validity)."""
+        from affcli.heads.infer.combine import combine
+
+        def out(v: Any) -> dict[str, np.ndarray]:
+            if v.kind == "single":
+                return self.heads[v.path].step(*inputs[self.keys[v.path]])
+            parts = [{k: a[None] for k, a in out(m).items()} for m in v.members]
+            return {k: a[0] for k, a in combine(v.cfg.task, parts, v.weights, v.method,
+                                                [m.post for m in v.members]).items()}
+
+        return out(self.view)
+
+
+class Streamer:
+    """A finished causal run (single, fold or ensemble) served frame by frame: FrameFeaturizers (backbones + crop) ->
+    OnlineHeads (ring buffers), combined as the run combines them."""
+
+    def __init__(self, featurizers: dict[tuple[str, ...], Any], head: RunHead, task: str):
+        self.featurizers, self.head, self.task = featurizers, head, task
+
+    @property
+    def featurizer(self) -> Any:
+        """The (first) featurizer."""
+        return next(iter(self.featurizers.values()))
+
+    @property
+    def crop_size(self) -> int:
+        """The largest crop side of every featurizer (what a frame folder is resized to)."""
+        return max(f.crop_size for f in self.featurizers.values())
 
     @classmethod
     def from_run(cls, run_dir: str | Path, source_kind: str = "video", cache: str | Path | None = None,
                  device: str | None = None, seed: int = 0) -> "Streamer":
-        """Load the run's head (refused unless causal and `last`-position) and rebuild its visual backbones and crop
-        from the fingerprints in its cache (`cache` overrides the run's)."""
+        """Load the run's heads (each refused unless causal and `last`-position) and rebuild their visual backbones
+        and crops from the fingerprints in its cache (`cache` overrides the run's)."""
+        from affcli.cache.store import FeatureStore
         from affcli.common.device import resolve_device
         from affcli.heads.config import RunConfig
-        from affcli.heads.model.checkpoint import load_model
         from affcli.heads.infer.online import OnlineHead
+        from affcli.heads.infer.runs import open_run
+        from affcli.heads.model.checkpoint import load_model
         from affcli.serve.features import FrameFeaturizer
 
-        cfg = RunConfig.from_run(run_dir, cache=str(cache) if cache else None, device=device)
-        dev = resolve_device(cfg.device)
-        model = load_model(run_dir, dev)
-        head = OnlineHead(model, cfg.window, cfg.amp, where=f"stream: run {run_dir}")
-        if "audio" in model.modalities:
-            raise ValueError(f"stream: run {run_dir} uses audio features; stream supports visual-only runs for now")
-        cfg.check_paths(labels=False)
-        from affcli.cache.store import FeatureStore
-
-        mods = FeatureStore(cfg.cache, mode="r").modalities(cfg.features)
-        specs = [s for s in cfg.features if mods[s] in model.modalities]
-        return cls(FrameFeaturizer.from_cache(cfg.cache, specs, source_kind, dev, seed), head, cfg.task)
+        view = open_run(run_dir, str(cache) if cache else None, device=device)
+        view.cfg.check_paths(labels=False)
+        dev = resolve_device(view.cfg.device)
+        mods = FeatureStore(view.cfg.cache, mode="r").modalities(list(view.cfg.features))
+        heads, keys, featurizers = {}, {}, {}
+        for leaf in view.leaves():
+            cfg = RunConfig.from_run(leaf, cache=view.cfg.cache, device=device)
+            model = load_model(leaf, dev)
+            where = f"stream: run {run_dir}" + (f" (member {leaf})" if leaf != view.path else "")
+            heads[leaf] = OnlineHead(model, cfg.window, cfg.amp, where=where)
+            if "audio" in model.modalities:
+                raise ValueError(f"{where} uses audio features; stream supports visual-only runs for now")
+            keys[leaf] = tuple(s for s in cfg.features if mods[s] in model.modalities)
+        for key in dict.fromkeys(keys.values()):
+            featurizers[key] = FrameFeaturizer.from_cache(view.cfg.cache, list(key), source_kind, dev, seed)
+        return cls(featurizers, RunHead(view, heads, keys), view.cfg.task)
 
     def step(self, frame: np.ndarray, time_s: float = 0.0, ok: bool = True) -> StreamRow:
-        """Embed one frame, update the ring buffer, forecast; latency covers crop, backbones and head."""
+        """Embed one frame, update the ring buffers, forecast; latency covers crops, backbones and heads."""
         t0 = time.perf_counter()
         e = self.head.n
-        feats, valid = self.featurizer(frame, ok)
-        preds = self.head.step(feats, valid)
+        inputs = {k: f(frame, ok) for k, f in self.featurizers.items()}
+        preds = self.head.step(inputs)
         ms = (time.perf_counter() - t0) * 1e3
-        return StreamRow(e, float(time_s), e + self.head.horizon, all(valid.values()), preds, ms)
+        valid = all(all(v.values()) for _, v in inputs.values())
+        return StreamRow(e, float(time_s), e + self.head.horizon, valid, preds, ms)
 
     def run(self, source: Iterator[tuple[np.ndarray, float, bool]]) -> Iterator[StreamRow]:
         """Rows for every frame of `source`, as they come."""
@@ -145,7 +194,7 @@ def stream_run(run_dir: str | Path, video: str | Path | None = None, frames: str
     """Stream a source through a run, writing CSV rows to `out` (stdout when None); returns the latency summary."""
     kind = "video" if video is not None else "frames" if frames is not None else "camera"
     s = Streamer.from_run(run_dir, kind, cache, device, seed)
-    src = frame_source(video, frames, camera, size=s.featurizer.crop_size, max_frames=max_frames)
+    src = frame_source(video, frames, camera, size=s.crop_size, max_frames=max_frames)
     if out is None:
         lat = write_rows(s.run(src), sys.stdout)
     else:

@@ -9,6 +9,8 @@ epoch) and/or of the same nearest CLIP-text expression prompt. The encoder's wei
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -178,7 +180,7 @@ def _embed_all(meth: nn.Module, enc: Encoder, inp: SSLInputs, batch: int) -> tor
 def fit_encoder(model: HeadModel, inp: SSLInputs, method: str = "simclr", positives: str = "none", *, epochs: int = 10,
                 batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-2, seed: int = 0, amp: bool = True,
                 clusters: int = 8, aug: ViewAug | None = None, grad_clip: float = 1.0,
-                positives_from: float = 0.5) -> list[float]:
+                positives_from: float = 0.5, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """Pretrain `model`'s encoder in place with a registered method; returns the mean loss of each epoch.
 
     Pseudo-class positives join after `positives_from` of the epochs (k-means on a random encoder's embeddings
@@ -236,6 +238,8 @@ def fit_encoder(model: HeadModel, inp: SSLInputs, method: str = "simclr", positi
         history.append(float(total) / max(1, n))
         if not math.isfinite(history[-1]):
             raise FloatingPointError(f"pretraining ({method}) loss is {history[-1]} at epoch {epoch + 1}; lower the lr")
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history[-1])
     return history
 
 
