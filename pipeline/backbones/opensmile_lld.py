@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,17 @@ def _seconds(index: Any, level: int) -> np.ndarray:
 
 def _lld(smile: Any, wav: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(LLDs float32 [T, D] with non-finite values as 0, frame starts [T] s, frame ends [T] s) of a mono signal."""
-    df = smile.process_signal(np.asarray(wav, np.float32), sr)
+    df = _process(smile, wav, sr)
     x = np.nan_to_num(df.to_numpy(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     return x, _seconds(df.index, 0), _seconds(df.index, 1)
+
+
+def _process(smile: Any, wav: np.ndarray, sr: int) -> Any:
+    """openSMILE's DataFrame for a signal; its 'segment too short' warning is dropped (such rows are removed or
+    become invalid frames by the caller)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Segment too short")
+        return smile.process_signal(np.asarray(wav, np.float32), sr)
 
 
 @functools.cache
@@ -177,7 +186,7 @@ class OpenSmileBackbone(AudioBackbone):
     def steps(self, wav: np.ndarray, causal: bool) -> Steps:
         sr = self.sample_rate
         if self.func is not None:
-            df = self.func.process_signal(np.asarray(wav, np.float32), sr)
+            df = _process(self.func, wav, sr)
             x = np.nan_to_num(df.to_numpy(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
             start, end = _seconds(df.index, 0), _seconds(df.index, 1)
             full = (end - start) >= self.window_s - HOP_S / 2

@@ -56,7 +56,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     try:
         sd = load_state_dict(str(path), use_ema=True, weights_only=True)
-    except pickle.UnpicklingError as e:
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        text = str(e)
+        if not isinstance(e, pickle.UnpicklingError) and "weights_only" not in text and "Weights only" not in text:
+            raise
         raise PickledModelError(f"{path} is a pickled whole model (or holds objects other than tensors), which is "
                                 f"not loaded because unpickling runs code; {CONVERT_HINT}") from e
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
@@ -141,6 +144,14 @@ class TimmBackbone(VisualBackbone):
         heads = head if isinstance(head, (list, tuple)) else [head]
         n = next((int(sd[f"{h}.weight"].shape[0]) for h in heads if h and f"{h}.weight" in sd), 0)
         model = probe if n == 0 else timm.create_model(model_name, pretrained=False, num_classes=n)
+        own = model.state_dict()
+        missing = [k for k in own if k not in sd]
+        unexpected = [k for k in sd if k not in own]
+        shapes = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+        if missing or unexpected or shapes:
+            said = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                    (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if v]
+            raise ValueError(f"the checkpoint's weights do not fit timm {model_name}: {', '.join(said)}")
         model.load_state_dict(sd, strict=True)
         return model
 
