@@ -66,9 +66,13 @@ def _videos(work: Path, dry: bool) -> Path:
 
 def step_decode(work: Path, dry: bool, device: str) -> dict[str, Any]:
     """Decoded frames/s: PyAV + copy, NVDEC (torchcodec), host JPEG decode, batched device `decode_jpeg`."""
+    import warnings
+
     import cv2
     import numpy as np
     import torch
+
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
     from torchvision.io import decode_jpeg
 
     from affcli.pipeline.media import iter_video_frames

@@ -193,6 +193,13 @@ def test_opensmile_pitch_of_two_tones():
     assert np.abs(hi[:, b.names.index("F0semitoneFrom27.5Hz_sma3nz_std")]).max() < 0.05
     again, _ = build_backbone("opensmile:eGeMAPSv02").embed_audio(_tone(320.0), ts, "centered")
     np.testing.assert_array_equal(again, lo)  # deterministic
+    assert b.fingerprint()["preprocessing"]["scaled"] == {}, "eGeMAPS keeps every unit"
+    compare = build_backbone("opensmile:ComParE_2016")
+    scaled = compare.fingerprint()["preprocessing"]["scaled"]
+    assert set(scaled) == {"pcm_fftMag_spectralVariance_sma_mean", "pcm_fftMag_spectralVariance_sma_std"}
+    noise = np.random.default_rng(5).uniform(-1, 1, 2 * SR).astype(np.float32)
+    f, _ = compare.embed_audio(noise, ts, "centered")
+    assert np.isfinite(f.astype(np.float16)).all(), "full-scale noise fits the cache's float16"
 
 
 @pytest.mark.parametrize("spec", ["opensmile:eGeMAPSv02(window=0.5)", "vad:silero"])

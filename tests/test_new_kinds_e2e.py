@@ -23,7 +23,7 @@ from affcli.synthetic.media import make_demo_dataset
 
 KINDS = {"dinov2:tiny(pool=both)": ("visual", 64), "timm:tiny": ("visual", 256), "wavlm:tiny(layer=1)": ("audio", 32),
          "hubert:tiny": ("audio", 32), "whisper:tiny": ("audio", 32), "opensmile:eGeMAPSv02": ("audio", 50),
-         "vad:silero": ("audio", 1)}
+         "opensmile:ComParE_2016": ("audio", 130), "vad:silero": ("audio", 1)}
 
 
 @pytest.fixture(scope="module")

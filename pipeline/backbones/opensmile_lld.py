@@ -9,6 +9,10 @@ Spec: `opensmile:<set>` with a set the package names (`eGeMAPSv02`, `ComParE_201
   frames, as the set's own functionals do. Width 2 x LLDs (eGeMAPSv02: 50).
 - `summary="functionals"`: the set's own functionals (eGeMAPSv02: 88, ComParE_2016: 6373) over sliding windows of
   `window` s every `hop` s; only where a whole window fits in the audio.
+Range: the cache stores float16, so a column whose peak over loud probe signals (x4 margin) would not fit is
+multiplied by a power of ten, recorded in the fingerprint (`scaled`; with meanstd, per descriptor): ComParE's
+spectral variance (Hz^2) is kept in units of 1000 Hz^2, every eGeMAPS descriptor keeps its unit. A value that still
+overflows (an unbounded functional on extreme audio) fails its video in one line (the cache refuses inf).
 Alignment: a step is the LLD frame (or functional window) it summarises, centred where it is; under `causal` a step
 exists only once every LLD it uses is final, i.e. `lookahead` after the LLD frame's start (measured once per set by
 perturbing a probe signal, rounded up with one hop of margin), so a frame's feature uses no later audio.
@@ -32,6 +36,8 @@ from affcli.pipeline.backbones.spec import spec_name
 SUMMARIES = ("meanstd", "functionals")
 HOP_S = 0.01
 PROBE_S = 3.0
+F16_MAX = 65504.0
+RANGE_MARGIN = 4.0
 
 
 def feature_sets() -> list[str]:
@@ -82,6 +88,21 @@ def measured_lookahead(feature_set: str, sr: int = 16000) -> float:
         if len(changed):
             worst = max(worst, k / sr - starts[changed[0]])
     return round((math.ceil(worst / HOP_S - 1e-6) + 1) * HOP_S, 6)
+
+
+def probe_signals(sr: int) -> list[np.ndarray]:
+    """Loud probe signals for the range check: full-scale white noise, a pure tone, a noisy chirp (3 s each)."""
+    rng = np.random.default_rng(1)
+    t = np.arange(int(PROBE_S * sr)) / sr
+    return [rng.uniform(-1, 1, len(t)).astype(np.float32), (0.9 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32),
+            (0.5 * np.sin(2 * np.pi * (100 + 650 * t) * t) + 0.1 * rng.standard_normal(len(t))).astype(np.float32)]
+
+
+def range_scales(peaks: np.ndarray) -> np.ndarray:
+    """A power of ten per column that keeps RANGE_MARGIN x its probe peak inside float16 (the cache's dtype); 1
+    for every column that already fits (frequencies in Hz do; spectral variance, in Hz^2, does not)."""
+    need = np.log10(np.maximum(peaks * RANGE_MARGIN, 1.0) / F16_MAX)
+    return np.power(10.0, -np.ceil(np.maximum(need, 0.0))).astype(np.float32)
 
 
 def windowed_meanstd(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, nz: np.ndarray) -> np.ndarray:
@@ -167,6 +188,14 @@ class OpenSmileBackbone(AudioBackbone):
         self.dim = len(self.names)
         self._module = torch.nn.Module()
         self._config_sha = config_sha256()
+        self.scale = np.ones(self.dim, np.float32)
+        peaks = np.max([np.abs(self._steps(w, False).feats).max(0, initial=0.0) for w in probe_signals(self.sample_rate)],
+                       0)
+        self.scale = range_scales(peaks)
+        if summary == "meanstd":  # one unit per descriptor: its mean and std columns share the smaller scale
+            half = self.dim // 2
+            both = np.minimum(self.scale[:half], self.scale[half:])
+            self.scale = np.concatenate([both, both])
 
     @property
     def module(self) -> torch.nn.Module:
@@ -181,9 +210,15 @@ class OpenSmileBackbone(AudioBackbone):
                "descriptors": self.lld_names, "nz_over_voiced": True}
         if self.summary == "functionals":
             pre.update(hop_s=self.hop_s, descriptors=len(self.names))
+        pre["scaled"] = {n: float(f) for n, f in zip(self.names, self.scale) if f != 1}
         return pre
 
     def steps(self, wav: np.ndarray, causal: bool) -> Steps:
+        """The summarised steps, each column times its range scale (a power of ten; 1 for almost all)."""
+        st = self._steps(wav, causal)
+        return Steps(st.feats * self.scale, st.centre, st.end)
+
+    def _steps(self, wav: np.ndarray, causal: bool) -> Steps:
         sr = self.sample_rate
         if self.func is not None:
             df = _process(self.func, wav, sr)
