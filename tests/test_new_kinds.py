@@ -37,7 +37,9 @@ def test_spec_options_parse_and_name_the_feature_set():
     assert split_spec("dinov2:facebook/dinov2-large(pool=both)")[2] == {"pool": "both"}
     assert split_spec("clip:local-dir:/x/y") == ("clip", "local-dir:/x/y", {})
     assert split_spec("wav2vec2:/models/a (v2)") == ("wav2vec2", "/models/a (v2)", {})
-    with pytest.raises(BackboneError, match="takes no option 'lyr'; valid options: layer") as e:
+    from affcli.common.registry import OptionError
+
+    with pytest.raises(OptionError, match="takes no option 'lyr'; valid options: layer") as e:
         build_backbone("wavlm:tiny(lyr=1)")
     assert "\n" not in str(e.value) and str(e.value).startswith("wavlm:tiny(lyr=1):")
 

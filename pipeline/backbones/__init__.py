@@ -40,4 +40,5 @@ def build_backbone(spec: str, device: str | torch.device = "cpu", seed: int = 0,
     try:
         return BACKBONES.build(kind, spec, device, seed, **opts)
     except OptionError as e:
-        raise BackboneError(spec, str(e)) from None
+        e.args = (f"{spec}: {e.args[0]}",)  # one line naming the spec, still the registry's OptionError
+        raise
