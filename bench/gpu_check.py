@@ -184,7 +184,9 @@ def step_pointcloud(work: Path, dry: bool, device: str) -> dict[str, Any]:
     train_s = time.perf_counter() - t0
     model = load_upsampler(work / "pc_run", device)
     xyz = np.random.default_rng(0).normal(size=(64 if dry else 2048, 3)).astype(np.float32)
-    out: dict[str, Any] = {"train_s": round(train_s, 1), "steps": m.get("steps"), "final_loss": m.get("final_loss")}
+    loss = m.get("final_loss")
+    out: dict[str, Any] = {"train_s": round(train_s, 1), "steps": m.get("steps_done"), "epochs": m.get("epochs_done"),
+                           "final_loss": None if loss is None else round(float(loss), 5)}
     for ratio in (4,) if dry else (4, 16):
         upsample_cloud(model, xyz, ratio, default_batch(device))
         if device.startswith("cuda"):
@@ -253,10 +255,12 @@ def summary(name: str, res: dict[str, Any]) -> str:
         flat.update({k: v for part in res.values() if isinstance(part, dict) for k, v in part.items()
                      if isinstance(v, (int, float))})
         keep = [k for k in flat if any(w in k for w in ("windows_per_s", "epoch", "speed"))]
-        return ", ".join(f"{k} {flat[k]}" for k in keep[:6]) or json.dumps(res)[:200]
+        return ", ".join(f"{k} {round(flat[k], 2) if isinstance(flat[k], float) else flat[k]}"
+                         for k in keep[:6]) or json.dumps(res)[:200]
     if name == "stream":
-        lat = res.get("latency_ms") or res.get("latency") or {}
-        return json.dumps(lat)[:200] if lat else json.dumps({k: v for k, v in res.items() if k != "meta"})[:200]
+        lat = res.get("latency") or {}
+        return (f"p50 {lat.get('p50_ms', 0):.1f} ms, p99 {lat.get('p99_ms', 0):.1f} ms, "
+                f"{res.get('fps_end_to_end', 0):.1f} frames/s end to end" if lat else json.dumps(res)[:200])
     return ", ".join(f"{k} {v}" for k, v in res.items())
 
 
