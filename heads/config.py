@@ -29,6 +29,9 @@ class ModelSpec:
     fusion: str = option("auto", help="Fusion, e.g. xattn or none:visual (auto = none for one modality, else concat).")
     fusion_options: dict[str, Any] = option({}, help="Options of the fusion (merged over the inline ones).")
     d_model: int = option(128, help="Width each modality is projected to.")
+    standardize: bool = option(True, help="Z-score each input dimension with the training split's statistics (valid "
+                                          "frames only), stored in the model and applied wherever it runs; turn off "
+                                          "for features that are already normalised.")
     head_hidden: list[int] = option([256], help="Hidden widths of the task head's MLP.")
     dropout: float = option(0.1, help="Dropout of the task head.")
     causal: bool = option(False, help="Never use frames after t (temporal heads and cross-attention).")
@@ -158,6 +161,11 @@ class RunConfig:
     labels: str | None = option(None, help="Labels: the ABAW annotation folder or a challenge folder (a Train_Set/"
                                            "Validation_Set parent); a flat folder of txt files is one split (evaluate).")
     splits: list[str] = option(["train", "val"], help="The train and the validation split (give both).")
+    audio_valid: str | None = option(None, help="A 1-d audio feature set of the cache, e.g. vad:silero: audio "
+                                                "frames where it is below --audio-valid-threshold (nobody speaks) are "
+                                                "invalid, so the fusion masks them (it sees the mask, not zeros); it "
+                                                "is read whether or not it is also one of --features.")
+    audio_valid_threshold: float = option(0.5, help="With --audio-valid: the value a frame must reach.")
     skip_bad: bool = option(False, help="Leave out videos whose cached arrays fail their checksum or fingerprint "
                                          "(one warning line each) instead of refusing the run.")
     model: ModelSpec = option(ModelSpec, help="The head architecture.")

@@ -105,13 +105,13 @@ def video_outputs(run_dir: str | Path, cache: str | Path, videos: list[str], dev
     """{video: {output key: [n_frames, dim] float32}}: a run's post-processed per-frame outputs (its smoothing unless
     `smooth`) for `videos` of `cache`. Batched per video, so any split of the videos gives the same arrays; the
     model is loaded once per Dask worker. `skip_bad` leaves bad videos out (one warning line each)."""
-    from affcli.cache import load_table
+    from affcli.heads.data.loading import load_features
 
     cfg = RunConfig.from_run(run_dir, cache=str(cache), device=device)
     dev = resolve_device(cfg.device)
     ckpt = (Path(run_dir) / CHECKPOINT).resolve()
     stamp = (str(ckpt), ckpt.stat().st_mtime_ns, ckpt.stat().st_size) if ckpt.exists() else (str(ckpt),)
     model = worker_memo(("model", *stamp, str(dev)), lambda: load_model(run_dir, dev))
-    table = load_table(cfg.cache, cfg.features, videos=list(videos), skip_bad=skip_bad)
+    table = load_features(cfg, list(cfg.features), list(videos), skip_bad)
     data = Data.from_table(table, {}, {"all": list(table.videos)}, cfg.task, cfg.features, device=dev)
     return by_video(run_outputs(model, cfg, data, smooth), data)

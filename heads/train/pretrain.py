@@ -25,7 +25,8 @@ from affcli.heads.model.head import HeadModel
 from affcli.heads.data.windows import Windows, sample_batches
 
 ENCODER_KEYS = ("proj.", "temporal.", "mask_token.")
-ENCODER_SPEC = ("d_model", "temporal", "temporal_options", "temporal_on", "causal")
+ENCODER_SPEC = ("d_model", "temporal", "temporal_options", "temporal_on", "causal", "standardize")
+OLD_ENCODER = {"standardize": False}  # what an encoder record written before a key existed had
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Encoder(nn.Module):
         """{m: [B, W, H]}; frames in `drop[m]` become the mask token before the temporal head."""
         out = {}
         for m in self.modalities:
-            h = self.proj[m](xs[m])
+            h = self.proj[m](xs[m], vs.get(m))
             if drop is not None and m in drop:
                 h = torch.where(drop[m].unsqueeze(-1), self.mask_token[m].to(h.dtype), h)
             out[m] = self.temporal[m](h, vs[m])
@@ -274,7 +275,7 @@ def init_encoder(model: HeadModel, run_dir: str) -> HeadModel:
     if not path.exists():
         raise FileNotFoundError(f"init-from {run_dir}: no {ENCODER_FILE} (is it an `affcli pretrain` run?)")
     meta, state = read_checkpoint(path, "encoder")
-    want, have = meta["encoder"], encoder_record(model)
+    want, have = {**OLD_ENCODER, **meta["encoder"]}, encoder_record(model)
     for k in have:
         if want.get(k) != have[k]:
             raise ValueError(f"init-from {run_dir}: its encoder has {k} = {want.get(k)!r}, this run {have[k]!r}; "

@@ -103,6 +103,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     views = stored_views(cfg.cache, feats, store.modalities(feats), data.videos, device)
     torch.manual_seed(cfg.seed)
     model = HeadModel(cfg.model, BUILD_TASK, data.in_dims).to(device)
+    model.fit_inputs(data.modalities, data.valid, data.rows_of("all").to(device))
     inp = SSLInputs(data.modalities, data.valid, views, win, prompt_embeddings(data.text, cfg.prompts))
     aug = ViewAug(cfg.aug_mask, cfg.aug_noise, cfg.aug_crop, cfg.aug_modality_drop)
     t1 = time.perf_counter()

@@ -114,6 +114,7 @@ def _train(cfg: RunConfig, data: Data, out: Path, t_start: float, t_data: float,
     model = build_model(cfg, data).to(device)
     keys = [o.key for o in task_outputs(cfg.task)]
     tr_rows = data.rows_of(cfg.splits[0]).to(device)
+    model.fit_inputs(data.modalities, data.valid, tr_rows)
     ctx = LossContext(cfg.task, model.feat_dim, {k: v[tr_rows] for k, v in data.labels.items()}, data.text,
                       teacher_source(data, cfg), device, cfg.prompts, tuple(cfg.distill_from))
     loss_fn = build_loss(loss_with_distill(cfg), ctx).to(device)
