@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from affcli.common.checks import (DeviceName, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, check_fields,
+                                  check_unique)
 from affcli.common.cli_options import option
 from affcli.heads.config import ModelSpec
 
@@ -28,29 +30,28 @@ class PretrainConfig:
                                         "'simclr(temperature=0.2)'.")
     positives: str = option("none", help="Emotion-aware positives: none, kmeans (pseudo-classes of the encoder's "
                                          "embeddings, refreshed per epoch), text (nearest CLIP prompt), both.")
-    clusters: int = option(8, help="k of the k-means pseudo-classes.")
+    clusters: PositiveInt = option(8, help="k of the k-means pseudo-classes.")
     prompts: str | None = option(None, help="Prompt set of text positives.", shown="lsd6, else expr8")
-    window: int | None = option(None, help="Window length in frames.", shown="1 for image caches, else 32")
-    stride: int | None = option(None, help="Window stride in frames.", shown="window / 2")
-    aug_mask: float = option(0.15, help="View augmentation: fraction of window frames masked.")
-    aug_noise: float = option(0.1, help="View augmentation: Gaussian noise, in units of the feature std.")
-    aug_crop: float = option(0.6, help="View augmentation: shortest temporal crop, as a fraction of the window.")
-    aug_modality_drop: float = option(0.2, help="View augmentation: probability of dropping one modality.")
-    epochs: int = option(20, help="Epochs.")
-    batch_size: int = option(256, help="Windows per step (contrastive methods want large batches).")
-    lr: float = option(1e-3, help="AdamW learning rate.")
-    weight_decay: float = option(1e-2, help="AdamW weight decay.")
+    window: PositiveInt | None = option(None, help="Window length in frames.", shown="1 for image caches, else 32")
+    stride: PositiveInt | None = option(None, help="Window stride in frames.", shown="window / 2")
+    aug_mask: Fraction = option(0.15, help="View augmentation: fraction of window frames masked.")
+    aug_noise: NonNegativeFloat = option(0.1, help="View augmentation: Gaussian noise, in units of the feature std.")
+    aug_crop: Fraction = option(0.6, help="View augmentation: shortest temporal crop, as a fraction of the window.")
+    aug_modality_drop: Fraction = option(0.2, help="View augmentation: probability of dropping one modality.")
+    epochs: PositiveInt = option(20, help="Epochs.")
+    batch_size: PositiveInt = option(256, help="Windows per step (contrastive methods want large batches).")
+    lr: PositiveFloat = option(1e-3, help="AdamW learning rate.")
+    weight_decay: NonNegativeFloat = option(1e-2, help="AdamW weight decay.")
     seed: int = option(0, help="Seed.")
-    device: str = option("auto", help="auto, cpu, cuda, cuda:1.")
+    device: DeviceName = option("auto", help="auto, cpu, cuda, cuda:1.")
     amp: bool = option(True, help="bf16 autocast on CUDA.")
 
     def validate(self) -> None:
         """Cheap checks before any data is read: values, then the parts (heads.parts, as train-head checks them)."""
         from affcli.heads.train.ssl_methods import check_method
 
-        for k in ("epochs", "batch_size", "clusters"):
-            if int(getattr(self, k)) < 1:
-                raise ValueError(f"pretrain: {k} must be >= 1, not {getattr(self, k)}")
+        check_fields(self, "pretrain: ")
+        check_unique(self.features, "pretrain: features")
         self.model.validate()
         self.model.resolve()
         check_method(self.method, self.positives)
@@ -70,6 +71,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from affcli.heads.data.dataset import Data
     from affcli.heads.data.loading import is_image_cache, resolve_features
     from affcli.heads.model.head import HeadModel
+    from affcli.heads.train.budget import check_pretrain_fits
     from affcli.heads.train.pretrain import ENCODER_FILE, SSLInputs, ViewAug, encoder_record, encoder_state, fit_encoder
     from affcli.heads.train.ssl import prompt_embeddings, stored_views
     from affcli.heads.data.windows import make_windows
@@ -86,13 +88,17 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         raise ValueError(f"{cfg.cache}: videos not complete in {', '.join(feats)}: {', '.join(missing[:5])}")
     if not videos:
         raise ValueError(f"{cfg.cache}: no video is complete in {', '.join(feats)}")
-    window = cfg.window or (1 if is_image_cache(store, feats) else 32)
-    stride = cfg.stride or max(1, window // 2)
+    window = cfg.window if cfg.window is not None else (1 if is_image_cache(store, feats) else 32)
+    stride = cfg.stride if cfg.stride is not None else max(1, window // 2)
     device = resolve_device(cfg.device)
     table = load_table(cfg.cache, feats, videos=videos)
     text = {n: store.read_text_embeddings(n, s)[1] for n, s in store.text_sets() if s in feats}
     data = Data.from_table(table, {}, {"all": list(table.videos)}, BUILD_TASK, feats, text, device)
+    check_pretrain_fits(cfg.model, BUILD_TASK, data.in_dims, data.lengths, window, stride, cfg.batch_size, device)
     win = make_windows(data.starts, data.lengths, window, stride).to(device)
+    if cfg.positives in ("kmeans", "both") and cfg.clusters > len(win):
+        raise ValueError(f"pretrain: --clusters {cfg.clusters} exceeds the {len(win)} windows of {cfg.cache} "
+                         f"(k-means needs at least one window per cluster)")
     views = stored_views(cfg.cache, feats, store.modalities(feats), data.videos, device)
     torch.manual_seed(cfg.seed)
     model = HeadModel(cfg.model, BUILD_TASK, data.in_dims).to(device)

@@ -27,6 +27,7 @@ from affcli.heads.infer.outputs import evaluate
 from affcli.heads.losses import LossContext, build_loss
 from affcli.heads.model.head import HeadModel
 from affcli.heads.infer.postprocess import tune_run
+from affcli.heads.train.budget import check_run_fits
 from affcli.heads.train.teacher import loss_with_distill, teacher_source
 from affcli.heads.tasks import task_outputs
 from affcli.heads.data.windows import Windows, gather, make_windows, sample_batches
@@ -85,6 +86,7 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
         data, table = table, None
     if data is None:
         data = prepare_data(cfg, table, labels, splits)
+    check_run_fits(cfg, data)
     t_data = time.perf_counter() - t_start
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
