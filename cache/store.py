@@ -37,7 +37,15 @@ from affcli.cache.errors import CacheError, DoneElsewhere, FingerprintMismatch
 from affcli.cache.fingerprint import check_modality, fingerprint_diff, missing_modality
 
 FORMAT_VERSION = 1
+VERSION_ATTR = "affcli_cache_version"
 TEXT_GROUP = "_text"
+TEACHER_GROUP = "teacher"
+MANIFEST_FILE = "manifest.parquet"
+RESERVED = (TEXT_GROUP, TEACHER_GROUP, coord.LEASE_DIR, "zarr.json", MANIFEST_FILE)
+"""Names of the store's own nodes: no feature set may take them (nor a name whose group key or case-folded key is
+one of them), so a feature set never lands on the teacher targets, prompt embeddings, leases or metadata."""
+MAX_KEY = 200
+"""Longest group key (bytes) of a feature set, video or prompt set: file systems cap a name at 255 bytes."""
 FACES_GROUP = "faces"
 FACE_ARRAYS = ("box", "score", "landmarks")
 CHUNK_BYTES = 1 << 20
@@ -55,6 +63,43 @@ def safe_key(name: str) -> str:
     return "v" + key if key.startswith("__") else key
 
 
+def name_problem(name: Any, what: str = "video id") -> str | None:
+    """What keeps `name` from naming a group of the store (None: fine): not a string, empty, a control character or
+    line break (ids are written to line-based files), or a key longer than MAX_KEY bytes."""
+    if not isinstance(name, str) or not name:
+        return f"{what} {name!r} is not a non-empty string"
+    bad = next((c for c in name if ord(c) < 32 or ord(c) == 127 or len(("a" + c + "a").splitlines()) > 1), None)
+    shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
+    if bad is not None:
+        return f"{what} {shown} holds the control character {bad!r}"
+    if len(safe_key(name).encode()) > MAX_KEY:
+        return f"{what} {shown} is {len(name)} characters long; its group name may hold at most {MAX_KEY}"
+    return None
+
+
+def spec_problem(spec: Any) -> str | None:
+    """What keeps `spec` from naming a feature set (None: fine): name_problem, or a name the store uses itself."""
+    p = name_problem(spec, "feature-set name")
+    if p is not None:
+        return p
+    key = safe_key(spec).lower()
+    for r in RESERVED:
+        if key in (r.lower(), safe_key(r).lower()) or spec.lower() == r.lower():
+            return (f"feature-set name {spec!r} is reserved: the cache's own {r!r} node has that name; "
+                    f"choose another name")
+    return None
+
+
+def check_version(attrs: Any, path: str) -> None:
+    """CacheError unless the root's `affcli_cache_version` is one this code reads (absent: a new or foreign store)."""
+    if VERSION_ATTR not in attrs:
+        return
+    v = attrs[VERSION_ATTR]
+    if type(v) is not int or v != FORMAT_VERSION:
+        raise CacheError(f"{path}: cache format version {v!r} is not one this affcli reads ({FORMAT_VERSION}); "
+                         f"use the affcli that wrote it, or extract into a new cache")
+
+
 def array_sha256(feats: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
                  faces: FaceRecord | None = None) -> str:
     """Checksum of a video's arrays as stored (with its face record, if any), so `verify` can detect corruption."""
@@ -66,6 +111,13 @@ def array_sha256(feats: np.ndarray, valid: np.ndarray, timestamps: np.ndarray,
                    np.ascontiguousarray(faces.landmarks, np.float32)]
     for a in arrays:
         h.update(a)  # the contiguous buffer itself: no copy
+    return h.hexdigest()
+
+
+def text_sha256(prompts: list[str], emb: np.ndarray) -> str:
+    """Checksum of a prompt set as stored: its prompts (JSON) and its float32 embeddings."""
+    h = hashlib.sha256(json.dumps(list(prompts), ensure_ascii=False).encode())
+    h.update(np.ascontiguousarray(emb, np.float32))
     return h.hexdigest()
 
 
@@ -116,11 +168,14 @@ class FeatureStore:
             self.root = zarr.open_group(self.path, mode=mode, zarr_format=3, storage_options=storage_options)
         except Exception as e:  # zarr raises several types for a non-zarr folder
             raise CacheError(f"{self.path}: not a readable Zarr v3 feature cache ({type(e).__name__}: {e})") from None
-        if mode != "r" and "affcli_cache_version" not in self.root.attrs:
+        check_version(self.root.attrs, self.path)
+        if not isinstance(self.root.attrs.get("feature_sets", {}), dict):
+            raise CacheError(f"{self.path}: root attribute feature_sets is not a table; the cache metadata is damaged")
+        if mode != "r" and VERSION_ATTR not in self.root.attrs:
             with self._lease("_root"):
                 self._refresh_root()
-                if "affcli_cache_version" not in self.root.attrs:
-                    self.root.attrs.update({"affcli_cache_version": FORMAT_VERSION, "feature_sets": {}})
+                if VERSION_ATTR not in self.root.attrs:
+                    self.root.attrs.update({VERSION_ATTR: FORMAT_VERSION, "feature_sets": {}})
 
     # ---- feature sets -------------------------------------------------------------------------
     def feature_sets(self) -> list[str]:
@@ -175,6 +230,9 @@ class FeatureStore:
 
         A new set's fingerprint must name its modality and dim; a legacy set without a modality adopts the new one.
         """
+        problem = spec_problem(spec)
+        if problem is not None:
+            raise CacheError(f"{self.path}: {problem}")
         key = self.key_of(spec)
         if spec not in self.feature_sets():
             with self._lease("_root"):
@@ -256,6 +314,9 @@ class FeatureStore:
                     timestamps: np.ndarray, fps: float, source: str = "", faces: FaceRecord | None = None,
                     extras: dict[str, np.ndarray] | None = None) -> None:
         """Write one video's arrays under its lease (first writer wins: DoneElsewhere if another run completed it)."""
+        problem = name_problem(video_id)
+        if problem is not None:
+            raise CacheError(f"{self.path}: {problem}")
         with self._lease(f"{self.key_of(spec)}/{safe_key(video_id)}"):
             self._write_video(spec, video_id, feats, valid, timestamps, fps, source, faces, extras)
         self._forget_failure(spec, video_id)
@@ -334,6 +395,7 @@ class FeatureStore:
     def _refresh_root(self) -> None:
         """Re-read the root attributes another writer may have changed since this store was opened."""
         self.root = zarr.open_group(self.path, mode="r+", zarr_format=3, storage_options=self.storage_options)
+        check_version(self.root.attrs, self.path)
 
     def failures(self, spec: str) -> dict[str, str]:
         """{video: error} of videos whose last extraction failed."""
@@ -393,21 +455,38 @@ class FeatureStore:
             self._write_text(key, name, spec, prompts, emb)
 
     def _write_text(self, key: str, name: str, spec: str, prompts: list[str], emb: np.ndarray) -> None:
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] != len(prompts) or not np.isfinite(emb).all():
+            raise CacheError(f"{self.path}: text embeddings of {name!r}: {emb.shape} for {len(prompts)} prompts, or "
+                             f"non-finite values")
+        if len(key.encode()) > MAX_KEY:
+            raise CacheError(f"{self.path}: prompt set {name!r} of {spec!r}: name too long for a group name")
         tg = self.root.require_group(TEXT_GROUP)
         if key in tg:
             del tg[key]
         g = tg.create_group(key, attributes={"name": name, "spec": spec, "prompts": list(prompts),
-                                              "fingerprint": self.fingerprint(spec) if spec in self.feature_sets() else {}})
-        g.create_array("emb", data=np.ascontiguousarray(emb, dtype=np.float32))
+                                              "fingerprint": self.fingerprint(spec) if spec in self.feature_sets() else {},
+                                              "complete": False})
+        g.create_array("emb", data=emb)
+        g.attrs.update({"sha256": text_sha256(prompts, emb), "complete": True})
 
     def text_sets(self) -> list[tuple[str, str]]:
-        """(prompt-set name, spec) pairs stored in the cache."""
+        """(prompt-set name, spec) pairs stored in the cache (groups whose attributes do not name both are left to
+        `cache verify`, which reports them)."""
         if TEXT_GROUP not in self.root:
             return []
-        return sorted((g.attrs["name"], g.attrs["spec"]) for _, g in self.root[TEXT_GROUP].groups())
+        out = []
+        for _, g in self.root[TEXT_GROUP].groups():
+            n, s = g.attrs.get("name"), g.attrs.get("spec")
+            if isinstance(n, str) and isinstance(s, str) and g.attrs.get("complete", True):
+                out.append((n, s))
+        return sorted(out)
 
     def read_text_embeddings(self, name: str, spec: str | None = None) -> tuple[list[str], np.ndarray, dict]:
-        """(prompts, embeddings [P, D], attrs) of a prompt set; `spec` picks among several CLIP models."""
+        """(prompts, embeddings [P, D], attrs) of a prompt set; `spec` picks among several CLIP models. Checked: a
+        prompt set written with a checksum (`sha256` over prompts and embeddings) must match it, and shapes and
+        values must hold (CacheError naming the set otherwise); sets written before the checksum are read as they
+        are (`cache verify` names them; re-encoding adds it)."""
         matches = [(n, s) for n, s in self.text_sets() if n == name and (spec is None or s == spec)]
         if not matches:
             have = ", ".join(f"{n}@{s}" for n, s in self.text_sets()) or "(none)"
@@ -416,8 +495,39 @@ class FeatureStore:
         if len(matches) > 1:
             raise CacheError(f"{self.path}: prompt set {name!r} exists for several models "
                              f"({', '.join(s for _, s in matches)}); name one")
-        g = self.root[TEXT_GROUP][safe_key(f"{matches[0][0]}@{matches[0][1]}")]
-        return list(g.attrs["prompts"]), g["emb"][:], dict(g.attrs)
+        where = f"{self.path}: prompt set {matches[0][0]}@{matches[0][1]}"
+        try:
+            g = self.root[TEXT_GROUP][safe_key(f"{matches[0][0]}@{matches[0][1]}")]
+            attrs = dict(g.attrs)
+            prompts, emb = attrs["prompts"], g["emb"][:]
+        except Exception as e:  # a missing or undecodable array or metadata
+            raise CacheError(f"{where}: unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise CacheError(f"{where}: its prompts attribute is not a list of strings")
+        if emb.dtype != np.float32 or emb.ndim != 2 or emb.shape[0] != len(prompts) or not np.isfinite(emb).all():
+            raise CacheError(f"{where}: embeddings {emb.shape} {emb.dtype} for {len(prompts)} prompts, or non-finite "
+                             f"values")
+        if "sha256" in attrs and attrs["sha256"] != text_sha256(prompts, emb):
+            raise CacheError(f"{where}: checksum mismatch (embeddings or prompts changed after writing); encode the "
+                             f"prompts again (affcli prompts)")
+        return list(prompts), emb, attrs
+
+    def checked_text_sets(self, prefer: list[str] | None = None, specs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """{prompt-set name: embeddings} of every readable prompt set (of `specs` only, when given); a name stored
+        for several backbones takes the first of `prefer`. A set that fails its checks is left out with one warning
+        line naming it (a loss that reads it then refuses the run)."""
+        from affcli.common.notices import warn
+
+        rank = {f: i for i, f in enumerate(prefer or [])}
+        out: dict[str, np.ndarray] = {}
+        for name, spec in sorted(self.text_sets(), key=lambda ns: rank.get(ns[1], len(rank))):
+            if name in out or (specs is not None and spec not in specs):
+                continue
+            try:
+                out[name] = self.read_text_embeddings(name, spec)[1]
+            except CacheError as e:
+                warn(f"{e}; left out")
+        return out
 
     # ---- manifest -----------------------------------------------------------------------------
     def manifest(self):

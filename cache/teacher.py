@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from affcli.cache.crc import ATTR as CRC_ATTR
+from affcli.cache.crc import array_crc32c, crc32c
 from affcli.cache.errors import CacheError
-from affcli.cache.store import FeatureStore, safe_key
+from affcli.cache.store import TEACHER_GROUP, FeatureStore, safe_key
 from affcli.common.runs import config_hash
-
-TEACHER_GROUP = "teacher"
 
 
 def teacher_key(fingerprint: dict[str, Any]) -> str:
@@ -53,18 +53,34 @@ class TeacherTargets:
                              f"{lengths}")
         vg = self.group.create_group(safe_key(video), overwrite=True,
                                      attributes={"video_id": video, "complete": False})
-        for k, v in targets.items():
-            vg.create_array(safe_key(k), data=np.ascontiguousarray(v, dtype=np.float32))
-        vg.attrs.update({"n_frames": next(iter(lengths.values())), "outputs": sorted(targets), "written": _now()})
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in targets.items()}
+        for k, v in arrays.items():
+            vg.create_array(safe_key(k), data=v)
+        vg.attrs.update({"n_frames": next(iter(lengths.values())), "outputs": sorted(targets), "written": _now(),
+                         CRC_ATTR: array_crc32c(arrays)})
         vg.attrs["complete"] = True
 
     def read(self, video: str) -> dict[str, np.ndarray]:
-        """One video's targets {output key: [n_frames, dim] float32}."""
+        """One video's targets {output key: [n_frames, dim] float32}, each checked against its CRC-32C (targets
+        written before the checksum are read as they are); CacheError naming the video when they do not check."""
         key = safe_key(video)
         if key not in self.group or not self.group[key].attrs.get("complete"):
             raise CacheError(f"{self.store.path}: teacher {self.key} has no complete targets for video {video!r}")
-        vg = self.group[key]
-        return {k: vg[safe_key(k)][:] for k in vg.attrs["outputs"]}
+        where = f"{self.store.path}: teacher {self.key}, video {video!r}"
+        try:
+            vg = self.group[key]
+            attrs = dict(vg.attrs)
+            out = {k: vg[safe_key(k)][:] for k in attrs["outputs"]}
+        except Exception as e:  # a missing or undecodable array or metadata
+            raise CacheError(f"{where}: unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        crc, n = attrs.get(CRC_ATTR), attrs.get("n_frames")
+        for k, a in out.items():
+            if a.dtype != np.float32 or a.ndim != 2 or a.shape[0] != n:
+                raise CacheError(f"{where}: {k} is {a.shape} {a.dtype}, expected [{n}, dim] float32")
+            if isinstance(crc, dict) and crc.get(k) != crc32c(a):
+                raise CacheError(f"{where}: checksum mismatch in {k} (changed after writing); remove the teacher "
+                                 f"(cache.teacher.remove_teacher) and run `affcli cache teacher` again")
+        return out
 
     def attrs(self, video: str) -> dict[str, Any]:
         """Attributes of one video's targets (n_frames, outputs, written, complete)."""

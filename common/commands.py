@@ -9,6 +9,8 @@ import typer
 
 T = TypeVar("T")
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, what a shell reports for a command stopped by Ctrl-C."""
 
 
 def fail(msg: str) -> NoReturn:
@@ -23,3 +25,9 @@ def guarded(errors: tuple[type[BaseException], ...], fn: Callable[..., T], *args
         return fn(*args, **kwargs)
     except errors as e:
         fail(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+
+
+def interrupted(what: str) -> int:
+    """Print the one line of a command stopped by SIGINT (Ctrl-C) on stderr; the exit status 130."""
+    typer.secho(f"interrupted: {' '.join(what.split())}", fg=typer.colors.YELLOW, err=True)
+    return EXIT_INTERRUPTED

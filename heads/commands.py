@@ -2,6 +2,7 @@
 one-line errors, summaries; each body returns the exit code (cli.py only parses, with these option dataclasses)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,19 +113,31 @@ def _merge(config: Path | None, flags: dict[str, Any]):
     return RunConfig.from_dict(over)
 
 
-def train_head_command(config: Path | None, flags: dict[str, Any], console: Console | None = None) -> int:
-    """Merge --config and flags, train, print the best val metrics."""
+def train_head_command(config: Path | None, flags: dict[str, Any], console: Console | None = None,
+                       overwrite: bool = False) -> int:
+    """Merge --config and flags, train, print the best val metrics. An --out that holds a run is refused unless
+    `overwrite`; Ctrl-C marks the run folder interrupted (exit 130)."""
     from affcli.cache.errors import CacheError
+    from affcli.common.commands import interrupted
+    from affcli.heads.train.run_folder import check_run_folder, mark_interrupted
     from affcli.heads.train.trainer import train_run
 
     console = console or Console()
+    cfg, started = None, time.time()
     try:
         cfg = _merge(config, flags)
         if cfg.name is None:
             cfg.name = Path(cfg.out).name
+        check_run_folder(cfg.out, overwrite)
         m = train_run(cfg, progress=True)
     except (*USER_ERRORS, CacheError, FloatingPointError) as e:
+        if cfg is not None:
+            mark_interrupted(cfg.out, "train-head", error=e, since=started)
         return _err(console, e)
+    except KeyboardInterrupt:
+        marked = cfg is not None and mark_interrupted(cfg.out, "train-head", since=started)
+        return interrupted(f"train-head stopped; {cfg.out} is marked interrupted (interrupted.json), no checkpoint "
+                           f"of this run counts as finished" if marked else "train-head stopped before writing a run")
     val = ", ".join(f"{k} {v:.4f}" for k, v in m["val"].items() if isinstance(v, float))
     console.print(f"[bold]{cfg.task}[/bold] best epoch {m['best_epoch']}/{m['epochs']}: {val}  -> {cfg.out}")
     return EXIT_OK
@@ -158,6 +171,8 @@ def predict_command(o: PredictOptions, console: Console | None = None) -> int:
     from affcli.common.ids import parse_id_list
     from affcli.heads.infer.predict import predict_run
 
+    from affcli.common.commands import interrupted
+
     console = console or Console()
     vids = parse_id_list(o.videos) if o.videos else None
     try:
@@ -167,6 +182,9 @@ def predict_command(o: PredictOptions, console: Console | None = None) -> int:
                                 cluster=o.cluster, progress=progress)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e, o.run)
+    except KeyboardInterrupt:
+        return interrupted(f"predict stopped; each prediction file is written whole (temp file + rename), so the "
+                           f"files in {o.out} are complete but some may be missing or from an earlier predict")
     console.print(f"wrote {len(files)} file(s) to {o.out}")
     return EXIT_OK
 
@@ -177,6 +195,8 @@ def teacher_command(cache: str, o: TeacherOptions, console: Console | None = Non
     from affcli.common.ids import parse_id_list
     from affcli.heads.train.teacher import cache_teachers
 
+    from affcli.common.commands import interrupted
+
     console = console or Console()
     try:
         run_list = parse_id_list(o.run)
@@ -185,6 +205,9 @@ def teacher_command(cache: str, o: TeacherOptions, console: Console | None = Non
             done = cache_teachers(cache, run_list, vids, o.device, cluster=o.cluster, progress=progress)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e)
+    except KeyboardInterrupt:
+        return interrupted(f"cache teacher stopped; the videos whose targets were complete are kept, the next "
+                           f"`affcli cache teacher {cache}` computes the rest")
     for run, key, n in done:
         console.print(f"{run}: teacher/{key}: {n} video(s) predicted now", highlight=False, soft_wrap=True)
     return EXIT_OK

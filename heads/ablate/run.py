@@ -164,6 +164,11 @@ def _run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None, threads:
     except Exception as e:  # one run's failure (NaN loss, OOM, bug) must not stop the grid
         _free_gpu()
         return record_failure(spec, run_dir, e, time.perf_counter() - t0)
+    except KeyboardInterrupt:  # Ctrl-C: the run is marked, left unfinished, and re-run by the next invocation
+        from affcli.heads.train.run_folder import mark_interrupted
+
+        mark_interrupted(run_dir, "ablate", name=spec.name, hash=spec.hash)
+        raise
 
 
 def record_failure(spec: RunSpec, run_dir: Path, e: BaseException, seconds: float = 0.0) -> Outcome:

@@ -1,6 +1,7 @@
 """Inference of a finished run over whole videos (ABAW files via abaw_io) and re-scoring of its val split."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 from affcli.common.cluster import ClusterOptions, Progress, map_videos
 from affcli.common.names import safe_name
 from affcli.common.runs import write_json
-from affcli.heads.data.abaw_io import prediction_frame
+from affcli.heads.data.abaw_io import check_single_file_ids, prediction_frame
 from affcli.heads.config import RunConfig
 from affcli.heads.data.loading import prepare_data
 from affcli.heads.infer.evaluation import hard_predictions
@@ -64,6 +65,9 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     from affcli.cache.errors import AllVideosBad
     from affcli.heads.data.abaw_io import write_predictions
 
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder (predict writes its files into a folder)")
     cfg = RunConfig.from_run(run_dir, cache=cache, labels=labels, device=device, skip_bad=skip_bad or None)
     cfg.check_paths(labels=split is not None and videos is None)
     ids = _videos_to_predict(cfg, split, videos)
@@ -72,6 +76,8 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     if style == "per-video":
         for label_id in ids:
             safe_name(label_id, f"{cfg.cache}: video id")
+    else:
+        check_single_file_ids(cfg.task, list(ids))
     order = list(dict.fromkeys(ids.values()))
     if cluster:
         outs = map_videos(cluster, "predict", _predict_share, (str(run_dir), str(cfg.cache), smooth, cfg.skip_bad),
@@ -85,10 +91,12 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     lengths = np.array([len(next(iter(outs[v].values()))) for v in order], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     probs = {k: np.concatenate([outs[v][k] for v in order]) for k in outs[order[0]]}
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = np.arange(int(lengths.sum()), dtype=np.int64)
-    prediction_frame(order, starts, rows, probs).write_parquet(out_dir / f"predictions_{cfg.task}.parquet")
+    table = out_dir / f"predictions_{cfg.task}.parquet"
+    tmp = table.with_name(f".{table.name}.tmp{os.getpid()}")
+    prediction_frame(order, starts, rows, probs).write_parquet(tmp)
+    os.replace(tmp, table)
     post = load_postprocess(run_dir)
     if au_threshold is not None:
         post.pop("thresholds", None)

@@ -72,6 +72,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from affcli.heads.data.loading import is_image_cache, resolve_features
     from affcli.heads.model.head import HeadModel
     from affcli.heads.train.budget import check_pretrain_fits
+    from affcli.heads.train.run_folder import clear_run_files
     from affcli.heads.train.pretrain import ENCODER_FILE, SSLInputs, ViewAug, encoder_record, encoder_state, fit_encoder
     from affcli.heads.train.ssl import prompt_embeddings, stored_views
     from affcli.heads.data.windows import make_windows
@@ -92,7 +93,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     stride = cfg.stride if cfg.stride is not None else max(1, window // 2)
     device = resolve_device(cfg.device)
     table = load_table(cfg.cache, feats, videos=videos)
-    text = {n: store.read_text_embeddings(n, s)[1] for n, s in store.text_sets() if s in feats}
+    text = store.checked_text_sets(prefer=feats, specs=feats)
     data = Data.from_table(table, {}, {"all": list(table.videos)}, BUILD_TASK, feats, text, device)
     check_pretrain_fits(cfg.model, BUILD_TASK, data.in_dims, data.lengths, window, stride, cfg.batch_size, device)
     win = make_windows(data.starts, data.lengths, window, stride).to(device)
@@ -109,6 +110,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                           lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, amp=cfg.amp, clusters=cfg.clusters,
                           aug=aug)
     out = Path(cfg.out)
+    clear_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**dataclasses.asdict(cfg), "cache": resolve_path(cfg.cache), "features": feats,
                                      "window": window, "stride": stride})
@@ -122,18 +124,28 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     return result
 
 
-def pretrain_command(fields: dict[str, Any]) -> int:
+def pretrain_command(fields: dict[str, Any], overwrite: bool = False) -> int:
     """Body of `affcli pretrain`: the flat options (the model's among them) -> PretrainConfig, run, one summary line;
-    bad options and data are one-line errors."""
+    bad options and data are one-line errors; an --out holding a run is refused unless `overwrite`; Ctrl-C exits 130
+    (the run folder is written only at the end, so it is never half written)."""
     import typer
 
     from affcli.cache.errors import CacheError
-    from affcli.common.commands import guarded
+    from affcli.common.commands import guarded, interrupted
     from affcli.common.registry import UnknownNameError
+    from affcli.heads.train.run_folder import check_run_folder, mark_interrupted
 
     model_keys = {k: fields.pop(k) for k in list(fields) if k in {f.name for f in dataclasses.fields(ModelSpec)}}
     cfg = guarded((ValueError, TypeError), lambda: PretrainConfig(**fields, model=ModelSpec.from_dict(model_keys)))
-    m = guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError), run_pretrain, cfg)
+    guarded((ValueError,), check_run_folder, cfg.out, overwrite, "pretrain")
+    started = time.time()
+    try:
+        m = guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError), run_pretrain,
+                    cfg)
+    except KeyboardInterrupt:
+        marked = mark_interrupted(cfg.out, "pretrain", since=started)
+        return interrupted(f"pretrain stopped; {cfg.out} is marked interrupted (interrupted.json)" if marked else
+                           f"pretrain stopped before writing {cfg.out}")
     views = ", ".join(f"{k}: {v} stored views" for k, v in m["stored_views"].items()) or "feature-space views only"
     typer.echo(f"{cfg.method} (positives {cfg.positives}): {m['windows']} windows of {m['window']} frames, {views}; "
                f"loss {m['loss'][0]:.4f} -> {m['final_loss']:.4f} -> {cfg.out}")

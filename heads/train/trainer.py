@@ -28,6 +28,7 @@ from affcli.heads.losses import LossContext, build_loss
 from affcli.heads.model.head import HeadModel
 from affcli.heads.infer.postprocess import tune_run
 from affcli.heads.train.budget import check_run_fits
+from affcli.heads.train.run_folder import clear_run_files
 from affcli.heads.train.teacher import loss_with_distill, teacher_source
 from affcli.heads.tasks import task_outputs
 from affcli.heads.data.windows import Windows, gather, make_windows, sample_batches
@@ -89,6 +90,7 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
     check_run_fits(cfg, data)
     t_data = time.perf_counter() - t_start
     out = Path(cfg.out)
+    clear_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**cfg.with_resolved_paths().to_dict(), "features": list(data.features)})
     device = data.device
