@@ -194,11 +194,48 @@ class FeatureStore:
         key = self.key_of(spec)
         if spec not in self.feature_sets():
             raise CacheError(f"{self.path}: no feature set {spec!r}; present: {', '.join(self.feature_sets()) or '(none)'}")
-        return self.root[key]
+        try:
+            grp = self.root[key]
+        except Exception as e:  # zarr raises JSON, Unicode, validation and type errors for damaged metadata
+            raise CacheError(f"{self.path}: feature set {spec!r}: group metadata unreadable ({_describe(e)})") from None
+        if not isinstance(grp, zarr.Group):
+            raise CacheError(f"{self.path}: feature set {spec!r}: {key!r} is not a group")
+        return grp
+
+    def _subgroups(self, group: zarr.Group, prefix: str) -> tuple[dict[str, zarr.Group], dict[str, str]]:
+        """(child groups by name, {name: problem} of children whose metadata does not read): the folder is listed
+        itself, so one damaged child never hides the others or stops a reader."""
+        if self._fs is None:
+            self._fs = coord.store_fs(self.path, self.storage_options)
+        fs, root = self._fs
+        base = f"{root.rstrip('/')}/{prefix}".rstrip("/")
+        try:
+            names = sorted(str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(base, detail=True, refresh=True)
+                           if e.get("type") == "directory")
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+        good: dict[str, zarr.Group] = {}
+        bad: dict[str, str] = {}
+        for n in names:
+            if n in (coord.LEASE_DIR,):
+                continue
+            try:
+                g = group[n]
+            except Exception as e:
+                bad[n] = f"group metadata unreadable ({_describe(e)})"
+                continue
+            if isinstance(g, zarr.Group):
+                good[n] = g
+            else:
+                bad[n] = "an array where a group belongs"
+        return good, bad
 
     def fingerprint(self, spec: str) -> dict[str, Any]:
         """The fingerprint recorded when the feature set was created."""
-        return dict(self._fs_group(spec).attrs["fingerprint"])
+        fp = self._fs_group(spec).attrs.get("fingerprint")
+        if not isinstance(fp, dict):
+            raise CacheError(f"{self.path}: feature set {spec!r}: its fingerprint is missing or not a table")
+        return dict(fp)
 
     def modality(self, spec: str) -> str:
         """The modality (visual, audio) of a feature set, from its fingerprint; one-line error for legacy sets."""
@@ -288,7 +325,35 @@ class FeatureStore:
 
     # ---- videos -------------------------------------------------------------------------------
     def _video_groups(self, spec: str) -> dict[str, zarr.Group]:
-        return {k: g for k, g in self._fs_group(spec).groups()}
+        """The readable video groups of a set whose attributes name a video of their own key (see `damaged`)."""
+        return self._video_groups_checked(spec)[0]
+
+    def _video_groups_checked(self, spec: str) -> tuple[dict[str, zarr.Group], dict[str, str]]:
+        grp = self._fs_group(spec)
+        good, bad = self._subgroups(grp, self.key_of(spec))
+        for k, g in list(good.items()):
+            vid = g.attrs.get("video_id")
+            if not isinstance(vid, str) or safe_key(vid) != k:
+                bad[k] = f"video_id {vid!r} in its attributes does not name this group"
+                del good[k]
+        return good, bad
+
+    def damaged(self, spec: str) -> dict[str, str]:
+        """{group key: problem} of a set's video groups that cannot be read or do not belong to their key (a reader
+        never sees them as videos; `cache verify` reports them)."""
+        return self._video_groups_checked(spec)[1]
+
+    def warn_damaged(self, specs: list[str]) -> None:
+        """One warning line per feature set naming its video groups that cannot be read (left out of every read), so
+        a command listing the cache's videos never drops one silently."""
+        from affcli.common.notices import warn
+
+        for spec in specs:
+            bad = self.damaged(spec)
+            if bad:
+                shown = ", ".join(f"{k} ({p})" for k, p in list(bad.items())[:3]) + (" ..." if len(bad) > 3 else "")
+                warn(f"{self.path}: feature set {spec!r}: {len(bad)} video group(s) cannot be read, left out: {shown}; "
+                     f"`affcli cache verify` lists them")
 
     def videos(self, spec: str, complete: bool = True) -> list[str]:
         """Ids of the videos of a feature set (only complete ones unless complete=False)."""
@@ -304,11 +369,20 @@ class FeatureStore:
 
     def has_video(self, spec: str, video_id: str) -> bool:
         """True if the video's arrays were completely written for this feature set."""
-        grp = self._fs_group(spec)
-        key = safe_key(video_id)
-        if key not in grp:
-            return False
-        return bool(grp[key].attrs.get("complete")) and grp[key].attrs.get("video_id") == video_id
+        vg = self._video_group(spec, video_id, damaged_ok=True)
+        return vg is not None and bool(vg.attrs.get("complete")) and vg.attrs.get("video_id") == video_id
+
+    def _video_group(self, spec: str, video_id: str, damaged_ok: bool = False) -> zarr.Group | None:
+        """A video's group (None when absent; a damaged one is None with `damaged_ok`, else a CacheError)."""
+        grp, key = self._fs_group(spec), safe_key(video_id)
+        try:
+            vg = grp[key] if key in grp else None
+        except Exception as e:
+            if damaged_ok:
+                return None
+            raise CacheError(f"{self.path}: feature set {spec!r}, video {video_id!r}: group metadata unreadable "
+                             f"({_describe(e)})") from None
+        return vg if isinstance(vg, zarr.Group) else None
 
     def write_video(self, spec: str, video_id: str, feats: np.ndarray, valid: np.ndarray,
                     timestamps: np.ndarray, fps: float, source: str = "", faces: FaceRecord | None = None,
@@ -337,6 +411,8 @@ class FeatureStore:
         if dim is not None and feats.shape[1] != dim:
             raise CacheError(f"{self.path}: {video_id}: {spec} features have dim {feats.shape[1]}, set expects {dim}")
         key = safe_key(video_id)
+        if self._video_group(spec, video_id, damaged_ok=True) is None and _node_exists(self, f"{self.key_of(spec)}/{key}"):
+            del grp[key]  # a group whose metadata does not read: nobody's video, rewritten like an incomplete one
         if key in grp:
             other = grp[key].attrs.get("video_id")
             if other != video_id:
@@ -354,13 +430,15 @@ class FeatureStore:
         vg.create_array("feats", data=f16, chunks=(rows, d), shards=(shard[0], d), compressors=None)
         vg.create_array("valid", data=np.ascontiguousarray(valid, dtype=bool))
         vg.create_array("timestamps", data=np.ascontiguousarray(timestamps, dtype=np.float64))
-        for name, arr in (extras or {}).items():
-            vg.create_array(name, data=np.ascontiguousarray(arr))
+        extras = {name: np.ascontiguousarray(arr) for name, arr in (extras or {}).items()}
+        for name, arr in extras.items():
+            vg.create_array(name, data=arr)
         if faces is not None:
             faces = _write_faces(vg, faces)
         vg.attrs.update({"n_frames": n, "fps": float(fps), "source": str(source), "written": _now(),
                          "sha256": array_sha256(f16, valid, timestamps, faces),
-                         CRC_ATTR: array_crc32c(stored_arrays(f16, valid, timestamps, faces))})
+                         CRC_ATTR: {**array_crc32c(stored_arrays(f16, valid, timestamps, faces)),
+                                    **array_crc32c(extras)}})
         vg.attrs["complete"] = True
 
     def record_failure(self, spec: str, video_id: str, error: str) -> None:
@@ -403,11 +481,9 @@ class FeatureStore:
 
     def read_video(self, spec: str, video_id: str, faces: bool = False) -> VideoRecord:
         """One complete video's arrays; `faces` also reads its face record (None where the set has none)."""
-        grp = self._fs_group(spec)
-        key = safe_key(video_id)
-        if key not in grp or not grp[key].attrs.get("complete"):
+        vg = self._video_group(spec, video_id)
+        if vg is None or not vg.attrs.get("complete"):
             raise CacheError(f"{self.path}: video {video_id!r} is not (completely) in feature set {spec!r}")
-        vg = grp[key]
         face = _read_faces(vg) if faces else None
         return VideoRecord(video_id, vg["feats"][:], vg["valid"][:], vg["timestamps"][:], dict(vg.attrs), face)
 
@@ -422,10 +498,18 @@ class FeatureStore:
         for s in specs:
             if self.has_faces(s, video_id):
                 vg = self._fs_group(s)[safe_key(video_id)]
-                rec = _read_faces(vg)
+                try:
+                    rec = _read_faces(vg)
+                    ts, valid = vg["timestamps"][:], vg["valid"][:]
+                except Exception as e:
+                    raise CacheError(f"{self.path}: feature set {s!r}, video {video_id!r}: face record unreadable "
+                                     f"({_describe(e)})") from None
                 a = dict(vg.attrs)
+                self._check_crc(s, video_id, a, {**{f"{FACES_GROUP}/{k}": getattr(rec, k) for k in FACE_ARRAYS},
+                                                 "timestamps": ts, "valid": valid})
+                rec.check(int(a.get("n_frames") or 0), f"{self.path}: feature set {s!r}, video {video_id!r}")
                 rec.attrs.update(video_id=video_id, spec=s, source=a.get("source", ""), fps=a.get("fps"),
-                                 n_frames=a.get("n_frames"), timestamps=vg["timestamps"][:], valid=vg["valid"][:])
+                                 n_frames=a.get("n_frames"), timestamps=ts, valid=valid)
                 return rec
         where = f"feature set {spec!r}" if spec is not None else "any feature set"
         raise CacheError(f"{self.path}: no face record for video {video_id!r} in {where} "
@@ -433,11 +517,28 @@ class FeatureStore:
 
     def read_extra(self, spec: str, video_id: str, name: str) -> np.ndarray | None:
         """A per-row array written with `write_video(extras=...)`; None when the video has none of that name."""
-        grp = self._fs_group(spec)
-        key = safe_key(video_id)
-        if key not in grp or not grp[key].attrs.get("complete"):
+        vg = self._video_group(spec, video_id)
+        if vg is None or not vg.attrs.get("complete"):
             raise CacheError(f"{self.path}: video {video_id!r} is not (completely) in feature set {spec!r}")
-        return grp[key][name][:] if name in grp[key] else None
+        try:
+            arr = vg[name][:] if name in vg else None
+        except Exception as e:
+            raise CacheError(f"{self.path}: feature set {spec!r}, video {video_id!r}: {name} unreadable "
+                             f"({_describe(e)})") from None
+        if arr is not None:
+            self._check_crc(spec, video_id, dict(vg.attrs), {name: arr})
+        return arr
+
+    def _check_crc(self, spec: str, video_id: str, attrs: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """CacheError naming the first array that disagrees with the CRC-32C its video recorded (arrays written
+        before their CRC was recorded are not checked here)."""
+        crc = attrs.get(CRC_ATTR)
+        if not isinstance(crc, dict):
+            return
+        for name, arr in arrays.items():
+            if name in crc and crc[name] != array_crc32c({name: arr})[name]:
+                raise CacheError(f"{self.path}: feature set {spec!r}, video {video_id!r}: checksum mismatch in "
+                                 f"{name} (changed after writing); re-extract it")
 
     def video_array(self, spec: str, video_id: str) -> zarr.Array:
         """The lazy Zarr array of one video's features (for dask)."""
@@ -461,22 +562,37 @@ class FeatureStore:
                              f"non-finite values")
         if len(key.encode()) > MAX_KEY:
             raise CacheError(f"{self.path}: prompt set {name!r} of {spec!r}: name too long for a group name")
-        tg = self.root.require_group(TEXT_GROUP)
-        if key in tg:
-            del tg[key]
+        try:
+            tg = self.root.require_group(TEXT_GROUP)
+            if _node_exists(self, f"{TEXT_GROUP}/{key}"):
+                del tg[key]
+        except Exception as e:  # damaged `_text` metadata: refuse rather than write beside it
+            raise CacheError(f"{self.path}: {TEXT_GROUP} group unreadable ({_describe(e)}); `affcli cache verify` "
+                             f"names it") from None
         g = tg.create_group(key, attributes={"name": name, "spec": spec, "prompts": list(prompts),
                                               "fingerprint": self.fingerprint(spec) if spec in self.feature_sets() else {},
                                               "complete": False})
         g.create_array("emb", data=emb)
         g.attrs.update({"sha256": text_sha256(prompts, emb), "complete": True})
 
+    def _text_groups(self) -> tuple[dict[str, zarr.Group], dict[str, str]]:
+        """(readable prompt-set groups by key, {key: problem} of those that are not, `_text` itself included)."""
+        if self._fs is None:
+            self._fs = coord.store_fs(self.path, self.storage_options)
+        fs, root = self._fs
+        if not fs.exists(f"{root.rstrip('/')}/{TEXT_GROUP}"):
+            return {}, {}
+        try:
+            tg = self.root[TEXT_GROUP]
+        except Exception as e:
+            return {}, {TEXT_GROUP: f"group metadata unreadable ({_describe(e)})"}
+        return self._subgroups(tg, TEXT_GROUP)
+
     def text_sets(self) -> list[tuple[str, str]]:
-        """(prompt-set name, spec) pairs stored in the cache (groups whose attributes do not name both are left to
-        `cache verify`, which reports them)."""
-        if TEXT_GROUP not in self.root:
-            return []
+        """(prompt-set name, spec) pairs stored in the cache (groups that cannot be read, or whose attributes do not
+        name both, are left to `cache verify`, which reports them)."""
         out = []
-        for _, g in self.root[TEXT_GROUP].groups():
+        for _, g in self._text_groups()[0].items():
             n, s = g.attrs.get("name"), g.attrs.get("spec")
             if isinstance(n, str) and isinstance(s, str) and g.attrs.get("complete", True):
                 out.append((n, s))
@@ -497,7 +613,7 @@ class FeatureStore:
                              f"({', '.join(s for _, s in matches)}); name one")
         where = f"{self.path}: prompt set {matches[0][0]}@{matches[0][1]}"
         try:
-            g = self.root[TEXT_GROUP][safe_key(f"{matches[0][0]}@{matches[0][1]}")]
+            g = self._text_groups()[0][safe_key(f"{matches[0][0]}@{matches[0][1]}")]
             attrs = dict(g.attrs)
             prompts, emb = attrs["prompts"], g["emb"][:]
         except Exception as e:  # a missing or undecodable array or metadata
@@ -520,6 +636,8 @@ class FeatureStore:
 
         rank = {f: i for i, f in enumerate(prefer or [])}
         out: dict[str, np.ndarray] = {}
+        for key, problem in self._text_groups()[1].items():
+            warn(f"{self.path}: prompt-set group {key}: {problem}; left out")
         for name, spec in sorted(self.text_sets(), key=lambda ns: rank.get(ns[1], len(rank))):
             if name in out or (specs is not None and spec not in specs):
                 continue
@@ -604,6 +722,19 @@ def _read_faces(vg: zarr.Group) -> FaceRecord | None:
 def _json_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in attrs.items()
             if isinstance(v, (str, int, float, bool, list, tuple, dict, np.ndarray)) or v is None}
+
+
+def _node_exists(store: "FeatureStore", key: str) -> bool:
+    """Whether a folder (node) exists under the store root, without reading its metadata."""
+    if store._fs is None:
+        store._fs = coord.store_fs(store.path, store.storage_options)
+    fs, root = store._fs
+    return bool(fs.exists(f"{root.rstrip('/')}/{key}"))
+
+
+def _describe(e: BaseException) -> str:
+    msg = " ".join(str(e).split())[:160]
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 def _exists(path: str) -> bool:

@@ -41,9 +41,17 @@ class TeacherTargets:
         """What identifies the teacher (its config and checkpoint hashes, feature fingerprints, outputs)."""
         return dict(self.group.attrs["fingerprint"])
 
+    def _videos(self) -> tuple[dict, dict[str, str]]:
+        return self.store._subgroups(self.group, f"{TEACHER_GROUP}/{self.key}")
+
     def videos(self) -> list[str]:
-        """Videos whose targets are completely written."""
-        return sorted(g.attrs["video_id"] for _, g in self.group.groups() if g.attrs.get("complete"))
+        """Videos whose targets are completely written (groups that do not read are left to `damaged`)."""
+        return sorted(str(g.attrs.get("video_id")) for g in self._videos()[0].values() if g.attrs.get("complete")
+                      and isinstance(g.attrs.get("video_id"), str))
+
+    def damaged(self) -> dict[str, str]:
+        """{video group: problem} of targets whose metadata does not read (`cache verify` reports them)."""
+        return self._videos()[1]
 
     def write(self, video: str, targets: dict[str, np.ndarray]) -> None:
         """Write one video's targets ({output key: [n_frames, dim]}); the `complete` mark goes last."""
@@ -113,14 +121,25 @@ def read_targets(path: str | Path, key: str, mode: str = "r") -> TeacherTargets:
     return TeacherTargets(store, key)
 
 
+def teacher_groups(store: FeatureStore) -> tuple[dict[str, Any], dict[str, str]]:
+    """(readable teacher groups by run hash, {key: problem} of those whose metadata does not read)."""
+    from affcli.cache.store import _node_exists
+
+    if not _node_exists(store, TEACHER_GROUP):
+        return {}, {}
+    try:
+        tg = store.root[TEACHER_GROUP]
+    except Exception as e:
+        return {}, {TEACHER_GROUP: f"group metadata unreadable ({type(e).__name__})"}
+    return store._subgroups(tg, TEACHER_GROUP)
+
+
 def teachers(path: str | Path) -> dict[str, dict[str, Any]]:
     """{run hash: {run, created, videos}} of every teacher cached in a feature cache."""
     store = FeatureStore(path, mode="r")
-    if TEACHER_GROUP not in store.root:
-        return {}
     out = {}
-    for key, g in store.root[TEACHER_GROUP].groups():
-        n = sum(bool(v.attrs.get("complete")) for _, v in g.groups())
+    for key, g in teacher_groups(store)[0].items():
+        n = len(TeacherTargets(store, key).videos())
         out[key] = {"run": g.attrs.get("run", ""), "created": g.attrs.get("created"), "videos": n}
     return out
 

@@ -12,7 +12,7 @@ from affcli.cache.checked import describe_error, shape_problem
 from affcli.cache.crc import ATTR as CRC_ATTR
 from affcli.cache.errors import CacheError
 from affcli.cache.fingerprint import missing_modality
-from affcli.cache.store import MANIFEST_FILE, TEACHER_GROUP, TEXT_GROUP, FeatureStore, array_sha256
+from affcli.cache.store import MANIFEST_FILE, FeatureStore, array_sha256
 
 
 WeightsHash = Callable[[str, int], "str | None"]
@@ -42,6 +42,8 @@ def verify(path: str | Path, deep: bool = True, weights: WeightsHash | None = No
             problems.append(missing_modality(store.path, spec))
         if weights is not None and (p := weights_problem(spec, fp, weights, seed)) is not None:
             problems.append(p)
+        for key, problem in store.damaged(spec).items():
+            problems.append(f"{spec}/{key}: {problem}; re-extract the video (or remove its group)")
         for key in store.incomplete(spec):
             problems.append(f"{spec}/{key}: incomplete video (interrupted write); re-run extract to finish it")
         if not deep:
@@ -57,10 +59,9 @@ def verify(path: str | Path, deep: bool = True, weights: WeightsHash | None = No
 
 def _text_problems(store: FeatureStore, notes: list[str]) -> list[str]:
     """Every prompt-set group: named, readable, shapes and checksum; a set without a checksum is a note."""
-    if TEXT_GROUP not in store.root:
-        return []
-    out = []
-    for key, g in store.root[TEXT_GROUP].groups():
+    groups, damaged = store._text_groups()
+    out = [f"text {key}: {problem}; encode the prompts again" for key, problem in damaged.items()]
+    for key, g in groups.items():
         name, spec = g.attrs.get("name"), g.attrs.get("spec")
         if not isinstance(name, str) or not isinstance(spec, str):
             out.append(f"text {key}: metadata lacks the prompt set's name or spec")
@@ -83,13 +84,15 @@ def _teacher_problems(store: FeatureStore) -> list[str]:
     """Every complete video of every teacher's targets, read and checked against its checksum."""
     from affcli.cache.teacher import TeacherTargets
 
-    if TEACHER_GROUP not in store.root:
-        return []
-    out = []
-    for key, _ in store.root[TEACHER_GROUP].groups():
+    from affcli.cache.teacher import teacher_groups
+
+    groups, damaged = teacher_groups(store)
+    out = [f"teacher/{key}: {problem}" for key, problem in damaged.items()]
+    for key in groups:
         try:
             targets = TeacherTargets(store, key)
             vids = targets.videos()
+            out += [f"teacher/{key}/{k}: {problem}" for k, problem in targets.damaged().items()]
         except Exception as e:
             out.append(f"teacher/{key}: unreadable ({describe_error(e)})")
             continue
@@ -157,7 +160,19 @@ def _video_problems(store: FeatureStore, spec: str, vid: str, fp: dict[str, Any]
         out.append(f"{where}: invalid frames carry non-zero features")
     if rec.attrs.get("sha256") != array_sha256(rec.feats, rec.valid, rec.timestamps, rec.faces):
         out.append(f"{where}: checksum mismatch (data changed after writing)")
+    crc = rec.attrs.get(CRC_ATTR)
+    for name in (crc if isinstance(crc, dict) else {}):
+        if name in CORE_AND_FACES:
+            continue
+        try:
+            if store.read_extra(spec, vid, name) is None:
+                out.append(f"{where}: {name} is missing (its checksum is recorded)")
+        except CacheError as e:
+            out.append(f"{where}: {str(e).split(': ', 3)[-1]}")
     return out
+
+
+CORE_AND_FACES = ("feats", "valid", "timestamps", "faces/box", "faces/score", "faces/landmarks")
 
 
 def weights_problem(spec: str, fp: dict[str, Any], weights: WeightsHash, seed: int = 0) -> str | None:

@@ -273,12 +273,18 @@ class RunConfig:
     @classmethod
     def from_run(cls, run_dir: str | Path, **overrides: Any) -> "RunConfig":
         """The RunConfig a run was trained with (its config.json, flat or nested), with non-None top-level overrides."""
-        from affcli.common.runs import read_json
+        from affcli.common.runs import check_run_file, read_json
 
         path = Path(run_dir) / "config.json"
         if not path.exists():
             raise FileNotFoundError("no config.json (not a train-head run folder)")
-        d = read_json(path)
+        try:
+            d = read_json(path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: unreadable ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a run config (a JSON table)")
+        check_run_file(path)
         d.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None})
         return cls.from_dict(d)
 

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from affcli.cache.store import FeatureStore
 from affcli.cli import app
-from affcli.common.ids import id_problem
 from affcli.heads.data.abaw_io import read_predictions, write_predictions
 from affcli.synthetic.features import make_synthetic
 
@@ -73,6 +72,8 @@ def test_the_single_file_writer_refuses_ids_score_could_not_read_back(vid, tmp_p
 
 @pytest.mark.parametrize("vid", ["video10_left", "ünïcödé", "with space", "a.b-c_d", "1-1"])
 def test_ids_that_round_trip_are_written(vid, tmp_path):
+    from affcli.common.ids import id_problem
+
     assert id_problem(vid) is None
     write_predictions(tmp_path, "expr", {vid: np.array([1, 2, 3])}, style="single-file")
     got = read_predictions(tmp_path, "expr")

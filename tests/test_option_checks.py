@@ -11,8 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from affcli.cli import app
-from affcli.common.checks import Device, Range, check_device, value_problem
-from affcli.common.registry import OptionValueError, Registry
+from affcli.common.registry import Registry
 from affcli.heads.ablate import GridError, build_runs, grid_from_dict
 from affcli.heads.config import ModelSpec
 from affcli.heads.model.head import HeadModel
@@ -144,11 +143,16 @@ def test_windows_batches_and_models_that_cannot_fit_are_refused_before_allocatio
 
 
 def test_a_registered_part_declares_its_ranges_and_rules():
+    from affcli.common.checks import Range
+    from affcli.common.registry import OptionValueError
+
     reg: Registry = Registry("widget", supplied=("d_in",))
 
-    @reg.register("w", check=lambda o: "a must not exceed b" if o["a"] > o["b"] else None)
-    def widget(d_in: int, a: Annotated[int, Range(0, 10)] = 1, b: float = 5.0, tag: str | None = None):
+    def widget(d_in: int, a: int = 1, b: float = 5.0, tag: str | None = None):
         return d_in
+
+    widget.__annotations__.update(a=Annotated[int, Range(0, 10)])  # Range is imported here, not in the module
+    reg.register("w", check=lambda o: "a must not exceed b" if o["a"] > o["b"] else None)(widget)
 
     reg.check("w", {"a": 3, "b": 4, "tag": None})
     for opts, msg in [({"a": 11}, "a=11 must be <= 10"), ({"a": -1}, "a=-1 must be >= 0"), ({"a": "x"}, "integer"),
@@ -162,6 +166,8 @@ def test_a_registered_part_declares_its_ranges_and_rules():
                                      ("cpu; rm", False), ("", False), ("cuda:", False), (" cpu", False),
                                      ("gpu", False), ("CPU", False)])
 def test_one_device_check(text, ok):
+    from affcli.common.checks import Device, check_device, value_problem
+
     assert (value_problem(text, Annotated[str, Device()]) is None) == ok
     if ok:
         assert check_device(text) == text

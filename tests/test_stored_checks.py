@@ -194,3 +194,77 @@ def test_verify_names_a_damaged_manifest_and_rebuild_mends_it(damage, synth):
     assert r.exit_code == 0, r.output
     assert verify(cache) == []
     load_table(cache, [VISUAL])  # and loads read it again
+
+
+# ---- a run folder's files (checksums.json, written last) --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def run_dir(base, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "r"
+    r = CliRunner().invoke(app, ["train-head", "--cache", str(base[0]), "--labels", str(base[1]), "--epochs", "1",
+                                 "--d-model", "8", "--window", "8", "--device", "cpu", "--no-plots",
+                                 "--tune-bias", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert set(json.loads((out / "checksums.json").read_text())["sha256"]) == {
+        "config.json", "metrics.json", "model.safetensors", "predictions_val.parquet"}
+    return out
+
+
+def _weight_bit(path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    data = bytearray(path.read_bytes())
+    data[header + 5] ^= 0x40  # a float's exponent bit, far from the header
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["config-value", "metrics-bias", "model-weight", "checksums-junk"])
+def test_a_changed_run_file_is_refused_by_predict_and_evaluate(damage, run_dir, base, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(run_dir, run)
+    if damage == "config-value":
+        _edit_json(run / "config.json", lambda d: d.update(window=d["window"] + 1))
+    elif damage == "metrics-bias":
+        _edit_json(run / "metrics.json", lambda d: d["postprocess"]["biases"]["expr"].__setitem__(0, 1.5))
+    elif damage == "model-weight":
+        _weight_bit(run / "model.safetensors")
+    else:
+        (run / "checksums.json").write_bytes(b"\x00junk")
+    for args in (["predict", "--run", str(run), "--out", str(tmp_path / "p")], ["evaluate", "--run", str(run)]):
+        line = _one_line(CliRunner().invoke(app, args))
+        assert "checksums.json" in line, line
+
+
+# ---- face records and per-row extras --------------------------------------------------------------------------
+
+def test_face_records_and_row_extras_are_checked_on_read(tmp_path):
+    import zarr
+
+    from affcli.cache.fingerprint import make_fingerprint
+    from affcli.cache.rows import read_paths, read_views, row_extras
+    from affcli.cache.store import FaceRecord
+
+    st = FeatureStore(tmp_path / "c.zarr")
+    st.ensure_feature_set("f:v1", make_fingerprint("f:v1", "visual", 4, "test"))
+    n = 6
+    faces = FaceRecord(np.ones((n, 4), np.float32), np.ones(n, np.float32), np.ones((n, 5, 2), np.float32))
+    st.write_video("f:v1", "v", np.ones((n, 4), np.float32), np.ones(n, bool), np.arange(n) / 5, 5.0, faces=faces,
+                   extras=row_extras([f"img{i}.jpg" for i in range(n)], np.ones((2, n, 4), np.float32)))
+    assert read_paths(st, "f:v1", "v")[0] == "img0.jpg" and read_views(st, "f:v1", "v").shape == (2, n, 4)
+    g = tmp_path / "c.zarr" / safe_key("f:v1") / "v"
+    for arr, change in (("faces/box", lambda a: a.__setitem__((2, 1), 9.0)), ("views", lambda a: a.__setitem__(
+            (1, 3, 2), 2.0)), ("paths", lambda a: a.__setitem__(0, ord("J")))):
+        z = zarr.open_array(str(g / arr), mode="r+")
+        a = z[:]
+        keep = a.copy()
+        change(a)
+        z[:] = a
+        read = {"faces/box": lambda: st.read_faces("v", "f:v1"), "views": lambda: read_views(st, "f:v1", "v"),
+                "paths": lambda: read_paths(st, "f:v1", "v")}[arr]
+        with pytest.raises(CacheError, match=f"checksum mismatch in {arr}"):
+            read()
+        assert any("checksum mismatch" in p for p in verify(tmp_path / "c.zarr"))
+        z[:] = keep
+    assert verify(tmp_path / "c.zarr") == []

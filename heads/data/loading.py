@@ -68,8 +68,12 @@ def warn_missing(cfg: RunConfig, store, feats: list[str], split: str, missing: l
         return
     from affcli.common.notices import warn
 
+    from affcli.cache.store import safe_key
+
     started = {v for f in feats for v in store.videos(f, complete=False)}
-    names = [f"{v} (incomplete)" if v in started else v for v in missing]
+    damaged = {k for f in feats for k in store.damaged(f)}
+    names = [f"{v} (incomplete)" if v in started else f"{v} (unreadable group)" if safe_key(v) in damaged else v
+             for v in missing]
     shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
     warn(f"{cfg.cache}: {len(missing)} of {n_labelled} labelled {split} videos are not complete in "
          f"{', '.join(feats)}, left out: {shown}")

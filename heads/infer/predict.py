@@ -45,7 +45,16 @@ def _videos_to_predict(cfg: RunConfig, split: str | None, videos: list[str] | No
 
         return split_label_videos(cfg, split)
     store = FeatureStore(cfg.cache, mode="r")
-    return {v: v for v in common_videos(store, list(cfg.features))}
+    store.warn_damaged(list(cfg.features))
+    both = common_videos(store, list(cfg.features))
+    some = sorted(set().union(*[store.videos(f) for f in cfg.features]) - set(both))
+    if some:
+        from affcli.common.notices import warn
+
+        shown = ", ".join(some[:10]) + (f" and {len(some) - 10} more" if len(some) > 10 else "")
+        warn(f"{cfg.cache}: {len(some)} video(s) are not complete in every feature set of the run "
+             f"({', '.join(cfg.features)}), left out: {shown}")
+    return {v: v for v in both}
 
 
 def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Path, split: str | None = None,

@@ -265,11 +265,13 @@ def init_encoder(model: HeadModel, run_dir: str) -> HeadModel:
     from pathlib import Path
 
     from affcli.common.checkpoint import CheckpointError, read_checkpoint
+    from affcli.common.runs import check_run_file
 
     path = Path(run_dir) / ENCODER_FILE
     if not path.exists():
         raise FileNotFoundError(f"init-from {run_dir}: no {ENCODER_FILE} (is it an `affcli pretrain` run?)")
     meta, state = read_checkpoint(path, "encoder")
+    check_run_file(path)
     want, have = meta["encoder"], encoder_record(model)
     for k in have:
         if want.get(k) != have[k]:

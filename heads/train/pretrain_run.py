@@ -66,7 +66,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from affcli.common.checkpoint import write_checkpoint
     from affcli.common.device import resolve_device
     from affcli.common.ids import parse_id_list
-    from affcli.common.runs import seed_everything, write_json
+    from affcli.common.runs import seed_everything, write_checksums, write_json
     from affcli.heads.config import resolve_path
     from affcli.heads.data.dataset import Data
     from affcli.heads.data.loading import is_image_cache, resolve_features
@@ -82,6 +82,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     store = FeatureStore(cfg.cache, mode="r")
     feats = resolve_features(cfg, store)
+    store.warn_damaged(feats)
     complete = set.intersection(*[set(store.videos(f)) for f in feats])
     videos = sorted(complete) if cfg.videos is None else parse_id_list(cfg.videos)
     missing = [v for v in videos if v not in complete]
@@ -121,6 +122,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
               "timings": {"data_s": t1 - t0, "train_s": time.perf_counter() - t1}, "device": str(device),
               "loss_finite": bool(np.isfinite(history).all())}
     write_json(out / "metrics.json", result)
+    write_checksums(out, ["config.json", ENCODER_FILE, "metrics.json"])
     return result
 
 

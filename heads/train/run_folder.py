@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from affcli.common.runs import write_json
+from affcli.common.runs import CHECKSUMS, write_json
 
 INTERRUPTED = "interrupted.json"
 RUN_FILES = ("config.json", "metrics.json", "model.safetensors", "encoder.safetensors", "predictions_val.parquet",
-             "curves.png", "confusion.png", "va_density.png", INTERRUPTED, "error.json", "ablate.json")
+             "curves.png", "confusion.png", "va_density.png", INTERRUPTED, "error.json", "ablate.json",
+             CHECKSUMS)
 """What train-head, pretrain and an ablation's runs write into a run folder: a folder holding any of them holds a run."""
 RUN_PATTERNS = ("eval_*.json", ".*.tmp*")
 """Files named per use (`evaluate`'s eval_<split>.json) and the temporary files of atomic writes."""

@@ -17,7 +17,7 @@ import torch
 
 from affcli.cache.table import FeatureTable
 from affcli.common.device import autocast, resolve_device
-from affcli.common.runs import config_hash, seed_everything, write_json
+from affcli.common.runs import config_hash, seed_everything, write_checksums, write_json
 from affcli.heads.data.abaw_io import prediction_frame
 from affcli.heads.model.checkpoint import CHECKPOINT, save_checkpoint
 from affcli.heads.config import RunConfig
@@ -152,6 +152,7 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
     result.update(tune_run(cfg, data, best))
     _write_outputs(out, cfg, data, best, history)
     write_json(out / "metrics.json", result)
+    write_checksums(out, ["config.json", "metrics.json", CHECKPOINT, "predictions_val.parquet"])
     return result
 
 
