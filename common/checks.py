@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -129,8 +130,8 @@ def value_problem(value: Any, annotation: Any) -> str | None:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return "must be a number"
         return None if math.isfinite(value) else "must be a finite number"
-    if annotation is str:
-        return None if isinstance(value, str) else "must be a string"
+    if annotation is str:  # a path object is a fine string option (cache, labels, out)
+        return None if isinstance(value, (str, os.PathLike)) else "must be a string"
     if origin in (list, tuple, dict, set):
         if not (isinstance(value, origin) or (origin is list and isinstance(value, tuple))):
             return f"must be a {origin.__name__}"
