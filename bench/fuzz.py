@@ -419,9 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cases)} cases in {time.perf_counter() - t0:.0f} s")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"seed": a.seed, "rounds": a.rounds, "quick": a.quick, "totals": total,
-                                     "seconds": time.perf_counter() - t0,
-                                     "cases": [c.__dict__ for c in cases]}, indent=1) + "\n")
+        head = {"seed": a.seed, "rounds": a.rounds, "quick": a.quick, "totals": total,
+                "seconds": round(time.perf_counter() - t0, 1)}
+        a.out.write_text("{\n" + "".join(f"{json.dumps(k)}: {json.dumps(v)},\n" for k, v in head.items())
+                         + '"cases": [\n' + ",\n".join(json.dumps(c.__dict__) for c in cases) + "\n]}\n")
     failed = total.get("traceback", 0) + total.get("hang", 0) + total.get("wrong", 0)
     return 1 if failed else 0
 

@@ -168,10 +168,9 @@ def predict_command(o: PredictOptions, console: Console | None = None) -> int:
     """Write ABAW prediction files for a run (its stored cache and labels unless overridden); `o.cluster` spreads
     the videos over Dask workers."""
     from affcli.cache.errors import CacheError
+    from affcli.common.commands import interrupted
     from affcli.common.ids import parse_id_list
     from affcli.heads.infer.predict import predict_run
-
-    from affcli.common.commands import interrupted
 
     console = console or Console()
     vids = parse_id_list(o.videos) if o.videos else None
@@ -192,10 +191,9 @@ def predict_command(o: PredictOptions, console: Console | None = None) -> int:
 def teacher_command(cache: str, o: TeacherOptions, console: Console | None = None) -> int:
     """`affcli cache teacher`: cache each run's soft targets beside the features; one line per run."""
     from affcli.cache.errors import CacheError
+    from affcli.common.commands import interrupted
     from affcli.common.ids import parse_id_list
     from affcli.heads.train.teacher import cache_teachers
-
-    from affcli.common.commands import interrupted
 
     console = console or Console()
     try:
@@ -223,6 +221,10 @@ def evaluate_command(o: EvaluateOptions, console: Console | None = None) -> int:
         m = evaluate_run(o.run, o.cache, o.labels, o.split, o.device, o.smooth, o.skip_bad)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e, o.run)
+    except KeyboardInterrupt:
+        from affcli.common.commands import interrupted
+
+        return interrupted(f"evaluate stopped; nothing was written into {o.run}")
     console.print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
                             if not isinstance(v, (dict, list))))
     return EXIT_OK
