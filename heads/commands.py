@@ -13,6 +13,7 @@ from rich.console import Console
 
 from affcli.common.cli_options import option
 from affcli.common.cluster import ClusterOptions
+from affcli.common.interrupts import catching_sigint
 from affcli.common.registry import UnknownNameError
 
 EXIT_OK, EXIT_REFUSED = 0, 2
@@ -129,7 +130,8 @@ def train_head_command(config: Path | None, flags: dict[str, Any], console: Cons
         if cfg.name is None:
             cfg.name = Path(cfg.out).name
         check_run_folder(cfg.out, overwrite)
-        m = train_run(cfg, progress=True)
+        with catching_sigint():
+            m = train_run(cfg, progress=True)
     except (*USER_ERRORS, CacheError, FloatingPointError) as e:
         if cfg is not None:
             mark_interrupted(cfg.out, "train-head", error=e, since=started)
@@ -175,7 +177,7 @@ def predict_command(o: PredictOptions, console: Console | None = None) -> int:
     console = console or Console()
     vids = parse_id_list(o.videos) if o.videos else None
     try:
-        with _video_progress("predict", console, o.cluster) as progress:
+        with catching_sigint(), _video_progress("predict", console, o.cluster) as progress:
             files = predict_run(o.run, o.cache, o.out, split=o.split, videos=vids, style=o.style, device=o.device,
                                 au_threshold=o.au_threshold, labels=o.labels, smooth=o.smooth, skip_bad=o.skip_bad,
                                 cluster=o.cluster, progress=progress)
@@ -199,7 +201,7 @@ def teacher_command(cache: str, o: TeacherOptions, console: Console | None = Non
     try:
         run_list = parse_id_list(o.run)
         vids = parse_id_list(o.videos) if o.videos else None
-        with _video_progress("teacher", console, o.cluster) as progress:
+        with catching_sigint(), _video_progress("teacher", console, o.cluster) as progress:
             done = cache_teachers(cache, run_list, vids, o.device, cluster=o.cluster, progress=progress)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e)
@@ -218,7 +220,8 @@ def evaluate_command(o: EvaluateOptions, console: Console | None = None) -> int:
 
     console = console or Console()
     try:
-        m = evaluate_run(o.run, o.cache, o.labels, o.split, o.device, o.smooth, o.skip_bad)
+        with catching_sigint():
+            m = evaluate_run(o.run, o.cache, o.labels, o.split, o.device, o.smooth, o.skip_bad)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e, o.run)
     except KeyboardInterrupt:

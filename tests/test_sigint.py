@@ -32,9 +32,12 @@ def _interrupt_when(args: list[str], ready: Path, tmp_path: Path) -> tuple[int, 
     log = tmp_path / "out.log"
     with open(log, "w") as fh:
         p = subprocess.Popen([sys.executable, "-m", "affcli", *args], stdout=fh, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not ready.exists() and p.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
+        if not ready.exists():
+            p.kill()
+            pytest.fail(f"{ready} never appeared: {log.read_text()[-2000:]}")
         assert p.poll() is None, log.read_text()
         time.sleep(0.5)  # inside the training loop
         p.send_signal(signal.SIGINT)
@@ -107,3 +110,45 @@ def test_predict_and_cache_teacher_interrupted_exit_130(synth, tmp_path, monkeyp
                                  "--device", "cpu"])
     assert r.exit_code == 130 and r.output.strip().startswith("interrupted: pretrain"), r.output
     assert not (tmp_path / "pre").exists()
+
+
+def test_an_interrupt_that_library_code_swallows_still_stops_the_command():
+    """SIGINT landing in code that swallows KeyboardInterrupt (a bare `except:` in a lazy import) still stops the
+    command at its next step (check_interrupt), with exit 130 and one line."""
+    code = """
+import os, signal, sys, time
+from affcli.common.commands import interrupted
+from affcli.common.interrupts import catching_sigint, check_interrupt
+with catching_sigint():
+    try:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except BaseException:
+            pass
+        check_interrupt()
+        time.sleep(5)
+    except KeyboardInterrupt:
+        sys.exit(interrupted("test stopped"))
+sys.exit(0)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130 and r.stderr.strip() == "interrupted: test stopped", (r.returncode, r.stderr)
+
+
+def test_an_interrupt_through_a_string_exec_still_exits_130(tmp_path):
+    """A KeyboardInterrupt that passed through a string `exec` (dataclass creation in a lazy import) marks the
+    process as interrupted in CPython; run as `python -m`, a handled one must still exit 130, not by SIGINT."""
+    (tmp_path / "stopper.py").write_text("""
+import os, signal, sys, time
+from affcli.common.commands import interrupted
+from affcli.common.interrupts import catching_sigint
+with catching_sigint():
+    try:
+        exec("os.kill(os.getpid(), signal.SIGINT); time.sleep(5)")
+    except KeyboardInterrupt:
+        sys.exit(interrupted("test stopped"))
+sys.exit(0)
+""")
+    r = subprocess.run([sys.executable, "-m", "stopper"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 130 and r.stderr.strip() == "interrupted: test stopped", (r.returncode, r.stderr)

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
 
+from affcli.common.interrupts import catching_sigint
 from affcli.heads.ablate.execute import run_grid
 from affcli.heads.commands import AblateOptions
 from affcli.heads.ablate.run import auto_jobs
@@ -84,8 +85,9 @@ def ablate_command(grid_path: Path, cache: Path | None, labels: Path | None, out
         console.print(f"--jobs 0: {jobs} workers")
     console.print(f"{len(runs)} runs -> {out}")
     try:
-        res = run_grid(runs, out, jobs=jobs, dask_local=dask_local, scheduler=scheduler, console=console,
-                       grid_meta=grid_meta(grid), **run_kw)
+        with catching_sigint():
+            res = run_grid(runs, out, jobs=jobs, dask_local=dask_local, scheduler=scheduler, console=console,
+                           grid_meta=grid_meta(grid), **run_kw)
     except KeyboardInterrupt:
         from affcli.common.commands import interrupted
 

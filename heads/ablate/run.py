@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from affcli.common.interrupts import check_interrupt
 from affcli.common.names import safe_name
 from affcli.common.runs import read_json, write_json
 from affcli.heads.ablate.grid import RunSpec
@@ -141,6 +142,7 @@ def run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None = None, th
 
 
 def _run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None, threads: int | None) -> Outcome:
+    check_interrupt()
     run_dir = Path(out_dir) / "runs" / safe_name(spec.name, "run name")
     if is_finished(run_dir, spec.hash):
         return Outcome(spec.name, spec.hash, "skipped", main_metric(read_json(run_dir / "metrics.json")))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from affcli.common.device import autocast
+from affcli.common.interrupts import check_interrupt
 from affcli.heads.train.ssl_methods import build_method, check_method
 from affcli.heads.model.head import HeadModel
 from affcli.heads.data.windows import Windows, sample_batches
@@ -211,6 +212,7 @@ def fit_encoder(model: HeadModel, inp: SSLInputs, method: str = "simclr", positi
             if positives in ("kmeans", "both") and use_pos else None
         total, n = torch.zeros((), device=device), 0
         for rows in sample_batches(len(inp.win), batch_size, gen, device):
+            check_interrupt()
             if len(rows) < 2:
                 continue
             pos = None

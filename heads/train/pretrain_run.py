@@ -134,6 +134,7 @@ def pretrain_command(fields: dict[str, Any], overwrite: bool = False) -> int:
 
     from affcli.cache.errors import CacheError
     from affcli.common.commands import guarded, interrupted
+    from affcli.common.interrupts import catching_sigint
     from affcli.common.registry import UnknownNameError
     from affcli.heads.train.run_folder import check_run_folder, mark_interrupted
 
@@ -142,8 +143,9 @@ def pretrain_command(fields: dict[str, Any], overwrite: bool = False) -> int:
     guarded((ValueError,), check_run_folder, cfg.out, overwrite, "pretrain")
     started = time.time()
     try:
-        m = guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError), run_pretrain,
-                    cfg)
+        with catching_sigint():
+            m = guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError),
+                        run_pretrain, cfg)
     except KeyboardInterrupt:
         marked = mark_interrupted(cfg.out, "pretrain", since=started)
         return interrupted(f"pretrain stopped; {cfg.out} is marked interrupted (interrupted.json)" if marked else

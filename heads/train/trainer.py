@@ -17,6 +17,7 @@ import torch
 
 from affcli.cache.table import FeatureTable
 from affcli.common.device import autocast, resolve_device
+from affcli.common.interrupts import check_interrupt
 from affcli.common.runs import config_hash, seed_everything, write_checksums, write_json
 from affcli.heads.data.abaw_io import prediction_frame
 from affcli.heads.model.checkpoint import CHECKPOINT, save_checkpoint
@@ -180,6 +181,7 @@ def _train_epoch(model: HeadModel, loss_fn, opt, sched, params: list, data: Data
     parts_sum: dict[str, torch.Tensor] = {}
     n = 0
     for rows in sample_batches(len(win), cfg.batch_size, gen, data.device):
+        check_interrupt()
         xs, vs = gather(data.modalities, data.valid, win, rows)
         y = batch_labels(data, keys, win, rows, last)
         with autocast(data.device, cfg.amp):
