@@ -102,12 +102,17 @@ def cache_verify(cache: str = CACHE_ARG, quick: bool = typer.Option(False, help=
                  weights: bool = typer.Option(False, "--weights", help="Also rebuild backbones whose weights need no "
                                               "download (tiny, <model>/random, local checkpoints) and check the "
                                               "fingerprint's weights hash."),
-                 seed: int = typer.Option(0, "--seed", help="With --weights: the extract --seed of random-weight specs.")) -> None:
-    """Check shapes and dtypes against the fingerprint, finiteness, timestamps and checksums; exit 1 on any problem."""
+                 seed: int = typer.Option(0, "--seed", help="With --weights: the extract --seed of random-weight specs."),
+                 rebuild_manifest: bool = typer.Option(False, "--rebuild-manifest", help="Rewrite manifest.parquet "
+                                                       "from the video groups (after a damaged or stale one is "
+                                                       "reported).")) -> None:
+    """Check shapes and dtypes against the fingerprint, finiteness, timestamps and checksums of every video, prompt
+    set and teacher target, and manifest.parquet against the groups; exit 1 on any problem."""
     from affcli.cache.commands import verify_command
     from affcli.pipeline.weights_check import offline_weights_sha256
 
-    raise typer.Exit(verify_command(cache, quick, offline_weights_sha256 if weights else None, seed))
+    raise typer.Exit(verify_command(cache, quick, offline_weights_sha256 if weights else None, seed,
+                                    rebuild_manifest))
 
 
 @cache_app.command("rm")
@@ -129,11 +134,13 @@ def cache_set_modality(cache: str = CACHE_ARG, feature_set: str = typer.Argument
 
 @cache_app.command("export-h5")
 def cache_export_h5(cache: Path = typer.Argument(...), out: Path = typer.Argument(...),
-                    feature_set: Optional[list[str]] = typer.Option(None, "--feature-set")) -> None:
-    """Export feature sets (all by default) to one HDF5 file."""
+                    feature_set: Optional[list[str]] = typer.Option(None, "--feature-set"),
+                    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at OUT (never "
+                                                   "a folder or a device).")) -> None:
+    """Export feature sets (all by default) to one HDF5 file (written beside OUT, then renamed over it)."""
     from affcli.cache.commands import export_h5_command
 
-    raise typer.Exit(export_h5_command(cache, out, feature_set))
+    raise typer.Exit(export_h5_command(cache, out, feature_set, overwrite))
 
 
 @cache_app.command("import-h5")
@@ -198,13 +205,16 @@ def weights_fetch(
                              "loss": loss_help()})
 def train_head(
     config: Optional[Path] = typer.Option(None, "--config", help="Run config (.toml or .json); flags given here override it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (its files are removed when "
+                                                             "the new run starts writing); without it such an --out "
+                                                             "is refused."),
     **flags: object,
 ) -> None:
     """Train a temporal + fusion head on cached features; early-stops on the val main metric.
 
     Every run-config key (heads/config.py) is an option, the model table's keys too (--temporal, --d-model ...).
     """
-    raise typer.Exit(train_head_command(config, flags))
+    raise typer.Exit(train_head_command(config, flags, overwrite=overwrite))
 
 
 @app.command("predict")
@@ -269,14 +279,16 @@ def stream(**fields: object) -> None:
 
 @app.command("pretrain")
 @dataclass_options(PretrainConfig, overrides=False, help_for={"temporal": temporal_help()})
-def pretrain(**fields: object) -> None:
+def pretrain(overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (without it such "
+                                                                      "an --out is refused)."),
+             **fields: object) -> None:
     """Self-supervised pretraining of a head's projection + temporal encoder on a cache's unlabelled features.
 
     Views come from the cache's stored augmentations (`extract --views K --augment`) and feature-space ones;
     `--positives kmeans|text|both` adds emotion-aware positives. Then `train-head --init-from RUN` fine-tunes it
     (with the same model options) and `--freeze-encoder` gives a linear probe.
     """
-    raise typer.Exit(pretrain_command(dict(fields)))
+    raise typer.Exit(pretrain_command(dict(fields), overwrite=overwrite))
 
 
 @app.command("ablate")

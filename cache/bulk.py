@@ -4,9 +4,11 @@ Zarr straight into the caller's rows, and checked against the video's per-array 
 Array metadata is not read: each array's layout follows from n_frames, the fingerprint's dim and dtype and
 `FeatureStore.write_video` (feats: one shard of CHUNK_BYTES inner chunks, raw, with a crc32c-checked index; valid,
 timestamps, face arrays: Zarr's default chunk grid, zstd). So a load fetches per video and set the feats shard and
-the valid and timestamps chunks (and face chunks where the set has a face record). n_frames and the CRCs
-come from manifest.parquet (one GET) for the videos it lists as ok, else from each group's zarr.json. A video whose
-bytes do not decode or check is retried from its group's own attributes (the manifest may be stale), then read
+the valid and timestamps chunks (and face chunks where the set has a face record). n_frames come from
+manifest.parquet (one GET) for the videos it lists as ok, so the table is sized before anything else is read; each
+such video's group zarr.json is fetched in the same batch as its data, and its own `complete` mark and CRCs are what
+the data is checked against (a video marked incomplete since the manifest was built is never returned). Videos the
+manifest does not list are listed from their group's zarr.json. A video whose bytes do not decode or check is read
 through Zarr (`read_checked`), which names what is wrong. Caches written before the CRC-32C are checked with the
 SHA-256 over every array (face record included).
 """
@@ -276,7 +278,8 @@ class _VideoReader:
         def of(t: Target) -> dict[str, Any]:
             return t.listed.attrs if attrs is None else attrs
 
-        got = self.objects.get([k for t in batch for k in self.keys(t, of(t))],
+        marks = [f"{self.base(t)}/zarr.json" for t in batch if attrs is None and t.listed.from_manifest]
+        got = self.objects.get([k for t in batch for k in self.keys(t, of(t))] + marks,
                                frozenset(f"{self.base(t)}/{SHARD}" for t in batch))
         more = [k for t in batch if got.get(f"{self.base(t)}/{FACES_GROUP}/zarr.json") is not None
                 for k in self.keys(t, of(t), faces=True) if k not in got]
@@ -287,33 +290,30 @@ class _VideoReader:
     def read(self, t: Target, got: dict[str, Any]) -> BadVideo | None:
         """Decode and check one video into its rows; the BadVideo when it cannot be trusted."""
         try:
+            attrs = t.listed.attrs
+            if t.listed.from_manifest:  # the group's own mark, fetched with the data, vouches it is still complete
+                attrs = self._own_attrs(t, got.get(f"{self.base(t)}/zarr.json"))
             try:
-                self._decode(t, got, t.listed.attrs)
+                self._decode(t, got, attrs)
                 return None
-            except Exception:  # a stale manifest, another layout, a failed request, damaged bytes: look closer
+            except Exception:  # another layout, a failed request, damaged bytes: look closer
                 pass
-            if t.listed.from_manifest:
-                attrs = self._own_attrs(t)
-                try:
-                    self._decode(t, self.fetch([t], attrs), attrs)
-                    return None
-                except Exception:
-                    pass
             self._through_zarr(t)
             return None
         except BadVideo as e:
             return e
 
-    def _own_attrs(self, t: Target) -> dict[str, Any]:
-        """The video group's own attributes (authoritative over the manifest): complete, same frame count."""
-        raw = self.objects.get([f"{self.base(t)}/zarr.json"])[f"{self.base(t)}/zarr.json"]
+    def _own_attrs(self, t: Target, raw: Any) -> dict[str, Any]:
+        """The video group's own attributes from its zarr.json bytes (authoritative over the manifest): complete,
+        same frame count."""
         attrs = _group_attrs(raw)
         if attrs is None:
             what = "missing" if raw is None else "unreadable"
             raise BadVideo(self.store.path, self.spec, t.listed.video, f"group metadata (zarr.json) is {what}")
         if not attrs.get("complete") or attrs.get("video_id") != t.listed.video:
             raise BadVideo(self.store.path, self.spec, t.listed.video,
-                           "group is incomplete (rewritten since manifest.parquet was built); re-run extract")
+                           "group is incomplete (an interrupted write, or rewritten since manifest.parquet "
+                           "was built); re-run extract or pass --skip-bad")
         if attrs.get("n_frames") != t.rows.stop - t.rows.start:
             raise Stale(f"{self.spec}/{t.listed.video}")
         return attrs

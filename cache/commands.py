@@ -44,12 +44,21 @@ def info_command(cache: str, feature_set: str | None) -> int:
     return EXIT_OK
 
 
-def verify_command(cache: str, quick: bool, weights=None, seed: int = 0) -> int:
+def verify_command(cache: str, quick: bool, weights=None, seed: int = 0, rebuild_manifest: bool = False) -> int:
     """Every problem on its own line (exit 1), or `<cache>: ok`; `weights` (cache.verify.WeightsHash) also checks
-    the fingerprints' weights hashes."""
+    the fingerprints' weights hashes; notes (sound but unchecked data) are printed without failing;
+    `rebuild_manifest` rewrites manifest.parquet from the video groups afterwards."""
+    from affcli.cache.store import FeatureStore
     from affcli.cache.verify import verify
 
-    problems = guarded((CacheError,), verify, cache, deep=not quick, weights=weights, seed=seed)
+    notes: list[str] = []
+    problems = guarded((CacheError,), verify, cache, deep=not quick, weights=weights, seed=seed, notes=notes)
+    for n in notes:
+        typer.echo(f"note: {n}")
+    if rebuild_manifest:
+        path = guarded((CacheError,), lambda: FeatureStore(cache, mode="r+").write_manifest())
+        typer.echo(f"rebuilt {path}")
+        problems = [p for p in problems if not p.startswith("manifest.parquet:")]
     for p in problems:
         typer.secho(f"problem: {p}", fg=typer.colors.RED)
     if problems:
@@ -78,11 +87,11 @@ def set_modality_command(cache: str, feature_set: str, modality: str) -> int:
     return EXIT_OK
 
 
-def export_h5_command(cache: Path, out: Path, feature_sets: list[str] | None) -> int:
-    """Export feature sets (all by default) to one HDF5 file."""
+def export_h5_command(cache: Path, out: Path, feature_sets: list[str] | None, overwrite: bool = False) -> int:
+    """Export feature sets (all by default) to one HDF5 file (an existing file only with `overwrite`)."""
     from affcli.cache.h5io import export_h5
 
-    typer.echo(f"wrote {guarded((CacheError,), export_h5, cache, out, feature_sets or None)}")
+    typer.echo(f"wrote {guarded((CacheError,), export_h5, cache, out, feature_sets or None, overwrite)}")
     return EXIT_OK
 
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from affcli.cache.crc import ATTR as CRC_ATTR
+from affcli.cache.crc import array_crc32c, crc32c
 from affcli.cache.errors import CacheError
-from affcli.cache.store import FeatureStore, safe_key
+from affcli.cache.store import TEACHER_GROUP, FeatureStore, safe_key
 from affcli.common.runs import config_hash
-
-TEACHER_GROUP = "teacher"
 
 
 def teacher_key(fingerprint: dict[str, Any]) -> str:
@@ -41,9 +41,17 @@ class TeacherTargets:
         """What identifies the teacher (its config and checkpoint hashes, feature fingerprints, outputs)."""
         return dict(self.group.attrs["fingerprint"])
 
+    def _videos(self) -> tuple[dict, dict[str, str]]:
+        return self.store._subgroups(self.group, f"{TEACHER_GROUP}/{self.key}")
+
     def videos(self) -> list[str]:
-        """Videos whose targets are completely written."""
-        return sorted(g.attrs["video_id"] for _, g in self.group.groups() if g.attrs.get("complete"))
+        """Videos whose targets are completely written (groups that do not read are left to `damaged`)."""
+        return sorted(str(g.attrs.get("video_id")) for g in self._videos()[0].values() if g.attrs.get("complete")
+                      and isinstance(g.attrs.get("video_id"), str))
+
+    def damaged(self) -> dict[str, str]:
+        """{video group: problem} of targets whose metadata does not read (`cache verify` reports them)."""
+        return self._videos()[1]
 
     def write(self, video: str, targets: dict[str, np.ndarray]) -> None:
         """Write one video's targets ({output key: [n_frames, dim]}); the `complete` mark goes last."""
@@ -53,18 +61,34 @@ class TeacherTargets:
                              f"{lengths}")
         vg = self.group.create_group(safe_key(video), overwrite=True,
                                      attributes={"video_id": video, "complete": False})
-        for k, v in targets.items():
-            vg.create_array(safe_key(k), data=np.ascontiguousarray(v, dtype=np.float32))
-        vg.attrs.update({"n_frames": next(iter(lengths.values())), "outputs": sorted(targets), "written": _now()})
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in targets.items()}
+        for k, v in arrays.items():
+            vg.create_array(safe_key(k), data=v)
+        vg.attrs.update({"n_frames": next(iter(lengths.values())), "outputs": sorted(targets), "written": _now(),
+                         CRC_ATTR: array_crc32c(arrays)})
         vg.attrs["complete"] = True
 
     def read(self, video: str) -> dict[str, np.ndarray]:
-        """One video's targets {output key: [n_frames, dim] float32}."""
+        """One video's targets {output key: [n_frames, dim] float32}, each checked against its CRC-32C (targets
+        written before the checksum are read as they are); CacheError naming the video when they do not check."""
         key = safe_key(video)
         if key not in self.group or not self.group[key].attrs.get("complete"):
             raise CacheError(f"{self.store.path}: teacher {self.key} has no complete targets for video {video!r}")
-        vg = self.group[key]
-        return {k: vg[safe_key(k)][:] for k in vg.attrs["outputs"]}
+        where = f"{self.store.path}: teacher {self.key}, video {video!r}"
+        try:
+            vg = self.group[key]
+            attrs = dict(vg.attrs)
+            out = {k: vg[safe_key(k)][:] for k in attrs["outputs"]}
+        except Exception as e:  # a missing or undecodable array or metadata
+            raise CacheError(f"{where}: unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        crc, n = attrs.get(CRC_ATTR), attrs.get("n_frames")
+        for k, a in out.items():
+            if a.dtype != np.float32 or a.ndim != 2 or a.shape[0] != n:
+                raise CacheError(f"{where}: {k} is {a.shape} {a.dtype}, expected [{n}, dim] float32")
+            if isinstance(crc, dict) and crc.get(k) != crc32c(a):
+                raise CacheError(f"{where}: checksum mismatch in {k} (changed after writing); remove the teacher "
+                                 f"(cache.teacher.remove_teacher) and run `affcli cache teacher` again")
+        return out
 
     def attrs(self, video: str) -> dict[str, Any]:
         """Attributes of one video's targets (n_frames, outputs, written, complete)."""
@@ -97,14 +121,25 @@ def read_targets(path: str | Path, key: str, mode: str = "r") -> TeacherTargets:
     return TeacherTargets(store, key)
 
 
+def teacher_groups(store: FeatureStore) -> tuple[dict[str, Any], dict[str, str]]:
+    """(readable teacher groups by run hash, {key: problem} of those whose metadata does not read)."""
+    from affcli.cache.store import _node_exists
+
+    if not _node_exists(store, TEACHER_GROUP):
+        return {}, {}
+    try:
+        tg = store.root[TEACHER_GROUP]
+    except Exception as e:
+        return {}, {TEACHER_GROUP: f"group metadata unreadable ({type(e).__name__})"}
+    return store._subgroups(tg, TEACHER_GROUP)
+
+
 def teachers(path: str | Path) -> dict[str, dict[str, Any]]:
     """{run hash: {run, created, videos}} of every teacher cached in a feature cache."""
     store = FeatureStore(path, mode="r")
-    if TEACHER_GROUP not in store.root:
-        return {}
     out = {}
-    for key, g in store.root[TEACHER_GROUP].groups():
-        n = sum(bool(v.attrs.get("complete")) for _, v in g.groups())
+    for key, g in teacher_groups(store)[0].items():
+        n = len(TeacherTargets(store, key).videos())
         out[key] = {"run": g.attrs.get("run", ""), "created": g.attrs.get("created"), "videos": n}
     return out
 

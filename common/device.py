@@ -5,11 +5,15 @@ import contextlib
 
 import torch
 
+from affcli.common.checks import check_device
+
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """'auto' / None / '' -> cuda if available else cpu; asking for CUDA without one raises ValueError."""
     if device is None or str(device) in ("auto", ""):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, str):
+        check_device(device)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available")

@@ -1,15 +1,19 @@
 """A name -> factory table, so backbones, heads, fusions and losses are picked by name, not if-chains.
 
 A part's options are its factory's keyword parameters (the timm way): `Registry.options` reads them from the
-signature, `Registry.check` is the one place that refuses an unknown or missing option, `Registry.build` checks
-and constructs. The leading parameters the framework passes itself (`d_in`, `dims`, `ctx`, ...) are declared once
-per registry (`supplied=`) and are not options.
+signature, `Registry.check` is the one place that refuses an unknown or missing option or a value that does not fit
+the option's annotation (type, and `Range` bounds declared with `typing.Annotated`: common.checks), `Registry.build`
+checks and constructs. A rule between options (a GRU cannot be bidirectional and causal) is declared at registration,
+`register(name, check=fn)`, with `fn(options with defaults) -> problem or None`. The leading parameters the framework
+passes itself (`d_in`, `dims`, `ctx`, ...) are declared once per registry (`supplied=`) and are not options.
 """
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
+
+from affcli.common.checks import option_problem, type_hints
 
 T = TypeVar("T")
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -36,6 +40,15 @@ class OptionError(ValueError):
         super().__init__(f"{self.problem}; valid options: {', '.join(valid) or '(none)'}")
 
 
+class OptionValueError(ValueError):
+    """An option value of the wrong type or out of its declared range, or options that break the part's rule."""
+
+    def __init__(self, kind: str, name: str, problem: str):
+        self.kind, self.name = kind, name
+        self.problem = f"{kind} {name!r}: {problem}"
+        super().__init__(self.problem)
+
+
 class Registry(Generic[T]):
     """A named table of factories of one kind; options come from each factory's signature.
 
@@ -48,6 +61,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         self._options: dict[str, dict[str, inspect.Parameter]] = {}
+        self._hints: dict[str, dict[str, Any]] = {}
 
     def register(self, name: str, **meta: Any) -> Callable[[T], T]:
         """Decorator: `@REG.register("tcn", help="...")` adds the decorated object under `name`."""
@@ -58,6 +72,7 @@ class Registry(Generic[T]):
             if name in self._items and self._items[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._options[name] = self._signature_options(name, obj)
+            self._hints[name] = type_hints(obj)
             self._items[name] = obj
             self._meta[name] = meta
             return obj
@@ -86,7 +101,7 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         """Remove `name` (a part registered for a test, or by a plugin being unloaded)."""
         self.get(name)
-        for table in (self._items, self._meta, self._options):
+        for table in (self._items, self._meta, self._options, self._hints):
             del table[name]
 
     def get(self, name: str) -> T:
@@ -111,7 +126,8 @@ class Registry(Generic[T]):
         return {k: p.default for k, p in self.options(name).items() if p.default is not p.empty}
 
     def check(self, name: str, opts: Mapping[str, Any]) -> None:
-        """Refuse an unknown name, an option the part does not take, or a required option left out."""
+        """Refuse an unknown name, an option the part does not take, a required option left out, a value that does
+        not fit its annotation (type, Range), or options that break the part's registered `check` rule."""
         valid = self.options(name)
         for k in opts:
             if k not in valid:
@@ -119,6 +135,16 @@ class Registry(Generic[T]):
         for k, p in valid.items():
             if p.default is p.empty and k not in opts:
                 raise OptionError(self.kind, name, k, list(valid), missing=True)
+        hints = self._hints.get(name, {})
+        for k, v in opts.items():
+            problem = option_problem(k, v, hints.get(k, valid[k].annotation))
+            if problem is not None:
+                raise OptionValueError(self.kind, name, problem)
+        rule = self._meta[name].get("check")
+        if rule is not None:
+            problem = rule({**self.defaults(name), **opts})
+            if problem:
+                raise OptionValueError(self.kind, name, problem)
 
     def build(self, name: str, *supplied: Any, **opts: Any) -> Any:
         """Check `opts`, then call the factory with the framework-supplied arguments and the options."""

@@ -2,6 +2,7 @@
 one-line errors, summaries; each body returns the exit code (cli.py only parses, with these option dataclasses)."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from affcli.common.cli_options import option
 from affcli.common.cluster import ClusterOptions
+from affcli.common.interrupts import catching_sigint
 from affcli.common.registry import UnknownNameError
 
 EXIT_OK, EXIT_REFUSED = 0, 2
@@ -152,19 +154,32 @@ def _merge(config: Path | None, flags: dict[str, Any]):
     return RunConfig.from_dict(over)
 
 
-def train_head_command(config: Path | None, flags: dict[str, Any], console: Console | None = None) -> int:
-    """Merge --config and flags, train, print the best val metrics."""
+def train_head_command(config: Path | None, flags: dict[str, Any], console: Console | None = None,
+                       overwrite: bool = False) -> int:
+    """Merge --config and flags, train, print the best val metrics. An --out that holds a run is refused unless
+    `overwrite`; Ctrl-C marks the run folder interrupted (exit 130)."""
     from affcli.cache.errors import CacheError
+    from affcli.common.commands import interrupted
     from affcli.heads.train.folds import run_training
+    from affcli.heads.train.run_folder import check_run_folder, mark_interrupted
 
     console = console or Console()
+    cfg, started = None, time.time()
     try:
         cfg = _merge(config, flags)
         if cfg.name is None:
             cfg.name = Path(cfg.out).name
-        m = run_training(cfg, progress=True)
+        check_run_folder(cfg.out, overwrite)
+        with catching_sigint():
+            m = run_training(cfg, progress=True)
     except (*USER_ERRORS, CacheError, FloatingPointError) as e:
+        if cfg is not None:
+            mark_interrupted(cfg.out, "train-head", error=e, since=started)
         return _err(console, e)
+    except KeyboardInterrupt:
+        marked = cfg is not None and mark_interrupted(cfg.out, "train-head", since=started)
+        return interrupted(f"train-head stopped; {cfg.out} is marked interrupted (interrupted.json), no checkpoint "
+                           f"of this run counts as finished" if marked else "train-head stopped before writing a run")
     if m.get("kind") == "folds":
         for f in m["folds"]:
             console.print(f"fold {f['fold']}: {f['videos']} videos, best epoch {f['best_epoch']}/{f['epochs']}, "
@@ -205,18 +220,22 @@ def predict_command(o: PredictOptions, console: Console | None = None) -> int:
     """Write ABAW prediction files for a run (its stored cache and labels unless overridden); `o.cluster` spreads
     the videos over Dask workers."""
     from affcli.cache.errors import CacheError
+    from affcli.common.commands import interrupted
     from affcli.common.ids import parse_id_list
     from affcli.heads.infer.predict import predict_run
 
     console = console or Console()
     vids = parse_id_list(o.videos) if o.videos else None
     try:
-        with _video_progress("predict", console, o.cluster) as progress:
+        with catching_sigint(), _video_progress("predict", console, o.cluster) as progress:
             files = predict_run(o.run, o.cache, o.out, split=o.split, videos=vids, style=o.style, device=o.device,
                                 au_threshold=o.au_threshold, labels=o.labels, smooth=o.smooth, skip_bad=o.skip_bad,
                                 cluster=o.cluster, progress=progress)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e, o.run)
+    except KeyboardInterrupt:
+        return interrupted(f"predict stopped; each prediction file is written whole (temp file + rename), so the "
+                           f"files in {o.out} are complete but some may be missing or from an earlier predict")
     console.print(f"wrote {len(files)} file(s) to {o.out}")
     return EXIT_OK
 
@@ -224,6 +243,7 @@ def predict_command(o: PredictOptions, console: Console | None = None) -> int:
 def teacher_command(cache: str, o: TeacherOptions, console: Console | None = None) -> int:
     """`affcli cache teacher`: cache each run's soft targets beside the features; one line per run."""
     from affcli.cache.errors import CacheError
+    from affcli.common.commands import interrupted
     from affcli.common.ids import parse_id_list
     from affcli.heads.train.teacher import cache_teachers
 
@@ -231,10 +251,13 @@ def teacher_command(cache: str, o: TeacherOptions, console: Console | None = Non
     try:
         run_list = parse_id_list(o.run)
         vids = parse_id_list(o.videos) if o.videos else None
-        with _video_progress("teacher", console, o.cluster) as progress:
+        with catching_sigint(), _video_progress("teacher", console, o.cluster) as progress:
             done = cache_teachers(cache, run_list, vids, o.device, cluster=o.cluster, progress=progress)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e)
+    except KeyboardInterrupt:
+        return interrupted(f"cache teacher stopped; the videos whose targets were complete are kept, the next "
+                           f"`affcli cache teacher {cache}` computes the rest")
     for run, key, n in done:
         console.print(f"{run}: teacher/{key}: {n} video(s) predicted now", highlight=False, soft_wrap=True)
     return EXIT_OK
@@ -247,9 +270,14 @@ def evaluate_command(o: EvaluateOptions, console: Console | None = None) -> int:
 
     console = console or Console()
     try:
-        m = evaluate_run(o.run, o.cache, o.labels, o.split, o.device, o.smooth, o.skip_bad)
+        with catching_sigint():
+            m = evaluate_run(o.run, o.cache, o.labels, o.split, o.device, o.smooth, o.skip_bad)
     except (*USER_ERRORS, CacheError) as e:
         return _err(console, e, o.run)
+    except KeyboardInterrupt:
+        from affcli.common.commands import interrupted
+
+        return interrupted(f"evaluate stopped; nothing was written into {o.run}")
     console.print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
                             if not isinstance(v, (dict, list))))
     return EXIT_OK

@@ -10,6 +10,8 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from affcli.common.checks import (DeviceName, Dropout, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                                  Width, check_fields, check_unique)
 from affcli.common.cli_options import option
 
 if TYPE_CHECKING:
@@ -28,17 +30,17 @@ class ModelSpec:
                                             "their projection.", shown="all")
     fusion: str = option("auto", help="Fusion, e.g. xattn or none:visual (auto = none for one modality, else concat).")
     fusion_options: dict[str, Any] = option({}, help="Options of the fusion (merged over the inline ones).")
-    d_model: int = option(128, help="Width each modality is projected to.")
+    d_model: Width = option(128, help="Width each modality is projected to.")
     standardize: bool = option(True, help="Z-score each input dimension with the training split's statistics (valid "
                                           "frames only), stored in the model and applied wherever it runs; turn off "
                                           "for features that are already normalised.")
-    head_hidden: list[int] = option([256], help="Hidden widths of the task head's MLP.")
-    dropout: float = option(0.1, help="Dropout of the task head.")
+    head_hidden: list[Width] = option([256], help="Hidden widths of the task head's MLP.")
+    dropout: Dropout = option(0.1, help="Dropout of the task head.")
     causal: bool = option(False, help="Never use frames after t (temporal heads and cross-attention).")
     label_position: str = option("frame", help="frame (every frame of the window) or last (the last frame's label).")
     pool: str = option("last", help="With label_position=last: last (output at the last frame) or mean (time-mean).")
-    dilation: int = option(1, help="Frames between window samples (implies label_position last).")
-    horizon: int = option(0, help="Forecast the label H frames after the window's last frame (implies label_position "
+    dilation: PositiveInt = option(1, help="Frames between window samples (implies label_position last).")
+    horizon: NonNegativeInt = option(0, help="Forecast the label H frames after the window's last frame (implies label_position "
                                   "last; with --causal: from frames <= t to the label at t + H; CAPNet's 10).")
     frame_mask_p: float = option(0.0, help="Augmentation: fraction of window frames masked (train only).")
     frame_mask_mode: str = option("token", help="Masked frames become a learned token (token) or zeros (zero).")
@@ -77,7 +79,9 @@ class ModelSpec:
         return spec
 
     def validate(self) -> None:
-        """Value checks that need no registry or data."""
+        """Value checks that need no registry or data: each field against its annotation (common.checks), then the
+        choices and the rules between fields."""
+        check_fields(self, "model ")
         if self.label_position not in ("frame", "last"):
             raise ValueError(f"label_position must be 'frame' or 'last', not {self.label_position!r}")
         if self.pool not in ("last", "mean"):
@@ -171,21 +175,21 @@ class RunConfig:
     model: ModelSpec = option(ModelSpec, help="The head architecture.")
     loss: str = option("auto", help="Loss: a weighted sum such as 'ce(weights=auto)+0.1*text-contrastive'; auto = task default.")
     prompts: str | None = option(None, help="Prompt set the prompt-based losses read.", shown="each loss's own")
-    window: int = option(32, help="Window length in frames.")
-    stride: int = option(16, help="Window stride in frames.")
-    eval_stride: int | None = option(None, help="Stride of the overlapping evaluation windows.", shown="window / 2")
-    smooth: int = option(0, help="Average predictions over +-N frames per video before scoring.")
-    batch_size: int = option(64, help="Windows per step.")
-    epochs: int = option(20, help="Maximum epochs.")
-    lr: float = option(1e-3, help="AdamW learning rate (cosine schedule).")
-    weight_decay: float = option(1e-2, help="AdamW weight decay.")
-    warmup: float = option(1.0, help="Linear warm-up, in epochs.")
-    grad_clip: float = option(1.0, help="Gradient-norm clip (0 = off).")
-    patience: int = option(5, help="Early stopping: epochs without a better val metric.")
+    window: PositiveInt = option(32, help="Window length in frames.")
+    stride: PositiveInt = option(16, help="Window stride in frames.")
+    eval_stride: PositiveInt | None = option(None, help="Stride of the overlapping evaluation windows.", shown="window / 2")
+    smooth: NonNegativeInt = option(0, help="Average predictions over +-N frames per video before scoring.")
+    batch_size: PositiveInt = option(64, help="Windows per step.")
+    epochs: PositiveInt = option(20, help="Maximum epochs.")
+    lr: PositiveFloat = option(1e-3, help="AdamW learning rate (cosine schedule).")
+    weight_decay: NonNegativeFloat = option(1e-2, help="AdamW weight decay.")
+    warmup: NonNegativeFloat = option(1.0, help="Linear warm-up, in epochs.")
+    grad_clip: NonNegativeFloat = option(1.0, help="Gradient-norm clip (0 = off).")
+    patience: PositiveInt = option(5, help="Early stopping: epochs without a better val metric.")
     seed: int = option(0, help="Seed.")
-    device: str = option("auto", help="auto, cpu, cuda, cuda:1.")
+    device: DeviceName = option("auto", help="auto, cpu, cuda, cuda:1.")
     amp: bool = option(True, help="bf16 autocast on CUDA.")
-    ssl_epochs: int = option(0, help="Self-supervised epochs on the train split's features before training (0 = off).")
+    ssl_epochs: NonNegativeInt = option(0, help="Self-supervised epochs on the train split's features before training (0 = off).")
     ssl_method: str = option("masked", help="Self-supervised method of --ssl-epochs (heads/pretrain.py registry): "
                                             "masked, simclr, byol, with options, e.g. 'simclr(temperature=0.2)'.")
     ssl_positives: str = option("none", help="Emotion-aware positives of --ssl-epochs: none, kmeans (pseudo-classes "
@@ -199,7 +203,7 @@ class RunConfig:
     distill_from: list[str] = option([], help="Finished runs (comma list) whose per-frame outputs, cached in the "
                                               "feature cache under teacher/<run-hash>, are soft targets where labels "
                                               "are missing; the loss gains a distill term unless it names one.")
-    distill_weight: float = option(1.0, help="Weight of the distill term added for --distill-from.")
+    distill_weight: NonNegativeFloat = option(1.0, help="Weight of the distill term added for --distill-from.")
     interpolate: str = option("off", help="Predictions on frames without a face, from the nearest frames with one: "
                                           "off, linear (values and probabilities linear) or nearest (values linear, "
                                           "class and multi-label probabilities copied from the nearest frame).")
@@ -283,7 +287,10 @@ class RunConfig:
         return cfg
 
     def validate(self) -> None:
-        """Cheap checks that need no data (names are checked when the model is built)."""
+        """Cheap checks that need no data (names are checked when the model is built): each field against its
+        annotation (type and range, common.checks), then the choices."""
+        check_fields(self)
+        check_unique(self.features, "features")
         for k in ("window", "stride", "batch_size", "epochs"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be >= 1, not {getattr(self, k)}")
@@ -317,12 +324,19 @@ class RunConfig:
     @classmethod
     def from_run(cls, run_dir: str | Path, **overrides: Any) -> "RunConfig":
         """The RunConfig a run was trained with (its config.json, flat or nested), with non-None top-level overrides."""
-        from affcli.common.runs import read_json
+        from affcli.common.runs import check_run_file, read_json
 
         path = Path(run_dir) / "config.json"
         if not path.exists():
             raise FileNotFoundError("no config.json (not a train-head run folder)")
-        d = {k: v for k, v in read_json(path).items() if k not in RUN_META_KEYS}
+        try:
+            d = read_json(path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: unreadable ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: not a run config (a JSON table)")
+        check_run_file(path)
+        d = {k: v for k, v in d.items() if k not in RUN_META_KEYS}
         d.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None})
         return cls.from_dict(d)
 

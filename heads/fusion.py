@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from affcli.cache.fingerprint import MODALITIES
+from affcli.common.checks import Dropout, Heads, Width
 from affcli.common.registry import Registry
 from affcli.heads.model.attn import MHA
 from affcli.heads.spec import parse_part
@@ -52,7 +53,7 @@ class NoFusion(nn.Module):
 class ConcatFusion(nn.Module):
     """Per-frame concatenation of all modalities, projected to `dim`."""
 
-    def __init__(self, dims: dict[str, int], causal: bool = False, dim: int = 128, dropout: float = 0.1):
+    def __init__(self, dims: dict[str, int], causal: bool = False, dim: Width = 128, dropout: Dropout = 0.1):
         super().__init__()
         self.modalities = tuple(m for m in MODALITIES if m in dims)
         self.proj = nn.Sequential(nn.Linear(sum(dims[m] for m in self.modalities), dim), nn.GELU(), nn.Dropout(dropout))
@@ -73,7 +74,7 @@ def _same_dim(name: str, dims: dict[str, int]) -> int:
 class CrossAttention(nn.Module):
     """Visual queries audio and audio queries visual (symmetric), each residual + LayerNorm, then concatenated."""
 
-    def __init__(self, dims: dict[str, int], causal: bool = False, heads: int = 4, dropout: float = 0.1,
+    def __init__(self, dims: dict[str, int], causal: bool = False, heads: Heads = 4, dropout: Dropout = 0.1,
                  positions: bool = True):
         super().__init__()
         d = _same_dim("xattn", dims)
@@ -96,8 +97,8 @@ class CrossAttention(nn.Module):
 class GatedCrossAttention(nn.Module):
     """Image-queries-audio cross-attention, then a learned per-frame gate between the attended audio and the image."""
 
-    def __init__(self, dims: dict[str, int], causal: bool = False, heads: int = 4, dropout: float = 0.1,
-                 hidden: int = 128, positions: bool = True):
+    def __init__(self, dims: dict[str, int], causal: bool = False, heads: Heads = 4, dropout: Dropout = 0.1,
+                 hidden: Width = 128, positions: bool = True):
         super().__init__()
         d = _same_dim("xattn-gated", dims)
         self.positions = bool(positions)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from affcli.common.checks import NonNegativeFloat, PositiveFloat, Range
 from affcli.common.registry import Registry
 from affcli.heads.spec import PartSpec, parse_loss
 from affcli.heads.tasks import Output, get_task, task_outputs
@@ -85,7 +86,8 @@ def _weights(spec: Any, ctx: LossContext, key: str, n: int, what: str) -> torch.
 class CrossEntropy(nn.Module):
     """Class-weighted cross-entropy over labelled frames (weighted mean, as torch does)."""
 
-    def __init__(self, ctx: LossContext, weights: Any = None, target: str | None = None, label_smoothing: float = 0.0):
+    def __init__(self, ctx: LossContext, weights: Any = None, target: str | None = None,
+                 label_smoothing: Annotated[float, Range(0, 1, hi_open=True)] = 0.0):
         super().__init__()
         self.out = _target(ctx, "class", target, "ce")
         self.register_buffer("w", _weights(weights, ctx, self.out.key, self.out.dim, "ce weights"), persistent=False)
@@ -108,7 +110,7 @@ class CrossEntropy(nn.Module):
 class Focal(nn.Module):
     """Focal loss alpha_y (1 - p_y)^gamma CE for unbalanced classes."""
 
-    def __init__(self, ctx: LossContext, gamma: float = 2.0, alpha: Any = None, target: str | None = None):
+    def __init__(self, ctx: LossContext, gamma: NonNegativeFloat = 2.0, alpha: Any = None, target: str | None = None):
         super().__init__()
         self.out = _target(ctx, "class", target, "focal")
         self.gamma = float(gamma)
@@ -204,8 +206,8 @@ def _frames(out: dict, y: dict, key: str) -> tuple[torch.Tensor, torch.Tensor, t
 class TextContrastive(nn.Module):
     """Visual features projected into the CLIP text space, contrasted with the class prompt embeddings."""
 
-    def __init__(self, ctx: LossContext, prompts: str | None = None, temperature: float = 0.07, symmetric: bool = True,
-                 target: str | None = None):
+    def __init__(self, ctx: LossContext, prompts: str | None = None, temperature: PositiveFloat = 0.07,
+                 symmetric: bool = True, target: str | None = None):
         super().__init__()
         self.out = _target(ctx, "class", target, "text-contrastive")
         prompts = prompts or ctx.prompts or "expr8"
@@ -249,8 +251,8 @@ def soft_region_labels(va: torch.Tensor, sigma: float) -> torch.Tensor:
 class SoftPrompt(nn.Module):
     """Region logits = scale x cosine(projected feature, region prototypes); KL to soft labels from the true VA."""
 
-    def __init__(self, ctx: LossContext, prompts: str = "va9", sigma: float = 0.45, scale: float = 10.0,
-                 templates: int = 3, target: str | None = None):
+    def __init__(self, ctx: LossContext, prompts: str = "va9", sigma: PositiveFloat = 0.45, scale: PositiveFloat = 10.0,
+                 templates: Annotated[int, Range(1, 1024)] = 3, target: str | None = None):
         super().__init__()
         self.out = _target(ctx, "reg", target, "soft-prompt")
         text = _text(ctx, prompts, "soft-prompt")
@@ -280,8 +282,8 @@ class Distill(nn.Module):
     covers_unlabelled = True
     REG = ("mse", "ccc")
 
-    def __init__(self, ctx: LossContext, teacher: Any = None, temperature: float = 2.5, reg: str = "mse",
-                 weights: Any = None):
+    def __init__(self, ctx: LossContext, teacher: Any = None, temperature: PositiveFloat = 2.5,
+                 reg: Literal["mse", "ccc"] = "mse", weights: Any = None):
         super().__init__()
         runs = ([teacher] if isinstance(teacher, str) else list(teacher)) if teacher else list(ctx.distill_from)
         if not runs:

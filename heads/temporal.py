@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from affcli.common.checks import Dropout, Heads, Layers, Range, Width
 from affcli.common.registry import Registry
 from affcli.heads.model.attn import MHA
 
@@ -17,7 +19,8 @@ TEMPORAL: Registry = Registry("temporal head", supplied=("d_in",), required=("ca
 class FrameMLP(nn.Module):
     """Frame-wise MLP: the no-context baseline."""
 
-    def __init__(self, d_in: int, hidden: int = 256, layers: int = 2, dropout: float = 0.1, causal: bool = False):
+    def __init__(self, d_in: int, hidden: Width = 256, layers: Layers = 2, dropout: Dropout = 0.1,
+                 causal: bool = False):
         super().__init__()
         mods: list[nn.Module] = []
         for i in range(layers):
@@ -53,8 +56,8 @@ class _TCNBlock(nn.Module):
 class TCN(nn.Module):
     """Dilated residual temporal convolutions, dilation 2^i per level."""
 
-    def __init__(self, d_in: int, levels: int = 3, channels: int = 128, kernel: int = 3, dropout: float = 0.1,
-                 causal: bool = False):
+    def __init__(self, d_in: int, levels: Annotated[int, Range(1, 16)] = 3, channels: Width = 128,
+                 kernel: Annotated[int, Range(1, 64)] = 3, dropout: Dropout = 0.1, causal: bool = False):
         super().__init__()
         self.blocks = nn.Sequential(*[_TCNBlock(d_in if i == 0 else channels, channels, kernel, 2 ** i, dropout, causal)
                                       for i in range(levels)])
@@ -64,16 +67,23 @@ class TCN(nn.Module):
         return self.blocks(x.transpose(1, 2)).transpose(1, 2)
 
 
-@TEMPORAL.register("gru", help="GRU, bi-directional unless causal (bi refused when causal)")
+def _gru_rule(opts: dict[str, Any]) -> str | None:
+    """A bidirectional GRU reads frames after t, so it cannot be causal."""
+    if opts.get("causal") and opts.get("bidirectional"):
+        return "bidirectional=True cannot be causal; set bidirectional=false or causal=false"
+    return None
+
+
+@TEMPORAL.register("gru", help="GRU, bi-directional unless causal (bi refused when causal)", check=_gru_rule)
 class GRUHead(nn.Module):
     """Stacked GRU; bidirectional output is the concatenation of both directions."""
 
-    def __init__(self, d_in: int, hidden: int = 128, layers: int = 1, bidirectional: bool | None = None,
-                 dropout: float = 0.1, causal: bool = False):
+    def __init__(self, d_in: int, hidden: Width = 128, layers: Layers = 1, bidirectional: bool | None = None,
+                 dropout: Dropout = 0.1, causal: bool = False):
         super().__init__()
         bidirectional = (not causal) if bidirectional is None else bool(bidirectional)
-        if causal and bidirectional:
-            raise ValueError("gru: bidirectional=True cannot be causal; set bidirectional=false or causal=false")
+        if (problem := _gru_rule({"causal": causal, "bidirectional": bidirectional})) is not None:
+            raise ValueError(f"gru: {problem}")
         self.gru = nn.GRU(d_in, hidden, layers, batch_first=True, bidirectional=bidirectional,
                           dropout=dropout if layers > 1 else 0.0)
         self.out_dim, self.causal = hidden * (2 if bidirectional else 1), not bidirectional
@@ -106,12 +116,22 @@ class _EncoderLayer(nn.Module):
         return x + self.drop(self.ff(self.n2(x)))
 
 
-@TEMPORAL.register("transformer", help="pre-norm Transformer encoder (causal mask; learned or sinusoidal positions)")
+def _transformer_rule(opts: dict[str, Any]) -> str | None:
+    """Attention splits its width over the heads."""
+    dim, heads = opts.get("dim"), opts.get("heads")
+    if isinstance(dim, int) and isinstance(heads, int) and heads > 0 and dim % heads:
+        return f"dim={dim} is not divisible by heads={heads}"
+    return None
+
+
+@TEMPORAL.register("transformer", help="pre-norm Transformer encoder (causal mask; learned or sinusoidal positions)",
+                   check=_transformer_rule)
 class TransformerHead(nn.Module):
     """Transformer encoder over the window; invalid frames are masked as keys."""
 
-    def __init__(self, d_in: int, dim: int = 128, layers: int = 2, heads: int = 4, ff: int = 256,
-                 dropout: float = 0.1, causal: bool = False, positions: str = "sinusoidal", max_len: int = 1024):
+    def __init__(self, d_in: int, dim: Width = 128, layers: Layers = 2, heads: Heads = 4, ff: Width = 256,
+                 dropout: Dropout = 0.1, causal: bool = False, positions: Literal["sinusoidal", "learned"] = "sinusoidal",
+                 max_len: Annotated[int, Range(1, 1 << 20)] = 1024):
         super().__init__()
         if positions not in ("learned", "sinusoidal"):
             raise ValueError(f"transformer: positions must be 'learned' or 'sinusoidal', not {positions!r}")

@@ -196,7 +196,8 @@ def test_s3_equals_zarr_and_a_flipped_byte_is_bad_video(s3, tmp_path, monkeypatc
     assert any("m2" in p for p in verify(url))
 
 
-# ---- attributes from the manifest: 3 objects per video, a stale or damaged manifest never gives a wrong answer -----
+# ---- sized from the manifest: 4 objects per video (its group's complete mark and 3 data objects), fetched in one
+# ---- batch; a stale or damaged manifest never gives a wrong answer, a video marked incomplete is never returned ----
 
 def _rewrite(cache: Path, spec: str, vid: str, n: int, seed: int, complete: bool = True) -> np.ndarray:
     """Replace a complete video with other data after the manifest was built (as a lost manifest rebuild would)."""
@@ -247,7 +248,7 @@ def _per_video_reads(monkeypatch) -> list[str]:
     return seen
 
 
-def test_three_objects_per_video_and_equal_to_zarr(synth, place, monkeypatch):
+def test_four_objects_per_video_and_equal_to_zarr(synth, place, monkeypatch):
     url = place(synth)
     seen = _per_video_reads(monkeypatch)
     tab = load_table(url, [VISUAL, AUDIO])
@@ -256,10 +257,11 @@ def test_three_objects_per_video_and_equal_to_zarr(synth, place, monkeypatch):
         for v in tab.videos:
             prefix = f"{safe_key(s)}/{safe_key(v)}/"
             keys = sorted(k for k in seen if k.startswith(prefix))
-            assert keys == [prefix + "feats/c/0/0", prefix + "timestamps/c/0", prefix + "valid/c/0"], keys
+            assert keys == [prefix + "feats/c/0/0", prefix + "timestamps/c/0", prefix + "valid/c/0",
+                            prefix + "zarr.json"], keys
             if url.startswith("s3://"):
                 sent = sorted(k.split(" ")[0] for k in seen if f"/{prefix}" in k)
-                assert sent == ["get_object"] * 3, sent
+                assert sent == ["get_object"] * 4, sent
 
 
 def test_a_stale_manifest_loads_the_new_data(synth, place):

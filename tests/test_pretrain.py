@@ -117,7 +117,8 @@ def test_pretrain_cli_then_init_from_and_ablate_grid(tmp_path):
     assert res.exit_code == 0, res.output
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert saved["init_from"] == str(out.resolve()) and saved["freeze_encoder"] and saved["model"]["head_hidden"] == []
-    res = runner.invoke(app, [*args[:-6], "--d-model", "32", "--epochs", "1", "--device", "cpu", "--init-from", str(out)])
+    res = runner.invoke(app, [*args[:-6], "--d-model", "32", "--epochs", "1", "--device", "cpu", "--init-from", str(out),
+                              "--overwrite"])
     assert res.exit_code == 2 and "d_model" in res.output
     grid = tmp_path / "grid.toml"
     grid.write_text('[base]\nwindow = 16\nstride = 8\nepochs = 1\nssl_epochs = 1\nd_model = 16\n'

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
 
+from affcli.common.interrupts import catching_sigint
 from affcli.heads.ablate.execute import run_grid
 from affcli.heads.commands import AblateOptions
 from affcli.heads.ablate.run import auto_jobs
@@ -91,8 +92,15 @@ def ablate_command(grid_path: Path, cache: Path | None, labels: Path | None, out
         jobs = auto_jobs(str(cfg.get("device", "cpu")), feature_bytes(cfg.get("cache"), list(cfg.get("features") or [])))
         console.print(f"--jobs 0: {jobs} workers")
     console.print(f"{len(runs)} runs -> {out}")
-    res = run_grid(runs, out, jobs=jobs, dask_local=dask_local, scheduler=scheduler, console=console,
-                   grid_meta=grid_meta(grid), **run_kw)
+    try:
+        with catching_sigint():
+            res = run_grid(runs, out, jobs=jobs, dask_local=dask_local, scheduler=scheduler, console=console,
+                           grid_meta=grid_meta(grid), **run_kw)
+    except KeyboardInterrupt:
+        from affcli.common.commands import interrupted
+
+        return interrupted(f"ablate stopped; finished runs in {out} are kept, the run in progress is marked "
+                           f"interrupted and the next `affcli ablate` re-runs it")
     print_tables(build_report(out), console)
     n_failed = res.count("failed")
     console.print(f"{res.count('ok')} ok, {n_failed} failed, {res.count('skipped')} skipped in {res.seconds:.1f} s"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from affcli.common.interrupts import check_interrupt
 from affcli.common.names import safe_name
 from affcli.common.runs import read_json, write_json
 from affcli.heads.ablate.grid import RunSpec
@@ -152,6 +153,7 @@ def run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None = None, th
 
 
 def _run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None, threads: int | None) -> Outcome:
+    check_interrupt()
     run_dir = Path(out_dir) / "runs" / safe_name(spec.name, "run name")
     if is_finished(run_dir, spec.hash):
         return Outcome(spec.name, spec.hash, "skipped", main_metric(read_json(run_dir / "metrics.json")))
@@ -179,6 +181,11 @@ def _run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None, threads:
     except Exception as e:  # one run's failure (NaN loss, OOM, bug) must not stop the grid
         _free_gpu()
         return record_failure(spec, run_dir, e, time.perf_counter() - t0)
+    except KeyboardInterrupt:  # Ctrl-C: the run is marked, left unfinished, and re-run by the next invocation
+        from affcli.heads.train.run_folder import mark_interrupted
+
+        mark_interrupted(run_dir, "ablate", name=spec.name, hash=spec.hash)
+        raise
 
 
 def record_failure(spec: RunSpec, run_dir: Path, e: BaseException, seconds: float = 0.0) -> Outcome:

@@ -203,7 +203,8 @@ def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path |
                 cfg[PROMPTS_AXIS] = a[PROMPTS_AXIS]
             else:
                 shown[PROMPTS_AXIS] = NOT_APPLICABLE
-        key = f"run {run_name(shown)}"
+        name = bounded_run_name(shown)
+        key = f"run {name}"
         _check_prompts(cfg, key, prompt_sets)
         for fs in cfg.get("features") or []:
             if present is not None and fs not in present:
@@ -219,12 +220,28 @@ def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path |
             if by_hash[h].axes == shown:
                 continue
             raise GridError(key, f"same config as run {by_hash[h].name!r}: an axis value changes nothing")
-        name = run_name(shown)
         if any(r.name == name for r in runs):
             name = f"{name}__{h[:6]}"
         by_hash[h] = RunSpec(name, shown, full, h, str(full.get("task", "")))
         runs.append(by_hash[h])
     return runs
+
+
+def bounded_run_name(shown: dict[str, str]) -> str:
+    """The run's folder name from its axis values, with room for the hash suffix a clash adds; a name over the
+    file-name limit refuses the grid (GridError) instead of failing when the run folder is made."""
+    from affcli.common.names import MAX_NAME
+
+    values = ", ".join(f"{k}={v}" for k, v in shown.items() if v not in ("(base)", NOT_APPLICABLE))
+    short = values if len(values) <= 80 else values[:77] + "..."
+    try:
+        name = run_name(shown)
+    except ValueError as e:
+        raise GridError(f"run {short}", f"{e}; shorten the axis values (run names are built from them)") from None
+    if len(name.encode()) > MAX_NAME - 8:
+        raise GridError(f"run {short}", f"run name is {len(name.encode())} bytes, over the {MAX_NAME - 8} a run "
+                                        f"folder may take; shorten the axis values (run names are built from them)")
+    return name
 
 
 def grid_meta(grid: Grid) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from affcli.common.ids import check_id
 from affcli.common.names import safe_name
 from affcli.heads.errors import LabelError
 from affcli.heads.data.labels import image_frame_ids, numeric_cells, split_cells
@@ -60,7 +61,12 @@ def _select(df: pl.DataFrame, frames: list[int] | None) -> tuple[pl.DataFrame, n
 
 
 def _write(path: Path, header: str, df: pl.DataFrame) -> Path:
-    path.write_text(header + "\n" + df.write_csv(include_header=False))
+    """Write a prediction file whole (temp file + rename): an interrupted predict never leaves half a file."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(header + "\n" + df.write_csv(include_header=False))
+    os.replace(tmp, path)
     return path
 
 
@@ -86,11 +92,23 @@ def write_predictions(out_dir: Path, task: str, per_video: dict[str, Values],
         return [_write(out_dir / f"{safe_name(v, 'video id')}.txt", t.submission.header,
                        _select(_value_frame(t, v, vals), frames_of.get(v))[0]) for v, vals in per_video.items()]
     blocks = []
+    check_single_file_ids(t, list(per_video))
     for v, vals in per_video.items():
         df, f = _select(_value_frame(t, v, vals), frames_of.get(v))
         image = [f"{v}/{i + 1:05d}.jpg" for i in f.tolist()] if per_frame else [f"{v}.jpg"]
         blocks.append(pl.DataFrame({"image": image}).hstack(df if per_frame else df[:1]))
     return [_write(out_dir / single_file_name(t), _first_column(t), pl.concat(blocks))]
+
+
+def check_single_file_ids(task: str | Task, ids: list[str]) -> None:
+    """Refuse ids the one-file-per-task format cannot carry so that `score` reads them back: control characters and
+    line breaks, surrounding whitespace, commas (the file is comma-separated); one ValueError line."""
+    name = single_file_name(_task(task))
+    for v in ids:
+        check_id(v, f"{name}: video id")
+        if "," in v:
+            raise ValueError(f"{name}: video id {v!r} holds a comma, which the comma-separated single file cannot "
+                             f"carry; use style='per-video'")
 
 
 def _check_header(path: Path, line: str, want: str) -> None:

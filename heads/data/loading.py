@@ -55,8 +55,28 @@ def split_label_videos(cfg: RunConfig, split: str) -> dict[str, str]:
     feats = resolve_features(cfg, store)
     complete = set.intersection(*[set(store.videos(f)) for f in feats])
     df = _split_labels(cfg, store, feats, complete, split)
-    pairs = df.select("video", "feature_video").unique(maintain_order=True).iter_rows()
+    pairs = list(df.select("video", "feature_video").unique(maintain_order=True).iter_rows())
+    vids = sorted({f for _, f in pairs})
+    warn_missing(cfg, store, feats, split, [v for v in vids if v not in complete], len(vids))
     return {v: f for v, f in pairs if f in complete}
+
+
+def warn_missing(cfg: RunConfig, store, feats: list[str], split: str, missing: list[str], n_labelled: int) -> None:
+    """One warning line naming the labelled videos of a split that are not complete in the cache (absent, or marked
+    incomplete by an interrupted write), so none is left out silently."""
+    if not missing:
+        return
+    from affcli.common.notices import warn
+
+    from affcli.cache.store import safe_key
+
+    started = {v for f in feats for v in store.videos(f, complete=False)}
+    damaged = {k for f in feats for k in store.damaged(f)}
+    names = [f"{v} (incomplete)" if v in started else f"{v} (unreadable group)" if safe_key(v) in damaged else v
+             for v in missing]
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    warn(f"{cfg.cache}: {len(missing)} of {n_labelled} labelled {split} videos are not complete in "
+         f"{', '.join(feats)}, left out: {shown}")
 
 
 def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
@@ -79,10 +99,16 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
         if not split_vids[s]:
             raise ValueError(f"{cfg.cache}: none of the {len(vids)} labelled {s} videos is complete in "
                              f"{', '.join(feats)} (e.g. {', '.join(vids[:3])})")
+    for s in frames:
+        warn_missing(cfg, store, feats, s, missing[s], len(missing[s]) + len(split_vids[s]))
     order = list(dict.fromkeys(v for s in cfg.splits for v in split_vids[s]))
     table = load_features(cfg, feats, order)
     n_frames = {v: int(n) for v, n in zip(table.videos, table.lengths)}
     split_vids = {s: [v for v in vs if v in n_frames] for s, vs in split_vids.items()}
+    empty = [s for s, vs in split_vids.items() if not vs]
+    if empty:
+        raise ValueError(f"{cfg.cache}: every labelled {empty[0]} video was left out as bad (--skip-bad); "
+                         f"nothing is left to {'train' if empty[0] == cfg.splits[0] else 'validate'} on")
     index_of = {v: int(s) for v, s in zip(table.videos, table.starts)}
     labels: dict[str, np.ndarray] = {}
     for s, df in frames.items():
@@ -95,10 +121,7 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
                 labels[k] |= v
             else:
                 labels[k] = np.where(_rows_mask(arr, k, v), v, labels[k])
-    text = {}
-    rank = {f: i for i, f in enumerate(feats)}
-    for name, spec in sorted(store.text_sets(), key=lambda ns: rank.get(ns[1], len(rank))):
-        text.setdefault(name, store.read_text_embeddings(name, spec)[1])
+    text = store.checked_text_sets(prefer=feats)
     data = Data.from_table(table, labels, split_vids, cfg.task, feats, text, device)
     data.info = {"missing_videos": {s: len(v) for s, v in missing.items()},
                  "videos": {s: len(v) for s, v in split_vids.items()}}

@@ -8,6 +8,7 @@ import torch
 
 from affcli.common.cluster import worker_memo
 from affcli.common.device import autocast, resolve_device
+from affcli.common.interrupts import check_interrupt
 from affcli.heads.config import RunConfig
 from affcli.heads.data.dataset import Data
 from affcli.heads.data.windows import frame_windows, gather, make_windows
@@ -36,6 +37,7 @@ def predict_rows(model: HeadModel, data: Data, video_idx: list[int] | np.ndarray
     acc = {o.key: torch.zeros(total, o.dim, device=data.device) for o in model.outputs}
     cnt = torch.zeros(total, device=data.device)
     for b, e in _batches(len(win), batch_size, win.video.cpu().numpy() if per_video else None):
+        check_interrupt()
         rows = torch.arange(b, e, device=data.device)
         xs, vs = gather(data.modalities, data.valid, win, rows)
         with autocast(data.device, amp):

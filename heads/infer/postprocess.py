@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from affcli.common.runs import read_json
+from affcli.common.runs import check_run_file, read_json
 from affcli.heads.infer.evaluation import score
 from affcli.heads.tasks import Output, get_task
 
@@ -179,7 +179,16 @@ def tune(task: str, probs: dict[str, np.ndarray], labels: dict[str, np.ndarray],
 def load_postprocess(run_dir: str | Path) -> dict[str, Any]:
     """The thresholds/biases a run stored after training ({} when it tuned none)."""
     path = Path(run_dir) / "metrics.json"
-    return dict(read_json(path).get("postprocess") or {}) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        post = read_json(path).get("postprocess") or {}
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: unreadable ({type(e).__name__})") from None
+    check_run_file(path)
+    if not isinstance(post, dict):
+        raise ValueError(f"{path}: its postprocess entry is not a table")
+    return dict(post)
 
 
 def tune_run(cfg: Any, data: Any, best: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Inference of a finished run over whole videos (ABAW files via abaw_io) and re-scoring of its val split."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 from affcli.common.cluster import ClusterOptions, Progress, map_videos
 from affcli.common.names import safe_name
 from affcli.common.runs import write_json
-from affcli.heads.data.abaw_io import prediction_frame
+from affcli.heads.data.abaw_io import check_single_file_ids, prediction_frame
 from affcli.heads.config import RunConfig
 from affcli.heads.data.loading import prepare_data
 from affcli.common.notices import warn
@@ -44,7 +45,16 @@ def _videos_to_predict(cfg: RunConfig, split: str | None, videos: list[str] | No
 
         return split_label_videos(cfg, split)
     store = FeatureStore(cfg.cache, mode="r")
-    return {v: v for v in common_videos(store, list(cfg.features))}
+    store.warn_damaged(list(cfg.features))
+    both = common_videos(store, list(cfg.features))
+    some = sorted(set().union(*[store.videos(f) for f in cfg.features]) - set(both))
+    if some:
+        from affcli.common.notices import warn
+
+        shown = ", ".join(some[:10]) + (f" and {len(some) - 10} more" if len(some) > 10 else "")
+        warn(f"{cfg.cache}: {len(some)} video(s) are not complete in every feature set of the run "
+             f"({', '.join(cfg.features)}), left out: {shown}")
+    return {v: v for v in both}
 
 
 def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Path, split: str | None = None,
@@ -61,6 +71,9 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     thresholds (default: the run's, else 0.5). `cluster` (--dask-local / --scheduler / --gpus) spreads the videos
     over Dask workers (the same files as one process; `progress` gets a `video` event as each is done).
     """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder (predict writes its files into a folder)")
     view = open_run(run_dir, cache, labels, device, skip_bad or None)
     cfg = view.cfg
     cfg.check_paths(labels=split is not None and videos is None)
@@ -79,9 +92,14 @@ def write_run_predictions(view: RunView, ids: dict[str, str], out_dir: str | Pat
     from affcli.heads.data.abaw_io import write_predictions
 
     cfg, run_dir = view.cfg, view.path
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder (predict writes its files into a folder)")
     if style == "per-video":
         for label_id in ids:
             safe_name(label_id, f"{cfg.cache}: video id")
+    else:
+        check_single_file_ids(cfg.task, list(ids))
     order = list(dict.fromkeys(ids.values()))
     if cluster:
         outs = map_videos(cluster, "predict", _predict_share, (str(run_dir), str(cfg.cache), smooth, cfg.skip_bad),
@@ -95,10 +113,12 @@ def write_run_predictions(view: RunView, ids: dict[str, str], out_dir: str | Pat
     lengths = np.array([len(next(iter(outs[v].values()))) for v in order], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     probs = {k: np.concatenate([outs[v][k] for v in order]) for k in outs[order[0]]}
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = np.arange(int(lengths.sum()), dtype=np.int64)
-    prediction_frame(order, starts, rows, probs).write_parquet(out_dir / f"predictions_{cfg.task}.parquet")
+    table = out_dir / f"predictions_{cfg.task}.parquet"
+    tmp = table.with_name(f".{table.name}.tmp{os.getpid()}")
+    prediction_frame(order, starts, rows, probs).write_parquet(tmp)
+    os.replace(tmp, table)
     post = dict(view.post)
     if au_threshold is not None:
         post.pop("thresholds", None)

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from affcli.common.checkpoint import load_weights, read_checkpoint, write_checkpoint
+from affcli.common.runs import check_run_file
 from affcli.heads.model.head import HeadModel
 
 CHECKPOINT = "model.safetensors"
@@ -22,4 +23,5 @@ def load_model(run_dir: str | Path, device: torch.device | str = "cpu") -> HeadM
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint (is {run_dir} a finished train-head run?)")
     meta, state = read_checkpoint(path, "model_spec")
+    check_run_file(path)
     return load_weights(HeadModel.from_record(meta["model_spec"]), state, path).to(device).eval()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from affcli.common.device import autocast
+from affcli.common.interrupts import check_interrupt
 from affcli.heads.train.ssl_methods import build_method, check_method
 from affcli.heads.model.head import HeadModel
 from affcli.heads.data.windows import Windows, sample_batches
@@ -214,6 +215,7 @@ def fit_encoder(model: HeadModel, inp: SSLInputs, method: str = "simclr", positi
             if positives in ("kmeans", "both") and use_pos else None
         total, n = torch.zeros((), device=device), 0
         for rows in sample_batches(len(inp.win), batch_size, gen, device):
+            check_interrupt()
             if len(rows) < 2:
                 continue
             pos = None
@@ -270,11 +272,13 @@ def init_encoder(model: HeadModel, run_dir: str) -> HeadModel:
     from pathlib import Path
 
     from affcli.common.checkpoint import CheckpointError, read_checkpoint
+    from affcli.common.runs import check_run_file
 
     path = Path(run_dir) / ENCODER_FILE
     if not path.exists():
         raise FileNotFoundError(f"init-from {run_dir}: no {ENCODER_FILE} (is it an `affcli pretrain` run?)")
     meta, state = read_checkpoint(path, "encoder")
+    check_run_file(path)
     want, have = {**OLD_ENCODER, **meta["encoder"]}, encoder_record(model)
     for k in have:
         if want.get(k) != have[k]:

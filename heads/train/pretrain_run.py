@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from affcli.common.checks import (DeviceName, Fraction, NonNegativeFloat, PositiveFloat, PositiveInt, check_fields,
+                                  check_unique)
 from affcli.common.cli_options import option
 from affcli.heads.config import ModelSpec
 
@@ -28,20 +30,20 @@ class PretrainConfig:
                                         "'simclr(temperature=0.2)'.")
     positives: str = option("none", help="Emotion-aware positives: none, kmeans (pseudo-classes of the encoder's "
                                          "embeddings, refreshed per epoch), text (nearest CLIP prompt), both.")
-    clusters: int = option(8, help="k of the k-means pseudo-classes.")
+    clusters: PositiveInt = option(8, help="k of the k-means pseudo-classes.")
     prompts: str | None = option(None, help="Prompt set of text positives.", shown="lsd6, else expr8")
-    window: int | None = option(None, help="Window length in frames.", shown="1 for image caches, else 32")
-    stride: int | None = option(None, help="Window stride in frames.", shown="window / 2")
-    aug_mask: float = option(0.15, help="View augmentation: fraction of window frames masked.")
-    aug_noise: float = option(0.1, help="View augmentation: Gaussian noise, in units of the feature std.")
-    aug_crop: float = option(0.6, help="View augmentation: shortest temporal crop, as a fraction of the window.")
-    aug_modality_drop: float = option(0.2, help="View augmentation: probability of dropping one modality.")
-    epochs: int = option(20, help="Epochs.")
-    batch_size: int = option(256, help="Windows per step (contrastive methods want large batches).")
-    lr: float = option(1e-3, help="AdamW learning rate.")
-    weight_decay: float = option(1e-2, help="AdamW weight decay.")
+    window: PositiveInt | None = option(None, help="Window length in frames.", shown="1 for image caches, else 32")
+    stride: PositiveInt | None = option(None, help="Window stride in frames.", shown="window / 2")
+    aug_mask: Fraction = option(0.15, help="View augmentation: fraction of window frames masked.")
+    aug_noise: NonNegativeFloat = option(0.1, help="View augmentation: Gaussian noise, in units of the feature std.")
+    aug_crop: Fraction = option(0.6, help="View augmentation: shortest temporal crop, as a fraction of the window.")
+    aug_modality_drop: Fraction = option(0.2, help="View augmentation: probability of dropping one modality.")
+    epochs: PositiveInt = option(20, help="Epochs.")
+    batch_size: PositiveInt = option(256, help="Windows per step (contrastive methods want large batches).")
+    lr: PositiveFloat = option(1e-3, help="AdamW learning rate.")
+    weight_decay: NonNegativeFloat = option(1e-2, help="AdamW weight decay.")
     seed: int = option(0, help="Seed.")
-    device: str = option("auto", help="auto, cpu, cuda, cuda:1.")
+    device: DeviceName = option("auto", help="auto, cpu, cuda, cuda:1.")
     amp: bool = option(True, help="bf16 autocast on CUDA.")
     tensorboard: bool = option(True, help="Write TensorBoard event files (loss and learning rate per epoch) in the "
                                           "run folder.")
@@ -52,9 +54,8 @@ class PretrainConfig:
         """Cheap checks before any data is read: values, then the parts (heads.parts, as train-head checks them)."""
         from affcli.heads.train.ssl_methods import check_method
 
-        for k in ("epochs", "batch_size", "clusters"):
-            if int(getattr(self, k)) < 1:
-                raise ValueError(f"pretrain: {k} must be >= 1, not {getattr(self, k)}")
+        check_fields(self, "pretrain: ")
+        check_unique(self.features, "pretrain: features")
         self.model.validate()
         self.model.resolve()
         check_method(self.method, self.positives)
@@ -69,11 +70,13 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from affcli.common.checkpoint import write_checkpoint
     from affcli.common.device import resolve_device
     from affcli.common.ids import parse_id_list
-    from affcli.common.runs import seed_everything, write_json
+    from affcli.common.runs import seed_everything, write_checksums, write_json
     from affcli.heads.config import resolve_path
     from affcli.heads.data.dataset import Data
     from affcli.heads.data.loading import is_image_cache, resolve_features
     from affcli.heads.model.head import HeadModel
+    from affcli.heads.train.budget import check_pretrain_fits
+    from affcli.heads.train.run_folder import clear_run_files
     from affcli.heads.train.pretrain import ENCODER_FILE, SSLInputs, ViewAug, encoder_record, encoder_state, fit_encoder
     from affcli.heads.train.ssl import prompt_embeddings, stored_views
     from affcli.heads.train.tracking import Tracker, mlflow_module
@@ -86,6 +89,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     store = FeatureStore(cfg.cache, mode="r")
     feats = resolve_features(cfg, store)
+    store.warn_damaged(feats)
     complete = set.intersection(*[set(store.videos(f)) for f in feats])
     videos = sorted(complete) if cfg.videos is None else parse_id_list(cfg.videos)
     missing = [v for v in videos if v not in complete]
@@ -93,13 +97,17 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         raise ValueError(f"{cfg.cache}: videos not complete in {', '.join(feats)}: {', '.join(missing[:5])}")
     if not videos:
         raise ValueError(f"{cfg.cache}: no video is complete in {', '.join(feats)}")
-    window = cfg.window or (1 if is_image_cache(store, feats) else 32)
-    stride = cfg.stride or max(1, window // 2)
+    window = cfg.window if cfg.window is not None else (1 if is_image_cache(store, feats) else 32)
+    stride = cfg.stride if cfg.stride is not None else max(1, window // 2)
     device = resolve_device(cfg.device)
     table = load_table(cfg.cache, feats, videos=videos)
-    text = {n: store.read_text_embeddings(n, s)[1] for n, s in store.text_sets() if s in feats}
+    text = store.checked_text_sets(prefer=feats, specs=feats)
     data = Data.from_table(table, {}, {"all": list(table.videos)}, BUILD_TASK, feats, text, device)
+    check_pretrain_fits(cfg.model, BUILD_TASK, data.in_dims, data.lengths, window, stride, cfg.batch_size, device)
     win = make_windows(data.starts, data.lengths, window, stride).to(device)
+    if cfg.positives in ("kmeans", "both") and cfg.clusters > len(win):
+        raise ValueError(f"pretrain: --clusters {cfg.clusters} exceeds the {len(win)} windows of {cfg.cache} "
+                         f"(k-means needs at least one window per cluster)")
     views = stored_views(cfg.cache, feats, store.modalities(feats), data.videos, device)
     torch.manual_seed(cfg.seed)
     model = HeadModel(cfg.model, BUILD_TASK, data.in_dims).to(device)
@@ -108,6 +116,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     aug = ViewAug(cfg.aug_mask, cfg.aug_noise, cfg.aug_crop, cfg.aug_modality_drop)
     t1 = time.perf_counter()
     out = Path(cfg.out)
+    clear_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(out, {**dataclasses.asdict(cfg), "cache": resolve_path(cfg.cache)}, cfg.tensorboard, cfg.mlflow,
                       out.name, {"affcli.kind": "pretrain"})
@@ -128,22 +137,35 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
               "timings": {"data_s": t1 - t0, "train_s": time.perf_counter() - t1}, "device": str(device),
               "loss_finite": bool(np.isfinite(history).all())}
     write_json(out / "metrics.json", result)
+    write_checksums(out, ["config.json", ENCODER_FILE, "metrics.json"])
     tracker.close(final={"final_loss": result["final_loss"]})
     return result
 
 
-def pretrain_command(fields: dict[str, Any]) -> int:
+def pretrain_command(fields: dict[str, Any], overwrite: bool = False) -> int:
     """Body of `affcli pretrain`: the flat options (the model's among them) -> PretrainConfig, run, one summary line;
-    bad options and data are one-line errors."""
+    bad options and data are one-line errors; an --out holding a run is refused unless `overwrite`; Ctrl-C exits 130
+    (the run folder is written only at the end, so it is never half written)."""
     import typer
 
     from affcli.cache.errors import CacheError
-    from affcli.common.commands import guarded
+    from affcli.common.commands import guarded, interrupted
+    from affcli.common.interrupts import catching_sigint
     from affcli.common.registry import UnknownNameError
+    from affcli.heads.train.run_folder import check_run_folder, mark_interrupted
 
     model_keys = {k: fields.pop(k) for k in list(fields) if k in {f.name for f in dataclasses.fields(ModelSpec)}}
     cfg = guarded((ValueError, TypeError), lambda: PretrainConfig(**fields, model=ModelSpec.from_dict(model_keys)))
-    m = guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError), run_pretrain, cfg)
+    guarded((ValueError,), check_run_folder, cfg.out, overwrite, "pretrain")
+    started = time.time()
+    try:
+        with catching_sigint():
+            m = guarded((CacheError, UnknownNameError, ValueError, FileNotFoundError, FloatingPointError),
+                        run_pretrain, cfg)
+    except KeyboardInterrupt:
+        marked = mark_interrupted(cfg.out, "pretrain", since=started)
+        return interrupted(f"pretrain stopped; {cfg.out} is marked interrupted (interrupted.json)" if marked else
+                           f"pretrain stopped before writing {cfg.out}")
     views = ", ".join(f"{k}: {v} stored views" for k, v in m["stored_views"].items()) or "feature-space views only"
     typer.echo(f"{cfg.method} (positives {cfg.positives}): {m['windows']} windows of {m['window']} frames, {views}; "
                f"loss {m['loss'][0]:.4f} -> {m['final_loss']:.4f} -> {cfg.out}")

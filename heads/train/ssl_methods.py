@@ -6,12 +6,13 @@ A method sees the encoder (heads.train.pretrain.Encoder: a head's projection + t
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from affcli.common.checks import Fraction, PositiveFloat, Range, Width
 from affcli.common.registry import Registry
 from affcli.heads.losses import masked_mean
 from affcli.heads.spec import parse_part
@@ -44,7 +45,7 @@ class SimCLR(nn.Module):
 
     contrastive = True
 
-    def __init__(self, dim: int, temperature: float = 0.1, hidden: int = 128, proj_dim: int = 64):
+    def __init__(self, dim: int, temperature: PositiveFloat = 0.1, hidden: Width = 128, proj_dim: Width = 64):
         super().__init__()
         self.head, self.temperature = _mlp(dim, hidden, proj_dim), temperature
 
@@ -72,7 +73,7 @@ class BYOL(nn.Module):
 
     contrastive = True
 
-    def __init__(self, dim: int, hidden: int = 128, proj_dim: int = 64, momentum: float = 0.99):
+    def __init__(self, dim: int, hidden: Width = 128, proj_dim: Width = 64, momentum: Fraction = 0.99):
         super().__init__()
         self.proj, self.pred, self.momentum = _mlp(dim, hidden, proj_dim), _mlp(proj_dim, hidden, proj_dim), momentum
         self.target: nn.ModuleList | None = None
@@ -120,7 +121,7 @@ class Masked(nn.Module):
 
     contrastive = False
 
-    def __init__(self, dim: int, mask_p: float = 0.3):
+    def __init__(self, dim: int, mask_p: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = 0.3):
         super().__init__()
         self.mask_p, self.dec = mask_p, nn.ModuleDict()
 

@@ -18,7 +18,8 @@ import torch
 
 from affcli.cache.table import FeatureTable
 from affcli.common.device import autocast, resolve_device
-from affcli.common.runs import config_hash, seed_everything, write_json
+from affcli.common.interrupts import check_interrupt
+from affcli.common.runs import config_hash, seed_everything, write_checksums, write_json
 from affcli.heads.data.abaw_io import prediction_frame
 from affcli.heads.model.checkpoint import CHECKPOINT, save_checkpoint
 from affcli.heads.config import RunConfig
@@ -28,6 +29,8 @@ from affcli.heads.infer.outputs import evaluate
 from affcli.heads.losses import LossContext, build_loss
 from affcli.heads.model.head import HeadModel
 from affcli.heads.infer.postprocess import tune_run
+from affcli.heads.train.budget import check_run_fits
+from affcli.heads.train.run_folder import clear_run_files
 from affcli.heads.train.teacher import loss_with_distill, teacher_source
 from affcli.heads.train.tracking import Tracker, mlflow_module
 from affcli.heads.tasks import task_outputs
@@ -92,8 +95,10 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
         data, table = table, None
     if data is None:
         data = prepare_data(cfg, table, labels, splits)
+    check_run_fits(cfg, data)
     t_data = time.perf_counter() - t_start
     out = Path(cfg.out)
+    clear_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**cfg.with_resolved_paths().to_dict(), "features": list(data.features)})
     tracker = Tracker(out, {**cfg.with_resolved_paths().to_dict(), "features": list(data.features)},
@@ -173,6 +178,7 @@ def _train(cfg: RunConfig, data: Data, out: Path, t_start: float, t_data: float,
     result.update(tune_run(cfg, data, best))
     _write_outputs(out, cfg, data, best, history)
     write_json(out / "metrics.json", result)
+    write_checksums(out, ["config.json", "metrics.json", CHECKPOINT, "predictions_val.parquet"])
     return result
 
 
@@ -200,6 +206,7 @@ def _train_epoch(model: HeadModel, loss_fn, opt, sched, params: list, data: Data
     parts_sum: dict[str, torch.Tensor] = {}
     n = 0
     for rows in sample_batches(len(win), cfg.batch_size, gen, data.device):
+        check_interrupt()
         xs, vs = gather(data.modalities, data.valid, win, rows)
         y = batch_labels(data, keys, win, rows, last)
         with autocast(data.device, cfg.amp):
