@@ -95,6 +95,7 @@ def test_member_without_its_feature_sets_named_before_anything_runs(seeds, tmp_p
     cfg = read_json(bad / "config.json")
     cfg["features"] = [VISUAL, "ast:missing"]
     (bad / "config.json").write_text(json.dumps(cfg))
+    (bad / "checksums.json").unlink()  # a run from before checksums.json: its edited config is read as given
     res = _cli("ensemble", str(seeds["runs"][0]), str(bad), "--out", str(tmp_path / "e"))
     assert res.exit_code == 2 and "bad: ast:missing" in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
@@ -110,6 +111,7 @@ def test_hostile_ensembles_refused_in_one_line(seeds, tmp_path):
     cfg = read_json(other / "config.json")
     cfg["task"] = "va"
     (other / "config.json").write_text(json.dumps(cfg))
+    (other / "checksums.json").unlink()  # read as a run from before checksums.json
     cases = [((a, b, "--out", str(existing)), "already exists"),
              ((a, "--out", str(tmp_path / "one")), "at least two runs"),
              ((a, a, "--out", str(tmp_path / "dup")), "given twice"),

@@ -100,7 +100,7 @@ def test_killed_search_resumes_to_twelve_trials(synth, tmp_path):
     ('window = {int = [8.5, 24]}', "", "bounds must be integers"),
     ('lr = {log = [1e-2, 1e-4]}', "", "low must be below high"),
     ('lr = {log = [1e-4, 1e-2], step = 1}', "", "log ranges take none"),
-    ('window = {int = [0, 8]}', "", "window must be >= 1"),
+    ('window = {int = [0, 8]}', "", "window=0 must be >= 1"),
     ('temporal = ["tcn", "lstm"]', "", "unknown temporal"),
     ('lr = {log = [1e-4, 1e-2]}', '[[exclude]]\nlr = 1e-3\n', "exclude/include rules are for grids"),
 ])

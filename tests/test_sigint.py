@@ -84,7 +84,7 @@ def test_ablate_interrupted_exits_130_and_its_run_is_redone(synth, tmp_path):
 
 
 def test_predict_and_cache_teacher_interrupted_exit_130(synth, tmp_path, monkeypatch):
-    from affcli.heads.infer import predict as predict_mod
+    from affcli.heads.infer.runs import RunView
     from affcli.heads.train import teacher as teacher_mod
 
     run = tmp_path / "r"
@@ -96,7 +96,7 @@ def test_predict_and_cache_teacher_interrupted_exit_130(synth, tmp_path, monkeyp
     def stop(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(predict_mod, "video_outputs", stop)
+    monkeypatch.setattr(RunView, "video_outputs", stop)
     r = CliRunner().invoke(app, ["predict", "--run", str(run), "--out", str(tmp_path / "p")])
     assert r.exit_code == 130 and r.output.strip().startswith("interrupted: predict") and \
         len(r.output.strip().splitlines()) == 1, r.output
