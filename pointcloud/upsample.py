@@ -20,6 +20,7 @@ PATCH = 256
 SEED_FACTOR = 3
 MIN_POINTS = 16
 BLOCKED_MAX = 1 << 20  # 'auto' merges by inner blocked FPS up to this many output points, by child assignment above
+KEEP_LOGIT = 0.0  # merge candidates whose keep-head logit is below this are dropped first (probability 0.5)
 INNER = 0.7  # 'inner' merge: children of the nearest INNER x PATCH points of each patch's seed are candidates
 MAX_RATIO = 256.0
 Merge = Literal["auto", "inner", "blocked", "fps", "assign"]
@@ -73,15 +74,29 @@ def _patches(xyz: Tensor, seeds: Tensor, size: int) -> Tensor:
 
 
 @torch.no_grad()
-def _infer(model: nn.Module, pts: Tensor, batch: int) -> Tensor:
-    """Model output [S,P*r,3] for patches [S,P,3], each normalised to the unit sphere and mapped back."""
-    outs = []
+def _infer(model: nn.Module, pts: Tensor, batch: int) -> tuple[Tensor, Tensor | None]:
+    """Model output [S,P*r,3] for patches [S,P,3], each normalised to the unit sphere and mapped back, and the keep
+    head's logits [S,P*r] when the model has one."""
+    outs, scores = [], []
     for s in range(0, len(pts), batch):
         p_n, c, r = normalize_unit_sphere(pts[s : s + batch])
         with autocast(pts.device):
             y = model(p_n).float()
         outs.append(y * r + c)
-    return torch.cat(outs)
+        if getattr(model, "last_scores", None) is not None:
+            scores.append(model.last_scores.float())
+    return torch.cat(outs), torch.cat(scores) if scores else None
+
+
+def trusted(cand: Tensor, logits: Tensor | None, total: int) -> Tensor:
+    """The candidates [M,3] the keep head trusts (logit >= KEEP_LOGIT), or the `total` it trusts most when fewer
+    are trusted; all of them for a model without a keep head."""
+    if logits is None:
+        return cand
+    keep = logits >= KEEP_LOGIT
+    if int(keep.sum()) < total:
+        keep = torch.zeros_like(keep).scatter_(0, logits.topk(total).indices, True)
+    return cand[keep]
 
 
 @torch.no_grad()
@@ -101,12 +116,13 @@ def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge =
         merge = "inner" if r * n <= BLOCKED_MAX else "assign"
     if merge in ("assign", "inner"):
         idx, seed_idx = _cover(xyz_n, idx, seed_idx, size)
-    up = _infer(model, xyz_n[idx], batch)
+    up, logits = _infer(model, xyz_n[idx], batch)
     if merge == "fps":
-        flat = up.reshape(1, -1, 3)
+        flat = trusted(up.reshape(-1, 3), None if logits is None else logits.reshape(-1), keep)[None]
         out = gather_points(flat, farthest_point_sample(flat, keep))[0]
     elif merge == "blocked":
-        out = blocked_fps_merge(xyz_n, up.reshape(-1, 3), r, keep)
+        out = blocked_fps_merge(xyz_n, trusted(up.reshape(-1, 3), None if logits is None else logits.reshape(-1), keep),
+                                r, keep)
     elif merge == "assign":
         out = up.reshape(-1, r, 3)[_central(xyz_n, idx, seed_idx)].reshape(-1, 3)
         if keep < r * n:
@@ -114,7 +130,9 @@ def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge =
     elif merge == "inner":
         inner = (torch.arange(idx.shape[1], device=idx.device) < INNER * idx.shape[1]).repeat(idx.shape[0])
         inner[_central(xyz_n, idx, seed_idx)] = True
-        out = blocked_fps_merge(xyz_n, up.reshape(-1, r, 3)[inner].reshape(-1, 3), r, keep)
+        cand = up.reshape(-1, r, 3)[inner].reshape(-1, 3)
+        out = blocked_fps_merge(xyz_n, trusted(cand, None if logits is None else logits.reshape(-1, r)[inner].reshape(-1),
+                                               keep), r, keep)
     else:
         raise PointCloudError(f"merge must be auto, inner, blocked, fps or assign, got {merge!r}")
     return out * radius + centre

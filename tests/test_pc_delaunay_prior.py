@@ -71,3 +71,16 @@ def test_delaunay_midpoints_fill_more_holes_than_phong():
         assert float((prior.norm(dim=-1) - 1).abs().max()) < 0.01  # lifted onto the sphere
         holes[kind] = cKDTree(prior.reshape(-1, 3).numpy()).query(dense)[0].max()
     assert holes["delaunay"] < 0.85 * holes["phong"]
+
+
+def test_pinned_input_is_copy_zero_after_any_head():
+    from affcli.pointcloud.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("pu-mfa", 4, dim=16, growth=8, dense_layers=2, scales=[8, 16], levels=1, heads=2, code_dim=8,
+                         prior="delaunay", prior_features=True, offset_bound=1.0, pin_input=True).eval()
+    torch.nn.init.normal_(model.head[-1].weight, std=0.5)  # a head that moves every copy
+    x = torch.randn(2, 128, 3)
+    with torch.no_grad():
+        out = model(x).reshape(2, 128, 4, 3)
+    assert torch.equal(out[:, :, 0], x) and float((out[:, :, 1:] - prior_points(x, 4, "delaunay")[:, :, 1:]).abs().max()) > 1e-3

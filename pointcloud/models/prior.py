@@ -141,12 +141,13 @@ def delaunay_prior(xyz: Tensor, ratio: int) -> Tensor:
         d2, idx = knn(xyz, xyz, max(k, min(NORMAL_K, n) - 1) + 1)
         normals = pca_normals(xyz, idx[..., : min(NORMAL_K, n)])
         d2, idx = d2[..., 1 : k + 1], idx[..., 1 : k + 1]
-        dl = delaunay_mask(tangent_coords(xyz, idx, normals))
-        rev, mutual = reverse_slots(idx)
         spacing = torch.minimum(d2[..., :1], d2[..., :1].median(1, keepdim=True).values)
         far = d2 > FAR**2 * spacing
         steep = _steep(xyz, idx, normals)
-        edge = (dl | (mutual & at_other_end(dl, idx, rev))) & ~steep & ~far
+        plane, usable = tangent_coords(xyz, idx, normals), ~steep & ~far
+        dl = delaunay_mask(plane, usable)
+        rev, mutual = reverse_slots(idx)
+        edge = dl | (mutual & at_other_end(dl, idx, rev))
         mine = own_edges(edge, idx, d2, want)
         group = torch.where(mine, 0, torch.where(edge, 1, torch.where(~steep & ~far, 2, torch.where(far, 4, 3))))
         within = torch.where(mine, -d2, d2)  # own edges longest first, the others nearest first
