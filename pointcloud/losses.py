@@ -39,12 +39,16 @@ def _worst_mean(fwd: Tensor, bwd: Tensor, worst: float = 0.02) -> Tensor:
 
 
 def keep_loss(logits: Tensor, spacing: Tensor, fwd: Tensor, radius: float = KEEP_RADIUS) -> Tensor:
-    """Binary cross-entropy of the keep head's logits [B,M] against 'this output lies within radius x its parent's
-    spacing [B,M] of the ground truth' (fwd [B,M]: squared distances to the nearest gt point)."""
+    """Class-balanced binary cross-entropy of the keep head's logits [B,M] against 'this output lies within radius x
+    its parent's spacing [B,M] of the ground truth' (fwd [B,M]: squared distances to the nearest gt point). Strays
+    are ~1% of the outputs: each class weighs half, else the head learns to trust everything."""
     import torch.nn.functional as F
 
     label = (fwd.detach() < (radius * spacing) ** 2).float()
-    return F.binary_cross_entropy_with_logits(logits, label)
+    n_keep = label.sum().clamp_min(1)
+    n_stray = (label.numel() - label.sum()).clamp_min(1)
+    weight = torch.where(label > 0, 0.5 / n_keep, 0.5 / n_stray) * label.numel()
+    return F.binary_cross_entropy_with_logits(logits, label, weight=weight)
 
 
 def upsampling_loss(

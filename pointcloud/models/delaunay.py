@@ -30,10 +30,8 @@ def tangent_coords(xyz: Tensor, idx: Tensor, normals: Tensor) -> Tensor:
     return torch.stack([(rel * u.unsqueeze(2)).sum(-1), (rel * v.unsqueeze(2)).sum(-1)], -1)
 
 
-def delaunay_mask(plane: Tensor, valid: Tensor | None = None) -> Tensor:
-    """[B,N,k] bool: is (p, neighbour j) a Delaunay edge of p's projected neighbourhood plane [B,N,k,2] (p at 0),
-    counting only the `valid` [B,N,k] neighbours (default all) as edge ends and as third points: a neighbour on
-    another sheet (the far side of a thin part) would otherwise block the edges of p's own sheet."""
+def delaunay_mask(plane: Tensor) -> Tensor:
+    """[B,N,k] bool: is (p, neighbour j) a Delaunay edge of p's projected neighbourhood plane [B,N,k,2] (p at 0)."""
     k = plane.shape[2]
     q, r = plane.unsqueeze(3), plane.unsqueeze(2)  # edge end j, third point m
     to_p, to_q = -r, q - r
@@ -41,13 +39,10 @@ def delaunay_mask(plane: Tensor, valid: Tensor | None = None) -> Tensor:
     angle = torch.acos(cos.clamp(-1.0, 1.0))  # [B,N,j,m]: angle p-m-q
     side = q[..., 0] * r[..., 1] - q[..., 1] * r[..., 0]
     other = ~torch.eye(k, dtype=torch.bool, device=plane.device)
-    if valid is not None:
-        other = other & valid.unsqueeze(2)
     zero = angle.new_zeros(())
     left = torch.where((side > 0) & other, angle, zero).amax(-1)
     right = torch.where((side < 0) & other, angle, zero).amax(-1)
-    edge = left + right < math.pi + TIE
-    return edge if valid is None else edge & valid
+    return left + right < math.pi + TIE
 
 
 def reverse_slots(idx: Tensor) -> tuple[Tensor, Tensor]:

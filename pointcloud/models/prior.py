@@ -144,10 +144,9 @@ def delaunay_prior(xyz: Tensor, ratio: int) -> Tensor:
         spacing = torch.minimum(d2[..., :1], d2[..., :1].median(1, keepdim=True).values)
         far = d2 > FAR**2 * spacing
         steep = _steep(xyz, idx, normals)
-        plane, usable = tangent_coords(xyz, idx, normals), ~steep & ~far
-        dl = delaunay_mask(plane, usable)
+        dl = delaunay_mask(tangent_coords(xyz, idx, normals))
         rev, mutual = reverse_slots(idx)
-        edge = dl | (mutual & at_other_end(dl, idx, rev))
+        edge = (dl | (mutual & at_other_end(dl, idx, rev))) & ~steep & ~far
         mine = own_edges(edge, idx, d2, want)
         group = torch.where(mine, 0, torch.where(edge, 1, torch.where(~steep & ~far, 2, torch.where(far, 4, 3))))
         within = torch.where(mine, -d2, d2)  # own edges longest first, the others nearest first
