@@ -16,6 +16,7 @@ from affcli.pointcloud.upsample import PATCH, Merge, check_cloud, output_points,
 
 FIXED_MIB = 192  # knn distance blocks (128 MiB cap) + network activations of one batch
 BYTES_PER_POINT = 4096  # measured ~2.8 KiB per input point of a chunk (patches, outputs, merge), halo included
+THIN_BYTES_PER_POINT = 8192  # a chunk that also thins its children (ratios other than powers of the model's)
 BLOCKED_BYTES_PER_POINT = 16384  # a whole pass with the blocked FPS merge: measured ~11.5 KiB per point
 HALO_SAMPLES = 256
 
@@ -72,6 +73,7 @@ def chunked_pass(
     """One x r pass in chunks of <= `chunk` points: exactly r N points, children in input order (as assign); with
     `keep` < r N, each chunk thins its children to its share of `keep` by blocked FPS (then chunk by chunk)."""
     n, r = len(xyz), model.ratio
+    keep = None if keep == r * n else keep
     if n <= chunk:
         if on_chunk:
             on_chunk(1, 1)
@@ -83,12 +85,15 @@ def chunked_pass(
     out = torch.empty(n, r, 3, dtype=xyz.dtype) if keep is None else None
     for k, core in enumerate(chunks):
         ext = np.concatenate([core, _halo(host, core, gen)])
-        up = upsample_pass(model, xyz[torch.from_numpy(ext).to(xyz.device)], batch, "assign")[: len(core) * r]
+        up = upsample_pass(model, xyz[torch.from_numpy(ext).to(xyz.device)], batch, "assign")
         if out is not None:
-            out[torch.from_numpy(core)] = up.reshape(len(core), r, 3).cpu()
+            out[torch.from_numpy(core)] = up[: len(core) * r].reshape(len(core), r, 3).cpu()
+            del up
         else:
-            parts.append(blocked_fps_merge(xyz[torch.from_numpy(core).to(xyz.device)], up, r, quota[k]).cpu())
-        del up
+            mine = up[: len(core) * r].clone()  # the halo's children freed before the thinning
+            del up
+            parts.append(blocked_fps_merge(xyz[torch.from_numpy(core).to(xyz.device)], mine, r, quota[k]).cpu())
+            del mine
         if on_chunk:
             on_chunk(k + 1, len(chunks))
     return (out.reshape(-1, 3) if out is not None else torch.cat(parts)).to(xyz.device)
@@ -108,8 +113,10 @@ def upsample_large(
     cur = check_cloud(xyz).to(next(model.parameters()).device)
     passes, total = passes_for(model.ratio, ratio), output_points(len(cur), ratio)
     for p in range(passes):
-        keep = total if p == passes - 1 else None
+        keep = total if p == passes - 1 and total < model.ratio * len(cur) else None
         size = chunk_points(max_memory_mib, len(cur), model.ratio)
+        if keep is not None:
+            size = min(size, max(4 * PATCH, chunk_points(max_memory_mib, len(cur), model.ratio, THIN_BYTES_PER_POINT)))
         report = (lambda d, t, p=p: on_chunk(p, d, t)) if on_chunk else None
         whole = chunk_points(max_memory_mib, len(cur), model.ratio, BLOCKED_BYTES_PER_POINT)
         if len(cur) <= whole and merge != "assign":
