@@ -380,7 +380,9 @@ def pc_upsample(
                                        "shipped x4 PU-MFA (docs/pointcloud_models.md)."),
     cloud: Optional[Path] = typer.Argument(None, help="Cloud: .xyz, .ply, .npy or KITTI .bin (or --input)."),
     input: Optional[Path] = typer.Option(None, "--input", help="Cloud: .xyz, .ply, .npy or KITTI .bin."),
-    ratio: int = typer.Option(4, "--ratio", help="4, or 16 (two x4 passes) for a x4 model."),
+    ratio: str = typer.Option("4", "--ratio", help="Any number > 1: exactly round(ratio x N) points. Powers of 4 are "
+                              "whole x4 passes (16: two); others (2.5, 5, 6) the passes that reach them, the last "
+                              "thinned by farthest-point sampling."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output cloud (.xyz, .ply, .npy); default "
                                        "<input stem>_x<ratio>.xyz beside the input."),
     device: str = typer.Option("auto", "--device"),
@@ -394,13 +396,13 @@ def pc_upsample(
                                           "use: affinity, cgroup quota, idle CPUs, OMP_NUM_THREADS)."),
 ) -> None:
     """Upsample one cloud to exactly ratio x N points."""
-    from affcli.pointcloud.commands import upsample_file
+    from affcli.pointcloud.commands import default_output, upsample_file
 
     if (cloud is None) == (input is None):
         typer.echo("pc upsample: give the input cloud once, as an argument or as --input", err=True)
         raise typer.Exit(2)
     input = cloud or input
-    out = out or input.with_name(f"{input.stem}_x{ratio}.xyz")
+    out = out or _pc_run(default_output, input, ratio)
     info = _pc_run(upsample_file, run, input, ratio, out, device, batch, merge, render, max_memory, threads)
     typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s "
                f"({info['threads']} thread{'s' if info['threads'] != 1 else ''}): {out}")
@@ -412,7 +414,12 @@ def pc_eval(
     test_dir: Path = typer.Option(..., "--test-dir", help="Folder with input_2048/, gt_8192/ (and meshes/)."),
     mesh_dir: Optional[Path] = typer.Option(None, "--mesh-dir", help="Meshes for P2F (default TEST_DIR/meshes)."),
     convention: str = typer.Option("pugcn", "--convention", help="pugcn | textbook | half"),
-    ratio: int = typer.Option(4, "--ratio"),
+    ratio: str = typer.Option("4", "--ratio", help="Any number > 1; the test folder needs gt_<round(ratio x N)>/."),
+    noise: Optional[str] = typer.Option(None, "--noise", help="Input noise levels, e.g. 0.01,0.02: each level "
+                                        "adds seeded Gaussian noise of sigma = level x the cloud's radius to every "
+                                        "input (all methods see the same), scored against the clean ground truth; "
+                                        "one folder and table per level (0 = clean)."),
+    noise_seed: int = typer.Option(0, "--noise-seed", help="Seed of the input noise."),
     device: str = typer.Option("auto", "--device"),
     renders: int = typer.Option(3, "--renders",
                                 help="Before/after PNGs of the N worst and N best shapes (those with meshes first)."),
@@ -426,11 +433,13 @@ def pc_eval(
     Refuses a run trained on a test shape (same name, mesh geometry or sampled surface) unless --allow-overlap."""
     from rich.console import Console
 
-    from affcli.pointcloud.evaluate import evaluate_run, results_table
+    from affcli.pointcloud.commands import evaluate_levels
+    from affcli.pointcloud.evaluate import levels_table, results_table
 
-    res = _pc_run(evaluate_run, run, test_dir, mesh_dir, convention, ratio, device, renders,
-                  allow_overlap=allow_overlap, out_dir=out)
-    leak = res["leak"]
+    results = _pc_run(evaluate_levels, noise, noise_seed, run=run, test_dir=test_dir, mesh_dir=mesh_dir,
+                      convention=convention, ratio=ratio, device=device, renders=renders,
+                      allow_overlap=allow_overlap, out_dir=out)
+    leak = results[0]["leak"]
     if not leak["checked"]:
         typer.echo("warning: the run's training data (config.json 'data') is missing or has no shape record "
                    "(make it with `affcli pc make-data`): train/test overlap not checked")
@@ -439,8 +448,11 @@ def pc_eval(
                    + ", ".join(f"{o['test']}={o['train']} ({o['by']})" for o in leak["overlap"]))
     else:
         typer.echo(f"no train/test overlap ({leak['train_shapes']} training shapes checked)")
-    Console().print(results_table(res))
-    Console().print(results_table(res, frame="gt"))
+    for res in results:
+        Console().print(results_table(res))
+        Console().print(results_table(res, frame="gt"))
+    if len(results) > 1:
+        Console().print(levels_table(results))
 
 
 @pc_app.command("metrics")

@@ -6,9 +6,17 @@ through the same patch/merge pipeline), `midpoint` (kNN midpoints + global FPS, 
 method can beat the truth, so it shows what the ground truths' own sampling costs; shapes with meshes only, with the
 other methods' means over the same shapes beside it). x4 against the 8,192-point ground truths of the 27 shapes; x16 against 32,768-point
 Poisson-disk ground truths sampled here from the 21 test meshes that exist (seed 0, cached in OUT/gt_32768).
-Both normalisation frames (own / gt), P2F on the meshes; per-shape rows and means in OUT/results_x<r>.json and .md.
+Any ratio: x4 against the 8,192-point ground truths; every other ratio (2.5, 5, 6, 16, ...) against
+round(ratio x 2,048)-point Poisson-disk ground truths of the 21 meshes (seed 0, cached in OUT/gt_<n>). --noise adds
+seeded Gaussian noise (sigma = level x the input's radius, `pointcloud.noise.add_noise`, the same for every method)
+to the inputs, scored against the clean ground truths.
+Both normalisation frames (own / gt), P2F on the meshes; per-shape rows and means in OUT/results_x<r>[_noise<l>].json
+and .md; `--summary` prints one table of the means of every setting found in OUT.
 
     nice -n 19 python bench/eval_default_pc.py --out /tmp/pc_default_eval --ratios 4 16
+    python bench/eval_default_pc.py --out /tmp/pc_default_eval --ratios 4 --noise 0.01 0.02
+    python bench/eval_default_pc.py --out /tmp/pc_default_eval --ratios 2.5 5 6 --methods model prior midpoint input
+    python bench/eval_default_pc.py --out /tmp/pc_default_eval --summary
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from affcli.pointcloud.evaluate import score_folder
 from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
 from affcli.pointcloud.leak import overlap_report
 from affcli.pointcloud.models import model_from_spec, model_spec
+from affcli.pointcloud.noise import add_noise
 from affcli.pointcloud.sampling import poisson_disk_sample
 from affcli.pointcloud.upsample import DEFAULT_MODEL, load_upsampler, upsample_cloud
 
@@ -73,7 +82,7 @@ def subset_mean(rows: list[dict], names: set[str]) -> dict:
 def oracle_table(res: dict, ratio: int) -> str:
     """Every method's means over the oracle's (meshed) shapes, the oracle last: the floor the sampling sets."""
     names = {r["shape"] for r in res["methods"]["oracle"]["rows"] if r["shape"] != "mean"}
-    lines = [f"x{ratio} over the {len(names)} shapes with meshes, x1e-3; `oracle`: an independent Poisson-disk sample "
+    lines = [f"x{ratio:g} over the {len(names)} shapes with meshes, x1e-3; `oracle`: an independent Poisson-disk sample "
              "of each test mesh scored like a prediction", "", "| method | CD | HD | P2F | CD (gt frame) | HD (gt frame) |",
              "|---|" + "---:|" * 5]
     for m, v in res["methods"].items():
@@ -89,7 +98,7 @@ def seeds_table(results: list[dict], ratio: int) -> str:
     names = ("CD", "HD", "P2F", "CD (gt frame)", "HD (gt frame)")
     per = [{r["shape"]: r for r in res["methods"]["model"]["rows"]} for res in results]
     ref = {m: {r["shape"]: r for r in results[0]["methods"][m]["rows"]} for m in ("midpoint", "input")}
-    lines = [f"x{ratio}, x1e-3, {len(results)} runs: ours as mean ± std over the runs; midpoint and input are "
+    lines = [f"x{ratio:g}, x1e-3, {len(results)} runs: ours as mean ± std over the runs; midpoint and input are "
              "deterministic", "", "| shape | " + " | ".join(f"{n} {m}" for n in names for m in ("ours", "midpoint",
                                                                                               "input")) + " |",
              "|---|" + "---:|" * 15]
@@ -133,7 +142,7 @@ def _cell(row: dict, col: str) -> str:
 def markdown(rows: dict[str, list[dict]], ratio: int) -> str:
     """Means of every method, then per shape ours vs midpoint (own frame CD/HD/P2F, gt frame CD/HD), x1e-3."""
     names = ("CD", "HD", "P2F", "CD (gt frame)", "HD (gt frame)")
-    lines = [f"x{ratio}, x1e-3, PU-GCN convention; own frame: each cloud by its own centroid/radius; gt frame: both "
+    lines = [f"x{ratio:g}, x1e-3, PU-GCN convention; own frame: each cloud by its own centroid/radius; gt frame: both "
              "by the ground truth's", "", "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * 5]
     for m, rs in rows.items():
         mean = next(r for r in rs if r["shape"] == "mean")
@@ -153,7 +162,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--run", type=Path, default=None, help="Run folder (default: the shipped model).")
     ap.add_argument("--test-dir", type=Path, default=PC / "pugan_test")
-    ap.add_argument("--ratios", type=int, nargs="+", default=[4])
+    ap.add_argument("--ratios", type=float, nargs="+", default=[4.0])
+    ap.add_argument("--noise", type=float, nargs="+", default=[0.0],
+                    help="Input noise levels (x each input's radius); 0 = clean.")
+    ap.add_argument("--summary", action="store_true", help="Only print the means of every setting in OUT.")
     ap.add_argument("--methods", nargs="+", default=["model", "prior", "midpoint", "input"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--merge", default="auto", help="Merge of the network's patch outputs (auto = inner up to 2^20).")
@@ -162,15 +174,20 @@ def main() -> None:
                     help="With --report: OUT folders of other runs (e.g. other training seeds) pooled with --out into "
                          "OUT/seeds_x<r>.md (mean ± std per shape).")
     a = ap.parse_args()
+    if a.summary:
+        print(summary_table(a.out))
+        return
     if a.report:
         for ratio in a.ratios:
-            res = json.loads((a.out / f"results_x{ratio}.json").read_text())
-            (a.out / f"results_x{ratio}.md").write_text(report(res, ratio) + "\n")
-            print(report(res, ratio))
-            if a.seeds_from:
-                pooled = [res] + [json.loads((d / f"results_x{ratio}.json").read_text()) for d in a.seeds_from]
-                (a.out / f"seeds_x{ratio}.md").write_text(seeds_table(pooled, ratio) + "\n")
-                print(seeds_table(pooled, ratio))
+            for level in a.noise:
+                key = setting(ratio, level)
+                res = json.loads((a.out / f"results_{key}.json").read_text())
+                (a.out / f"results_{key}.md").write_text(report(res, ratio) + "\n")
+                print(report(res, ratio))
+                if a.seeds_from:
+                    pooled = [res] + [json.loads((d / f"results_{key}.json").read_text()) for d in a.seeds_from]
+                    (a.out / f"seeds_{key}.md").write_text(seeds_table(pooled, ratio) + "\n")
+                    print(seeds_table(pooled, ratio))
         return
     threads = configure_threads(a.threads)
     dev = torch.device("cpu")
@@ -186,25 +203,53 @@ def main() -> None:
         "prior": lambda r: lambda x, _: upsample_cloud(untrained, x, r, merge=a.merge),
         "midpoint": lambda r: lambda x, _: midpoint_upsample(x, r).numpy(),
         "input": lambda r: lambda x, _: x,
-        "oracle": lambda r: oracle_fn(mesh_dir, 2048 * r),
+        "oracle": lambda r: oracle_fn(mesh_dir, round(2048 * r)),
     }
     for ratio in a.ratios:
-        n_gt = 2048 * ratio
-        gt_dir = a.test_dir / "gt_8192" if ratio == 4 else gt_dense(mesh_dir, a.out / f"gt_{n_gt}", n_gt)
+        n_gt = round(2048 * ratio)
+        gt_dir = a.test_dir / "gt_8192" if n_gt == 8192 else gt_dense(mesh_dir, a.out / f"gt_{n_gt}", n_gt)
         use = [f for f in files if (gt_dir / f"{f.stem}.xyz").is_file()]
-        res: dict = {"ratio": ratio, "threads": threads, "leak": leak, "gt_dir": str(gt_dir), "methods": {}}
-        for m in a.methods:
-            pred = a.out / f"x{ratio}" / m
-            fn, files_m, gt_m = fns[m](ratio), use, gt_dir
-            if m == "oracle":
-                files_m = meshed(use, mesh_dir)
-                gt_m = subset_gt(gt_dir, files_m, a.out / f"gt_x{ratio}_meshed")
-            sec = run_method(fn, files_m, pred)
-            res["methods"][m] = {"seconds_per_shape": sec, "rows": score_folder(pred, gt_m, mesh_dir, "pugcn", dev)}
-            print(f"x{ratio} {m}: " + json.dumps({k: res['methods'][m]['rows'][-1][k] for k in COLS}), flush=True)
-        (a.out / f"results_x{ratio}.json").write_text(json.dumps(res, indent=1, default=str))
-        (a.out / f"results_x{ratio}.md").write_text(report(res, ratio) + "\n")
-        print(report(res, ratio), flush=True)
+        for level in a.noise:
+            key = setting(ratio, level)
+            res: dict = {"ratio": ratio, "noise": level, "threads": threads, "leak": leak, "gt_dir": str(gt_dir),
+                         "methods": {}}
+            for m in a.methods:
+                if m == "oracle" and level:
+                    continue
+                pred = a.out / key / m
+                fn, files_m, gt_m = fns[m](ratio), use, gt_dir
+                if m == "oracle":
+                    files_m = meshed(use, mesh_dir)
+                    gt_m = subset_gt(gt_dir, files_m, a.out / f"gt_x{ratio:g}_meshed")
+                noisy = (lambda f, lv=level: lambda x, stem: f(add_noise(x, lv, stem), stem))(fn) if level else fn
+                sec = run_method(noisy, files_m, pred)
+                res["methods"][m] = {"seconds_per_shape": sec, "rows": score_folder(pred, gt_m, mesh_dir, "pugcn", dev)}
+                print(f"{key} {m}: " + json.dumps({k: res['methods'][m]['rows'][-1][k] for k in COLS}), flush=True)
+            (a.out / f"results_{key}.json").write_text(json.dumps(res, indent=1, default=str))
+            (a.out / f"results_{key}.md").write_text(report(res, ratio) + "\n")
+            print(report(res, ratio), flush=True)
+
+
+def setting(ratio: float, noise: float) -> str:
+    """File key of one evaluated setting: x4, x2.5, x4_noise0.01 ..."""
+    return f"x{ratio:g}" + (f"_noise{noise:g}" if noise else "")
+
+
+def summary_table(out: Path) -> str:
+    """Means of every method in every OUT/results_<setting>.json: one markdown row per (ratio, noise, method)."""
+    rows = []
+    for path in out.glob("results_x*.json"):
+        res = json.loads(path.read_text())
+        for m, v in res["methods"].items():
+            mean = next(r for r in v["rows"] if r["shape"] == "mean")
+            rows.append((float(res["ratio"]), float(res.get("noise", 0.0)), m, len(v["rows"]) - 1, mean))
+    order = {m: i for i, m in enumerate(("model", "prior", "midpoint", "input", "oracle"))}
+    rows.sort(key=lambda r: (r[1], r[0], order.get(r[2], 9)))
+    lines = ["| ratio | input noise (x radius) | method | shapes | CD | HD | P2F | CD (gt frame) | HD (gt frame) |",
+             "|---:|---:|---|---:|" + "---:|" * 5]
+    lines += [f"| x{r:g} | {lv:g} | {m} | {n} | " + " | ".join(_cell(mean, c) for c in COLS) + " |"
+              for r, lv, m, n, mean in rows]
+    return "\n".join(lines)
 
 
 def report(res: dict, ratio: int) -> str:

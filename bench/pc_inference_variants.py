@@ -7,11 +7,16 @@ never used (7) and the 14 training meshes, each a 2,048-point input (Poisson dis
 average of their 8 nearest inputs' PCA tangent planes), `clamp:T` (only the part of that move beyond T x the
 median input spacing), `sor:A` (merge candidates whose mean distance to their 8 nearest candidates exceeds mean + A
 std dropped before the merge), `mean` (each child's copies averaged over the patches that hold it in their inner
-70%), `steep:S` (the phong prior's steep-chord threshold), `inner:F` (share of each patch that gives candidates).
+70%), `steep:S` (the phong prior's steep-chord threshold), `inner:F` (share of each patch that gives candidates),
+`keep:T` (the merge drops candidates whose keep-head logit is below T; `keep:off` drops none), `prior` (the same
+network untrained: its prior through the pipeline), `nopin` (the model with copy 0 free to move).
+`--noise L` adds seeded Gaussian noise (L x each cloud's radius) to the validation inputs.
 
     python bench/pc_inference_variants.py make-val --out /tmp/pc_val
     python bench/pc_inference_variants.py run --val /tmp/pc_val/proc /tmp/pc_val/mesh --out /tmp/pc_var \\
         --variants base project clamp:0.15 clamp:0.3 sor:1 mean steep:0.4 inner:0.5 inner:1.0 [--run MODEL]
+    python bench/pc_inference_variants.py run --val /tmp/pc_val/proc /tmp/pc_val/mesh --out /tmp/pc_var \
+        --variants prior base keep:off keep:0 keep:2 --run RUN [--noise 0.01]
     python bench/pc_inference_variants.py split --gt /work/shared/data/pointcloud/pugan_test/gt_8192 --pred DIR [DIR ..]
 """
 
@@ -32,6 +37,8 @@ import affcli.pointcloud.upsample as up
 from affcli.pointcloud.data import list_meshes
 from affcli.pointcloud.evaluate import score_folder
 from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud, write_mesh
+from affcli.pointcloud.noise import add_noise
+from affcli.pointcloud.models import model_from_spec, model_spec
 from affcli.pointcloud.models.prior import pca_normals
 from affcli.pointcloud.ops import knn
 from affcli.pointcloud.procedural import procedural_shapes
@@ -85,7 +92,7 @@ def mean_merge(model: torch.nn.Module, xyz: torch.Tensor, batch: int = 16) -> to
     size = min(up.PATCH, n)
     seeds = up.farthest_point_sample(xyz_n[None], max(1, math.ceil(n / size * up.SEED_FACTOR)))[0]
     idx, seeds = up._cover(xyz_n, up._patches(xyz_n, xyz_n[seeds], size), seeds, size)
-    out = up._infer(model, xyz_n[idx], batch).reshape(-1, r, 3)
+    out = up._infer(model, xyz_n[idx], batch)[0].reshape(-1, r, 3)
     inner = (torch.arange(idx.shape[1]) < up.INNER * idx.shape[1]).repeat(idx.shape[0])
     inner[up._central(xyz_n, idx, seeds)] = True
     flat = idx.reshape(-1)[inner]
@@ -99,9 +106,18 @@ def variant_fn(model: torch.nn.Module, name: str):
     kind, _, arg = name.partition(":")
     base = lambda x: up.upsample_pass(model, x)  # noqa: E731
     patches = {"sor": (up, "blocked_fps_merge", lambda *a: sor_merge(float(arg), *a)),
-               "steep": (prior_mod, "STEEP", float(arg or 0)), "inner": (up, "INNER", float(arg or 0))}
+               "steep": (prior_mod, "STEEP", float(arg or 0)), "inner": (up, "INNER", float(arg or 0)),
+               "keep": (up, "KEEP_LOGIT", -float("inf") if arg == "off" else float(arg or 0))}
     if kind == "base":
         return base
+    if kind == "prior":
+        untrained = model_from_spec(model_spec(model)).eval()
+        return lambda x: up.upsample_pass(untrained, x)
+    if kind == "nopin":
+        spec = model_spec(model)
+        free = model_from_spec(spec | {"config": spec["config"] | {"pin_input": False}}).eval()
+        free.load_state_dict(model.state_dict())
+        return lambda x: up.upsample_pass(free, x)
     if kind in ("project", "clamp"):
         return lambda x: tangent_projection(base(x), x, float(arg) if kind == "clamp" else None)
     if kind == "mean":
@@ -122,17 +138,19 @@ def run(a: argparse.Namespace) -> None:
     res = json.loads(path.read_text()) if path.is_file() else {}
     for val in a.val:
         for name in a.variants:
-            pred = a.out / val.name / name.replace(":", "_")
+            tag = name.replace(":", "_") + (f"_noise{a.noise:g}" if a.noise else "")
+            pred = a.out / val.name / tag
             pred.mkdir(parents=True, exist_ok=True)
             fn = variant_fn(model, name)
             for f in sorted((val / "input_2048").glob("*.xyz")):
                 if not (pred / f.name).is_file():
-                    write_cloud(pred / f.name, fn(torch.as_tensor(read_cloud(f)).float()).numpy())
+                    x = add_noise(read_cloud(f), a.noise, f.stem) if a.noise else read_cloud(f)
+                    write_cloud(pred / f.name, fn(torch.as_tensor(x).float()).numpy())
             mean = score_folder(pred, val / "gt_8192", val / "meshes", "pugcn", torch.device("cpu"))[-1]
-            res[f"{val.name}/{name}"] = {k: mean[k] for k in ("cd", "hd", "p2f_mean", "cd_gt", "hd_gt")}
-            res[f"{val.name}/{name}"] |= hd_split(pred, val / "gt_8192")
+            res[f"{val.name}/{tag}"] = {k: mean[k] for k in ("cd", "hd", "p2f_mean", "cd_gt", "hd_gt")}
+            res[f"{val.name}/{tag}"] |= hd_split(pred, val / "gt_8192")
             path.write_text(json.dumps(res, indent=1))
-            print(val.name, name, json.dumps({k: round(v, 4) for k, v in res[f"{val.name}/{name}"].items()}), flush=True)
+            print(val.name, tag, json.dumps({k: round(v, 4) for k, v in res[f"{val.name}/{tag}"].items()}), flush=True)
 
 
 def _own_frame(x: np.ndarray) -> np.ndarray:
@@ -162,6 +180,7 @@ def main() -> None:
     rv.add_argument("--variants", nargs="+", default=["base"])
     rv.add_argument("--run", type=Path, default=None, help="Run folder or .safetensors (default: the shipped model).")
     rv.add_argument("--threads", type=int, default=1)
+    rv.add_argument("--noise", type=float, default=0.0, help="Input noise (x each cloud's radius, seeded).")
     sp = sub.add_parser("split")
     sp.add_argument("--gt", type=Path, required=True)
     sp.add_argument("--pred", type=Path, nargs="+", required=True)

@@ -145,6 +145,8 @@ def main() -> None:
     ap.add_argument("--patches-per-mesh", type=int, default=32)
     ap.add_argument("--train-minutes", type=float, default=13.0)
     ap.add_argument("--epochs", type=int, default=1000, help="Upper bound; --train-minutes usually stops first.")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="Stop after this many steps (equal work on a busy machine; give a large --train-minutes).")
     ap.add_argument("--batch-size", type=int, default=8, help="8 on a CPU (more steps per minute); 64 on a GPU.")
     ap.add_argument("--lr", type=float, default=2e-3, help="2e-3 for runs of minutes (paper: 1e-4 for 100 epochs).")
     ap.add_argument("--hausdorff", type=float, default=DEFAULT_HAUSDORFF,
@@ -160,6 +162,9 @@ def main() -> None:
                          f"{' '.join(DEFAULT_OPTS)}).")
     ap.add_argument("--test-dir", type=Path, default=PC / "pugan_test")
     ap.add_argument("--test-shapes", type=int, default=None, help="Evaluate only the first N test shapes (smoke).")
+    ap.add_argument("--train-only", action="store_true",
+                    help="Train the seeds and stop: no test score is seen while a design is still being chosen on "
+                         "validation clouds (bench/pc_inference_variants.py run --run OUT/seed<k>).")
     ap.add_argument("--ship", action="store_true", help="Copy the first seed's model into the package as the default.")
     ap.add_argument("--ship-only", action="store_true", help="Only ship an already trained first seed.")
     ap.add_argument("--report", action="store_true", help="Only write OUT/seeds.md and seeds.json from the seeds' runs.")
@@ -195,12 +200,18 @@ def run_recipe(a: argparse.Namespace) -> None:
         cli("pc", "train", "--data", str(data), "--out", str(run), "--model", "pu-mfa", "--ratio", "4",
             "--inputs", "fps", "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
             "--max-minutes", str(a.train_minutes), "--device", a.device, "--seed", str(seed),
-            "--hausdorff", str(a.hausdorff), "--val-every", str(a.val_every), "--jitter", str(a.jitter), *opts)
+            "--hausdorff", str(a.hausdorff), "--val-every", str(a.val_every), "--jitter", str(a.jitter), *opts,
+            *(["--max-steps", str(a.max_steps)] if a.max_steps else []))
         timing[f"train_seed{seed}_s"] = time.time() - t
+        if a.train_only:
+            continue
         t = time.time()
         cli("pc", "eval", "--run", str(run), "--test-dir", str(test), "--device", a.device, "--renders", "4")
         timing[f"eval_seed{seed}_s"] = time.time() - t
         results.append(json.loads((run / "eval_x4_pugcn" / "results.json").read_text()))
+    if a.train_only:
+        (a.out / "timing.json").write_text(json.dumps(timing, indent=1))
+        return
     summary = {"recipe": vars(a) | {"out": str(a.out), "test_dir": str(test)}, "timing_s": timing,
                "leak": [r["leak"] for r in results], "x4": summarise(results)}
     (a.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

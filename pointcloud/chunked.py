@@ -11,10 +11,12 @@ from torch import Tensor, nn
 
 from affcli.pointcloud.errors import PointCloudError
 from affcli.pointcloud.ops import knn
-from affcli.pointcloud.upsample import PATCH, Merge, check_cloud, passes_for, upsample_pass
+from affcli.pointcloud.merge import blocked_fps_merge, shares
+from affcli.pointcloud.upsample import PATCH, Merge, check_cloud, output_points, passes_for, upsample_pass
 
 FIXED_MIB = 192  # knn distance blocks (128 MiB cap) + network activations of one batch
 BYTES_PER_POINT = 4096  # measured ~2.8 KiB per input point of a chunk (patches, outputs, merge), halo included
+THIN_BYTES_PER_POINT = 8192  # a chunk that also thins its children (ratios other than powers of the model's)
 BLOCKED_BYTES_PER_POINT = 16384  # a whole pass with the blocked FPS merge: measured ~11.5 KiB per point
 HALO_SAMPLES = 256
 
@@ -61,48 +63,66 @@ def _halo(xyz: Tensor, core: np.ndarray, gen: torch.Generator) -> np.ndarray:
 
 @torch.no_grad()
 def chunked_pass(
-    model: nn.Module, xyz: Tensor, batch: int, chunk: int, on_chunk: Callable[[int, int], None] | None = None
+    model: nn.Module,
+    xyz: Tensor,
+    batch: int,
+    chunk: int,
+    on_chunk: Callable[[int, int], None] | None = None,
+    keep: int | None = None,
 ) -> Tensor:
-    """One x r pass in chunks of <= `chunk` points: exactly r N points, children in input order (as assign)."""
+    """One x r pass in chunks of <= `chunk` points: exactly r N points, children in input order (as assign); with
+    `keep` < r N, each chunk thins its children to its share of `keep` by blocked FPS (then chunk by chunk)."""
     n, r = len(xyz), model.ratio
+    keep = None if keep == r * n else keep
     if n <= chunk:
         if on_chunk:
             on_chunk(1, 1)
-        return upsample_pass(model, xyz, batch, "assign")
-    out = torch.empty(n, r, 3, dtype=xyz.dtype)
+        return upsample_pass(model, xyz, batch, "assign", keep)
     gen = torch.Generator().manual_seed(0)
     chunks = kd_chunks(xyz.cpu().numpy(), chunk)
-    host = xyz.cpu()
+    quota = shares(torch.tensor([len(c) for c in chunks]), r * n if keep is None else keep).tolist()
+    host, parts = xyz.cpu(), []
+    out = torch.empty(n, r, 3, dtype=xyz.dtype) if keep is None else None
     for k, core in enumerate(chunks):
         ext = np.concatenate([core, _halo(host, core, gen)])
         up = upsample_pass(model, xyz[torch.from_numpy(ext).to(xyz.device)], batch, "assign")
-        out[torch.from_numpy(core)] = up[: len(core) * r].reshape(len(core), r, 3).cpu()
-        del up
+        if out is not None:
+            out[torch.from_numpy(core)] = up[: len(core) * r].reshape(len(core), r, 3).cpu()
+            del up
+        else:
+            mine = up[: len(core) * r].clone()  # the halo's children freed before the thinning
+            del up
+            parts.append(blocked_fps_merge(xyz[torch.from_numpy(core).to(xyz.device)], mine, r, quota[k]).cpu())
+            del mine
         if on_chunk:
             on_chunk(k + 1, len(chunks))
-    return out.reshape(-1, 3).to(xyz.device)
+    return (out.reshape(-1, 3) if out is not None else torch.cat(parts)).to(xyz.device)
 
 
 def upsample_large(
     model: nn.Module,
     xyz: Tensor | np.ndarray,
-    ratio: int,
+    ratio: float,
     max_memory_mib: float,
     batch: int = 16,
     merge: Merge = "auto",
     on_chunk: Callable[[int, int, int], None] | None = None,
 ) -> np.ndarray:
-    """upsample_cloud within a memory budget: each pass whole when it fits, else in k-d chunks with halos;
-    on_chunk(pass, done, total) reports progress."""
+    """upsample_cloud within a memory budget (any ratio > 1, exactly round(ratio N) points): each pass whole when
+    it fits, else in k-d chunks with halos; on_chunk(pass, done, total) reports progress."""
     cur = check_cloud(xyz).to(next(model.parameters()).device)
-    for p in range(passes_for(model.ratio, ratio)):
+    passes, total = passes_for(model.ratio, ratio), output_points(len(cur), ratio)
+    for p in range(passes):
+        keep = total if p == passes - 1 and total < model.ratio * len(cur) else None
         size = chunk_points(max_memory_mib, len(cur), model.ratio)
+        if keep is not None:
+            size = min(size, max(4 * PATCH, chunk_points(max_memory_mib, len(cur), model.ratio, THIN_BYTES_PER_POINT)))
         report = (lambda d, t, p=p: on_chunk(p, d, t)) if on_chunk else None
         whole = chunk_points(max_memory_mib, len(cur), model.ratio, BLOCKED_BYTES_PER_POINT)
         if len(cur) <= whole and merge != "assign":
-            cur = upsample_pass(model, cur, batch, merge)
+            cur = upsample_pass(model, cur, batch, merge, keep)
             if report:
                 report(1, 1)
         else:
-            cur = chunked_pass(model, cur, batch, size, report)
+            cur = chunked_pass(model, cur, batch, size, report, keep)
     return cur.cpu().numpy()

@@ -11,7 +11,7 @@ from affcli.common.threads import configure_threads
 from affcli.pointcloud.chunked import upsample_large
 from affcli.pointcloud.io import read_cloud, write_cloud
 from affcli.pointcloud.runtime import resolve_device
-from affcli.pointcloud.upsample import Merge, default_batch, load_upsampler
+from affcli.pointcloud.upsample import Merge, check_ratio, default_batch, load_upsampler
 
 DEFAULT_MAX_MEMORY_MIB = 2048
 
@@ -19,7 +19,7 @@ DEFAULT_MAX_MEMORY_MIB = 2048
 def upsample_file(
     run: Path | None,
     inp: Path,
-    ratio: int,
+    ratio: float | str,
     out: Path,
     device: str = "auto",
     batch: int | None = None,
@@ -30,14 +30,15 @@ def upsample_file(
 ) -> dict[str, Any]:
     """Upsample one cloud file with a trained run (None: the shipped default model) within `max_memory` MiB of
     working memory (in chunks when needed, progress shown); torch threads as the process may use; optional
-    before/after PNG beside the output."""
+    before/after PNG beside the output. Any ratio > 1 (x2.5, x6: exactly round(ratio N) points)."""
+    ratio = check_ratio(ratio)
     dev = resolve_device(device)
     n_threads = configure_threads(threads)
     model = load_upsampler(run, dev)
     xyz = read_cloud(inp)
     t = time.perf_counter()
     with progress_bar("chunks", transient=True) as bar:
-        task = bar.add_task(f"x{ratio} {inp.name}", total=None, info="")
+        task = bar.add_task(f"x{ratio:g} {inp.name}", total=None, info="")
 
         def report(p: int, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, info=f"pass {p + 1}")
@@ -50,5 +51,24 @@ def upsample_file(
     if render:
         from affcli.pointcloud.render import render_before_after
 
-        info["render"] = str(render_before_after(xyz, up, out.with_suffix(".png"), f"{inp.name} x{ratio}"))
+        info["render"] = str(render_before_after(xyz, up, out.with_suffix(".png"), f"{inp.name} x{ratio:g}"))
     return info
+
+
+def default_output(inp: Path, ratio: str | float) -> Path:
+    """<input stem>_x<ratio>.xyz beside the input (the ratio as given, checked first)."""
+    return inp.with_name(f"{inp.stem}_x{check_ratio(ratio):g}.xyz")
+
+
+def evaluate_levels(noise: str | None, noise_seed: int = 0, **kwargs: Any) -> list[dict[str, Any]]:
+    """`evaluate_run` once per input-noise level of `noise` ('0.01,0.02'; None: clean inputs only), each into its own
+    folder; the levels are checked before any work starts."""
+    from affcli.pointcloud.evaluate import evaluate_run
+    from affcli.pointcloud.noise import parse_levels
+
+    levels = [0.0] if noise is None else parse_levels(noise)
+    check_ratio(kwargs.get("ratio", 4))
+    out = kwargs.pop("out_dir", None)
+    return [evaluate_run(**kwargs, noise=level, noise_seed=noise_seed,
+                         out_dir=None if out is None else Path(out) / f"noise{level:g}" if len(levels) > 1 else out)
+            for level in levels]

@@ -28,6 +28,9 @@ class TrainConfig:
     uniform: float = option(0.0, help="Weight of the nearest-neighbour uniformity loss.")
     hausdorff: float = option(0.0, help="Weight of the soft Hausdorff loss (ours): mean of the worst 2% squared "
                                         "nearest-neighbour distances, both directions.")
+    keep_weight: float = option(1.0, help="Weight of the keep head's cross-entropy (models built with "
+                                          "--opt keep_score=true: is each output within half its parent's spacing of "
+                                          "the ground truth?); the merge drops the outputs it doubts.")
     augment: bool = option(True, help="Random rotation, scaling and jitter of each batch.")
     jitter: float = option(0.01, help="Sigma of the Gaussian jitter on augmented inputs (clipped at 3 sigma; patch "
                                       "units). 0: clean inputs, like Poisson-disk test clouds.")
@@ -61,6 +64,6 @@ class TrainConfig:
         )
         d = dataclasses.asdict(self)
         d["data"] = str(Path(self.data).resolve())
-        newer = ("hausdorff", "val_every", "jitter")  # options newer than some runs: only when changed
+        newer = ("hausdorff", "val_every", "jitter", "keep_weight")  # options newer than some runs: only when changed
         added = {f.name: f.default for f in dataclasses.fields(self) if f.name in newer}
         return {k: d[k] for k in (*keep, *added) if k not in added or d[k] != added[k]}

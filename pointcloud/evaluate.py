@@ -19,7 +19,8 @@ from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
 from affcli.pointcloud.leak import overlap_report
 from affcli.pointcloud.metrics import SCORE_KEYS, evaluate_clouds, evaluate_folder
 from affcli.pointcloud.runtime import resolve_device
-from affcli.pointcloud.upsample import DEFAULT_MODEL, default_batch, load_upsampler, upsample_cloud
+from affcli.pointcloud.noise import add_noise
+from affcli.pointcloud.upsample import DEFAULT_MODEL, check_ratio, default_batch, load_upsampler, output_points, upsample_cloud
 
 SCALE = 1e3
 FRAMES = {  # own: each cloud by its own centroid and radius (PU-GCN's code); gt: both by the ground truth's
@@ -28,16 +29,16 @@ FRAMES = {  # own: each cloud by its own centroid and radius (PU-GCN's code); gt
 }
 
 
-def test_layout(test_dir: str | os.PathLike, ratio: int) -> tuple[list[Path], Path, int]:
-    """(input files, gt folder, n_in) of a test folder holding input_<n>/ and gt_<ratio n>/."""
+def test_layout(test_dir: str | os.PathLike, ratio: float) -> tuple[list[Path], Path, int]:
+    """(input files, gt folder, n_in) of a test folder holding input_<n>/ and gt_<round(ratio n)>/."""
     test_dir = Path(test_dir)
     ins = sorted(test_dir.glob("input_*"))
     if not ins:
         raise PointCloudError(f"{test_dir}: no input_<N>/ folder (PU-GAN test layout: input_2048/, gt_8192/)")
     n_in = int(ins[0].name.split("_")[1])
-    gt_dir = test_dir / f"gt_{ratio * n_in}"
+    gt_dir = test_dir / f"gt_{output_points(n_in, ratio)}"
     if not gt_dir.is_dir():
-        raise PointCloudError(f"{test_dir}: no {gt_dir.name}/ ground truth for x{ratio} of {n_in}-point inputs")
+        raise PointCloudError(f"{test_dir}: no {gt_dir.name}/ ground truth for x{ratio:g} of {n_in}-point inputs")
     files = sorted(p for p in ins[0].iterdir() if p.suffix.lower() in (".xyz", ".ply", ".npy", ".bin"))
     if not files:
         raise PointCloudError(f"{ins[0]}: no input clouds")
@@ -74,17 +75,22 @@ def evaluate_run(
     test_dir: str | os.PathLike,
     mesh_dir: str | os.PathLike | None = None,
     convention: str = "pugcn",
-    ratio: int = 4,
+    ratio: float = 4,
     device: str = "auto",
     renders: int = 3,
     baseline: bool = True,
     out_dir: str | os.PathLike | None = None,
     allow_overlap: bool = False,
+    noise: float = 0.0,
+    noise_seed: int = 0,
 ) -> dict[str, Any]:
     """Upsample every test input with the run's model (and the midpoint baseline), score, render; results dict.
+    noise > 0: every method gets the same seeded noisy inputs (sigma = noise x each cloud's radius, written to
+    OUT/input; scored as the `input` row) and is scored against the clean ground truths.
 
     Refuses a run whose training data holds a test shape (by name, mesh hash or fingerprint) unless allow_overlap."""
     dev = resolve_device(device)
+    ratio = check_ratio(ratio)
     configure_threads()
     model = load_upsampler(run, dev)
     run = DEFAULT_MODEL if run is None else run
@@ -99,7 +105,11 @@ def evaluate_run(
             f"{run}: trained on {len(leak['overlap'])} test shape(s): {shown}; pass --allow-overlap to evaluate anyway"
         )
     home = Path(run) if Path(run).is_dir() else Path(f"eval_{Path(run).stem}")  # never inside the package
-    out = Path(out_dir) if out_dir else home / f"eval_x{ratio}_{convention}"
+    out = Path(out_dir) if out_dir else home / (f"eval_x{ratio:g}_{convention}" + (f"_noise{noise:g}" if noise else ""))
+    if noise:
+        for f in files:
+            write_cloud(out / "input" / f"{f.stem}.xyz", add_noise(read_cloud(f), noise, f.stem, noise_seed))
+        files = [out / "input" / f"{f.stem}.xyz" for f in files]
     batch = default_batch(dev)
     methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {"model": lambda x: upsample_cloud(model, x, ratio, batch)}
     if baseline:
@@ -111,6 +121,8 @@ def evaluate_run(
         "convention": convention,
         "mesh_dir": str(mesh_dir) if mesh_dir else None,
         "device": str(dev),
+        "noise": noise,
+        "noise_seed": noise_seed,
         "leak": leak,
         "methods": {},
     }
@@ -118,6 +130,9 @@ def evaluate_run(
         sec = upsample_folder(fn, files, out / name, name)
         rows = score_folder(out / name, gt_dir, mesh_dir, convention, dev)
         result["methods"][name] = {"seconds_per_shape": sec, "rows": rows}
+    if noise:
+        result["methods"]["input"] = {"seconds_per_shape": 0.0,
+                                      "rows": score_folder(out / "input", gt_dir, mesh_dir, convention, dev)}
     by_stem = {f.stem: f for f in files}
     result["renders"] = []
     for label, row in render_choice(result["methods"]["model"]["rows"], mesh_dir, renders):
@@ -130,7 +145,7 @@ def evaluate_run(
             read_cloud(f),
             clouds.pop("model"),
             png,
-            f"{f.stem} x{ratio} ({label}: CD {row['cd']:.3f}, HD {row['hd']:.3f} x1e-3)",
+            f"{f.stem} x{ratio:g} ({label}: CD {row['cd']:.3f}, HD {row['hd']:.3f} x1e-3)",
             {"midpoint": clouds["midpoint"]} if "midpoint" in clouds else None,
         )
         result["renders"].append(str(png))
@@ -170,7 +185,8 @@ def results_table(result: dict[str, Any], title: str = "", frame: str = "own"):
 
     keys, headers, what = FRAMES[frame]
     methods = list(result["methods"])
-    table = Table(title=title or f"x{result['ratio']} ({result['convention']}, x1e-3; {what})")
+    noisy = f"; input noise {result['noise']:g} x radius" if result.get("noise") else ""
+    table = Table(title=title or f"x{result['ratio']:g} ({result['convention']}, x1e-3; {what}{noisy})")
     table.add_column("shape")
     for m in methods:
         for k in headers:
@@ -182,6 +198,21 @@ def results_table(result: dict[str, Any], title: str = "", frame: str = "own"):
             r = per[m].get(shape, {})
             cells += ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in keys]
         table.add_row(shape, *cells, style="bold" if shape == "mean" else None)
+    return table
+
+
+def levels_table(results: list[dict[str, Any]]):
+    """Rich table of the mean rows of several evaluate_run results (one per input-noise level): CD/HD/P2F x1e-3."""
+    from rich.table import Table
+
+    table = Table(title=f"x{results[0]['ratio']:g} means by input noise ({results[0]['convention']}, x1e-3, own frame)")
+    for col, just in (("noise x radius", "right"), ("method", "left"), ("CD", "right"), ("HD", "right"), ("P2F", "right")):
+        table.add_column(col, justify=just)
+    for res in results:
+        for method, v in res["methods"].items():
+            mean = next(r for r in v["rows"] if r["shape"] == "mean")
+            table.add_row(f"{res.get('noise', 0):g}", method,
+                          *("-" if mean.get(k) is None else f"{mean[k]:.3f}" for k in ("cd", "hd", "p2f_mean")))
     return table
 
 

@@ -35,18 +35,30 @@ def _quotas(need: Tensor, have: Tensor) -> Tensor:
     return q
 
 
+def shares(counts: Tensor, total: int) -> Tensor:
+    """Integer shares of `total` proportional to counts [K] (largest remainders), summing to exactly `total`."""
+    exact = counts.double() * total / counts.sum().clamp_min(1)
+    out = exact.floor().long()
+    short = total - int(out.sum())
+    if short > 0:
+        out[(exact - out).argsort(descending=True, stable=True)[:short]] += 1
+    return out
+
+
 @torch.no_grad()
-def blocked_fps_merge(xyz: Tensor, cand: Tensor, r: int) -> Tensor:
-    """Exactly r N points [rN,3] of candidates cand [M,3] around the input xyz [N,3]: blocks are the Voronoi
-    cells of FPS anchors of the input; block b keeps r x (its input points) candidates by FPS."""
+def blocked_fps_merge(xyz: Tensor, cand: Tensor, r: int, total: int | None = None) -> Tensor:
+    """Exactly `total` (default r N) points of candidates cand [M,3] around the input xyz [N,3]: blocks are the
+    Voronoi cells of FPS anchors of the input; each block keeps its share of `total` (r x its input points when
+    total = r N) of its candidates by FPS."""
     n = len(xyz)
-    if len(cand) < r * n:
-        raise PointCloudError(f"merge: {len(cand)} candidates cannot give {r * n} points")
+    total = r * n if total is None else int(total)
+    if len(cand) < total:
+        raise PointCloudError(f"merge: {len(cand)} candidates cannot give {total} points")
     n_blocks = max(1, math.ceil(n / BLOCK_INPUTS))
     anchors = xyz[farthest_point_sample(xyz[None], n_blocks)[0]]
     in_block = knn(xyz[None], anchors[None], 1)[1][0, :, 0]
     cand_block = knn(cand[None], anchors[None], 1)[1][0, :, 0]
-    need = torch.bincount(in_block, minlength=n_blocks) * r
+    need = shares(torch.bincount(in_block, minlength=n_blocks), total)
     have = torch.bincount(cand_block, minlength=n_blocks)
     quota = _quotas(need.cpu(), have.cpu()).to(xyz.device)
     order = torch.argsort(cand_block, stable=True)

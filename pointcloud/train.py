@@ -75,6 +75,12 @@ def validation_cd(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torc
     return total / sum(len(y) for _, y in batches)
 
 
+def keep_inputs(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(logits, spacing) of the last forward of a model with a keep head, else None."""
+    scores = getattr(model, "last_scores", None)
+    return None if scores is None else (scores, model.last_spacing)
+
+
 def normalise_pair(inp: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both clouds mapped by the input's centroid and radius, as inference normalises each input patch."""
     inp_n, c, r = normalize_unit_sphere(inp)
@@ -146,7 +152,8 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
                 x, y = normalise_pair(x, y)
                 with autocast(device):
                     pred = model(x)
-                losses = upsampling_loss(pred, y, cfg.repulsion, cfg.uniform, cfg.hausdorff)
+                losses = upsampling_loss(pred, y, cfg.repulsion, cfg.uniform, cfg.hausdorff, keep_inputs(model),
+                                         cfg.keep_weight)
                 opt.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 opt.step()

@@ -20,7 +20,9 @@ PATCH = 256
 SEED_FACTOR = 3
 MIN_POINTS = 16
 BLOCKED_MAX = 1 << 20  # 'auto' merges by inner blocked FPS up to this many output points, by child assignment above
+KEEP_LOGIT = 0.0  # merge candidates whose keep-head logit is below this are dropped first (probability 0.5)
 INNER = 0.7  # 'inner' merge: children of the nearest INNER x PATCH points of each patch's seed are candidates
+MAX_RATIO = 256.0
 Merge = Literal["auto", "inner", "blocked", "fps", "assign"]
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "pu_mfa_x4.safetensors"
 
@@ -39,15 +41,30 @@ def check_cloud(xyz: Tensor | np.ndarray, name: str = "input cloud") -> Tensor:
     return t
 
 
-def passes_for(model_ratio: int, ratio: int) -> int:
-    """How many model passes make `ratio` (ratio must be model_ratio ** k, k >= 1); else a clear error."""
-    k, r = 0, 1
-    while r < ratio:
-        r, k = r * model_ratio, k + 1
-    if r != ratio or k == 0:
-        reach = ", ".join(str(model_ratio**i) for i in (1, 2, 3))
-        raise PointCloudError(f"ratio {ratio} not reachable: the model was trained for x{model_ratio} ({reach} ...)")
+def check_ratio(ratio: float) -> float:
+    """`ratio` as a float if it is a finite number in (1, MAX_RATIO], else a one-line PointCloudError."""
+    try:
+        r = float(ratio)
+    except (TypeError, ValueError):
+        raise PointCloudError(f"ratio {ratio!r} is not a number: give e.g. 4, 2.5 or 16") from None
+    if not math.isfinite(r) or not 1 < r <= MAX_RATIO:
+        raise PointCloudError(f"ratio {ratio!r} out of range: need a finite number > 1 and <= {MAX_RATIO:g}")
+    return r
+
+
+def passes_for(model_ratio: int, ratio: float) -> int:
+    """Model passes for `ratio`: the fewest k >= 1 with model_ratio ** k >= ratio (the last pass is thinned to
+    round(ratio N) points when ratio is not a power of model_ratio)."""
+    ratio = check_ratio(ratio)
+    k = 1
+    while model_ratio**k < ratio - 1e-9:
+        k += 1
     return k
+
+
+def output_points(n: int, ratio: float) -> int:
+    """Points an upsampling by `ratio` returns for n input points: round(ratio n) (Python's rounding)."""
+    return round(check_ratio(ratio) * n)
 
 
 @torch.no_grad()
@@ -57,21 +74,39 @@ def _patches(xyz: Tensor, seeds: Tensor, size: int) -> Tensor:
 
 
 @torch.no_grad()
-def _infer(model: nn.Module, pts: Tensor, batch: int) -> Tensor:
-    """Model output [S,P*r,3] for patches [S,P,3], each normalised to the unit sphere and mapped back."""
-    outs = []
+def _infer(model: nn.Module, pts: Tensor, batch: int) -> tuple[Tensor, Tensor | None]:
+    """Model output [S,P*r,3] for patches [S,P,3], each normalised to the unit sphere and mapped back, and the keep
+    head's logits [S,P*r] when the model has one."""
+    outs, scores = [], []
     for s in range(0, len(pts), batch):
         p_n, c, r = normalize_unit_sphere(pts[s : s + batch])
         with autocast(pts.device):
             y = model(p_n).float()
         outs.append(y * r + c)
-    return torch.cat(outs)
+        if getattr(model, "last_scores", None) is not None:
+            scores.append(model.last_scores.float())
+    return torch.cat(outs), torch.cat(scores) if scores else None
+
+
+def trusted(cand: Tensor, logits: Tensor | None, total: int) -> Tensor:
+    """The candidates [M,3] the keep head trusts (logit >= KEEP_LOGIT), or the `total` it trusts most when fewer
+    are trusted; all of them for a model without a keep head."""
+    if logits is None:
+        return cand
+    keep = logits >= KEEP_LOGIT
+    if int(keep.sum()) < total:
+        keep = torch.zeros_like(keep).scatter_(0, logits.topk(total).indices, True)
+    return cand[keep]
 
 
 @torch.no_grad()
-def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge = "auto") -> Tensor:
-    """One x r pass over a cloud [N,3] on the model's device: exactly r N points [rN,3]."""
+def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge = "auto", keep: int | None = None) -> Tensor:
+    """One x r pass over a cloud [N,3] on the model's device: exactly `keep` (default r N) points [keep,3]; fewer
+    than r N are the merge's farthest-point picks (block by block, like the merge itself)."""
     n, r = xyz.shape[0], model.ratio
+    keep = r * n if keep is None else int(keep)
+    if not 0 < keep <= r * n:
+        raise PointCloudError(f"one x{r} pass of {n} points cannot give {keep} points")
     xyz_n, centre, radius = normalize_unit_sphere(xyz)
     size = min(PATCH, n)
     n_seeds = max(1, math.ceil(n / size * SEED_FACTOR))
@@ -81,18 +116,23 @@ def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge =
         merge = "inner" if r * n <= BLOCKED_MAX else "assign"
     if merge in ("assign", "inner"):
         idx, seed_idx = _cover(xyz_n, idx, seed_idx, size)
-    up = _infer(model, xyz_n[idx], batch)
+    up, logits = _infer(model, xyz_n[idx], batch)
     if merge == "fps":
-        flat = up.reshape(1, -1, 3)
-        out = gather_points(flat, farthest_point_sample(flat, r * n))[0]
+        flat = trusted(up.reshape(-1, 3), None if logits is None else logits.reshape(-1), keep)[None]
+        out = gather_points(flat, farthest_point_sample(flat, keep))[0]
     elif merge == "blocked":
-        out = blocked_fps_merge(xyz_n, up.reshape(-1, 3), r)
+        out = blocked_fps_merge(xyz_n, trusted(up.reshape(-1, 3), None if logits is None else logits.reshape(-1), keep),
+                                r, keep)
     elif merge == "assign":
         out = up.reshape(-1, r, 3)[_central(xyz_n, idx, seed_idx)].reshape(-1, 3)
+        if keep < r * n:
+            out = blocked_fps_merge(xyz_n, out, r, keep)
     elif merge == "inner":
         inner = (torch.arange(idx.shape[1], device=idx.device) < INNER * idx.shape[1]).repeat(idx.shape[0])
         inner[_central(xyz_n, idx, seed_idx)] = True
-        out = blocked_fps_merge(xyz_n, up.reshape(-1, r, 3)[inner].reshape(-1, 3), r)
+        cand = up.reshape(-1, r, 3)[inner].reshape(-1, 3)
+        out = blocked_fps_merge(xyz_n, trusted(cand, None if logits is None else logits.reshape(-1, r)[inner].reshape(-1),
+                                               keep), r, keep)
     else:
         raise PointCloudError(f"merge must be auto, inner, blocked, fps or assign, got {merge!r}")
     return out * radius + centre
@@ -122,14 +162,17 @@ def _central(xyz: Tensor, idx: Tensor, seed_idx: Tensor) -> Tensor:
 
 
 def upsample_cloud(
-    model: nn.Module, xyz: Tensor | np.ndarray, ratio: int, batch: int = 64, merge: Merge = "auto"
+    model: nn.Module, xyz: Tensor | np.ndarray, ratio: float, batch: int = 64, merge: Merge = "auto"
 ) -> np.ndarray:
-    """Upsample a cloud [N,3] by `ratio` (x16 = two x4 passes for a x4 model): exactly ratio N points [ratio N,3]."""
+    """Upsample a cloud [N,3] by any ratio > 1: exactly round(ratio N) points. Powers of the model's ratio are
+    whole passes (x16 = two x4 passes); any other ratio takes the fewest passes that reach it, the last one thinned
+    by farthest-point sampling inside the merge's blocks (x2.5, x6: one or two x4 passes)."""
     t = check_cloud(xyz)
     device = next(model.parameters()).device
     cur = t.to(device)
-    for _ in range(passes_for(model.ratio, ratio)):
-        cur = upsample_pass(model, cur, batch, merge)
+    passes, total = passes_for(model.ratio, ratio), output_points(len(t), ratio)
+    for p in range(passes):
+        cur = upsample_pass(model, cur, batch, merge, total if p == passes - 1 else None)
     return cur.cpu().numpy()
 
 

@@ -111,8 +111,8 @@ def test_upsample_exact_count(ratio, merge):
 
 def test_upsample_refuses_bad_input():
     model = create_model("pu-mfa", 4, **TINY).eval()
-    with pytest.raises(PointCloudError, match="ratio 8 not reachable"):
-        upsample_cloud(model, fibonacci_sphere(64), 8)
+    with pytest.raises(PointCloudError, match="ratio 0.5 out of range"):
+        upsample_cloud(model, fibonacci_sphere(64), 0.5)
     with pytest.raises(PointCloudError, match="empty"):
         upsample_cloud(model, np.zeros((0, 3), np.float32), 4)
     bad = fibonacci_sphere(64)

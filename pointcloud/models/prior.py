@@ -18,9 +18,11 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from affcli.pointcloud.models.delaunay import at_other_end, delaunay_mask, own_edges, reverse_slots, tangent_coords
 from affcli.pointcloud.ops import gather_points, knn
 
-PRIORS = ("none", "midpoint", "phong")
+PRIORS = ("none", "midpoint", "phong", "delaunay")
+DELAUNAY_K = 16  # neighbours projected onto the tangent plane for the local Delaunay test
 FAR = 3.0
 OWNER_ROUNDS = 3
 NORMAL_K = 12  # points (the point included) of the local PCA plane of the `phong` prior
@@ -35,7 +37,9 @@ def pca_normals(xyz: Tensor, idx: Tensor) -> Tensor:
 
 
 def prior_points(xyz: Tensor, ratio: int, kind: str) -> Tensor:
-    """[B,N,ratio,3] prior of `kind` ('midpoint' or 'phong'; callers skip 'none', which has no prior)."""
+    """[B,N,ratio,3] prior of `kind` ('midpoint', 'phong' or 'delaunay'; callers skip 'none', which has no prior)."""
+    if kind == "delaunay":
+        return delaunay_prior(xyz, ratio)
     return midpoint_prior(xyz, ratio, phong=kind == "phong")
 
 
@@ -104,4 +108,53 @@ def midpoint_prior(xyz: Tensor, ratio: int, k: int | None = None, phong: bool = 
         lift = -(n_p * (n_p * half).sum(-1, keepdim=True)) + n_q * (n_q * half).sum(-1, keepdim=True)
         mids = mids + lift / 4
     mids = torch.where(far.unsqueeze(-1), xyz.unsqueeze(2), mids)
+    return torch.cat([xyz.unsqueeze(2), mids], 2)
+
+
+def _steep(xyz: Tensor, idx: Tensor, normals: Tensor) -> Tensor:
+    """[B,N,k] bool: the chord to neighbour idx leaves either end's tangent plane at a sine above STEEP."""
+    chord = gather_points(xyz, idx) - xyz.unsqueeze(2)
+    unit = chord / chord.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sine = torch.maximum((unit * normals.unsqueeze(2)).sum(-1).abs(), (unit * gather_points(normals, idx)).sum(-1).abs())
+    return sine > STEEP
+
+
+def _lift(xyz: Tensor, normals: Tensor, nb: Tensor) -> Tensor:
+    """Phong-lifted midpoints [B,N,w,3] of each point and its neighbours nb [B,N,w]."""
+    mids = (xyz.unsqueeze(2) + gather_points(xyz, nb)) / 2
+    half = mids - xyz.unsqueeze(2)
+    n_p, n_q = normals.unsqueeze(2), gather_points(normals, nb)
+    return mids + (-(n_p * (n_p * half).sum(-1, keepdim=True)) + n_q * (n_q * half).sum(-1, keepdim=True)) / 4
+
+
+@torch.no_grad()
+def delaunay_prior(xyz: Tensor, ratio: int) -> Tensor:
+    """[B,N,3] -> [B,N,ratio,3]: copy 0 is the point, copies 1.. lifted midpoints of its owned local Delaunay edges
+    (see the module docstring); slots left over take its other edges, then its nearest pairs."""
+    b, n, _ = xyz.shape
+    want = ratio - 1
+    if want == 0 or n < 2:
+        return xyz.unsqueeze(2).expand(b, n, ratio, 3).clone()
+    k = min(DELAUNAY_K, n - 1)
+    with torch.autocast(xyz.device.type, enabled=False):
+        xyz = xyz.float()
+        d2, idx = knn(xyz, xyz, max(k, min(NORMAL_K, n) - 1) + 1)
+        normals = pca_normals(xyz, idx[..., : min(NORMAL_K, n)])
+        d2, idx = d2[..., 1 : k + 1], idx[..., 1 : k + 1]
+        spacing = torch.minimum(d2[..., :1], d2[..., :1].median(1, keepdim=True).values)
+        far = d2 > FAR**2 * spacing
+        steep = _steep(xyz, idx, normals)
+        dl = delaunay_mask(tangent_coords(xyz, idx, normals))
+        rev, mutual = reverse_slots(idx)
+        edge = (dl | (mutual & at_other_end(dl, idx, rev))) & ~steep & ~far
+        mine = own_edges(edge, idx, d2, want)
+        group = torch.where(mine, 0, torch.where(edge, 1, torch.where(~steep & ~far, 2, torch.where(far, 4, 3))))
+        within = torch.where(mine, -d2, d2)  # own edges longest first, the others nearest first
+        rank = within.argsort(-1).argsort(-1)
+        chosen = (group * (k + 1) + rank).argsort(-1)[..., :want]
+        if k < want:
+            chosen = torch.cat([chosen, chosen[..., -1:].expand(b, n, want - k)], -1)
+        nb = idx.gather(-1, chosen)
+        mids = _lift(xyz, normals, nb)
+        mids = torch.where(far.gather(-1, chosen).unsqueeze(-1), xyz.unsqueeze(2), mids)
     return torch.cat([xyz.unsqueeze(2), mids], 2)

@@ -23,6 +23,8 @@ from affcli.pointcloud.models.layers import (
 from affcli.pointcloud.models.prior import PRIORS, prior_points
 from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn
 
+KEEP_PRIOR_LOGIT = 4.0  # an untrained keep head trusts every output (sigmoid 0.98): the merge drops nothing
+
 
 @dataclass
 class PUMFAConfig:
@@ -49,6 +51,8 @@ class PUMFAConfig:
     prior: str = "none"
     offset_bound: float = 0.0
     prior_features: bool = False
+    pin_input: bool = False
+    keep_score: bool = False
 
     def __post_init__(self) -> None:
         self.scales = tuple(int(s) for s in self.scales)
@@ -63,6 +67,8 @@ class PUMFAConfig:
                 raise ValueError(f"pu-mfa: {name} must be one of {ok}, got {val!r}")
         if self.prior_features and self.prior == "none":
             raise ValueError("pu-mfa: prior_features needs a prior (prior=midpoint or phong)")
+        if self.pin_input and self.prior == "none" and not self.residual:
+            raise ValueError("pu-mfa: pin_input needs a prior or residual offsets (copy 0 is the input point)")
         if self.offset_bound < 0:
             raise ValueError(f"pu-mfa: offset_bound must be >= 0 (0: unbounded), got {self.offset_bound}")
         if self.ratio < 2 or self.levels < 0 or self.level_stride < 2 or not self.scales:
@@ -139,6 +145,12 @@ class PUMFA(nn.Module):
         if cfg.prior != "none":
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
+        self.last_scores: Tensor | None = None
+        self.last_spacing: Tensor | None = None
+        if cfg.keep_score:  # logit: does this output lie on the surface? (the merge drops those it doubts)
+            self.keeper = mlp([c + 3 * cfg.prior_features, 64, 1], last_act=False)
+            nn.init.zeros_(self.keeper[-1].weight)
+            nn.init.constant_(self.keeper[-1].bias, KEEP_PRIOR_LOGIT)
 
     def forward(self, xyz: Tensor) -> Tensor:
         b, n, _ = xyz.shape
@@ -164,13 +176,18 @@ class PUMFA(nn.Module):
         else:
             up = self.expand(f_c).view(b, n, r, -1)
         prior = prior_points(xyz.float(), r, self.cfg.prior) if self.cfg.prior != "none" else None
-        step = spacing(xyz) if self.cfg.offset_bound > 0 or self.cfg.prior_features else None
+        step = spacing(xyz) if self.cfg.offset_bound > 0 or self.cfg.prior_features or self.cfg.keep_score else None
         if self.cfg.prior_features:  # where each copy starts, in units of the point's spacing
             rel = (prior - xyz.unsqueeze(2).float()) / step.unsqueeze(-1)
             up = torch.cat([up, rel.to(up.dtype)], -1)
         out = self.head(up).float()
         if self.cfg.offset_bound > 0:  # at most offset_bound x the spacing: learning cannot make far outliers
             out = torch.tanh(out) * (self.cfg.offset_bound * step).unsqueeze(-1)
+        if self.cfg.pin_input:  # copy 0 stays the measured point: the head moves only the new points
+            out = torch.cat([torch.zeros_like(out[:, :, :1]), out[:, :, 1:]], 2)
+        if self.cfg.keep_score:
+            self.last_scores = self.keeper(up.detach()).float().reshape(b, n * r)  # a probe: the trunk learns coordinates
+            self.last_spacing = step.expand(b, n, r).reshape(b, n * r)
         if prior is not None:
             out = out + prior
         elif self.cfg.residual:

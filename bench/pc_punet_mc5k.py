@@ -1,0 +1,93 @@
+"""The 12 PU-Net MC_5k test clouds: 1,250 input points by farthest-point sampling of each 5,000-point cloud,
+upsampled x4 and scored against the 5,000 (CD / HD x1e-3, PU-GCN convention, each cloud in its own frame; there are
+no meshes, so no P2F). Methods: `model` (the shipped x4 PU-MFA or --run), `prior` (the same network untrained),
+`midpoint` (kNN midpoints + FPS) and `input`. Writes OUT/results.json and OUT/results.md (per cloud, means, and on
+how many clouds the model beats midpoints).
+
+    python bench/pc_punet_mc5k.py --out /tmp/pc_mc5k [--run RUN] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from affcli.common.threads import configure_threads
+from affcli.pointcloud.baselines import midpoint_upsample
+from affcli.pointcloud.evaluate import score_folder
+from affcli.pointcloud.io import read_cloud, write_cloud
+from affcli.pointcloud.leak import overlap_report
+from affcli.pointcloud.models import model_from_spec, model_spec
+from affcli.pointcloud.ops import farthest_point_sample
+from affcli.pointcloud.upsample import DEFAULT_MODEL, load_upsampler, upsample_cloud
+
+PC = Path(__file__).resolve().parents[2] / "shared" / "data" / "pointcloud"
+N_IN = 1250
+
+
+def make_inputs(src: Path, out: Path) -> tuple[Path, Path]:
+    """OUT/input_1250 (FPS from the first point) and OUT/gt_5000 (xyz of the clouds, normals dropped)."""
+    ins, gts = out / f"input_{N_IN}", out / "gt_5000"
+    for f in sorted(src.glob("*.xyz")):
+        full = read_cloud(f)
+        write_cloud(gts / f.name, full)
+        idx = farthest_point_sample(torch.as_tensor(full)[None], N_IN)[0].numpy()
+        write_cloud(ins / f.name, full[idx])
+    return ins, gts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--run", type=Path, default=None, help="Run folder or .safetensors (default: the shipped model).")
+    ap.add_argument("--data", type=Path, default=PC / "punet_mc5k")
+    ap.add_argument("--methods", nargs="+", default=["model", "prior", "midpoint", "input"])
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args()
+    threads = configure_threads(a.threads)
+    ins, gts = make_inputs(a.data, a.out)
+    model = load_upsampler(a.run)
+    untrained = model_from_spec(model_spec(model)).eval()
+    fns = {"model": lambda x: upsample_cloud(model, x, 4), "prior": lambda x: upsample_cloud(untrained, x, 4),
+           "midpoint": lambda x: midpoint_upsample(x, 4).numpy(), "input": lambda x: x}
+    files = sorted(ins.glob("*.xyz"))
+    res = {"threads": threads, "run": str(a.run or DEFAULT_MODEL), "methods": {},
+           "leak": overlap_report(a.run or DEFAULT_MODEL, files, gts, None)}
+    for m in a.methods:
+        for f in files:
+            if not (a.out / m / f.name).is_file():
+                write_cloud(a.out / m / f.name, np.asarray(fns[m](read_cloud(f))))
+        res["methods"][m] = score_folder(a.out / m, gts, None, "pugcn", torch.device("cpu"))
+        mean = res["methods"][m][-1]
+        print(f"{m}: CD {mean['cd']:.4f} HD {mean['hd']:.3f}", flush=True)
+    (a.out / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    (a.out / "results.md").write_text(markdown(res) + "\n")
+    print(markdown(res))
+
+
+def markdown(res: dict) -> str:
+    """Per cloud CD and HD of every method (x1e-3), the means, and the model's wins over midpoints."""
+    methods = list(res["methods"])
+    per = {m: {r["shape"]: r for r in rows} for m, rows in res["methods"].items()}
+    lines = ["| cloud | " + " | ".join(f"CD {m}" for m in methods) + " | " + " | ".join(f"HD {m}" for m in methods)
+             + " |", "|---|" + "---:|" * (2 * len(methods))]
+    for shape in per[methods[0]]:
+        cells = [f"{per[m][shape]['cd']:.4f}" for m in methods] + [f"{per[m][shape]['hd']:.3f}" for m in methods]
+        lines.append(f"| {'**mean**' if shape == 'mean' else shape} | " + " | ".join(cells) + " |")
+    if {"model", "midpoint"} <= set(methods):
+        shapes = [s for s in per["model"] if s != "mean"]
+        for key, name in (("cd", "CD"), ("hd", "HD")):
+            wins = sum(per["model"][s][key] < per["midpoint"][s][key] for s in shapes)
+            lines.append(f"\nmodel beats midpoints on {name}: {wins}/{len(shapes)} clouds")
+    leak = res.get("leak") or {}
+    if leak.get("checked"):
+        lines.append(f"\nleak check: {len(leak['overlap'])} of these clouds in the training data")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
