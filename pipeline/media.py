@@ -86,13 +86,25 @@ def probe_video(path: Path) -> VideoMeta:
         container.close()
 
 
+def frames_per_batch(path: Path, frame_bytes: int, batch_size: int, max_bytes: int | None) -> int:
+    """Frames of `frame_bytes` each in one batch: at most `batch_size`, and at most `max_bytes` together (at least one;
+    a single frame over `max_bytes` is a MediaError naming the file)."""
+    if max_bytes is None:
+        return batch_size
+    if frame_bytes > max_bytes:
+        raise MediaError(path, f"one decoded frame takes {frame_bytes / 2**20:,.0f} MiB, more than a decode batch may "
+                               f"hold ({max_bytes / 2**20:,.0f} MiB); raise --decode-memory-mb")
+    return max(1, min(batch_size, max_bytes // frame_bytes))
+
+
 def iter_video_frames(
-    path: Path, batch_size: int = 64, threads: int = 0, thread_type: str = "AUTO"
+    path: Path, batch_size: int = 64, threads: int = 0, thread_type: str = "AUTO", max_bytes: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frames uint8 [B,H,W,3] RGB, timestamps float64 [B] s) lazily; timestamps are pts * time_base.
 
     `threads=0` lets FFmpeg pick the thread count; `thread_type` is FFmpeg's AUTO, FRAME, SLICE or NONE.
-    Memory stays at one batch whatever the video length.
+    Memory stays at one batch whatever the video length; with `max_bytes` a batch also holds at most that many
+    bytes (it shrinks with the frame size: 4K frames come a few at a time).
     """
     path = Path(path)
     if batch_size < 1:
@@ -106,6 +118,7 @@ def iter_video_frames(
         buf: np.ndarray | None = None
         times = np.empty(batch_size, np.float64)
         n_in_buf = 0
+        cap = batch_size
         n_done = 0
         failure: BaseException | None = None
         frames = container.decode(stream)
@@ -123,12 +136,13 @@ def iter_video_frames(
                 n_done += n_in_buf
                 buf, times, n_in_buf = None, np.empty(batch_size, np.float64), 0
             if buf is None:
-                buf = np.empty((batch_size, *img.shape), np.uint8)
+                cap = frames_per_batch(path, img.nbytes, batch_size, max_bytes)
+                buf = np.empty((cap, *img.shape), np.uint8)
             buf[n_in_buf] = img
             times[n_in_buf] = float(frame.time) if frame.pts is not None else (n_done + n_in_buf) / fps
             n_in_buf += 1
-            if n_in_buf == batch_size:
-                yield buf, times
+            if n_in_buf == cap:
+                yield buf, times[:cap]
                 n_done += n_in_buf
                 buf, times, n_in_buf = None, np.empty(batch_size, np.float64), 0
         if n_in_buf:
