@@ -47,10 +47,14 @@ def shown(text: str) -> str:
 
 def name_problem(name: str) -> str | None:
     """What makes `name` unusable as an id or a stored row name (None: fine): a control, line-break or bidi
-    character, bytes that are not UTF-8, or what `common.names.safe_name` refuses (empty, `.`/`..`, too long)."""
-    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI]
+    character, surrounding whitespace, bytes that are not UTF-8, or what `common.names.safe_name` refuses (empty,
+    `.`/`..`, too long). The same rule as the ids `cache import-h5` accepts, plus the names a file cannot take."""
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI
+           or len(("a" + c + "a").splitlines()) > 1]
     if bad:
         return f"holds the control character {ascii(bad[0])[1:-1]}"
+    if name != name.strip():
+        return "has leading or trailing whitespace (an id filter could not name it)"
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:

@@ -45,11 +45,12 @@ def clip(tmp_path_factory) -> Path:
 # ---- ids that cannot be ids --------------------------------------------------------------------------------------
 
 BAD_IDS = {"newline": "bad\nname", "tab": "tab\tname", "bell": "bell\x07", "delete": "del\x7f", "nel": "nel\x85x",
-           "line-separator": "ls\u2028x", "bidi-override": "rtl\u202eevil", "dot": ".", "dotdot": ".."}
+           "line-separator": "ls\u2028x", "bidi-override": "rtl\u202eevil", "dot": ".", "dotdot": "..",
+           "vertical-tab": "vt\x0bx", "leading-space": " lead"}
 
 
 def _escaped(name: str) -> str:
-    return name if name in (".", "..") else name.encode("unicode_escape").decode()
+    return name if name in (".", "..", " lead") else name.encode("unicode_escape").decode()
 
 
 def test_video_files_whose_ids_are_not_ids_are_refused_one_line_each(clip, tmp_path):
