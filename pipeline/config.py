@@ -32,7 +32,9 @@ class ExtractConfig:
                                                 "same id.")
     videos: str | None = option(None, help="Only these ids: comma list, or a file of ids (a list of ids in Python).")
     device: str = option("auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    batch_size: int = option(256, help="Frames per backbone forward pass.")
+    batch_size: int = option(256, help="Frames embedded per step (full across video boundaries); each backbone runs "
+                                       "them in forwards of one fixed shape (8 rows on the CPU, 64 on a GPU), so a "
+                                       "frame's features never depend on its batch-mates.")
     decode_batch: int = option(64, help="Frames per decoded batch.")
     decode_workers: int = option(2, help="Decoder threads running ahead of the backbones.")
     decode_memory_mb: int = option(1024, help="MiB that decoded frames may take in flight (decode batches, queues, the "

@@ -24,6 +24,7 @@ from affcli.common.device import resolve_device
 from affcli.pipeline.backbones import build_backbone
 from affcli.pipeline.config import ExtractConfig, VideoResult, feature_fingerprint, refused_results
 from affcli.pipeline.crops import face_crops, resize_batch, whole_frames
+from affcli.pipeline.embed import embed_visual
 from affcli.pipeline.errors import Interrupted
 from affcli.pipeline.frames import MAX_IMAGE_PIXELS, image_size, read_image, warn_invalid
 from affcli.pipeline.prompt_encode import encode_prompts, named_prompt_sets
@@ -140,7 +141,7 @@ class ImageExtractor:
         return crop[0].permute(1, 2, 0).cpu().numpy(), bool(d.valid[0])
 
     def _embed(self, b: Any, crops: np.ndarray) -> np.ndarray:
-        return b.embed(b.preprocess(resize_batch(crops, b.input_size))).float().cpu().numpy()
+        return embed_visual(b, resize_batch(crops, b.input_size))
 
     def extract_folder(self, src: Source, specs: list[str]) -> int:
         """Embed every image of one folder (and its views) with the backbones of `specs`, write them; returns rows."""

@@ -181,12 +181,11 @@ def count_frames(path: Path) -> int:
         container.close()
 
 
-def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
-    """The first audio stream as float32 mono in [-1, 1] at `sample_rate`, sample 0 at the container's t=0.
-
-    A stream that starts late is padded with leading silence and one that starts early is trimmed, so
-    sample k lines up with video timestamp k / sample_rate.
-    """
+def iter_audio(path: Path, sample_rate: int = 16000) -> Iterator[np.ndarray]:
+    """The first audio stream as float32 mono chunks in [-1, 1] at `sample_rate`, decoded lazily (a live stream reads
+    only as far as its frames' times), sample 0 at the container's t=0: a late stream is padded with leading
+    silence, an early one trimmed, and the track cut at the stream's declared end. Concatenated, the chunks are
+    `read_audio`. NoAudioError without an audio stream, MediaError for corrupt audio or no sample at all."""
     path = Path(path)
     container = _open(path)
     try:
@@ -195,30 +194,50 @@ def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
         stream = container.streams.audio[0]
         stream.thread_type = "AUTO"
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks: list[np.ndarray] = []
-        start: float | None = None
-        try:
-            for frame in container.decode(stream):
-                if start is None:
-                    start = float(frame.time) if frame.pts is not None else 0.0
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except (av.FFmpegError, OSError, ValueError) as e:
-            raise MediaError(path, f"audio decoding failed: {_reason(e)}") from None
-        if not chunks:
-            raise MediaError(path, "audio stream holds no decodable sample")
-        audio = np.concatenate(chunks).astype(np.float32, copy=False)
-        shift = int(round((start or 0.0) * sample_rate))
-        if shift > 0:
-            audio = np.concatenate([np.zeros(shift, np.float32), audio])
-        elif shift < 0:
-            audio = audio[-shift:]
+        end = None
         if stream.duration is not None and stream.time_base is not None:
             end = round(float(((stream.start_time or 0) + stream.duration) * stream.time_base) * sample_rate)
-            if 0 < end < len(audio):
-                audio = audio[:end]
-        return np.clip(audio, -1.0, 1.0)
+            end = end if end > 0 else None
+        sent, skip, started = 0, 0, False
+
+        def out(chunk: np.ndarray) -> np.ndarray:
+            nonlocal sent, skip
+            if skip:
+                cut = min(skip, len(chunk))
+                chunk, skip = chunk[cut:], skip - cut
+            if end is not None:
+                chunk = chunk[:max(0, end - sent)]
+            sent += len(chunk)
+            return np.clip(chunk, -1.0, 1.0)
+
+        try:
+            for frame in container.decode(stream):
+                if not started:
+                    started = True
+                    shift = int(round((float(frame.time) if frame.pts is not None else 0.0) * sample_rate))
+                    if shift > 0:
+                        yield out(np.zeros(shift, np.float32))
+                    skip = max(0, -shift)
+                for o in resampler.resample(frame):
+                    chunk = out(o.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+                    if len(chunk):
+                        yield chunk
+            for o in resampler.resample(None):
+                chunk = out(o.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+                if len(chunk):
+                    yield chunk
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise MediaError(path, f"audio decoding failed: {_reason(e)}") from None
+        if sent == 0:
+            raise MediaError(path, "audio stream holds no decodable sample")
     finally:
         container.close()
+
+
+def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
+    """The first audio stream as float32 mono in [-1, 1] at `sample_rate`, sample 0 at the container's t=0.
+
+    A stream that starts late is padded with leading silence and one that starts early is trimmed, so
+    sample k lines up with video timestamp k / sample_rate (see `iter_audio`, whose chunks these are).
+    """
+    return np.concatenate(list(iter_audio(path, sample_rate))).astype(np.float32, copy=False)

@@ -1,5 +1,5 @@
 """`affcli stream`: frame-by-frame forecasts equal the offline causal `predict` (1e-4), each frame is embedded once,
-and runs it cannot serve (non-causal, audio, other weights) are refused in one line."""
+and runs it cannot serve (non-causal, centred audio, other weights) are refused in one line."""
 from __future__ import annotations
 
 import csv
@@ -14,6 +14,7 @@ from affcli.cli import app
 from affcli.heads.config import RunConfig
 from affcli.heads.infer.predict import predict_run
 from affcli.heads.train.trainer import train_run
+from affcli.pipeline.embed import forward_rows
 from affcli.pipeline.extract import ExtractConfig, run_extract
 from affcli.serve.features import FrameFeaturizer
 from affcli.serve.stream import Streamer, frame_source
@@ -73,7 +74,7 @@ def test_each_frame_is_embedded_once(served):
     embed = b.embed
     b.embed = lambda x: calls.append(len(x)) or embed(x)
     rows = list(s.run(frame_source(video=served["ds"].video_dir / "demo01.mp4", max_frames=20)))
-    assert len(rows) == 20 and calls == [1] * 20
+    assert len(rows) == 20 and calls == [forward_rows("cpu")] * 20  # one forward of extract's fixed shape per frame
 
 
 def test_cli_stream_writes_the_offline_forecasts(served, tmp_path):
@@ -100,8 +101,8 @@ def test_non_causal_run_refused_in_one_line(served):
 def test_other_backbone_weights_and_audio_features_refused(served):
     with pytest.raises(ValueError, match="other weights than the cached features"):
         Streamer.from_run(served["runs"]["gru"], seed=1)
-    fp = {"modality": "audio", "dim": 8, "weights_sha256": "x", "preprocessing": {}}
-    with pytest.raises(ValueError, match="visual-only"):
+    fp = {"modality": "audio", "dim": 8, "weights_sha256": "x", "preprocessing": {}, "alignment": "centered"}
+    with pytest.raises(ValueError, match="needs --audio-align causal"):
         FrameFeaturizer(["wav2vec2:tiny"], {"wav2vec2:tiny": fp})
     with pytest.raises(ValueError, match="exactly one of"):
         next(frame_source())

@@ -7,11 +7,12 @@ from __future__ import annotations
 import torch
 
 from affcli.common.registry import UnknownNameError
-from affcli.pipeline.backbones.base import AudioBackbone, Backbone, BackboneError, Steps, TextEncoder, VisualBackbone
+from affcli.pipeline.backbones.base import (AudioBackbone, Backbone, BackboneError, CausalPlan, Steps, TextEncoder,
+                                            VisualBackbone)
 from affcli.pipeline.backbones.registry import BACKBONES
 from affcli.pipeline.backbones import ast, clip, fer, wav2vec2  # noqa: F401,E402  (each module registers its kind)
 
-__all__ = ["BACKBONES", "AudioBackbone", "Backbone", "BackboneError", "Steps", "TextEncoder",
+__all__ = ["BACKBONES", "AudioBackbone", "Backbone", "BackboneError", "CausalPlan", "Steps", "TextEncoder",
            "VisualBackbone",
            "build_backbone", "parse_spec"]
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.pipeline.backbones.base import (AudioBackbone, BackboneError, Steps, hub_offline, looks_local,
-                                     seeded_build)
+from affcli.pipeline.backbones.base import (AudioBackbone, BackboneError, CausalPlan, Steps, hub_offline,
+                                            looks_local, seeded_build)
 from affcli.pipeline.backbones.registry import BACKBONES
 from affcli.pipeline.backbones.windows import run_causal, run_centered
 
@@ -99,10 +99,14 @@ class Wav2Vec2Backbone(AudioBackbone):
         with torch.inference_mode(), autocast(self.device):
             return self.model(t).last_hidden_state.float().cpu().numpy()
 
+    def causal_plan(self) -> CausalPlan:
+        sr = self.sample_rate
+        return CausalPlan(int(self.causal_context_s * sr), int(self.causal_hop_s * sr), self._forward,
+                          self._local_centres)
+
     def steps(self, wav: np.ndarray, causal: bool) -> Steps:
         sr = self.sample_rate
         if causal:
-            return run_causal(wav, sr, int(self.causal_context_s * sr), int(self.causal_hop_s * sr),
-                              self.batch_chunks, self._forward, self._local_centres)
+            return run_causal(wav, sr, self.causal_plan())
         return run_centered(wav, sr, int(self.chunk_s * sr), int(self.overlap_s * sr), self.batch_chunks,
                             self._forward, self._local_centres)
