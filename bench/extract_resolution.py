@@ -3,7 +3,8 @@
 Decoding memory is bounded by bytes (`--decode-memory-mb`), not by a frame count: a 4K batch holds a few frames and
 the face stage makes whole frames float a frame or two at a time, so the peak stays near the budget whatever the
 resolution. Each size runs `affcli extract` in a fresh process (peak RSS = that process's ru_maxrss); the video (a
-face moving over a smooth background, h264) is written once per size into --work and reused.
+face moving over a smooth background, h264) is written once per size into --work, by a child process of its own (a
+child's ru_maxrss counts the RSS of the parent it was forked from, so the parent stays small), and reused.
 
     python bench/extract_resolution.py --sizes 3840x2160 7680x4320 --frames 150 --face mtcnn --out r.json
     python bench/extract_resolution.py --sizes 3840x2160 --frames 150 --decode-memory-mb 1024 --out r.json
@@ -88,7 +89,8 @@ def main() -> None:
         vdir = args.work / f"{w}x{h}_{args.frames}"
         vdir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        make_video(vdir / f"v{w}x{h}.mp4", w, h, args.frames, args.fps)
+        subprocess.run([sys.executable, __file__, "--make-video", str(vdir / f"v{w}x{h}.mp4"), str(w), str(h),
+                        str(args.frames), str(args.fps)], check=True)
         made = time.perf_counter() - t0
         with tempfile.TemporaryDirectory(dir=args.work) as tmp:
             res = run_extract(vdir, Path(tmp) / "cache.zarr", args)
@@ -102,4 +104,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--make-video"]:
+        make_video(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+    else:
+        main()

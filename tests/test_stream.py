@@ -106,3 +106,16 @@ def test_other_backbone_weights_and_audio_features_refused(served):
         FrameFeaturizer(["wav2vec2:tiny"], {"wav2vec2:tiny": fp})
     with pytest.raises(ValueError, match="exactly one of"):
         next(frame_source())
+
+
+def test_streamed_features_are_the_cached_ones_to_the_bit(served):
+    """One frame at a time (MTCNN, aligned crops, clip:tiny) gives exactly what extraction stored from batches of
+    64 frames: a frame's detection, crop and embedding never depend on its batch-mates."""
+    from affcli.cache.store import FeatureStore
+
+    f = FrameFeaturizer.from_cache(str(served["cache"]), ["clip:tiny"], "video", "cpu")
+    got = [x for frame, t, ok in frame_source(video=served["ds"].video_dir / "demo01.mp4")
+           for x in f.push(frame, t, ok)] + f.finish()
+    rec = FeatureStore(served["cache"], mode="r").read_video("clip:tiny", "demo01")
+    np.testing.assert_array_equal(np.stack([x.feats["visual"] for x in got]), rec.feats.astype(np.float32))
+    assert [x.valid["visual"] for x in got] == rec.valid.tolist()
