@@ -11,8 +11,9 @@ import typer
 from affcli.common.cli_options import build_options, dataclass_options
 from affcli.common.commands import fail as _fail, guarded as _guarded
 from affcli.heads.cli_help import fusion_help, loss_help, task_help, temporal_help
-from affcli.heads.commands import (AblateOptions, EvaluateOptions, PredictOptions, ScoreOptions, TeacherOptions,
-                                   evaluate_command, predict_command, score_command, teacher_command, train_head_command)
+from affcli.heads.commands import (AblateOptions, EnsembleOptions, EvaluateOptions, PredictOptions, ScoreOptions,
+                                   SubmitOptions, TeacherOptions, ensemble_command, evaluate_command, predict_command,
+                                   score_command, submit_command, teacher_command, train_head_command)
 from affcli.heads.config import RunConfig
 from affcli.heads.train.pretrain_run import PretrainConfig, pretrain_command
 from affcli.pointcloud.config import TrainConfig as _PcTrainConfig
@@ -228,6 +229,36 @@ def score(**fields: object) -> None:
     """Score ABAW prediction files against a labelled split with the official metrics; prints JSON (with the
     convention used: zero_division and frames)."""
     raise typer.Exit(score_command(build_options(ScoreOptions, fields)))
+
+
+@app.command("ensemble")
+@dataclass_options(EnsembleOptions, overrides=False)
+def ensemble(runs: list[str] = typer.Argument(..., metavar="RUN...", help="Finished runs of one task: train-head "
+                                             "runs, fold runs (--folds) or ensembles; features, heads, seeds may differ."),
+             **fields: object) -> None:
+    """Combine finished runs into one run folder (mean, majority vote, or weights fitted on validation / out-of-fold
+    predictions) and print members vs ensemble on the validation split.
+
+    \b
+      affcli ensemble runs/seed0 runs/seed1 runs/seed2 --out runs/ens
+      affcli ensemble runs/clip_cv runs/fer_cv --method weighted --out runs/ens_w
+      affcli predict --run runs/ens --split val --out preds/    # an ensemble is a run
+
+    Members whose feature sets the cache lacks are named in one line before anything runs; --out must not exist.
+    """
+    raise typer.Exit(ensemble_command(list(runs), build_options(EnsembleOptions, fields)))
+
+
+@app.command("submit")
+@dataclass_options(SubmitOptions, overrides=False, help_for={"task": task_help()})
+def submit(**fields: object) -> None:
+    """Package test-set predictions for the organisers' form: exactly the listed videos, every frame, the edition's
+    header and layout, checked (list, cached frame counts, value ranges, class ids) before zipping.
+
+    \b
+      affcli submit --run runs/ens --test-list Expression_test_set.txt --task expr --edition abaw10 --out sub.zip
+    """
+    raise typer.Exit(submit_command(build_options(SubmitOptions, fields)))
 
 
 @app.command("stream")

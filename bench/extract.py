@@ -7,6 +7,15 @@ on cropped_aligned-style jpg folders; peak host RSS (and GPU memory on CUDA). On
     nice python bench/extract.py --device cpu --videos 2 --seconds 4 --width 320 --height 240 --batch 64
     python bench/extract.py --device cuda --backbone clip:ViT-B-16/random --base-audio --videos 8 --seconds 20 \
         --width 640 --height 360 --batch 512 --workers 4
+
+Per kind (`--per-kind`): for every backbone kind, bare frames/s (preprocess + embed on crops in memory; audio: video
+frames covered per second of embed_audio) and end-to-end frames/s of `extract` with that backbone alone (no face
+detector, so the kind is what is timed). `--kinds tiny` = each kind's offline spec (tiny twins, fer, openSMILE,
+Silero); `--kinds base` = real-size architectures with random weights saved to local folders and loaded back through
+the real loading code (DINOv2-B/14, WavLM/HuBERT/Wav2Vec2 base, Whisper-small encoder, EfficientNet-B0, ViT-B-16).
+
+    nice python bench/extract.py --per-kind --kinds tiny --device cpu --videos 2 --seconds 4 --batch 32
+    nice python bench/extract.py --per-kind --kinds base --device cpu --videos 1 --seconds 4 --batch 16
 """
 from __future__ import annotations
 
@@ -75,6 +84,71 @@ def base_audio_folders(root: Path) -> list[str]:
     ASTModel(ASTConfig()).save_pretrained(a)
     ASTFeatureExtractor().save_pretrained(a)
     return [f"wav2vec2:{w}", f"ast:{a}"]
+
+
+TINY_KINDS = ["clip:tiny", "dinov2:tiny", "timm:tiny", "fer:mini-xception", "wav2vec2:tiny", "wavlm:tiny",
+              "hubert:tiny", "whisper:tiny", "ast:tiny", "opensmile:eGeMAPSv02", "opensmile:ComParE_2016", "vad:silero"]
+
+
+def base_kind_folders(root: Path) -> list[str]:
+    """Real-size architectures with random weights saved as local folders (loaded back by the real loading code)."""
+    from transformers import (BitImageProcessor, Dinov2Config, Dinov2Model, HubertConfig, HubertModel,
+                              Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperModel)
+
+    torch.manual_seed(0)
+    made = {"dinov2": (Dinov2Model(Dinov2Config(image_size=518)), BitImageProcessor(
+                size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])),
+            "wavlm": (WavLMModel(WavLMConfig()), Wav2Vec2FeatureExtractor()),
+            "hubert": (HubertModel(HubertConfig()), Wav2Vec2FeatureExtractor()),
+            "whisper": (WhisperModel(WhisperConfig(d_model=768, encoder_layers=12, encoder_attention_heads=12,
+                                                   encoder_ffn_dim=3072, decoder_layers=1, decoder_attention_heads=12,
+                                                   decoder_ffn_dim=3072)), WhisperFeatureExtractor())}
+    specs = []
+    for kind, (model, proc) in made.items():
+        model.save_pretrained(root / kind)
+        proc.save_pretrained(root / kind)
+        specs.append(f"{kind}:{root / kind}")
+    return ["clip:ViT-B-16/random", specs[0], "timm:efficientnet_b0/random", "fer:mini-xception",
+            *base_audio_folders(root)[:1], *specs[1:], "opensmile:eGeMAPSv02", "vad:silero"]
+
+
+def large_kind_folders(root: Path) -> list[str]:
+    """The GPU check's three: ViT-B-16 (open_clip, random), DINOv2-L/14 and WavLM-Large with random weights saved as
+    local folders (the real from_pretrained path)."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model, Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    torch.manual_seed(0)
+    dino, wavlm = root / "dinov2-large-random", root / "wavlm-large-random"
+    Dinov2Model(Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, image_size=518)) \
+        .save_pretrained(dino)
+    BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(dino)
+    WavLMModel(WavLMConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                           conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True)).save_pretrained(wavlm)
+    Wav2Vec2FeatureExtractor(return_attention_mask=True).save_pretrained(wavlm)
+    return ["clip:ViT-B-16/random", f"dinov2:{dino}", f"wavlm:{wavlm}"]
+
+
+def per_kind(specs: list[str], dev: torch.device, a, ds, frames: list[torch.Tensor], paths: list[Path]) -> list[dict]:
+    """One row per backbone: modality, dim, bare frames/s and end-to-end frames/s of extract with it alone."""
+    rows = []
+    wavs = [(read_audio(p), np.concatenate([t for _, t in iter_video_frames(p, 64)])) for p in paths]
+    for s in specs:
+        b = build_backbone(s, dev)
+        row = {"spec": s, "modality": b.modality, "dim": b.dim}
+        if b.modality == "visual":
+            crops = np.concatenate([f.permute(0, 2, 3, 1).cpu().numpy() for f in frames])
+            crops = np.ascontiguousarray(crops[:, :min(crops.shape[1:3]), :min(crops.shape[1:3])])
+            row["bare_fps"] = round(bare_visual(s, resize_batch(crops, b.input_size), dev, a.batch, a.repeats), 1)
+        else:
+            row["bare_fps"] = round(bare_audio(s, wavs, dev, a.align), 1)
+        del b
+        row["e2e_fps"], row["e2e_frames"] = run_e2e([s], dev, a, video_dir=Path(ds.video_dir), face="none")
+        rows.append({**row, **_memory(dev)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def _rate(n: int, dt: float) -> float:
@@ -204,6 +278,10 @@ def main() -> None:
     ap.add_argument("--base-audio", action="store_true",
                     help="Also bench base-size Wav2Vec2 and AST (random weights saved to local folders, "
                          "loaded back through from_pretrained).")
+    ap.add_argument("--per-kind", action="store_true", help="One row per backbone: bare and end-to-end frames/s.")
+    ap.add_argument("--kinds", choices=("tiny", "base", "large"), default=None, help="With --per-kind: every kind's "
+                    "offline spec (tiny), real-size random-weight architectures (base), or the GPU check's ViT-B-16, "
+                    "DINOv2-L and WavLM-L (large, random weights).")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     a = ap.parse_args()
@@ -217,6 +295,26 @@ def main() -> None:
     ds = make_demo_dataset(work / "data", n_videos=a.videos, seconds=a.seconds, fps=a.fps, size=(a.width, a.height),
                            seed=0)
     paths = sorted(Path(ds.video_dir).iterdir())
+    if a.per_kind:
+        presets = {"base": base_kind_folders, "large": large_kind_folders}
+        kinds = a.backbone or (presets[a.kinds](work / "models") if a.kinds in presets else TINY_KINDS)
+        decode_fps, frames = decode_stage(paths, dev, a.decode_batch)
+        rows = per_kind(kinds, dev, a, ds, frames, paths)
+        meta = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+                "cpus": len(__import__("os").sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__, "videos": a.videos, "seconds": a.seconds, "size": [a.width, a.height],
+                "fps": a.fps, "batch": a.batch, "decode_fps": decode_fps, "kinds": a.kinds or "given"}
+        print(f"\n| spec | modality | dim | bare frames/s | end-to-end frames/s |\n|---|---|---|---|---|")
+        for r in rows:
+            name = r["spec"].replace(str(work / "models") + "/", "<random ")
+            name = name + ">" if "<random" in name else name
+            print(f"| `{name}` | {r['modality']} | {r['dim']} | {r['bare_fps']} | {r['e2e_fps']} |")
+        print(json.dumps(meta))
+        out = a.out or Path(__file__).parent / "results" / f"extract-kinds-{a.kinds or 'given'}-{dev.type}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        shutil.rmtree(work, ignore_errors=True)
+        return
     built = {s: build_backbone(s, dev) for s in specs}
     visual = [s for s, b in built.items() if b.modality == "visual"]
     size = max([built[s].input_size for s in visual], default=32)

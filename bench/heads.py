@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--backbone", default=None, help="clip:tiny on CPU (default), clip:ViT-B-16/random on CUDA")
     ap.add_argument("--backbone-steps", type=int, default=5)
     ap.add_argument("--backbone-batch", type=int, default=8, help="windows per step with the backbone in the loop")
+    ap.add_argument("--video-frames", type=int, default=5000, help="frames per synthetic video (at least two videos)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
                                    d_model=256, loss="ce", window=a.window, stride=a.stride, batch_size=a.batch_size,
                                    device=a.device, causal=True, amp=True))
     t = time.perf_counter()
-    data = synthetic_data(a.scale, device)
+    data = synthetic_data(a.scale, device, a.video_frames)
     build_s = time.perf_counter() - t
     res = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -94,6 +94,46 @@ class AblateOptions:
     scheduler: str | None = option(None, help="Run on a Dask cluster: tcp://host:port.")
     device: str | None = option(None, help="Override base.device (cpu, cuda, cuda:1).")
     dry_run: bool = option(False, help="Validate and list the runs; run nothing.")
+    search: str | None = option(None, help="Search instead of a full grid: 'optuna' samples --trials settings of the "
+                                           "axes (lists are categorical; `lr = {log = [1e-4, 1e-2]}`, `window = {int "
+                                           "= [16, 128]}`, `dropout = {float = [0, 0.5]}` are ranges) with Optuna's "
+                                           "TPE, prunes trials on validation per epoch and keeps the study in "
+                                           "DIR/search.db, so a killed search resumes.", shown="off: the full grid")
+    trials: int = option(20, help="With --search: trials in all (finished or pruned ones of earlier invocations "
+                                  "count).")
+    mlflow: str | None = option(None, help="Also log every run to this MLflow tracking server URI.", shown="off")
+
+
+@dataclass
+class EnsembleOptions:
+    """`affcli ensemble RUN...` (besides its RUN arguments)."""
+
+    out: Path = option(help="The ensemble's run folder (must not exist yet); predict, evaluate, score, submit and "
+                            "(if every member is causal) stream read it like any run.")
+    method: str = option("mean", help="mean (average probabilities and values), vote (majority of the members' own "
+                                      "decisions; values averaged) or weighted (member weights fitted on the "
+                                      "validation split, or on the out-of-fold predictions when every member is a "
+                                      "fold run with the same folds; metrics.json states which).")
+    cache: str | None = option(None, help="Feature cache holding every member's feature sets (default: the first "
+                                          "member's).")
+    labels: Path | None = option(None, help="Annotation root for the validation split (default: the first member's).")
+    device: str | None = option(None, help="auto, cpu, cuda.")
+
+
+@dataclass
+class SubmitOptions:
+    """`affcli submit`."""
+
+    run: Path = option(help="A run folder of any kind: one run, a fold run (its fold models averaged) or an ensemble.")
+    test_list: Path = option(help="The organisers' list of test video ids, one per line (`#` comments allowed).")
+    task: str = option(help="Task of the package (the run's task).")
+    out: Path = option(help="The zip to write (an existing file is replaced only once the new package is checked; "
+                            "a folder or link there is refused).")
+    edition: str = option("abaw10", help="ABAW edition: abaw3 (one txt per id in the task's challenge folder) or "
+                                         "abaw4 ... abaw10 (one predictions_<task>.txt, `image_location,...` rows; "
+                                         "MTL `image,...`).")
+    cache: str | None = option(None, help="Feature cache holding the test videos (default: the run's).")
+    device: str | None = option(None, help="auto, cpu, cuda.")
 
 
 def _err(console: Console, e: BaseException, run: Path | None = None) -> int:
@@ -115,16 +155,26 @@ def _merge(config: Path | None, flags: dict[str, Any]):
 def train_head_command(config: Path | None, flags: dict[str, Any], console: Console | None = None) -> int:
     """Merge --config and flags, train, print the best val metrics."""
     from affcli.cache.errors import CacheError
-    from affcli.heads.train.trainer import train_run
+    from affcli.heads.train.folds import run_training
 
     console = console or Console()
     try:
         cfg = _merge(config, flags)
         if cfg.name is None:
             cfg.name = Path(cfg.out).name
-        m = train_run(cfg, progress=True)
+        m = run_training(cfg, progress=True)
     except (*USER_ERRORS, CacheError, FloatingPointError) as e:
         return _err(console, e)
+    if m.get("kind") == "folds":
+        for f in m["folds"]:
+            console.print(f"fold {f['fold']}: {f['videos']} videos, best epoch {f['best_epoch']}/{f['epochs']}, "
+                          f"main {f['main']:.4f}", highlight=False)
+        extra = f"; out-of-fold {m['oof']['main']:.4f}"
+        if "official_val" in m:
+            extra += f"; official val (fold {m['official_val']['fold']}) {m['official_val']['main']:.4f}"
+        console.print(f"[bold]{cfg.task}[/bold] {m['k']}-fold main {m['main']:.4f} ± {m['main_std']:.4f} "
+                      f"(sample std){extra}  -> {cfg.out}", highlight=False)
+        return EXIT_OK
     val = ", ".join(f"{k} {v:.4f}" for k, v in m["val"].items() if isinstance(v, float))
     console.print(f"[bold]{cfg.task}[/bold] best epoch {m['best_epoch']}/{m['epochs']}: {val}  -> {cfg.out}")
     return EXIT_OK
@@ -210,3 +260,36 @@ def score_command(o: ScoreOptions) -> int:
     from affcli.heads.infer.score_files import score_command as run
 
     return run(o.task, o.pred, o.labels, o.split, o.edition, o.tolerance, o.zero_division, o.frames)
+
+
+def ensemble_command(runs: list[str], o: EnsembleOptions, console: Console | None = None) -> int:
+    """`affcli ensemble`: build the ensemble folder, print members vs ensemble."""
+    from affcli.cache.errors import CacheError
+    from affcli.heads.infer.ensemble import build_ensemble, ensemble_table
+
+    console = console or Console()
+    try:
+        res = build_ensemble(runs, o.out, o.method, o.cache, str(o.labels) if o.labels else None, o.device)
+    except (*USER_ERRORS, CacheError) as e:
+        return _err(console, e)
+    console.print(ensemble_table(res))
+    if res["weights_fitted_on"]:
+        console.print(f"weights fitted on the {res['weights_fitted_on']}", highlight=False)
+    console.print(f"-> {o.out}", highlight=False)
+    return EXIT_OK
+
+
+def submit_command(o: SubmitOptions, console: Console | None = None) -> int:
+    """`affcli submit`: the checked zip, or one error line."""
+    from affcli.cache.errors import CacheError
+    from affcli.heads.infer.submit import submit
+
+    console = console or Console()
+    try:
+        r = submit(o.run, o.test_list, o.task, o.edition, o.out, o.cache, o.device)
+    except (*USER_ERRORS, CacheError) as e:
+        return _err(console, e)
+    where = f"{r['folder']}/<id>.txt" if r["style"] == "per-video" else f"predictions_{o.task}.txt"
+    console.print(f"{o.out}: {r['videos']} videos, {r['frames']} frames ({r['edition']}: {where}); checked against "
+                  f"the list, the cached frame counts and the value ranges", highlight=False, soft_wrap=True)
+    return EXIT_OK

@@ -29,6 +29,9 @@ class ModelSpec:
     fusion: str = option("auto", help="Fusion, e.g. xattn or none:visual (auto = none for one modality, else concat).")
     fusion_options: dict[str, Any] = option({}, help="Options of the fusion (merged over the inline ones).")
     d_model: int = option(128, help="Width each modality is projected to.")
+    standardize: bool = option(True, help="Z-score each input dimension with the training split's statistics (valid "
+                                          "frames only), stored in the model and applied wherever it runs; turn off "
+                                          "for features that are already normalised.")
     head_hidden: list[int] = option([256], help="Hidden widths of the task head's MLP.")
     dropout: float = option(0.1, help="Dropout of the task head.")
     causal: bool = option(False, help="Never use frames after t (temporal heads and cross-attention).")
@@ -105,6 +108,35 @@ _ROUTED = (*MODEL_KEYS, *DEPRECATED_KEYS)
 
 
 INTERPOLATE = ("off", "linear", "nearest")
+RUN_KINDS = ("single", "folds", "ensemble")
+RUN_META_KEYS = ("kind", "ensemble", "fold_info")
+"""config.json keys that describe a run folder's kind (a fold run's assignment, an ensemble's members), not knobs."""
+TRACKING_KEYS = ("tensorboard", "mlflow")
+"""Run-config keys that change where a run is logged, never what it computes (left out of config hashes)."""
+NEW_DEFAULTS = {"folds": 0, "fold_by": None}
+"""Keys added after runs were hashed: left out of a config's hash while at these defaults, so older ablation folders
+keep their hashes (and are not re-run)."""
+
+
+def run_kind(run_dir: str | Path) -> str:
+    """'single' (one trained head), 'folds' (K fold sub-runs) or 'ensemble' (member runs), from config.json."""
+    from affcli.common.runs import read_json
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError("no config.json (not a train-head, fold or ensemble run folder)")
+    try:
+        kind = read_json(path).get("kind", "single")
+    except (ValueError, AttributeError):
+        raise ValueError(f"{path}: not a JSON object") from None
+    if kind not in RUN_KINDS:
+        raise ValueError(f"{path}: unknown run kind {kind!r}; valid: {', '.join(RUN_KINDS)}")
+    return kind
+
+
+def hashable_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A flat or nested config dict without the tracking keys and with new keys at their defaults left out."""
+    return {k: v for k, v in d.items() if k not in TRACKING_KEYS and not (k in NEW_DEFAULTS and v == NEW_DEFAULTS[k])}
 
 
 def split_runs(value: Any) -> list[str]:
@@ -129,6 +161,11 @@ class RunConfig:
     labels: str | None = option(None, help="Labels: the ABAW annotation folder or a challenge folder (a Train_Set/"
                                            "Validation_Set parent); a flat folder of txt files is one split (evaluate).")
     splits: list[str] = option(["train", "val"], help="The train and the validation split (give both).")
+    audio_valid: str | None = option(None, help="A 1-d audio feature set of the cache, e.g. vad:silero: audio "
+                                                "frames where it is below --audio-valid-threshold (nobody speaks) are "
+                                                "invalid, so the fusion masks them (it sees the mask, not zeros); it "
+                                                "is read whether or not it is also one of --features.")
+    audio_valid_threshold: float = option(0.5, help="With --audio-valid: the value a frame must reach.")
     skip_bad: bool = option(False, help="Leave out videos whose cached arrays fail their checksum or fingerprint "
                                          "(one warning line each) instead of refusing the run.")
     model: ModelSpec = option(ModelSpec, help="The head architecture.")
@@ -175,6 +212,16 @@ class RunConfig:
     out: str = option("runs/run", help="Run folder (config, metrics, checkpoint, predictions, plots).")
     save_predictions: bool = option(True, help="Write predictions_val.parquet.")
     plots: bool = option(True, help="Write curves and confusion/VA plots.")
+    folds: int = option(0, help="K-fold cross-validation (0 = off, else K >= 2): the labelled videos of both splits "
+                                "are pooled and split into K folds by video (a video's _left/_right ids together), "
+                                "one sub-run per fold (--out/fold<k>), out-of-fold predictions for every labelled "
+                                "frame, metrics per fold with mean ± std; fold assignment seeded by --seed.")
+    fold_by: str | None = option(None, help="With --folds: a text file mapping videos to groups (lines `video,group`, "
+                                            "e.g. subjects) that stay in one fold.", shown="each video its own group")
+    tensorboard: bool = option(True, help="Write TensorBoard event files in the run folder (loss, validation "
+                                          "metrics, learning rate per epoch): `tensorboard --logdir runs/`.")
+    mlflow: str | None = option(None, help="Also log parameters, metrics and the run folder to this MLflow tracking "
+                                           "server URI (pip install 'affcli[mlflow]').", shown="off")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/TOML-able): the architecture under 'model'."""
@@ -249,6 +296,10 @@ class RunConfig:
             raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}, not {self.interpolate!r}")
         if self.distill_weight < 0:
             raise ValueError(f"distill_weight must be >= 0, not {self.distill_weight}")
+        if self.folds < 0 or self.folds == 1:
+            raise ValueError(f"folds must be 0 (off) or >= 2, not {self.folds}")
+        if self.fold_by and not self.folds:
+            raise ValueError("fold_by needs folds >= 2 (--folds K)")
 
     def resolve(self, modalities: Mapping[str, str] | None = None) -> "RunParts":
         """Every named part of the run (task, temporal, fusion, loss, pretraining method) checked once by
@@ -271,7 +322,7 @@ class RunConfig:
         path = Path(run_dir) / "config.json"
         if not path.exists():
             raise FileNotFoundError("no config.json (not a train-head run folder)")
-        d = read_json(path)
+        d = {k: v for k, v in read_json(path).items() if k not in RUN_META_KEYS}
         d.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items() if v is not None})
         return cls.from_dict(d)
 

@@ -12,8 +12,10 @@ DETECTOR_FIELDS = ("landmarks",)
 
 def backbone_help() -> str:
     """--backbone's help: the spec syntax and every registered kind with its modality and an example spec."""
-    return ("Backbone spec kind:name, repeatable (kind:tiny for offline tests). Registered: "
-            + listing(*BACKBONE_SOURCE, with_options=False, fields=BACKBONE_FIELDS))
+    return ("Backbone spec kind:name, repeatable, with the kind's options at the end in quotes, e.g. "
+            "'wavlm:microsoft/wavlm-large(layer=6)' (the whole string names the feature set; kind:tiny for offline "
+            "tests). Registered, with their options: "
+            + listing(*BACKBONE_SOURCE, with_options=True, fields=BACKBONE_FIELDS))
 
 
 def face_help() -> str:

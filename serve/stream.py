@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,50 +85,108 @@ def camera_frames(camera: int | str, capture: Callable[[Any], Any] | None = None
         cap.release()
 
 
-class Streamer:
-    """A finished causal run served frame by frame: FrameFeaturizer (backbones, crop, live audio) -> OnlineHead."""
+class RunHead:
+    """The heads of a run of any kind served frame by frame: one OnlineHead per single run inside it, each fed by the
+    featurizer of its own feature sets, their outputs combined as offline (heads.infer.combine, the run's weights and
+    method), so an ensemble streams like the run `predict` reads."""
 
-    def __init__(self, featurizer: Any, head: Any, task: str):
-        self.featurizer, self.head, self.task = featurizer, head, task
+    def __init__(self, view: Any, heads: dict[Path, Any], keys: dict[Path, tuple[str, ...]]):
+        horizons = {int(h.horizon) for h in heads.values()}
+        if len(horizons) != 1:
+            raise ValueError(f"stream: run {view.path}: members forecast different horizons ({sorted(horizons)})")
+        self.view, self.heads, self.keys = view, heads, keys
+        self.horizon = horizons.pop()
+
+    @property
+    def n(self) -> int:
+        """Frames seen so far."""
+        return next(iter(self.heads.values())).n
+
+    def step(self, inputs: dict[tuple[str, ...], tuple[dict, dict]]) -> dict[str, np.ndarray]:
+        """{output key: prediction [k]} for the newest frame, from each featurizer's (features, validity)."""
+        from affcli.heads.infer.combine import combine
+
+        def out(v: Any) -> dict[str, np.ndarray]:
+            if v.kind == "single":
+                return self.heads[v.path].step(*inputs[self.keys[v.path]])
+            parts = [{k: a[None] for k, a in out(m).items()} for m in v.members]
+            return {k: a[0] for k, a in combine(v.cfg.task, parts, v.weights, v.method,
+                                                [m.post for m in v.members]).items()}
+
+        return out(self.view)
+
+
+class Streamer:
+    """A finished causal run (single, fold or ensemble) served frame by frame: FrameFeaturizers (backbones, crop, live
+    audio) -> OnlineHeads (ring buffers), combined as the run combines them. A frame's row comes once every
+    featurizer has resolved it (with --detect-every k, when the tracker's next key frame arrives)."""
+
+    def __init__(self, featurizers: dict[tuple[str, ...], Any], head: RunHead, task: str):
+        self.featurizers, self.head, self.task = featurizers, head, task
+        self._waiting: dict[tuple[str, ...], deque] = {k: deque() for k in featurizers}
         self._arrived: dict[int, float] = {}
         self._n = 0
+
+    @property
+    def featurizer(self) -> Any:
+        """The (first) featurizer."""
+        return next(iter(self.featurizers.values()))
+
+    @property
+    def crop_size(self) -> int:
+        """The largest crop side of every featurizer (what a frame folder is resized to; 0 without a visual set)."""
+        return max(f.crop_size for f in self.featurizers.values())
+
+    @property
+    def reads_audio(self) -> bool:
+        """Whether the run's features include audio."""
+        return any(f.audio for f in self.featurizers.values())
+
+    def set_audio(self, audio: Callable[[], Iterator[np.ndarray]] | None) -> None:
+        """Feed every featurizer's audio features from this live track (None: none, audio features invalid)."""
+        for f in self.featurizers.values():
+            f.set_audio(audio)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, source_kind: str = "video", cache: str | Path | None = None,
                  device: str | None = None, seed: int = 0,
                  audio: Callable[[], Iterator[np.ndarray]] | None = None) -> "Streamer":
-        """Load the run's head (refused unless causal and `last`-position) and rebuild its backbones, crop and audio
-        windows from the fingerprints in its cache (`cache` overrides the run's); `audio` gives the live track's
-        chunks (see FrameFeaturizer)."""
+        """Load the run's heads (each refused unless causal and `last`-position) and rebuild their backbones, crops
+        and audio windows from the fingerprints in its cache (`cache` overrides the run's); `audio` gives the live
+        track's chunks (see FrameFeaturizer)."""
+        from affcli.cache.store import FeatureStore
         from affcli.common.device import resolve_device
         from affcli.heads.config import RunConfig
-        from affcli.heads.model.checkpoint import load_model
         from affcli.heads.infer.online import OnlineHead
+        from affcli.heads.infer.runs import open_run
+        from affcli.heads.model.checkpoint import load_model
         from affcli.serve.features import FrameFeaturizer
 
-        cfg = RunConfig.from_run(run_dir, cache=str(cache) if cache else None, device=device)
-        dev = resolve_device(cfg.device)
-        model = load_model(run_dir, dev)
-        head = OnlineHead(model, cfg.window, cfg.amp, where=f"stream: run {run_dir}")
-        cfg.check_paths(labels=False)
-        from affcli.cache.store import FeatureStore
+        view = open_run(run_dir, str(cache) if cache else None, device=device)
+        view.cfg.check_paths(labels=False)
+        dev = resolve_device(view.cfg.device)
+        mods = FeatureStore(view.cfg.cache, mode="r").modalities(list(view.cfg.features))
+        heads, keys, featurizers = {}, {}, {}
+        for leaf in view.leaves():
+            cfg = RunConfig.from_run(leaf, cache=view.cfg.cache, device=device)
+            model = load_model(leaf, dev)
+            where = f"stream: run {run_dir}" + (f" (member {leaf})" if leaf != view.path else "")
+            heads[leaf] = OnlineHead(model, cfg.window, cfg.amp, where=where)
+            keys[leaf] = tuple(s for s in cfg.features if mods[s] in model.modalities)
+        for key in dict.fromkeys(keys.values()):
+            featurizers[key] = FrameFeaturizer.from_cache(view.cfg.cache, list(key), source_kind, dev, seed, audio)
+        return cls(featurizers, RunHead(view, heads, keys), view.cfg.task)
 
-        mods = FeatureStore(cfg.cache, mode="r").modalities(cfg.features)
-        specs = [s for s in cfg.features if mods[s] in model.modalities]
-        return cls(FrameFeaturizer.from_cache(cfg.cache, specs, source_kind, dev, seed, audio), head, cfg.task)
-
-    @property
-    def reads_audio(self) -> bool:
-        """Whether the run's features include audio."""
-        return bool(self.featurizer.audio)
-
-    def _rows(self, ready: list[Any]) -> list[StreamRow]:
+    def _rows(self) -> list[StreamRow]:
         out = []
-        for f in ready:
-            preds = self.head.step(f.feats, f.valid)
-            ms = (time.perf_counter() - self._arrived.pop(f.index)) * 1e3
-            out.append(StreamRow(f.index, f.time_s, f.index + self.head.horizon, all(f.valid.values()), preds, ms,
-                                 self._n - 1 - f.index))
+        while all(self._waiting.values()):
+            got = {k: q.popleft() for k, q in self._waiting.items()}
+            first = next(iter(got.values()))
+            preds = self.head.step({k: (f.feats, f.valid) for k, f in got.items()})
+            ms = (time.perf_counter() - self._arrived.pop(first.index)) * 1e3
+            valid = all(all(f.valid.values()) for f in got.values())
+            out.append(StreamRow(first.index, first.time_s, first.index + self.head.horizon, valid, preds, ms,
+                                 self._n - 1 - first.index))
         return out
 
     def step(self, frame: np.ndarray, time_s: float = 0.0, ok: bool = True) -> list[StreamRow]:
@@ -135,11 +194,15 @@ class Streamer:
         since the last key frame once the next arrives). Latency: from a frame's arrival to its row."""
         self._arrived[self._n] = time.perf_counter()
         self._n += 1
-        return self._rows(self.featurizer.push(frame, time_s, ok))
+        for k, f in self.featurizers.items():
+            self._waiting[k].extend(f.push(frame, time_s, ok))
+        return self._rows()
 
     def finish(self) -> list[StreamRow]:
         """The rows of the frames a tracker still holds when the source ends."""
-        return self._rows(self.featurizer.finish())
+        for k, f in self.featurizers.items():
+            self._waiting[k].extend(f.finish())
+        return self._rows()
 
     def run(self, source: Iterator[tuple[np.ndarray, float, bool]]) -> Iterator[StreamRow]:
         """Rows for every frame of `source`, as they come."""
@@ -212,11 +275,11 @@ def stream_run(run_dir: str | Path, video: str | Path | None = None, frames: str
         if track is None:
             warn(f"stream: {'the video has no audio track' if video is not None else 'no --audio FILE'}: the run's "
                  f"audio features are marked invalid")
-        s.featurizer.set_audio(None if track is None else audio_track(track))
+        s.set_audio(None if track is None else audio_track(track))
     elif audio is not None:
         warn(f"stream: run {run_dir} reads no audio features; --audio {audio} is not used")
     fps = fps or (_frames_fps(s) if frames is not None else 30.0)
-    src = frame_source(video, frames, camera, fps=fps, size=s.featurizer.crop_size or None, max_frames=max_frames)
+    src = frame_source(video, frames, camera, fps=fps, size=s.crop_size or None, max_frames=max_frames)
     if out is None:
         lat = write_rows(s.run(src), sys.stdout)
     else:
@@ -228,7 +291,7 @@ def stream_run(run_dir: str | Path, video: str | Path | None = None, frames: str
 
 def _frames_fps(s: Streamer) -> float:
     """The frame rate extraction gave a frame folder (recorded in its crop), for the frames' timestamps."""
-    for st in s.featurizer.stages:
+    for st in (st for f in s.featurizers.values() for st in f.stages):
         if st.settings.fps:
             return float(st.settings.fps)
     return 30.0

@@ -79,3 +79,56 @@ def s3_server():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+MLFLOW_FIXTURE = "mlflow_server"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the MLflow test's server as soon as the test is collected (its start-up, ~25 s on 2 cores, then overlaps
+    the tests before it); the `mlflow_server` fixture waits for it, the session's end stops it."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+
+    if not any(MLFLOW_FIXTURE in getattr(i, "fixturenames", ()) for i in session.items):
+        return
+    if importlib.util.find_spec("mlflow") is None:
+        return
+    root = Path(tempfile.mkdtemp(prefix="affcli-mlflow-"))
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    session.config._mlflow_server = (proc, f"http://127.0.0.1:{port}", root, log)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the MLflow server (its whole process group) and remove its folder."""
+    import shutil
+    import signal
+    import subprocess
+
+    started = getattr(session.config, "_mlflow_server", None)
+    if started is None:
+        return
+    proc, _, root, log = started
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    log.close()
+    shutil.rmtree(root, ignore_errors=True)

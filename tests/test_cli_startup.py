@@ -117,7 +117,14 @@ def test_extract_help_lists_backbones_and_detectors_without_torch():
     """)
     *_, flat, loaded = r.stdout.strip().splitlines()
     assert loaded == "[]"
-    for part in ("clip (visual, e.g. clip:ViT-B-16/openai)", "wav2vec2 (audio, e.g. wav2vec2:facebook/wav2vec2-base)",
+    for part in ("clip (visual, e.g. clip:ViT-B-16/openai)",
+                 "wav2vec2(layer='last') (audio, e.g. wav2vec2:facebook/wav2vec2-base)",
+                 "wavlm(layer='last') (audio, e.g. wavlm:microsoft/wavlm-large)",
+                 "hubert(layer='last') (audio, e.g. hubert:facebook/hubert-large-ll60k)",
+                 "whisper(layer='last') (audio, e.g. whisper:openai/whisper-small)",
+                 "dinov2(pool='cls') (visual, e.g. dinov2:facebook/dinov2-large)",
+                 "timm(logits=False) (visual", "opensmile(summary='meanstd', window=1.0, hop=0.1) (audio, "
+                 "e.g. opensmile:eGeMAPSv02)", "vad (audio, e.g. vad:silero)", "fer(weights=None) (visual",
                  "mtcnn(min_face_size=20.0, thresholds=(0.6, 0.7, 0.7), factor=0.709, detect_width=640) "
                  "(landmarks): MTCNN",
                  "haar(detect_width=320, min_face=0.08, scale_factor=1.1, min_neighbors=5) (no landmarks)",

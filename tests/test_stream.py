@@ -3,6 +3,7 @@ and runs it cannot serve (non-causal, centred audio, other weights) are refused 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,28 @@ def test_streamed_features_are_the_cached_ones_to_the_bit(served):
     rec = FeatureStore(served["cache"], mode="r").read_video("clip:tiny", "demo01")
     np.testing.assert_array_equal(np.stack([x.feats["visual"] for x in got]), rec.feats.astype(np.float32))
     assert [x.valid["visual"] for x in got] == rec.valid.tolist()
+
+
+def test_an_ensemble_of_causal_runs_streams_as_predict_reads_it(served, tmp_path):
+    from affcli.heads.infer.ensemble import build_ensemble
+
+    cfg = RunConfig.from_run(served["runs"]["gru"])
+    cfg.seed, cfg.out = 1, str(tmp_path / "gru1")
+    train_run(cfg)
+    ens = tmp_path / "ens"
+    build_ensemble([served["runs"]["gru"], tmp_path / "gru1"], ens, "mean")
+    video = "demo01"
+    off = _offline(ens, tmp_path / "off", video)
+    s = Streamer.from_run(ens)
+    rows = list(s.run(frame_source(video=served["ds"].video_dir / f"{video}.mp4")))
+    H = s.head.horizon
+    on = np.stack([r.preds["expr"] for r in rows])
+    assert len(rows) == len(off) and H == RUNS["gru"]["horizon"] and len(s.featurizers) == 1
+    np.testing.assert_allclose(on[: len(off) - H], off[H:], rtol=0, atol=1e-4)
+    for name, other, needle in (("mixed", "tcn", "different horizons"), ("noncausal", "offline", "is not causal")):
+        cfg = json.loads((ens / "config.json").read_text())  # the same folder with another second member
+        cfg["ensemble"]["members"][1]["run"] = str(served["runs"][other])
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+        res = CliRunner().invoke(app, ["stream", "--run", str(tmp_path / name), "--frames", str(tmp_path)])
+        assert res.exit_code == 2 and needle in res.output and len(res.output.strip().splitlines()) == 1, res.output

@@ -30,8 +30,11 @@ def ablate_cli(target: str, report_dir: Path | None, o: AblateOptions, console: 
         console.print(f"[red]refused[/red]: unexpected argument {report_dir}; did you mean "
                       f"`affcli ablate report {report_dir}`?")
         return EXIT_REFUSED
+    if o.search not in (None, "optuna"):
+        console.print(f"[red]refused[/red]: --search {o.search!r}: the search engine is 'optuna'")
+        return EXIT_REFUSED
     return ablate_command(Path(target), o.cache, o.labels, o.out, o.jobs, o.dask_local, o.scheduler, o.device,
-                          o.dry_run, console)
+                          o.dry_run, console, search=o.search, trials=o.trials, mlflow=o.mlflow)
 
 
 def feature_bytes(cache: str | Path | None, features: list[str]) -> int:
@@ -58,8 +61,9 @@ def print_tables(tables: list[Table], console: Console) -> None:
 
 def ablate_command(grid_path: Path, cache: Path | None, labels: Path | None, out: Path | None, jobs: int = 1,
                    dask_local: int = 0, scheduler: str | None = None, device: str | None = None,
-                   dry_run: bool = False, console: Console | None = None, **run_kw: Any) -> int:
-    """Validate the grid (refusing bad ones before any run), execute it, print and write the tables."""
+                   dry_run: bool = False, console: Console | None = None, search: str | None = None,
+                   trials: int = 20, mlflow: str | None = None, **run_kw: Any) -> int:
+    """Validate the grid (refusing bad ones before any run), execute it (or search it), print and write the tables."""
     console = console or Console()
     if sum(bool(x) for x in (jobs > 1 or jobs == 0, dask_local, scheduler)) > 1:
         console.print("[red]refused[/red]: choose one of --jobs, --dask-local, --scheduler")
@@ -67,9 +71,13 @@ def ablate_command(grid_path: Path, cache: Path | None, labels: Path | None, out
     if out is None and not dry_run:
         console.print("[red]refused[/red]: --out DIR is required")
         return EXIT_REFUSED
+    overrides = {k: v for k, v in (("device", device), ("mlflow", mlflow)) if v}
+    if search:
+        return search_command(grid_path, cache, labels, out, trials, overrides, dry_run, console, jobs=jobs,
+                              dask_local=dask_local, scheduler=scheduler, **run_kw)
     try:
         grid = load_grid(grid_path)
-        runs = build_runs(grid, cache, labels, {"device": device} if device else None)
+        runs = build_runs(grid, cache, labels, overrides or None)
     except GridError as e:
         console.print(f"[red]grid refused[/red] ({grid_path}): {escape(str(e))}", soft_wrap=True, highlight=False)
         return EXIT_REFUSED
@@ -90,6 +98,34 @@ def ablate_command(grid_path: Path, cache: Path | None, labels: Path | None, out
     console.print(f"{res.count('ok')} ok, {n_failed} failed, {res.count('skipped')} skipped in {res.seconds:.1f} s"
                   + (f"; failed runs have error.json and are retried on the next invocation" if n_failed else ""))
     return EXIT_FAILED_RUNS if n_failed else EXIT_OK
+
+
+def search_command(grid_path: Path, cache: Path | None, labels: Path | None, out: Path | None, trials: int,
+                   overrides: dict[str, Any], dry_run: bool, console: Console, **run_kw: Any) -> int:
+    """`ablate GRID --search optuna --trials N`: validate the space, run or resume the study, print the tables."""
+    from affcli.heads.ablate.search import check_search_grid, run_search, space_of
+
+    try:
+        grid = load_grid(grid_path)
+        if dry_run:
+            check_search_grid(grid, cache, labels, overrides)
+            for axis, values in space_of(grid).items():
+                console.print(f"{axis}: {values}", highlight=False)
+            console.print(f"{trials} trials x {max(1, len(grid.axes.get('seed', [])))} seed(s)")
+            return EXIT_OK
+        if run_kw.get("jobs", 1) == 0:
+            run_kw["jobs"] = auto_jobs(str(overrides.get("device") or grid.base.get("device", "cpu")), 0)
+        console.print(f"search: {trials} trials (optuna TPE, median pruning) -> {out}")
+        res = run_search(grid, Path(out), trials, cache, labels, overrides, console, **run_kw)
+    except GridError as e:
+        console.print(f"[red]grid refused[/red] ({grid_path}): {escape(str(e))}", soft_wrap=True, highlight=False)
+        return EXIT_REFUSED
+    print_tables(build_report(out), console)
+    best = res["best"]
+    console.print(f"{res['trials']} trials finished or pruned ({res['ran']} in this invocation, {res['seconds']:.1f} s)"
+                  + (f"; best trial {best['trial']}: {best['value']:.4f} with {best['params']}" if best else "")
+                  + f"; plots: {out}/search_history.png, {out}/search_importance.png", highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def report_command(out: Path, console: Console | None = None) -> int:

@@ -26,17 +26,18 @@ def pick_features(cache: str | Path) -> list[str]:
     return [by_modality["visual"][0], by_modality["audio"][0]]
 
 
-def demo_grid(cache: str | Path, epochs: int = 6, device: str = "cpu") -> dict:
-    """The demo grid as a dict (same shape as a grid file)."""
+def demo_grid(cache: str | Path, epochs: int = 6, device: str = "cpu", features: list[str] | None = None) -> dict:
+    """The demo grid as a dict (same shape as a grid file); `features` default to the cache's first visual and
+    first audio set."""
     return {"base": {**DEMO_BASE, "epochs": epochs, "patience": epochs, "device": device,
-                     "features": pick_features(cache)},
+                     "features": list(features or pick_features(cache))},
             "axes": {"fusion": ["none:visual", "none:audio", "xattn"], "seeds": [0, 1]}}
 
 
 def demo_ablation(cache: str | Path, labels_root: str | Path, out_dir: str | Path, device: str = "cpu",
-                  epochs: int = 6, console: Console | None = None) -> str:
+                  epochs: int = 6, console: Console | None = None, features: list[str] | None = None) -> str:
     """Run the demo grid in-process (data loaded once) into out_dir; return the markdown table."""
-    grid = grid_from_dict(demo_grid(cache, epochs, device), source="demo")
+    grid = grid_from_dict(demo_grid(cache, epochs, device, features), source="demo")
     runs = build_runs(grid, cache, labels_root)
     run_grid(runs, out_dir, jobs=1, console=console or Console(), grid_meta=grid_meta(grid))
     tables = build_report(out_dir)

@@ -93,6 +93,8 @@ def run_grid(runs: list[RunSpec], out_dir: str | Path, *, jobs: int = 1, dask_lo
 
 
 def _line(o: Outcome) -> str:
+    if o.status == "pruned":
+        return f"[yellow]pruned[/yellow] {escape(o.name)}  {escape(o.error or '')}  ({o.seconds:.1f} s)"
     if o.status == "failed":
         err = o.error or ""
         return f"[red]FAILED[/red] {escape(o.name)}  {escape(err[:200] + ('...' if len(err) > 200 else ''))}"

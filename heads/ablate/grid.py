@@ -37,6 +37,8 @@ class Grid:
     exclude: list[dict[str, Any]] = field(default_factory=list)
     include: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -120,8 +122,13 @@ def grid_from_dict(raw: dict[str, Any], source: str = "") -> Grid:
         if k not in known:
             raise GridError(k, "unknown top-level key", list(known))
     axes: dict[str, list[Any]] = {}
+    ranges: dict[str, dict[str, Any]] = {}
+    order = [AXIS_ALIASES.get(k, k) for k in (raw.get("axes") or {})]
     for k, v in (raw.get("axes") or {}).items():
         name = AXIS_ALIASES.get(k, k)
+        if is_range(v):
+            ranges[name] = check_range(f"axes.{k}", v)
+            continue
         vals = v if isinstance(v, list) else [v]
         if not vals:
             raise GridError(f"axes.{k}", "empty axis: the grid would have no runs")
@@ -133,7 +140,43 @@ def grid_from_dict(raw: dict[str, Any], source: str = "") -> Grid:
         items = raw.get(kind) or []
         items = [items] if isinstance(items, dict) else items
         rules[kind] = [{AXIS_ALIASES.get(k, k): v for k, v in r.items()} for r in items]
-    return Grid(_flat_base(raw.get("base") or {}), axes, rules["exclude"], rules["include"], source)
+    return Grid(_flat_base(raw.get("base") or {}), axes, rules["exclude"], rules["include"], source, ranges, order)
+
+
+RANGE_KINDS = ("log", "int", "float")
+
+
+def is_range(value: Any) -> bool:
+    """A numeric range axis of a search: a table with one of `log`, `int`, `float` (and optionally `step`)."""
+    return isinstance(value, dict) and "name" not in value and any(k in value for k in RANGE_KINDS)
+
+
+def check_range(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    """{kind, low, high, step}: `{log = [1e-4, 1e-2]}` (floats sampled on a log scale), `{int = [16, 128]}` (integers,
+    `step` optional), `{float = [0.0, 0.5]}`; refused with the key when malformed."""
+    kinds = [k for k in RANGE_KINDS if k in value]
+    extra = [k for k in value if k not in (*RANGE_KINDS, "step")]
+    if len(kinds) != 1 or extra:
+        raise GridError(key, f"a range is one of {{log = [lo, hi]}}, {{int = [lo, hi]}}, {{float = [lo, hi]}} "
+                             f"(optionally with step), not {value!r}")
+    kind = kinds[0]
+    bounds = value[kind]
+    if (not isinstance(bounds, list) or len(bounds) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)):
+        raise GridError(key, f"{kind} range needs [low, high] numbers, not {bounds!r}")
+    lo, hi = bounds
+    if not lo < hi:
+        raise GridError(key, f"{kind} range [{lo}, {hi}]: low must be below high")
+    if kind == "int" and not (isinstance(lo, int) and isinstance(hi, int)):
+        raise GridError(key, f"int range [{lo}, {hi}]: bounds must be integers")
+    if kind == "log" and lo <= 0:
+        raise GridError(key, f"log range [{lo}, {hi}]: bounds must be > 0")
+    step = value.get("step")
+    if step is not None and (kind == "log" or not isinstance(step, (int, float)) or step <= 0
+                             or (kind == "int" and not isinstance(step, int))):
+        raise GridError(key, f"step {step!r}: a positive number ({'an integer ' if kind == 'int' else ''}for "
+                             f"{kind} ranges; log ranges take none)")
+    return {"kind": kind, "low": lo, "high": hi, "step": step}
 
 
 def _flat_base(base: dict[str, Any]) -> dict[str, Any]:
@@ -214,5 +257,8 @@ def run_name(assign: dict[str, Any]) -> str:
 
 
 def hashed_config(cfg: dict[str, Any]) -> str:
-    """Config hash of a full run config, ignoring where it is written."""
-    return config_hash({k: v for k, v in cfg.items() if k not in NOT_HASHED})
+    """Config hash of a full run config, ignoring where it is written and logged (tracking keys, and new keys at
+    their defaults, are left out: a grid keeps its hashes across versions)."""
+    from affcli.heads.config import hashable_config
+
+    return config_hash(hashable_config({k: v for k, v in cfg.items() if k not in NOT_HASHED}))

@@ -13,6 +13,7 @@ from affcli.common.runs import read_json
 
 GRID_FILE = "grid.json"
 RUN_FILE = "ablate.json"
+PRUNED_FILE = "pruned.json"
 SEED_AXIS = "seed"
 STD_NOTE = "mean ± sample std (ddof=1) over seeds"
 LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "err")
@@ -34,7 +35,8 @@ class Table:
 
 
 def run_status(run_dir: Path, want_hash: str | None = None) -> str:
-    """'ok' (metrics.json of this config), 'failed' (error.json of this config) or 'pending'."""
+    """'ok' (metrics.json of this config), 'failed' (error.json of this config), 'pruned' (stopped early by a search)
+    or 'pending'."""
     meta_path = run_dir / RUN_FILE
     if not meta_path.exists():
         return "pending"
@@ -45,6 +47,8 @@ def run_status(run_dir: Path, want_hash: str | None = None) -> str:
         return "ok"
     if (run_dir / "error.json").exists():
         return "failed"
+    if (run_dir / PRUNED_FILE).exists():
+        return "pruned"
     return "pending"
 
 
@@ -116,6 +120,8 @@ def summarise(runs: pl.DataFrame, axes: list[str], metrics: list[str]) -> pl.Dat
     ok = pl.col("status") == "ok"
     aggs = [ok.sum().alias("n"), (pl.col("status") == "failed").sum().alias("failed"),
             (pl.col("status") == "pending").sum().alias("pending")]
+    if "status" in runs.columns and (runs["status"] == "pruned").any():
+        aggs.append((pl.col("status") == "pruned").sum().alias("pruned"))
     for m in metrics:
         aggs += [pl.col(m).filter(ok).mean().alias(f"{m}_mean"), pl.col(m).filter(ok).std(ddof=1).alias(f"{m}_std")]
     if not setting:
@@ -150,12 +156,12 @@ def _cells(summary: pl.DataFrame, metrics: list[str], digits: int, bold: tuple[s
         for m in metrics:
             mean, std = r[f"{m}_mean"], r[f"{m}_std"]
             if mean is None:
-                cells[m] = "FAILED" if r["failed"] else "—"
+                cells[m] = "FAILED" if r["failed"] else "pruned" if r.get("pruned") else "—"
                 continue
             txt = f"{mean:.{digits}f}" + (f" {pm} {std:.{digits}f}" if std is not None else "")
             cells[m] = f"{bold[0]}{txt}{bold[1]}" if i in best[m] else txt
         seeds = f"{r['n']}" + (f" ({r['failed']} failed)" if r["failed"] else "") + (
-            f" ({r['pending']} pending)" if r["pending"] else "")
+            f" ({r['pending']} pending)" if r["pending"] else "") + (f" ({r['pruned']} pruned)" if r.get("pruned") else "")
         rows.append({**cells, "seeds ok": seeds})
     return rows
 

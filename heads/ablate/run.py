@@ -17,7 +17,7 @@ from typing import Any
 from affcli.common.names import safe_name
 from affcli.common.runs import read_json, write_json
 from affcli.heads.ablate.grid import RunSpec
-from affcli.heads.ablate.report import RUN_FILE, run_status
+from affcli.heads.ablate.report import PRUNED_FILE, RUN_FILE, run_status
 
 Runner = Callable[[dict[str, Any], Path], dict[str, Any]]
 DATA_CACHE_SIZE = 2
@@ -29,6 +29,10 @@ _WORKER_GPU: int | None = None
 
 class WorkerDied(RuntimeError):
     """A pool worker exited abruptly; the runs it held are recorded failed and retried next time."""
+
+
+class RunPruned(Exception):
+    """A search stopped this run early on its validation curve (recorded in pruned.json, not a failure)."""
 
 
 @dataclass
@@ -118,13 +122,20 @@ def use_gpu(index: int) -> None:
 # ---- one run ----------------------------------------------------------------------------------------
 def train_with_trainer(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """The real runner: `heads.trainer.train_run` on data cached per process."""
-    from affcli.heads.train.trainer import RunConfig, prepare_data, train_run
+    return train_cached(cfg, run_dir)
+
+
+def train_cached(cfg: dict[str, Any], run_dir: Path, epoch_hook: Callable[[int, float], None] | None = None
+                 ) -> dict[str, Any]:
+    """Train one grid point (K fold sub-runs when its config has folds) on this process's cached data."""
+    from affcli.heads.train.folds import run_training
+    from affcli.heads.train.trainer import RunConfig, prepare_data
 
     cfg = dict(cfg, out=str(run_dir))
     if _WORKER_GPU is not None and str(cfg.get("device", "")).startswith("cuda"):
         cfg["device"] = f"cuda:{_WORKER_GPU}"
     obj = RunConfig.from_dict(cfg)
-    return train_run(obj, data=cached_data(obj, cfg, prepare_data))
+    return run_training(obj, data=cached_data(obj, cfg, prepare_data), epoch_hook=epoch_hook)
 
 
 def is_finished(run_dir: Path, want_hash: str) -> bool:
@@ -161,6 +172,10 @@ def _run_one(spec: RunSpec, out_dir: str | Path, runner: Runner | None, threads:
         dt = time.perf_counter() - t0
         write_json(run_dir / RUN_FILE, {**meta, "finished": True, "seconds": dt})
         return Outcome(spec.name, spec.hash, "ok", main_metric(read_json(run_dir / "metrics.json")), seconds=dt)
+    except RunPruned as e:
+        dt = time.perf_counter() - t0
+        write_json(run_dir / PRUNED_FILE, {"message": str(e), "hash": spec.hash, "name": spec.name, "seconds": dt})
+        return Outcome(spec.name, spec.hash, "pruned", error=str(e), seconds=dt)
     except Exception as e:  # one run's failure (NaN loss, OOM, bug) must not stop the grid
         _free_gpu()
         return record_failure(spec, run_dir, e, time.perf_counter() - t0)
@@ -231,7 +246,7 @@ def parent_shares_work(todo: list[RunSpec]) -> bool:
 def preload(todo: list[RunSpec], runner: Runner | None) -> dict[str, Any]:
     """Load each distinct data key of the grid once in this process (the last DATA_CACHE_SIZE kept) for the runs it
     takes itself and for costing; {data key: Data}. A grid whose data fails to load is left to its runs' errors."""
-    if runner is not None:
+    if runner is not None and not getattr(runner, "uses_trainer", False):
         return {}
     from affcli.heads.train.trainer import RunConfig, data_key, prepare_data
 

@@ -179,6 +179,8 @@ def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path |
                overrides: dict[str, Any] | None = None) -> list[RunSpec]:
     """Expand and validate a grid into runs; raises GridError before anything runs."""
     fields = config_fields()
+    for k in grid.ranges:
+        raise GridError(f"axes.{k}", "a numeric range needs --search optuna (a grid runs lists of values)")
     base = _base_config(grid, fields, {"cache": cache, "labels": labels, **(overrides or {})})
     cache_path = base.get("cache")
     present = cached_feature_sets(cache_path) if cache_path else None
@@ -227,7 +229,7 @@ def build_runs(grid: Grid, cache: str | Path | None = None, labels: str | Path |
 
 def grid_meta(grid: Grid) -> dict[str, Any]:
     """What grid.json records about the grid itself (axes in order, source, base)."""
-    axes = list(grid.axes)
+    axes = list(grid.axes) + [a for a in grid.ranges if a not in grid.axes]
     for rule in grid.include:
         axes += [a for a in rule if a not in axes]
     if SEED_AXIS in axes:

@@ -14,7 +14,7 @@ from affcli.common.runs import config_hash
 from affcli.heads.config import RunConfig
 from affcli.heads.data.dataset import Data
 
-DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device")
+DATA_KEYS = ("task", "features", "cache", "labels", "splits", "device", "audio_valid", "audio_valid_threshold")
 
 
 def _store(cfg: RunConfig):
@@ -68,7 +68,7 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
     store = _store(cfg)
     feats = resolve_features(cfg, store)
     check_image_window(cfg, store, feats)
-    complete = set.intersection(*[set(store.videos(f)) for f in feats])
+    complete = set.intersection(*[set(store.videos(f)) for f in table_specs(cfg, store, feats)])
     frames = {s: _split_labels(cfg, store, feats, complete, s) for s in cfg.splits}
     check_disjoint_splits(cfg.labels, frames)
     split_vids, missing = {}, {}
@@ -80,7 +80,7 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
             raise ValueError(f"{cfg.cache}: none of the {len(vids)} labelled {s} videos is complete in "
                              f"{', '.join(feats)} (e.g. {', '.join(vids[:3])})")
     order = list(dict.fromkeys(v for s in cfg.splits for v in split_vids[s]))
-    table = load_table(cfg.cache, feats, videos=order, skip_bad=cfg.skip_bad)
+    table = load_features(cfg, feats, order)
     n_frames = {v: int(n) for v, n in zip(table.videos, table.lengths)}
     split_vids = {s: [v for v in vs if v in n_frames] for s, vs in split_vids.items()}
     index_of = {v: int(s) for v, s in zip(table.videos, table.starts)}
@@ -103,6 +103,44 @@ def load_run_data(cfg: RunConfig, device: torch.device) -> Data:
     data.info = {"missing_videos": {s: len(v) for s, v in missing.items()},
                  "videos": {s: len(v) for s, v in split_vids.items()}}
     return data
+
+
+def table_specs(cfg: RunConfig, store, feats: list[str]) -> list[str]:
+    """The feature sets to read: the run's, plus its --audio-valid set (checked: in the cache, audio, 1-d)."""
+    spec = cfg.audio_valid
+    if not spec:
+        return list(feats)
+    present = store.feature_sets()
+    if spec not in present:
+        raise ValueError(f"{cfg.cache}: no feature set {spec!r} for --audio-valid; present: {', '.join(present)}")
+    fp = store.fingerprint(spec)
+    if fp.get("modality") != "audio" or int(fp.get("dim", 0)) != 1:
+        raise ValueError(f"{cfg.cache}: --audio-valid {spec!r} must be a 1-d audio feature set (such as vad:silero), "
+                         f"not {fp.get('modality')} with dim {fp.get('dim')}")
+    return list(dict.fromkeys([*feats, spec]))
+
+
+def load_features(cfg: RunConfig, feats: list[str], videos: list[str], skip_bad: bool | None = None):
+    """The FeatureTable of `feats` over `videos` with the run's --audio-valid mask applied: an audio set's frame is
+    valid only where the mask set is valid and reaches the threshold (the set itself is read but not kept unless it
+    is one of `feats`)."""
+    from affcli.cache import load_table
+    from affcli.cache.store import FeatureStore
+
+    store = FeatureStore(cfg.cache, mode="r")
+    specs = table_specs(cfg, store, feats)
+    table = load_table(cfg.cache, specs, videos=list(videos), skip_bad=cfg.skip_bad if skip_bad is None else skip_bad)
+    if cfg.audio_valid:
+        gate = cfg.audio_valid
+        speech = table.valid[gate].bool() & (table.feats[gate][:, 0].float() >= float(cfg.audio_valid_threshold))
+        for s in feats:
+            if table.modality.get(s) == "audio":
+                table.valid[s] = table.valid[s].bool() & speech
+        if gate not in feats:
+            table.feats.pop(gate)
+            table.valid.pop(gate)
+            table.modality.pop(gate, None)
+    return table
 
 
 def is_image_cache(store, feats: list[str]) -> bool:

@@ -78,17 +78,26 @@ def by_video(preds: dict[str, torch.Tensor], data: Data) -> dict[str, dict[str, 
             for v, s, n in zip(data.videos, data.starts, data.lengths)}
 
 
-def evaluate(model: HeadModel, data: Data, cfg: RunConfig, split: str,
-             post: dict | None = None) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
-    """Score a split: (metrics, rows, per-frame predictions); `post` = a run's tuned thresholds/biases."""
+def split_predictions(model: HeadModel, data: Data, cfg: RunConfig, split: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(rows, post-processed per-frame predictions) of a split's videos: what validation scores."""
     _, _, vi = data.split_rows(split)
     rows, preds = predict_rows(model, data, vi, cfg.window, cfg.eval_stride, max(cfg.batch_size, 256), cfg.amp)
     preds = finish_rows(preds, {m: v[rows] for m, v in data.valid.items()}, data.lengths[vi], cfg.task,
                         cfg.interpolate, cfg.smooth)
-    p = {k: v.float().cpu().numpy() for k, v in preds.items()}
-    r = rows.cpu().numpy()
-    lab = {k: v[rows].cpu().numpy() for k, v in data.labels.items()}
-    return score(cfg.task, p, lab, cfg.edition, **(post or {})), r, p
+    return rows.cpu().numpy(), {k: v.float().cpu().numpy() for k, v in preds.items()}
+
+
+def split_labels(data: Data, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The dense labels (and masks) of `rows` of `data`, on the host."""
+    idx = torch.as_tensor(rows, device=data.device)
+    return {k: v[idx].cpu().numpy() for k, v in data.labels.items()}
+
+
+def evaluate(model: HeadModel, data: Data, cfg: RunConfig, split: str,
+             post: dict | None = None) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
+    """Score a split: (metrics, rows, per-frame predictions); `post` = a run's tuned thresholds/biases."""
+    r, p = split_predictions(model, data, cfg, split)
+    return score(cfg.task, p, split_labels(data, r), cfg.edition, **(post or {})), r, p
 
 
 def video_outputs(run_dir: str | Path, cache: str | Path, videos: list[str], device: str | None = None,
@@ -96,13 +105,13 @@ def video_outputs(run_dir: str | Path, cache: str | Path, videos: list[str], dev
     """{video: {output key: [n_frames, dim] float32}}: a run's post-processed per-frame outputs (its smoothing unless
     `smooth`) for `videos` of `cache`. Batched per video, so any split of the videos gives the same arrays; the
     model is loaded once per Dask worker. `skip_bad` leaves bad videos out (one warning line each)."""
-    from affcli.cache import load_table
+    from affcli.heads.data.loading import load_features
 
     cfg = RunConfig.from_run(run_dir, cache=str(cache), device=device)
     dev = resolve_device(cfg.device)
     ckpt = (Path(run_dir) / CHECKPOINT).resolve()
     stamp = (str(ckpt), ckpt.stat().st_mtime_ns, ckpt.stat().st_size) if ckpt.exists() else (str(ckpt),)
     model = worker_memo(("model", *stamp, str(dev)), lambda: load_model(run_dir, dev))
-    table = load_table(cfg.cache, cfg.features, videos=list(videos), skip_bad=skip_bad)
+    table = load_features(cfg, list(cfg.features), list(videos), skip_bad)
     data = Data.from_table(table, {}, {"all": list(table.videos)}, cfg.task, cfg.features, device=dev)
     return by_video(run_outputs(model, cfg, data, smooth), data)

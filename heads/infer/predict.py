@@ -12,20 +12,20 @@ from affcli.common.runs import write_json
 from affcli.heads.data.abaw_io import prediction_frame
 from affcli.heads.config import RunConfig
 from affcli.heads.data.loading import prepare_data
-from affcli.heads.infer.evaluation import hard_predictions
-from affcli.heads.infer.outputs import evaluate, video_outputs
-from affcli.heads.model.checkpoint import load_model
-from affcli.heads.infer.postprocess import load_postprocess
+from affcli.common.notices import warn
+from affcli.heads.infer.evaluation import hard_predictions, score
+from affcli.heads.infer.outputs import split_labels
+from affcli.heads.infer.runs import RunView, open_run, run_video_outputs
 
 
 def _predict_share(run_dir: str, cache: str, smooth: int | None, skip_bad: bool, videos: list[str],
                    device: str | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """One Dask task of `predict`: `video_outputs` of a share of the videos (none when all of them are bad under
-    `skip_bad`, each already warned about)."""
+    """One Dask task of `predict`: the run's outputs (any kind, heads.infer.runs) of a share of the videos (none when
+    all of them are bad under `skip_bad`, each already warned about)."""
     from affcli.cache.errors import AllVideosBad
 
     try:
-        return video_outputs(run_dir, cache, videos, device, smooth, skip_bad)
+        return run_video_outputs(run_dir, cache, videos, device, smooth, skip_bad)
     except AllVideosBad:
         if skip_bad:
             return {}
@@ -61,23 +61,33 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     thresholds (default: the run's, else 0.5). `cluster` (--dask-local / --scheduler / --gpus) spreads the videos
     over Dask workers (the same files as one process; `progress` gets a `video` event as each is done).
     """
-    from affcli.cache.errors import AllVideosBad
-    from affcli.heads.data.abaw_io import write_predictions
-
-    cfg = RunConfig.from_run(run_dir, cache=cache, labels=labels, device=device, skip_bad=skip_bad or None)
+    view = open_run(run_dir, cache, labels, device, skip_bad or None)
+    cfg = view.cfg
     cfg.check_paths(labels=split is not None and videos is None)
     ids = _videos_to_predict(cfg, split, videos)
     if not ids:
         raise ValueError(f"{cfg.cache}: no videos to predict (split={split!r})")
+    return write_run_predictions(view, ids, out_dir, style, au_threshold, smooth, cluster, progress)
+
+
+def write_run_predictions(view: RunView, ids: dict[str, str], out_dir: str | Path, style: str = "single-file",
+                          au_threshold: float | None = None, smooth: int | None = None,
+                          cluster: ClusterOptions | None = None, progress: Progress | None = None) -> list[Path]:
+    """Predict every frame of the cached videos of `ids` ({label id: cache video}) with a run of any kind and write
+    its ABAW files (hard predictions with the run's decision rule) plus predictions_<task>.parquet into `out_dir`."""
+    from affcli.cache.errors import AllVideosBad
+    from affcli.heads.data.abaw_io import write_predictions
+
+    cfg, run_dir = view.cfg, view.path
     if style == "per-video":
         for label_id in ids:
             safe_name(label_id, f"{cfg.cache}: video id")
     order = list(dict.fromkeys(ids.values()))
     if cluster:
         outs = map_videos(cluster, "predict", _predict_share, (str(run_dir), str(cfg.cache), smooth, cfg.skip_bad),
-                          order, device=cfg.device, progress=progress, check=lambda: load_model(run_dir, "cpu"))
+                          order, device=cfg.device, progress=progress, check=view.check)
     else:
-        outs = video_outputs(run_dir, cfg.cache, order, cfg.device, smooth, cfg.skip_bad)
+        outs = view.video_outputs(order, cfg.device, smooth, cfg.skip_bad)
     order = [v for v in order if v in outs]
     if not order:
         raise AllVideosBad(f"{cfg.cache}: every requested video is bad in {', '.join(cfg.features)}")
@@ -89,7 +99,7 @@ def predict_run(run_dir: str | Path, cache: str | Path | None, out_dir: str | Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = np.arange(int(lengths.sum()), dtype=np.int64)
     prediction_frame(order, starts, rows, probs).write_parquet(out_dir / f"predictions_{cfg.task}.parquet")
-    post = load_postprocess(run_dir)
+    post = dict(view.post)
     if au_threshold is not None:
         post.pop("thresholds", None)
     hard = hard_predictions(cfg.task, probs, 0.5 if au_threshold is None else au_threshold, **post)
@@ -105,13 +115,21 @@ def evaluate_run(run_dir: str | Path, cache: str | Path | None = None, labels: s
     """Re-score a run's checkpoint on its val split (or `split`), optionally with prediction smoothing; writes
     eval_<split>.json (eval_<split>_smooth<k>.json) beside it. Only that split's labels are read, so `labels` may be
     a flat folder of its per-video files."""
-    cfg = RunConfig.from_run(run_dir, cache=cache, labels=labels, device=device, smooth=smooth, skip_bad=skip_bad or None)
+    view = open_run(run_dir, cache, labels, device, skip_bad or None, smooth)
+    cfg = view.cfg
     cfg.check_paths()
     split = split or cfg.splits[1]
     cfg.splits = [split, split]
-    data = prepare_data(cfg)
-    model = load_model(run_dir, data.device)
-    metrics, _, _ = evaluate(model, data, cfg, split, post=load_postprocess(run_dir))
+    if view.kind == "folds":
+        warn(f"run {run_dir}: a fold run is evaluated as the mean of its fold models, each trained on videos of the "
+             f"other folds (the {split} split's among them); its cross-validated figure is metrics.json's")
+    metrics = score_run(view, prepare_data(cfg), split)
     name = f"eval_{split}" + (f"_smooth{smooth}" if smooth else "")
     write_json(Path(run_dir) / f"{name}.json", metrics)
     return metrics
+
+
+def score_run(view: RunView, data: Any, split: str) -> dict:
+    """The official metrics of a run of any kind on a labelled split of `data` (with the run's decision rule)."""
+    rows, probs = view.split_outputs(data, split)
+    return score(view.cfg.task, probs, split_labels(data, rows), view.cfg.edition, **view.post)

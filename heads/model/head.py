@@ -9,6 +9,7 @@ from torch import nn
 
 from affcli.heads.config import ModelSpec
 from affcli.heads.fusion import FUSION
+from affcli.heads.model.standardize import Projection, fit_inputs
 from affcli.heads.tasks import TASKS
 from affcli.heads.temporal import TEMPORAL
 
@@ -34,8 +35,7 @@ class HeadModel(nn.Module):
         spec = replace(spec, fusion=parts.fusion_text)
         self.spec, self.task, self.in_dims = spec, task, dict(in_dims)
         self.modalities = parts.modalities
-        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(in_dims[m], spec.d_model), nn.LayerNorm(spec.d_model))
-                                   for m in self.modalities})
+        self.proj = nn.ModuleDict({m: Projection(in_dims[m], spec.d_model, spec.standardize) for m in self.modalities})
         self.mask_token = nn.ParameterDict({m: nn.Parameter(torch.zeros(spec.d_model)) for m in self.modalities})
         on = spec.temporal_on or self.modalities
         t = parts.temporal
@@ -55,14 +55,22 @@ class HeadModel(nn.Module):
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> "HeadModel":
-        """Rebuild (untrained) from `record()`, including records written before the spec was nested."""
-        return cls(ModelSpec.from_dict({k: v for k, v in d.items() if k not in ("task", "in_dims")}), d["task"], d["in_dims"])
+        """Rebuild (untrained) from `record()`, including records written before the spec was nested, and before
+        inputs were standardised (no `standardize` key: no standardisation, as those checkpoints were trained)."""
+        spec = {"standardize": False, **{k: v for k, v in d.items() if k not in ("task", "in_dims")}}
+        return cls(ModelSpec.from_dict(spec), d["task"], d["in_dims"])
+
+    def fit_inputs(self, feats: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
+                   rows: torch.Tensor) -> dict[str, int]:
+        """Standardisation statistics from `rows` (the training split's rows), valid frames only; a no-op when the
+        spec's `standardize` is off. Returns {modality: frames used}."""
+        return fit_inputs(self.proj, feats, valid, rows)
 
     def embed(self, xs: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-modality projection with optional random frame masking (training only)."""
         out = {}
         for m in self.modalities:
-            h = self.proj[m](xs[m])
+            h = self.proj[m](xs[m], valid.get(m))
             if self.training and self.spec.frame_mask_p > 0:
                 drop = torch.rand(h.shape[:2], device=h.device) < self.spec.frame_mask_p
                 fill = self.mask_token[m].to(h.dtype) if self.spec.frame_mask_mode == "token" else h.new_zeros(())

@@ -9,6 +9,8 @@ epoch) and/or of the same nearest CLIP-text expression prompt. The encoder's wei
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +25,8 @@ from affcli.heads.model.head import HeadModel
 from affcli.heads.data.windows import Windows, sample_batches
 
 ENCODER_KEYS = ("proj.", "temporal.", "mask_token.")
-ENCODER_SPEC = ("d_model", "temporal", "temporal_options", "temporal_on", "causal")
+ENCODER_SPEC = ("d_model", "temporal", "temporal_options", "temporal_on", "causal", "standardize")
+OLD_ENCODER = {"standardize": False}  # what an encoder record written before a key existed had
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Encoder(nn.Module):
         """{m: [B, W, H]}; frames in `drop[m]` become the mask token before the temporal head."""
         out = {}
         for m in self.modalities:
-            h = self.proj[m](xs[m])
+            h = self.proj[m](xs[m], vs.get(m))
             if drop is not None and m in drop:
                 h = torch.where(drop[m].unsqueeze(-1), self.mask_token[m].to(h.dtype), h)
             out[m] = self.temporal[m](h, vs[m])
@@ -178,7 +181,7 @@ def _embed_all(meth: nn.Module, enc: Encoder, inp: SSLInputs, batch: int) -> tor
 def fit_encoder(model: HeadModel, inp: SSLInputs, method: str = "simclr", positives: str = "none", *, epochs: int = 10,
                 batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-2, seed: int = 0, amp: bool = True,
                 clusters: int = 8, aug: ViewAug | None = None, grad_clip: float = 1.0,
-                positives_from: float = 0.5) -> list[float]:
+                positives_from: float = 0.5, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """Pretrain `model`'s encoder in place with a registered method; returns the mean loss of each epoch.
 
     Pseudo-class positives join after `positives_from` of the epochs (k-means on a random encoder's embeddings
@@ -236,6 +239,8 @@ def fit_encoder(model: HeadModel, inp: SSLInputs, method: str = "simclr", positi
         history.append(float(total) / max(1, n))
         if not math.isfinite(history[-1]):
             raise FloatingPointError(f"pretraining ({method}) loss is {history[-1]} at epoch {epoch + 1}; lower the lr")
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history[-1])
     return history
 
 
@@ -270,7 +275,7 @@ def init_encoder(model: HeadModel, run_dir: str) -> HeadModel:
     if not path.exists():
         raise FileNotFoundError(f"init-from {run_dir}: no {ENCODER_FILE} (is it an `affcli pretrain` run?)")
     meta, state = read_checkpoint(path, "encoder")
-    want, have = meta["encoder"], encoder_record(model)
+    want, have = {**OLD_ENCODER, **meta["encoder"]}, encoder_record(model)
     for k in have:
         if want.get(k) != have[k]:
             raise ValueError(f"init-from {run_dir}: its encoder has {k} = {want.get(k)!r}, this run {have[k]!r}; "

@@ -43,6 +43,10 @@ class PretrainConfig:
     seed: int = option(0, help="Seed.")
     device: str = option("auto", help="auto, cpu, cuda, cuda:1.")
     amp: bool = option(True, help="bf16 autocast on CUDA.")
+    tensorboard: bool = option(True, help="Write TensorBoard event files (loss and learning rate per epoch) in the "
+                                          "run folder.")
+    mlflow: str | None = option(None, help="Also log parameters, metrics and the run folder to this MLflow tracking "
+                                           "server URI (pip install 'affcli[mlflow]').", shown="off")
 
     def validate(self) -> None:
         """Cheap checks before any data is read: values, then the parts (heads.parts, as train-head checks them)."""
@@ -72,10 +76,13 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from affcli.heads.model.head import HeadModel
     from affcli.heads.train.pretrain import ENCODER_FILE, SSLInputs, ViewAug, encoder_record, encoder_state, fit_encoder
     from affcli.heads.train.ssl import prompt_embeddings, stored_views
+    from affcli.heads.train.tracking import Tracker, mlflow_module
     from affcli.heads.data.windows import make_windows
 
     t0 = time.perf_counter()
     cfg.validate()
+    if cfg.mlflow:
+        mlflow_module()
     seed_everything(cfg.seed)
     store = FeatureStore(cfg.cache, mode="r")
     feats = resolve_features(cfg, store)
@@ -96,14 +103,22 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     views = stored_views(cfg.cache, feats, store.modalities(feats), data.videos, device)
     torch.manual_seed(cfg.seed)
     model = HeadModel(cfg.model, BUILD_TASK, data.in_dims).to(device)
+    model.fit_inputs(data.modalities, data.valid, data.rows_of("all").to(device))
     inp = SSLInputs(data.modalities, data.valid, views, win, prompt_embeddings(data.text, cfg.prompts))
     aug = ViewAug(cfg.aug_mask, cfg.aug_noise, cfg.aug_crop, cfg.aug_modality_drop)
     t1 = time.perf_counter()
-    history = fit_encoder(model, inp, cfg.method, cfg.positives, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                          lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, amp=cfg.amp, clusters=cfg.clusters,
-                          aug=aug)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(out, {**dataclasses.asdict(cfg), "cache": resolve_path(cfg.cache)}, cfg.tensorboard, cfg.mlflow,
+                      out.name, {"affcli.kind": "pretrain"})
+    try:
+        history = fit_encoder(model, inp, cfg.method, cfg.positives, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                              lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, amp=cfg.amp,
+                              clusters=cfg.clusters, aug=aug,
+                              on_epoch=lambda e, loss: tracker.log(e, {"loss/train": loss, "lr": cfg.lr}))
+    except BaseException:
+        tracker.close(status="FAILED", artifacts=False)
+        raise
     write_json(out / "config.json", {**dataclasses.asdict(cfg), "cache": resolve_path(cfg.cache), "features": feats,
                                      "window": window, "stride": stride})
     write_checkpoint(out / ENCODER_FILE, encoder_state(model), encoder={**encoder_record(model), "features": feats})
@@ -113,6 +128,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
               "timings": {"data_s": t1 - t0, "train_s": time.perf_counter() - t1}, "device": str(device),
               "loss_finite": bool(np.isfinite(history).all())}
     write_json(out / "metrics.json", result)
+    tracker.close(final={"final_loss": result["final_loss"]})
     return result
 
 

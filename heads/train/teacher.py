@@ -18,7 +18,7 @@ import torch
 
 from affcli.common.cluster import ClusterOptions, Progress, map_videos
 from affcli.common.runs import config_hash
-from affcli.heads.config import RunConfig
+from affcli.heads.config import RunConfig, hashable_config
 from affcli.heads.data.dataset import Data
 from affcli.heads.tasks import Output, task_outputs
 
@@ -50,7 +50,7 @@ def teacher_fingerprint(run_dir: str | Path, cache: str | Path) -> dict[str, Any
     if missing:
         raise ValueError(f"distill teacher {run_dir}: its feature sets {', '.join(missing)} are not in {cache}")
     feats = {f: {k: store.fingerprint(f).get(k) for k in IDENTITY_FIELDS} for f in cfg.features}
-    return {"config": config_hash({k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY}),
+    return {"config": config_hash(hashable_config({k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY})),
             "checkpoint_sha256": _sha256(ckpt), "features": feats,
             "outputs": [[o.key, o.dim, o.kind] for o in task_outputs(cfg.task)]}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from affcli.heads.losses import LossContext, build_loss
 from affcli.heads.model.head import HeadModel
 from affcli.heads.infer.postprocess import tune_run
 from affcli.heads.train.teacher import loss_with_distill, teacher_source
+from affcli.heads.train.tracking import Tracker, mlflow_module
 from affcli.heads.tasks import task_outputs
 from affcli.heads.data.windows import Windows, gather, make_windows, sample_batches
 
@@ -75,10 +77,15 @@ def _lr_lambda(total: int, warm: int):
 
 def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: dict | None = None, *,
               data: Data | None = None, splits: dict[str, list[str]] | None = None,
-              progress: bool = False) -> dict[str, Any]:
-    """Train, early-stop on the val main metric, write the run folder (cfg.out); returns metrics (with 'main')."""
+              progress: bool = False, epoch_hook: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train, early-stop on the val main metric, write the run folder (cfg.out); returns metrics (with 'main').
+
+    The run folder also gets TensorBoard event files (cfg.tensorboard) and, with cfg.mlflow, an MLflow run.
+    `epoch_hook(epoch, val main)` is called after each epoch's validation (a search prunes by raising from it)."""
     t_start = time.perf_counter()
     cfg.validate()
+    if cfg.mlflow:
+        mlflow_module()
     cfg.resolve(cached_modalities(cfg) if cfg.cache and table is None and data is None else None)
     seed_everything(cfg.seed)
     if isinstance(table, Data):
@@ -89,11 +96,25 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**cfg.with_resolved_paths().to_dict(), "features": list(data.features)})
+    tracker = Tracker(out, {**cfg.with_resolved_paths().to_dict(), "features": list(data.features)},
+                      cfg.tensorboard, cfg.mlflow, cfg.name or out.name, {"affcli.task": cfg.task})
+    try:
+        result = _train(cfg, data, out, t_start, t_data, progress, epoch_hook, tracker)
+    except BaseException:
+        tracker.close(status="FAILED", artifacts=False)
+        raise
+    tracker.close(final={"main": result["main"], "val": result["val"]})
+    return result
+
+
+def _train(cfg: RunConfig, data: Data, out: Path, t_start: float, t_data: float, progress: bool,
+           epoch_hook: Callable[[int, float], None] | None, tracker: Tracker) -> dict[str, Any]:
     device = data.device
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data).to(device)
     keys = [o.key for o in task_outputs(cfg.task)]
     tr_rows = data.rows_of(cfg.splits[0]).to(device)
+    model.fit_inputs(data.modalities, data.valid, tr_rows)
     ctx = LossContext(cfg.task, model.feat_dim, {k: v[tr_rows] for k, v in data.labels.items()}, data.text,
                       teacher_source(data, cfg), device, cfg.prompts, tuple(cfg.distill_from))
     loss_fn = build_loss(loss_with_distill(cfg), ctx).to(device)
@@ -127,6 +148,10 @@ def train_run(cfg: RunConfig, table: FeatureTable | Data | None = None, labels: 
                             "val": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
             if bar:
                 bar.update(epoch, train_loss, metrics["main"])
+            tracker.log(epoch, {"loss/train": train_loss, "loss/terms": terms, "lr": sched.get_last_lr()[0],
+                                "val": metrics})
+            if epoch_hook is not None:
+                epoch_hook(epoch, float(metrics["main"]))
             main = float(metrics["main"]) if math.isfinite(float(metrics["main"])) else -math.inf
             if "epoch" not in best or main > best["main"]:
                 best = {"main": main, "epoch": epoch, "metrics": metrics, "rows": rows_np, "preds": preds,

@@ -17,7 +17,8 @@ import torch
 from affcli.common.device import autocast
 from affcli.pipeline.backbones.base import AudioBackbone, CausalPlan, Steps, seeded_build
 from affcli.pipeline.backbones.registry import BACKBONES
-from affcli.pipeline.backbones.wav2vec2 import load_pretrained
+from affcli.pipeline.backbones.spec import spec_name
+from affcli.pipeline.backbones.hub import load_pretrained
 from affcli.pipeline.backbones.windows import run_causal, run_centered
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -38,7 +39,7 @@ class ASTBackbone(AudioBackbone):
         super().__init__(spec, device, seed)
         from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
-        name = spec.partition(":")[2]
+        name = spec_name(spec)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
             if name == "tiny":

@@ -93,10 +93,15 @@ class Backbone(ABC):
             out[self.library] = __import__(self.library).__version__
         return out
 
+    def weights_sha256(self) -> str:
+        """Hash of what defines the features besides `preprocessing()`: the module's weights (a kind without weights,
+        such as a signal-processing feature set, hashes its configuration instead)."""
+        return state_dict_sha256(self.module)
+
     def fingerprint(self) -> dict[str, Any]:
         """Spec, modality, dim, weights hash (computed once), preprocessing, cache dtype and library versions."""
         if self._sha is None:
-            self._sha = state_dict_sha256(self.module)
+            self._sha = self.weights_sha256()
         return make_fingerprint(self.spec, self.modality, self.dim, self._sha, self.preprocessing(),
                                 versions=self.versions())
 

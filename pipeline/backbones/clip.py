@@ -20,7 +20,9 @@ import torch
 
 from affcli.common.device import autocast
 from affcli.pipeline.backbones.base import BackboneError, VisualBackbone, hub_offline, seeded_build
+from affcli.pipeline.backbones.hub import download_guarded
 from affcli.pipeline.backbones.registry import BACKBONES
+from affcli.pipeline.backbones.spec import spec_name
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TINY_MODEL = "clip-tiny"
@@ -70,7 +72,7 @@ class ClipBackbone(VisualBackbone):
         import open_clip
 
         register_tiny_config()
-        name = spec.partition(":")[2]
+        name = spec_name(spec)
         try:
             model_name, pretrained = _resolve(name)
             self.model_name = model_name
@@ -80,12 +82,17 @@ class ClipBackbone(VisualBackbone):
                 if not pretrained:
                     logging.disable(logging.WARNING)  # open_clip warns that random weights are random: we asked for them
                 try:
-                    model = seeded_build(seed, lambda: open_clip.create_model(
-                        model_name, pretrained=pretrained, load_weights=True, cache_dir=None,
-                        **({"require_pretrained": True} if pretrained else {"pretrained_text": False})))
+                    def build():
+                        return seeded_build(seed, lambda: open_clip.create_model(
+                            model_name, pretrained=pretrained, load_weights=True, cache_dir=None,
+                            **({"require_pretrained": True} if pretrained else {"pretrained_text": False})))
+                    remote = pretrained and not Path(pretrained).expanduser().is_file()
+                    model = download_guarded(spec, f"open_clip {model_name}/{pretrained}", build) if remote else build()
                 finally:
                     logging.disable(logging.NOTSET)
             self.tokenizer = open_clip.get_tokenizer(model_name)
+        except BackboneError:
+            raise
         except Exception as e:  # noqa: BLE001 - every load failure becomes one line naming the spec
             remote = not name.startswith(("local-dir:", "/", ".", "~", "tiny")) and not name.endswith("/" + RANDOM_TAG)
             hint = " (hub access is disabled: HF_HUB_OFFLINE)" if hub_offline() and remote else ""

