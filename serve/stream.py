@@ -172,6 +172,9 @@ class Streamer:
             model = load_model(leaf, dev)
             where = f"stream: run {run_dir}" + (f" (member {leaf})" if leaf != view.path else "")
             heads[leaf] = OnlineHead(model, cfg.window, cfg.amp, where=where)
+            if getattr(cfg, "audio_valid", None) and "audio" in model.modalities:
+                raise ValueError(f"{where} masks its audio frames with --audio-valid {cfg.audio_valid}, which stream "
+                                 f"does not compute live; train without --audio-valid to stream it")
             keys[leaf] = tuple(s for s in cfg.features if mods[s] in model.modalities)
         for key in dict.fromkeys(keys.values()):
             featurizers[key] = FrameFeaturizer.from_cache(view.cfg.cache, list(key), source_kind, dev, seed, audio)
