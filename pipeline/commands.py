@@ -38,8 +38,7 @@ def interrupted(e: KeyboardInterrupt, what: str) -> int:
 def one_line_warnings() -> Iterator[None]:
     """Show each warning of the run as one `warning: ...` line (a bad frame or input names its file), not Python's
     two-line `file:line: UserWarning` form."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
+    with warnings.catch_warnings():  # the filters stay as they are (library deprecations stay quiet)
         warnings.showwarning = lambda message, *args, **kw: warn(str(message))
         yield
 
