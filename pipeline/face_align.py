@@ -68,9 +68,7 @@ def warp_affine(frames: torch.Tensor, matrices: torch.Tensor, size: int, frame_i
     face is shrunk; None picks each warp's own (`supersampling`: ceil(1 / scale), at most 4), so a face's crop
     does not depend on the other faces of the batch.
     """
-    x = _nchw_float(frames)
-    if frame_index is not None:
-        x = x[frame_index]
+    x = _nchw_float(frames if frame_index is None else frames[frame_index.to(frames.device)])  # pick, then float
     if len(matrices) != len(x):
         raise ValueError(f"face_align: {len(matrices)} matrices for {len(x)} frames")
     k = len(x)
