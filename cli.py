@@ -67,16 +67,18 @@ def prompts(
     cache: Path = typer.Option(..., "--cache", help="Feature cache to store the text embeddings in."),
     backbone: str = typer.Option("clip:ViT-B-16/openai", "--backbone", "-b", help="A backbone with a text tower "
                                                                                  "(clip:*)."),
-    prompt_set: list[str] = typer.Option(["expr8", "va9"], "--set", help="Named prompt sets "
-                                         f"({_pipeline_help.prompt_sets_help()})."),
+    prompt_set: Optional[list[str]] = typer.Option(None, "--set", help="Named prompt sets "
+                                                   f"({_pipeline_help.prompt_sets_help()}); default: expr8, va9."),
     file: Optional[Path] = typer.Option(None, "--file", help="A text file of prompts, one per line (custom set)."),
     name: str = typer.Option("custom", "--name", help="Name of the custom set from --file."),
     device: str = typer.Option("auto"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a built-in or cached prompt set of the same "
+                                                              "name by other prompts (refused without it)."),
 ) -> None:
     """Encode prompt lists with the CLIP text tower and store them in the cache."""
     from affcli.pipeline.commands import prompts_command
 
-    raise typer.Exit(prompts_command(cache, backbone, list(prompt_set), device, file, name))
+    raise typer.Exit(prompts_command(cache, backbone, prompt_set, device, file, name, overwrite))
 
 
 # ===== the cache =====

@@ -2,14 +2,16 @@
 result, and the feature fingerprint of a backbone under this run's preprocessing."""
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from affcli.common.cli_options import option
 from affcli.common.cluster import ClusterOptions
-from affcli.pipeline.sources import Source, discover_sources
+from affcli.pipeline.sources import Refused, Source, discover_sources, shown
 
 if TYPE_CHECKING:
     from affcli.pipeline.crop_settings import CropSettings
@@ -30,9 +32,14 @@ class ExtractConfig:
                                                 "same id.")
     videos: str | None = option(None, help="Only these ids: comma list, or a file of ids (a list of ids in Python).")
     device: str = option("auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    batch_size: int = option(256, help="Frames per backbone forward pass.")
+    batch_size: int = option(256, help="Frames embedded per step (full across video boundaries); each backbone runs "
+                                       "them in forwards of one fixed shape (8 rows on the CPU, 64 on a GPU), so a "
+                                       "frame's features never depend on its batch-mates.")
     decode_batch: int = option(64, help="Frames per decoded batch.")
     decode_workers: int = option(2, help="Decoder threads running ahead of the backbones.")
+    decode_memory_mb: int = option(1024, help="MiB that decoded frames may take in flight (decode batches, queues, the "
+                                              "face stage's float copies): batches shrink with the frame size, so "
+                                              "any resolution extracts within it.")
     face: str = option("mtcnn", help="Face detector.")
     face_options: dict[str, Any] = option({}, flag="--face-option", help="An option of the --face detector (JSON "
                                           "values), e.g. min_face_size=40; recorded in the fingerprint.")
@@ -76,15 +83,29 @@ class ExtractConfig:
                             detect_every=self.detect_every, track_iou=self.track_iou,
                             fps=self.frames_fps if kind == "frames" else None, augment=augment)
 
-    def sources(self) -> list[Source]:
-        """The sources this run reads (the same discovery for one process and for the workers of a cluster)."""
+    def sources(self, refused: list[Refused] | None = None) -> list[Source]:
+        """The sources this run reads (the same discovery for one process and for the workers of a cluster); inputs
+        whose name cannot be an id go to `refused` (see pipeline.sources.discover_sources)."""
         if self.images_dir is not None:
-            return discover_sources(images_dir=self.images_dir, videos=self.videos)
-        return discover_sources(self.video_dir if self.frames_dir is None else None, self.frames_dir, self.videos)
+            return discover_sources(images_dir=self.images_dir, videos=self.videos, refused=refused)
+        return discover_sources(self.video_dir if self.frames_dir is None else None, self.frames_dir, self.videos,
+                                refused=refused)
+
+    def frame_queue(self) -> int:
+        """Decoded batches the queue between the decoders and the face stage holds."""
+        return max(4, 2 * self.decode_workers)
+
+    def batch_bytes(self) -> int:
+        """The bytes one decoded batch may take: --decode-memory-mb shared by every batch that can be in flight (the
+        queue, one being filled and one being handed on per decoder, one in the face stage and one its tracker
+        holds); the face stage's float copies are cut to the same size."""
+        slots = self.frame_queue() + 2 * self.decode_workers + 2
+        return self.decode_memory_mb * 2**20 // slots
 
     def validate(self) -> None:
-        """Refuse a run with no input folder, an unknown face detector, audio alignment or prompt set, or face options
-        the detector cannot follow, before anything is built."""
+        """Refuse a run with no input folder, a backbone given twice, a count out of range, an unknown face detector,
+        audio alignment or prompt set, or face options the detector cannot follow, before anything is built."""
+        _check_counts(self)
         if self.images_dir is not None:
             _check_images(self)
         elif self.video_dir is None and self.frames_dir is None:
@@ -100,7 +121,28 @@ class ExtractConfig:
         if unknown:
             raise ValueError(f"extract: unknown prompt set(s) {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(PROMPT_SETS))}")
-        self.sources()  # an empty input folder or a filter naming unknown ids is refused before the store is created
+        self.sources([])  # an empty input folder or a filter naming unknown ids is refused before the store is created
+
+
+MIN_DECODE_MB = 64
+
+
+def _check_counts(cfg: ExtractConfig) -> None:
+    """Refuse no backbone or one given twice (each would then fail every video), and sizes and counts out of range."""
+    specs = [str(b) for b in cfg.backbones]
+    if not specs:
+        raise ValueError("extract: give at least one backbone (-b KIND:NAME)")
+    twice = sorted({s for s in specs if specs.count(s) > 1})
+    if twice:
+        raise ValueError(f"extract: backbone {twice[0]} is given {specs.count(twice[0])} times (-b); give each "
+                         f"backbone once")
+    for name, lo in (("batch_size", 1), ("decode_batch", 1), ("decode_workers", 1), ("face_threads", 1),
+                     ("decode_memory_mb", MIN_DECODE_MB)):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"extract: --{name.replace('_', '-')} must be an integer >= {lo}, not {v!r}")
+    if not (isinstance(cfg.frames_fps, (int, float)) and math.isfinite(cfg.frames_fps) and cfg.frames_fps > 0):
+        raise ValueError(f"extract: --frames-fps must be > 0, not {cfg.frames_fps!r}")
 
 
 def _check_images(cfg: ExtractConfig) -> None:
@@ -130,6 +172,17 @@ class VideoResult:
     n_frames: int = 0
     message: str = ""
     specs: list[str] = field(default_factory=list)
+
+
+def refused_results(refused: list[Refused], progress: Callable[[str, dict], None] | None = None) -> list[VideoResult]:
+    """One failed result per input refused at discovery (its id shown escaped), each also reported as a `refused`
+    progress event, so a run's summary and exit code count it; nothing of it is stored."""
+    out = []
+    for r in refused:
+        if progress is not None:
+            progress("refused", {"video": shown(r.video_id), "message": r.message})
+        out.append(VideoResult(shown(r.video_id), "failed", 0, r.message))
+    return out
 
 
 def feature_fingerprint(backbone: Any, crop: CropSettings, audio_align: str) -> dict[str, Any]:

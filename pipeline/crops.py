@@ -13,6 +13,24 @@ import torch.nn.functional as F
 from affcli.pipeline.face_align import align_faces, box_crops
 
 
+def float_chunks(frames: torch.Tensor, max_bytes: int | None) -> list[slice]:
+    """Consecutive slices of `frames` [N,...] whose float32 copies take at most `max_bytes` (at least one frame each;
+    all of them at once when `max_bytes` is None): a 4K batch is made float a frame or two at a time."""
+    n = len(frames)
+    if max_bytes is None or n == 0:
+        return [slice(0, n)]
+    per = 4 * max(1, frames[0].numel())
+    step = max(1, int(max_bytes) // per)
+    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+def chunked(fn, frames: torch.Tensor, max_bytes: int | None, *per_frame: torch.Tensor) -> torch.Tensor:
+    """`fn(frames[s], *(a[s] for a in per_frame))` over `float_chunks`, concatenated: `fn` works frame by frame, so
+    the result is the one-call result while the float work stays within `max_bytes`."""
+    parts = [fn(frames[s], *(a[s] for a in per_frame)) for s in float_chunks(frames, max_bytes)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [N,3,H,W] -> [N,3,size,size] (bilinear, antialiased), on their device; unchanged when already that size."""
     if frames.shape[-2:] == (size, size):

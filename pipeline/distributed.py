@@ -13,13 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from affcli.common.cluster import TASK_RETRIES, ClusterOptions, cluster_client, map_shares, worker_device
-from affcli.pipeline.config import ExtractConfig, VideoResult
+from affcli.pipeline.config import ExtractConfig, VideoResult, refused_results
 from affcli.pipeline.extract import run_extract
+from affcli.pipeline.sources import Refused
 
 
-def video_ids(cfg: ExtractConfig) -> list[str]:
-    """Ids of the sources `cfg` would extract, in order (the same discovery as a single-process run)."""
-    return [s.video_id for s in cfg.sources()]
+def video_ids(cfg: ExtractConfig, refused: list[Refused] | None = None) -> list[str]:
+    """Ids of the sources `cfg` would extract, in order (the same discovery as a single-process run); inputs whose
+    name cannot be an id go to `refused`."""
+    return [s.video_id for s in cfg.sources(refused)]
 
 
 def _extract_task(cfg: ExtractConfig, ids: list[str]) -> list[VideoResult]:
@@ -31,11 +33,12 @@ def run_on_client(client: Any, cfg: ExtractConfig, progress: Callable[[str, dict
                   retries: int = TASK_RETRIES) -> list[VideoResult]:
     """Extract every video of `cfg` with the workers of `client`; returns one result per video, sorted by id."""
     progress = progress or (lambda event, info: None)
-    ids = video_ids(cfg)
+    refused: list[Refused] = []
+    ids = video_ids(cfg, refused)
     device = worker_device(client, cfg.device)
     wcfg = cfg if device == cfg.device else dataclasses.replace(cfg, device=device)
     progress("start", {"videos": len(ids), "skipped": 0, "frames": 0})
-    results: dict[str, VideoResult] = {}
+    results: dict[str, VideoResult] = {r.video_id: r for r in refused_results(refused, progress)}
     for _, done in map_shares(client, _extract_task, (wcfg,), ids, retries=retries):
         for r in done:
             results[r.video_id] = r

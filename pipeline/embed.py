@@ -3,6 +3,11 @@
 Crops of several videos in flight share a batch; each video's rows are split back out in order. A video is
 finished (-> VideoDone) once its end has arrived and none of its crops wait in the batch; a partial batch is
 only run when a finished video waits on it and nothing else is coming (`flush`), or at the end of the run.
+
+A visual backbone always runs forwards of the same shape (`forward_rows` rows, the last one padded with zero crops,
+`embed_visual`): kernels round differently for another number of rows, and the features are stored in float16, where
+such a difference flips the last bit; with one shape a frame's features do not depend on its batch-mates, and
+`stream`, padding its one frame the same way, gets the stored features bit for bit.
 """
 from __future__ import annotations
 
@@ -15,6 +20,33 @@ import torch
 
 from affcli.cache.store import FaceRecord
 from affcli.pipeline.stages import FrameBatch, VideoDone, VideoEnd, VideoError
+
+
+FORWARD_ROWS = {"cpu": 8}
+GPU_FORWARD_ROWS = 64
+
+
+def forward_rows(device: torch.device | str) -> int:
+    """Rows of every visual backbone forward on `device`: a few on the CPU (its kernels are as fast per row), more on
+    a GPU (it needs them to be busy)."""
+    return FORWARD_ROWS.get(torch.device(device).type, GPU_FORWARD_ROWS)
+
+
+def embed_visual(backbone: Any, crops: torch.Tensor | np.ndarray) -> np.ndarray:
+    """uint8 crops ([n,3,S,S] tensor or [n,S,S,3] array) -> float32 [n, dim], in forwards of exactly
+    `forward_rows(backbone.device)` rows (zero crops pad the last): a row's features never depend on the others."""
+    rows = forward_rows(backbone.device)
+    n = len(crops)
+    out = []
+    for a in range(0, n, rows):
+        x = crops[a:a + rows]
+        k = len(x)
+        if k < rows:
+            pad = (rows - k, *x.shape[1:])
+            x = torch.cat([x, x.new_zeros(pad)]) if isinstance(x, torch.Tensor) else \
+                np.concatenate([x, np.zeros(pad, x.dtype)])
+        out.append(backbone.embed(backbone.preprocess(x)).float().numpy()[:k])
+    return np.concatenate(out) if out else np.zeros((0, backbone.dim), np.float32)
 
 
 @dataclass
@@ -112,12 +144,10 @@ class Embedder:
         valid = np.concatenate([p.valid for p in parts])
         try:
             x = torch.cat([p.crops for p in parts])
-            if n < self.batch_size:  # one batch shape always: a frame's features must not depend on its batch-mates
-                x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
             for b in self.visual:
                 if not any(b.spec in self.todo[p.video_id] for p in parts):
                     continue
-                e = b.embed(b.preprocess(x)).float().numpy()[:n]
+                e = embed_visual(b, x)
                 e[~valid] = 0.0
                 for p, rows in zip(parts, np.split(e, np.cumsum(counts)[:-1])):
                     if p.video_id in self.videos:

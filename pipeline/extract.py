@@ -7,7 +7,9 @@ video's end (pipeline/embed.py); the writer thread alone touches the cache's per
 """
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -19,15 +21,15 @@ from affcli.cache.store import FeatureStore
 from affcli.common.device import resolve_device
 from affcli.common.vocab import subject_video
 from affcli.pipeline.backbones import build_backbone
-from affcli.pipeline.config import ExtractConfig, VideoResult, feature_fingerprint
+from affcli.pipeline.config import ExtractConfig, VideoResult, feature_fingerprint, refused_results
 from affcli.pipeline.crop_settings import CropSettings
 from affcli.pipeline.embed import Embedder
-from affcli.pipeline.errors import MediaError
+from affcli.pipeline.errors import Interrupted, MediaError
 from affcli.pipeline.frames import frame_folder_index
 from affcli.pipeline.images import run_image_extract
 from affcli.pipeline.media import probe_video
 from affcli.pipeline.prompt_encode import encode_prompts, named_prompt_sets
-from affcli.pipeline.sources import Source
+from affcli.pipeline.sources import Refused, Source
 from affcli.pipeline.stages import DONE, Decoder, FaceStage, StageFailed, VideoError, nvdec_available, put
 
 __all__ = ["DONE_ELSEWHERE", "ExtractConfig", "Extractor", "VideoResult", "run_extract"]
@@ -52,12 +54,14 @@ class Extractor:
         self.store = FeatureStore(cfg.cache, mode="a")  # once the parts are built: a refused run leaves no store
 
     def plan(self) -> tuple[list[Source], dict[str, list[str]], list[VideoResult]]:
-        """Sources, the specs still to compute per video, and the videos skipped as complete."""
+        """Sources, the specs still to compute per video, and the results known already: videos skipped as complete,
+        inputs refused at discovery (a name that cannot be an id: failed, one line, nothing stored)."""
         c = self.cfg
-        sources = c.sources()
+        refused: list[Refused] = []
+        sources = c.sources(refused)
         for b in self.backbones:
             self.store.ensure_feature_set(b.spec, feature_fingerprint(b, self.crop, c.audio_align))
-        todo, skipped = {}, []
+        todo, skipped = {}, refused_results(refused, self.progress)
         for s in sources:
             need = [b.spec for b in self.backbones if not self.store.has_video(b.spec, s.video_id)]
             if need:
@@ -84,8 +88,16 @@ class Extractor:
         by_id = {s.video_id: s for s in sources}
         self.progress("start", {"videos": len(sources), "skipped": len(results),
                                 "frames": self._estimate_frames(sources)})
-        if sources:
-            results += self._run(sources, todo, by_id)
+        written: list[VideoResult] = []
+        try:
+            if sources:
+                self._run(sources, todo, by_id, written)
+        except KeyboardInterrupt:
+            self.store.write_manifest()  # the manifest lists what the writer completed; the rest is redone on resume
+            done = {r.video_id for r in written}
+            raise Interrupted("extract", sum(r.status == "ok" for r in written),
+                              [s.video_id for s in sources if s.video_id not in done]) from None
+        results += written
         self._encode_prompts()
         self.store.write_manifest()
         order = {s: i for i, s in enumerate(sorted(r.video_id for r in results))}
@@ -104,16 +116,19 @@ class Extractor:
                 pass
         return total
 
-    def _run(self, sources: list[Source], todo: dict[str, list[str]], by_id: dict[str, Source]) -> list[VideoResult]:
+    def _run(self, sources: list[Source], todo: dict[str, list[str]], by_id: dict[str, Source],
+             results: list[VideoResult]) -> None:
+        """Run the stages over `sources`, appending each video's result to `results` as the writer finishes it. Every
+        thread is joined before this returns or raises (Ctrl-C included): the writer first completes the videos it
+        was handed, the other stages stop at their next batch."""
         c = self.cfg
         stop = threading.Event()
-        frames_q: queue.Queue = queue.Queue(maxsize=max(4, 2 * c.decode_workers))
+        frames_q: queue.Queue = queue.Queue(maxsize=c.frame_queue())
         crops_q: queue.Queue = queue.Queue(maxsize=8)
         write_q: queue.Queue = queue.Queue(maxsize=4)
-        results: list[VideoResult] = []
-        faces = FaceStage(self.crop, self.detector)
+        faces = FaceStage(self.crop, self.detector, max_bytes=c.batch_bytes())
         decoder = Decoder(self.device, c.decode_batch, self.crop_size, c.frames_fps, self._audio_path,
-                          nvdec=nvdec_available(self.device))
+                          nvdec=nvdec_available(self.device), max_bytes=c.batch_bytes())
         audio_specs = {b.spec for b in self.audio}
         embedder = Embedder(self.visual, self.audio, c.batch_size, c.audio_align, todo, by_id,
                             self.crop.face_attrs(), self.progress)
@@ -137,13 +152,15 @@ class Extractor:
                         put(write_q, out, stop)
             for out in embedder.flush():
                 put(write_q, out, stop)
+        except KeyboardInterrupt:
+            stop.set()
+            _wind_down(write_q, threads, stop, interrupted=True)
+            raise
         except BaseException:
             stop.set()
+            _wind_down(write_q, threads, stop, interrupted=False)
             raise
-        finally:
-            write_q.put(DONE)
-            threads[0].join()
-        return results
+        _wind_down(write_q, threads, stop, interrupted=False)
 
     def _writer(self, write_q: queue.Queue, results: list[VideoResult], by_id: dict[str, Source],
                 todo: dict[str, list[str]]) -> None:
@@ -203,10 +220,47 @@ def _decode_all(decoder: Decoder, sources: list[Source], todo: dict[str, list[st
     put(out, DONE, stop)
 
 
+def _wind_down(write_q: queue.Queue, threads: list[threading.Thread], stop: threading.Event,
+               interrupted: bool) -> None:
+    """Hand the writer its end mark and join every stage thread (none is left running into interpreter exit, which
+    aborts the process). A Ctrl-C meanwhile stops the other stages while the writer completes the video it is
+    writing, then raises KeyboardInterrupt; a second one (`interrupted`: the run is stopping for a Ctrl-C already)
+    exits at once with 130: a video being written then stays incomplete, as after kill -9, and is redone on resume."""
+    sent, caught = False, False
+    while True:
+        try:
+            if not sent:
+                write_q.put(DONE)
+                sent = True
+            for t in threads:
+                t.join()
+            break
+        except KeyboardInterrupt:
+            if interrupted:
+                sys.stderr.write("interrupted again: exiting now; a video being written stays incomplete and is "
+                                 "redone on resume\n")
+                sys.stderr.flush()
+                os._exit(130)
+            stop.set()
+            interrupted = caught = True
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    """The next item of `q`, or DONE once the run is stopping (a stage never waits on a producer that stopped)."""
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return DONE
+
+
 def _pump(stage: Callable[[Any], list[Any]], inq: queue.Queue, outq: queue.Queue, stop: threading.Event) -> None:
     """Run a stage over its input queue until DONE; a crash stops the run with StageFailed."""
     try:
-        while (msg := inq.get()) is not DONE:
+        while (msg := _get(inq, stop)) is not DONE:
             for out in stage(msg):
                 if not put(outq, out, stop):
                     return

@@ -51,26 +51,40 @@ def _homogeneous(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([m, row], 1)
 
 
+def supersampling(matrices: torch.Tensor) -> torch.Tensor:
+    """Per warp [K,2,3]: ceil(1 / scale), at most 4 (1 where the face is not shrunk): the samples per output pixel
+    side that keep a shrunk face from aliasing. Each warp's own, so a crop never depends on its batch-mates."""
+    scale = torch.linalg.det(matrices.to(torch.float64)[:, :, :2]).abs().sqrt()
+    k = torch.ceil(1.0 / scale.clamp(min=1e-12) - 1e-6).clamp(1, 4)
+    return torch.where(scale > 0, k, torch.ones_like(k)).to(torch.int64)
+
+
 def warp_affine(frames: torch.Tensor, matrices: torch.Tensor, size: int, frame_index: torch.Tensor | None = None,
                 supersample: int | None = None) -> torch.Tensor:
     """cv2.warpAffine(frame, M, (size, size)) for a batch: bilinear, zeros outside, on the frames' device.
 
     `matrices` [K,2,3] map frame pixels to output pixels; `frame_index` [K] picks each warp's frame (default: one
     per frame). `supersample` k samples k x k points per output pixel and averages them, against aliasing when a
-    face is shrunk; None picks ceil(1 / smallest scale), at most 4 (1 when no face is shrunk).
+    face is shrunk; None picks each warp's own (`supersampling`: ceil(1 / scale), at most 4), so a face's crop
+    does not depend on the other faces of the batch.
     """
-    x = _nchw_float(frames)
-    if frame_index is not None:
-        x = x[frame_index]
+    x = _nchw_float(frames if frame_index is None else frames[frame_index.to(frames.device)])  # pick, then float
     if len(matrices) != len(x):
         raise ValueError(f"face_align: {len(matrices)} matrices for {len(x)} frames")
     k = len(x)
     if k == 0:
         return x.new_zeros(0, x.shape[1], size, size)
-    m = matrices.to(x.device, torch.float64)
     if supersample is None:
-        scale = torch.linalg.det(m[:, :, :2]).abs().sqrt().min().item()
-        supersample = min(4, max(1, math.ceil(1.0 / scale - 1e-6))) if scale > 0 else 1
+        ks = supersampling(matrices)
+        levels = ks.unique().tolist()
+        if len(levels) > 1:
+            out = x.new_empty(k, x.shape[1], size, size)
+            for level in levels:
+                sel = (ks == level).nonzero().flatten()
+                out[sel] = warp_affine(x[sel], matrices[sel.to(matrices.device)], size, supersample=int(level))
+            return out
+        supersample = int(levels[0])
+    m = matrices.to(x.device, torch.float64)
     out = size * supersample
     h, w = x.shape[-2:]
     # output normalised -> output pixels (of the size x size crop) -> frame pixels -> frame normalised

@@ -22,11 +22,13 @@ from affcli.cache.rows import row_extras
 from affcli.cache.store import FeatureStore
 from affcli.common.device import resolve_device
 from affcli.pipeline.backbones import build_backbone
-from affcli.pipeline.config import ExtractConfig, VideoResult, feature_fingerprint
+from affcli.pipeline.config import ExtractConfig, VideoResult, feature_fingerprint, refused_results
 from affcli.pipeline.crops import face_crops, resize_batch, whole_frames
-from affcli.pipeline.frames import _read
+from affcli.pipeline.embed import embed_visual
+from affcli.pipeline.errors import Interrupted
+from affcli.pipeline.frames import MAX_IMAGE_PIXELS, image_size, read_image, warn_invalid
 from affcli.pipeline.prompt_encode import encode_prompts, named_prompt_sets
-from affcli.pipeline.sources import Source, image_paths
+from affcli.pipeline.sources import Refused, Source, image_paths
 from affcli.pipeline.stages import to_device
 
 IMAGE_FPS = 1.0
@@ -62,20 +64,42 @@ class ViewAugment:
         return out
 
 
-def iter_image_folder(folder: Path, batch_size: int = 64, threads: int = 4) -> Iterator[tuple[list, np.ndarray, np.ndarray]]:
-    """Yield (RGB images as a list of uint8 [H,W,3] arrays or None, timestamps [B] = row index, ok [B]) per batch.
+def _groups(files: list[Path], batch_size: int, max_bytes: int | None) -> Iterator[list[Path]]:
+    """Consecutive files in groups of at most `batch_size` whose decoded sizes (from their headers) add up to at most
+    `max_bytes` (at least one file per group)."""
+    group: list[Path] = []
+    total = 0
+    for f in files:
+        size = image_size(f) if max_bytes is not None else None
+        need = size[0] * size[1] * 3 if isinstance(size, tuple) else 0
+        if group and (len(group) == batch_size or (max_bytes is not None and total + need > max_bytes)):
+            yield group
+            group, total = [], 0
+        group.append(f)
+        total += need
+    if group:
+        yield group
 
-    Unreadable images are None with ok=False and a warning naming the file (the row stays, as zeros)."""
-    files = image_paths(folder)
+
+def iter_image_folder(files: list[Path], batch_size: int = 64, threads: int = 4, max_bytes: int | None = None
+                      ) -> Iterator[tuple[list, np.ndarray, np.ndarray]]:
+    """Yield (RGB images as a list of uint8 [H,W,3] arrays or None, timestamps [B] = row index, ok [B]) per batch of
+    `files`; a batch holds at most `max_bytes` of decoded images (it shrinks with the image size).
+
+    Invalid images (junk, empty, cut short, a header claiming more than one batch may hold) are None with ok=False
+    and a one-line warning naming the file (the row stays, as zeros)."""
+    max_pixels = MAX_IMAGE_PIXELS if max_bytes is None else max(1, min(MAX_IMAGE_PIXELS, max_bytes // 3))
+    start = 0
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="img") as pool:
-        for start in range(0, len(files), batch_size):
-            decoded = list(pool.map(_read, files[start:start + batch_size]))
-            for img, bad in decoded:
-                if bad is not None:
-                    warnings.warn(f"{bad}: unreadable image, stored as zeros with ok=False", stacklevel=2)
+        for group in _groups(list(files), batch_size, max_bytes):
+            decoded = list(pool.map(lambda p: read_image(p, max_pixels), group))
+            for path, (_, problem) in zip(group, decoded):
+                if problem is not None:
+                    warn_invalid(path, problem)
             imgs = [img for img, _ in decoded]
             yield imgs, np.arange(start, start + len(imgs), dtype=np.float64) / IMAGE_FPS, \
                 np.array([i is not None for i in imgs], bool)
+            start += len(imgs)
 
 
 class ImageExtractor:
@@ -90,6 +114,7 @@ class ImageExtractor:
         if audio:
             raise ValueError(f"extract --images-dir: {', '.join(audio)} need audio; still images take visual backbones only")
         self.size = max(b.input_size for b in self.backbones)
+        self.batch_bytes = cfg.decode_memory_mb * 2**20 // 2  # one batch of decoded images, and its crops and views
         self.augment = ViewAugment(self.size, cfg.views, cfg.seed) if cfg.views > 0 else None
         self.crop = cfg.crop_settings(self.size, self.augment.fingerprint() if self.augment else None)
         self.detector = self.crop.build_detector(self.device, cfg.face_threads)
@@ -116,7 +141,7 @@ class ImageExtractor:
         return crop[0].permute(1, 2, 0).cpu().numpy(), bool(d.valid[0])
 
     def _embed(self, b: Any, crops: np.ndarray) -> np.ndarray:
-        return b.embed(b.preprocess(resize_batch(crops, b.input_size))).float().cpu().numpy()
+        return embed_visual(b, resize_batch(crops, b.input_size))
 
     def extract_folder(self, src: Source, specs: list[str]) -> int:
         """Embed every image of one folder (and its views) with the backbones of `specs`, write them; returns rows."""
@@ -125,7 +150,11 @@ class ImageExtractor:
         feats: dict[str, list] = {b.spec: [] for b in todo}
         views: dict[str, list] = {b.spec: [] for b in todo}
         oks, tss = [], []
-        for imgs, ts, ok in iter_image_folder(src.path, c.decode_batch, max(1, c.decode_workers)):
+        refused: list[Refused] = []
+        files = image_paths(src.path, refused)
+        for r in refused:
+            warnings.warn(r.message, stacklevel=2)
+        for imgs, ts, ok in iter_image_folder(files, c.decode_batch, max(1, c.decode_workers), self.batch_bytes):
             crops, ok = self._crops(imgs, ok)
             batch = crops
             if self.augment is not None:
@@ -143,13 +172,13 @@ class ImageExtractor:
             tss.append(ts)
             self.progress("frames", {"n": len(ts)})
         if not oks:
-            raise ValueError(f"{src.path}: no images")
+            raise ValueError(f"{src.path}: no images" + (" with a usable name" if refused else ""))
         ok, ts = np.concatenate(oks), np.concatenate(tss)
         if not ok.any():
             warnings.warn(f"{src.path}: no usable image (unreadable{' or no face' if self.detector else ''}); "
                           f"features marked invalid", stacklevel=2)
         root = Path(c.images_dir)
-        paths = [p.relative_to(root).as_posix() for p in image_paths(src.path)]
+        paths = [p.relative_to(root).as_posix() for p in files]
         for b in todo:
             v = np.concatenate(views[b.spec], 1) if self.augment is not None else None
             self.store.write_video(b.spec, src.video_id, np.concatenate(feats[b.spec]), ok, ts, IMAGE_FPS,
@@ -159,19 +188,25 @@ class ImageExtractor:
     def run(self) -> list[VideoResult]:
         """Extract every pending image folder; never raises for one bad folder, returns per-folder results."""
         c = self.cfg
-        sources = c.sources()
+        refused: list[Refused] = []
+        sources = c.sources(refused)
         for b in self.backbones:
             self.store.ensure_feature_set(b.spec, feature_fingerprint(b, self.crop, c.audio_align))
         todo = {s.video_id: [b.spec for b in self.backbones if not self.store.has_video(b.spec, s.video_id)]
                 for s in sources}
-        results = [VideoResult(v, "skipped", message="already complete") for v, need in todo.items() if not need]
+        results = refused_results(refused, self.progress)
+        results += [VideoResult(v, "skipped", message="already complete") for v, need in todo.items() if not need]
         pending = [s for s in sources if todo[s.video_id]]
         self.progress("start", {"videos": len(pending), "skipped": len(results),
-                                "frames": sum(len(image_paths(s.path)) for s in pending)})
-        for s in pending:
+                                "frames": sum(len(image_paths(s.path, refused=[])) for s in pending)})
+        for i, s in enumerate(pending):
             try:
                 n = self.extract_folder(s, todo[s.video_id])
                 res = VideoResult(s.video_id, "ok", n, specs=todo[s.video_id])
+            except KeyboardInterrupt:  # the folder being written has no complete mark: redone on resume
+                self.store.write_manifest()
+                raise Interrupted("extract", sum(r.status == "ok" for r in results),
+                                  [p.video_id for p in pending[i:]]) from None
             except Exception as e:  # one bad folder must not stop the run
                 msg = str(e) if str(s.path) in str(e) else f"{s.path}: {type(e).__name__}: {e}"
                 for spec in todo[s.video_id]:

@@ -86,13 +86,25 @@ def probe_video(path: Path) -> VideoMeta:
         container.close()
 
 
+def frames_per_batch(path: Path, frame_bytes: int, batch_size: int, max_bytes: int | None) -> int:
+    """Frames of `frame_bytes` each in one batch: at most `batch_size`, and at most `max_bytes` together (at least one;
+    a single frame over `max_bytes` is a MediaError naming the file)."""
+    if max_bytes is None:
+        return batch_size
+    if frame_bytes > max_bytes:
+        raise MediaError(path, f"one decoded frame takes {frame_bytes / 2**20:,.0f} MiB, more than a decode batch may "
+                               f"hold ({max_bytes / 2**20:,.0f} MiB); raise --decode-memory-mb")
+    return max(1, min(batch_size, max_bytes // frame_bytes))
+
+
 def iter_video_frames(
-    path: Path, batch_size: int = 64, threads: int = 0, thread_type: str = "AUTO"
+    path: Path, batch_size: int = 64, threads: int = 0, thread_type: str = "AUTO", max_bytes: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frames uint8 [B,H,W,3] RGB, timestamps float64 [B] s) lazily; timestamps are pts * time_base.
 
     `threads=0` lets FFmpeg pick the thread count; `thread_type` is FFmpeg's AUTO, FRAME, SLICE or NONE.
-    Memory stays at one batch whatever the video length.
+    Memory stays at one batch whatever the video length; with `max_bytes` a batch also holds at most that many
+    bytes (it shrinks with the frame size: 4K frames come a few at a time).
     """
     path = Path(path)
     if batch_size < 1:
@@ -106,6 +118,7 @@ def iter_video_frames(
         buf: np.ndarray | None = None
         times = np.empty(batch_size, np.float64)
         n_in_buf = 0
+        cap = batch_size
         n_done = 0
         failure: BaseException | None = None
         frames = container.decode(stream)
@@ -123,12 +136,13 @@ def iter_video_frames(
                 n_done += n_in_buf
                 buf, times, n_in_buf = None, np.empty(batch_size, np.float64), 0
             if buf is None:
-                buf = np.empty((batch_size, *img.shape), np.uint8)
+                cap = frames_per_batch(path, img.nbytes, batch_size, max_bytes)
+                buf = np.empty((cap, *img.shape), np.uint8)
             buf[n_in_buf] = img
             times[n_in_buf] = float(frame.time) if frame.pts is not None else (n_done + n_in_buf) / fps
             n_in_buf += 1
-            if n_in_buf == batch_size:
-                yield buf, times
+            if n_in_buf == cap:
+                yield buf, times[:cap]
                 n_done += n_in_buf
                 buf, times, n_in_buf = None, np.empty(batch_size, np.float64), 0
         if n_in_buf:
@@ -167,12 +181,11 @@ def count_frames(path: Path) -> int:
         container.close()
 
 
-def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
-    """The first audio stream as float32 mono in [-1, 1] at `sample_rate`, sample 0 at the container's t=0.
-
-    A stream that starts late is padded with leading silence and one that starts early is trimmed, so
-    sample k lines up with video timestamp k / sample_rate.
-    """
+def iter_audio(path: Path, sample_rate: int = 16000) -> Iterator[np.ndarray]:
+    """The first audio stream as float32 mono chunks in [-1, 1] at `sample_rate`, decoded lazily (a live stream reads
+    only as far as its frames' times), sample 0 at the container's t=0: a late stream is padded with leading
+    silence, an early one trimmed, and the track cut at the stream's declared end. Concatenated, the chunks are
+    `read_audio`. NoAudioError without an audio stream, MediaError for corrupt audio or no sample at all."""
     path = Path(path)
     container = _open(path)
     try:
@@ -181,30 +194,50 @@ def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
         stream = container.streams.audio[0]
         stream.thread_type = "AUTO"
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks: list[np.ndarray] = []
-        start: float | None = None
-        try:
-            for frame in container.decode(stream):
-                if start is None:
-                    start = float(frame.time) if frame.pts is not None else 0.0
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except (av.FFmpegError, OSError, ValueError) as e:
-            raise MediaError(path, f"audio decoding failed: {_reason(e)}") from None
-        if not chunks:
-            raise MediaError(path, "audio stream holds no decodable sample")
-        audio = np.concatenate(chunks).astype(np.float32, copy=False)
-        shift = int(round((start or 0.0) * sample_rate))
-        if shift > 0:
-            audio = np.concatenate([np.zeros(shift, np.float32), audio])
-        elif shift < 0:
-            audio = audio[-shift:]
+        end = None
         if stream.duration is not None and stream.time_base is not None:
             end = round(float(((stream.start_time or 0) + stream.duration) * stream.time_base) * sample_rate)
-            if 0 < end < len(audio):
-                audio = audio[:end]
-        return np.clip(audio, -1.0, 1.0)
+            end = end if end > 0 else None
+        sent, skip, started = 0, 0, False
+
+        def out(chunk: np.ndarray) -> np.ndarray:
+            nonlocal sent, skip
+            if skip:
+                cut = min(skip, len(chunk))
+                chunk, skip = chunk[cut:], skip - cut
+            if end is not None:
+                chunk = chunk[:max(0, end - sent)]
+            sent += len(chunk)
+            return np.clip(chunk, -1.0, 1.0)
+
+        try:
+            for frame in container.decode(stream):
+                if not started:
+                    started = True
+                    shift = int(round((float(frame.time) if frame.pts is not None else 0.0) * sample_rate))
+                    if shift > 0:
+                        yield out(np.zeros(shift, np.float32))
+                    skip = max(0, -shift)
+                for o in resampler.resample(frame):
+                    chunk = out(o.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+                    if len(chunk):
+                        yield chunk
+            for o in resampler.resample(None):
+                chunk = out(o.to_ndarray().reshape(-1).astype(np.float32, copy=False))
+                if len(chunk):
+                    yield chunk
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise MediaError(path, f"audio decoding failed: {_reason(e)}") from None
+        if sent == 0:
+            raise MediaError(path, "audio stream holds no decodable sample")
     finally:
         container.close()
+
+
+def read_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
+    """The first audio stream as float32 mono in [-1, 1] at `sample_rate`, sample 0 at the container's t=0.
+
+    A stream that starts late is padded with leading silence and one that starts early is trimmed, so
+    sample k lines up with video timestamp k / sample_rate (see `iter_audio`, whose chunks these are).
+    """
+    return np.concatenate(list(iter_audio(path, sample_rate))).astype(np.float32, copy=False)

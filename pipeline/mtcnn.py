@@ -227,19 +227,21 @@ def nms_min(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thr
 class MTCNN(nn.Module):
     """facenet-pytorch's MTCNN cascade, batched over frames; CPU or CUDA.
 
-    `max_pnet_pixels` bounds the frames x pixels one P-Net call sees (memory); `crop_batch` bounds R-/O-Net calls.
+    A frame's faces never depend on the other frames of its batch (so `stream`, detecting one frame at a time, finds
+    what extraction found): P-Net sees one frame per call, R-/O-Net see one frame's candidates per call, in calls of
+    exactly `crop_batch` crops (the last padded): a kernel rounds a row the same for the same shape and position.
     """
 
     def __init__(self, device: str | torch.device = "cpu", min_face_size: float = 20,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
-                 weights: str | os.PathLike | None = None, max_pnet_pixels: int = 2**25, crop_batch: int = 8192):
+                 weights: str | os.PathLike | None = None, crop_batch: int = 16):
         super().__init__()
         if min_face_size <= 0 or not 0 < factor < 1 or len(thresholds) != 3:
             raise ValueError(f"mtcnn: bad options min_face_size={min_face_size} factor={factor} "
                              f"thresholds={thresholds}")
         self.min_face_size, self.factor = float(min_face_size), float(factor)
         self.thresholds = tuple(float(t) for t in thresholds)
-        self.max_pnet_pixels, self.crop_batch = int(max_pnet_pixels), int(crop_batch)
+        self.crop_batch = int(crop_batch)
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         state = load_mtcnn_state(weights)
         for net in ("pnet", "rnet", "onet"):
@@ -271,7 +273,7 @@ class MTCNN(nn.Module):
     @torch.inference_mode()
     def detect_flat(self, frames: torch.Tensor | np.ndarray) -> Detections:
         """All faces of the batch as flat tensors with their frame index, sorted by frame, then area descending."""
-        imgs = as_nchw_uint8(frames, self.device)
+        imgs = as_nchw_uint8(frames, self.device).contiguous()  # one memory layout: kernels round by layout too
         n, _, h, w = imgs.shape
         boxes, frame = self._propose(imgs)
         table = integral_image(imgs) if len(boxes) else None
@@ -287,19 +289,18 @@ class MTCNN(nn.Module):
         return Detections(frame[order], boxes[order, :4], scores[order], marks[order], n)
 
     def _propose(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """P-Net over the scale pyramid, every frame of the batch per call -> square candidates [K,4], frame [K]."""
+        """P-Net over the scale pyramid, one frame per call -> square candidates [K,4], frame [K]."""
         n, _, h, w = imgs.shape
-        imgs, found, frames = imgs.float(), [], []
+        found, frames = [], []
         for scale in pyramid_scales(h, w, self.min_face_size, self.factor):
             hs, ws = int(h * scale + 1), int(w * scale + 1)
-            step = max(1, self.max_pnet_pixels // (hs * ws))
-            for start in range(0, n, step):
-                x = F.interpolate(imgs[start:start + step], size=(hs, ws), mode="area")
+            for i in range(n):
+                x = F.interpolate(imgs[i:i + 1].float(), size=(hs, ws), mode="area")
                 reg, prob = self.pnet(_normalise(x))
                 cand, idx = _windows(reg, prob, scale, self.thresholds[0])
                 keep = batched_nms(cand[:, :4], cand[:, 4], idx, 0.5)
                 found.append(cand[keep])
-                frames.append(idx[keep] + start)
+                frames.append(idx[keep] + i)
         if not found:
             return torch.zeros(0, 9, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
         cand, frame = torch.cat(found), torch.cat(frames)
@@ -311,9 +312,19 @@ class MTCNN(nn.Module):
     def _net_on_crops(self, net: nn.Module, table: torch.Tensor, boxes: torch.Tensor, frame: torch.Tensor,
                       size: int, w: int, h: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         rect, ok = _clipped_rect(boxes, w, h)
-        outs = [net(_normalise(area_crops(table, frame[i:i + self.crop_batch], rect[i:i + self.crop_batch], size)))
-                for i in range(0, len(boxes), self.crop_batch)]
-        return tuple(torch.cat(o) for o in zip(*outs)), ok
+        c, parts, where = self.crop_batch, [], []
+        for f in torch.unique(frame).tolist():  # each frame's candidates alone, in calls of one shape
+            idx = (frame == f).nonzero().flatten()
+            for i in range(0, len(idx), c):
+                sel = idx[i:i + c]
+                x = area_crops(table, frame[sel], rect[sel], size)
+                k = len(x)
+                if k < c:  # a candidate's outputs depend neither on how many others there are nor on their frames
+                    x = torch.cat([x, x.new_zeros(c - k, *x.shape[1:])])
+                parts.append(tuple(o[:k] for o in net(_normalise(x))))
+                where.append(sel)
+        order = torch.argsort(torch.cat(where))
+        return tuple(torch.cat(o)[order] for o in zip(*parts)), ok
 
     def _refine(self, table: torch.Tensor, boxes: torch.Tensor, frame: torch.Tensor, w: int, h: int):
         """R-Net on 24x24 crops of all candidates: threshold, NMS per frame, regress, square."""

@@ -5,6 +5,7 @@ from collections import Counter
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from affcli.common.progress import progress_bar
@@ -38,8 +39,11 @@ class ExtractProgress:
         elif event == "video" and self.videos is not None:
             self.progress.advance(self.videos)
             if info["status"] != "ok" or info.get("message"):
-                self.console.print(f"[{'red' if info['status'] == 'failed' else 'yellow'}]{info['video']}: "
-                                   f"{info['status']}[/] {info.get('message', '')}", markup=True, highlight=False)
+                self.console.print(f"[{'red' if info['status'] == 'failed' else 'yellow'}]{escape(info['video'])}: "
+                                   f"{info['status']}[/] {escape(info.get('message', ''))}", markup=True,
+                                   highlight=False, soft_wrap=True)
+        elif event == "refused":
+            self.console.print(f"[red]error[/]: {escape(info['message'])}", highlight=False, soft_wrap=True)
 
 
 def print_summary(results: list[VideoResult], console: Console | None = None) -> Counter:
@@ -52,6 +56,6 @@ def print_summary(results: list[VideoResult], console: Console | None = None) ->
         table.add_column(col)
     for r in results:
         style = {"ok": "green", "skipped": "dim", "failed": "red"}.get(r.status, "cyan")
-        table.add_row(r.video_id, f"[{style}]{r.status}[/]", str(r.n_frames or ""), r.message)
+        table.add_row(escape(r.video_id), f"[{style}]{r.status}[/]", str(r.n_frames or ""), escape(r.message))
     console.print(table)
     return counts

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from affcli.pipeline.crop_settings import CropSettings
-from affcli.pipeline.crops import face_crops, letterbox, resize_frames
+from affcli.pipeline.crops import chunked, face_crops, letterbox, resize_frames
 from affcli.pipeline.errors import MediaError, NoAudioError
 from affcli.pipeline.frames import frame_folder_index, iter_frame_folder
-from affcli.pipeline.media import iter_video_frames, probe_video, read_audio
+from affcli.pipeline.media import frames_per_batch, iter_video_frames, probe_video, read_audio
 from affcli.pipeline.sources import Source
 from affcli.pipeline.tracking import FaceTrack, Tracker
 
@@ -100,12 +100,15 @@ def to_device(frames: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.permute(0, 3, 1, 2)
 
 
-def _cuda_video_frames(path: Path, batch: int, device: torch.device) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+def _cuda_video_frames(path: Path, batch: int, device: torch.device, max_bytes: int | None = None
+                       ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
     """NVDEC decode with torchcodec (the `affcli[gpu]` extra): frames stay on the GPU from the bitstream on."""
     from torchcodec.decoders import VideoDecoder
 
     dec = VideoDecoder(str(path), device=str(device), dimension_order="NCHW")
     n = len(dec)
+    meta = dec.metadata
+    batch = frames_per_batch(path, 3 * int(meta.width or 1) * int(meta.height or 1), batch, max_bytes)
     for start in range(0, n, batch):
         fb = dec.get_frames_in_range(start, min(n, start + batch))
         yield fb.data, fb.pts_seconds.cpu().numpy().astype(np.float64)
@@ -132,11 +135,12 @@ class Decoder:
     frames_fps: float
     audio_path: Callable[[Source], Path | None]
     nvdec: bool = False
+    max_bytes: int | None = None
 
     def _nvdec(self, path: Path) -> Iterator[tuple[torch.Tensor, np.ndarray]] | None:
         """The NVDEC iterator, or None (with one warning, and PyAV from then on) where torchcodec cannot decode on CUDA."""
         try:
-            it = _cuda_video_frames(path, self.batch, self.device)
+            it = _cuda_video_frames(path, self.batch, self.device, self.max_bytes)
             first = next(it)
         except StopIteration:
             return iter(())
@@ -153,7 +157,8 @@ class Decoder:
                 fps = probe_video(src.path).fps
                 it = self._nvdec(src.path) if self.nvdec else None
                 if it is None:
-                    it = ((to_device(f, self.device), ts) for f, ts in iter_video_frames(src.path, batch_size=self.batch))
+                    it = ((to_device(f, self.device), ts)
+                          for f, ts in iter_video_frames(src.path, batch_size=self.batch, max_bytes=self.max_bytes))
                 for frames, ts in it:
                     if not put(out, FrameBatch(src.video_id, frames, ts, np.ones(len(ts), bool)), stop):
                         return
@@ -161,7 +166,7 @@ class Decoder:
                 fps = self.frames_fps
                 frame_folder_index(src.path)
                 for frames, ts, ok in iter_frame_folder(src.path, batch_size=self.batch, fps=fps,
-                                                        size=self.crop_size or None):
+                                                        size=self.crop_size or None, max_bytes=self.max_bytes):
                     if not put(out, FrameBatch(src.video_id, to_device(frames, self.device), ts, ok), stop):
                         return
             wav, audio_err = None, None
@@ -194,17 +199,25 @@ class FaceStage:
 
     The crop is what `settings` says (`settings.method`): "face": `detector` on every `detect_every`-th frame with
     tracks between, then aligned or box crops; "letterbox": whole frames; "pre-cropped": frame-folder faces, only
-    resized to the crop size.
+    resized to the crop size. `max_bytes` bounds the float copies of whole frames (made a few frames at a time) and
+    the frames a tracker holds between key frames (a video that would need more fails in one line).
     """
 
-    def __init__(self, settings: CropSettings, detector: Callable | None = None, cut: float = 0.12):
+    def __init__(self, settings: CropSettings, detector: Callable | None = None, cut: float = 0.12,
+                 max_bytes: int | None = None):
         if settings.method == "face" and detector is None:
             raise ValueError(f"face stage: face detector {settings.detector!r} was not built")
         self.settings, self.detector, self.cut = settings, detector, float(cut)
+        self.max_bytes = max_bytes
         self._open: dict[str, _Pending] = {}
+        self._failed: set[str] = set()
 
     def __call__(self, msg: Any) -> list[Any]:
         """One message in, the messages to pass on out (a tracker may hold a few frames for the next batch)."""
+        if msg.video_id in self._failed:  # failed here already: its later frames and its end are dropped
+            if not isinstance(msg, FrameBatch):
+                self._failed.discard(msg.video_id)
+            return []
         if isinstance(msg, VideoError):
             self._open.pop(msg.video_id, None)
             return [msg]
@@ -214,16 +227,36 @@ class FaceStage:
             return out + [msg]
         method, size = self.settings.method, self.settings.size
         if method != "face":
-            crops = resize_frames(msg.frames, size) if method == "pre-cropped" else letterbox(msg.frames, size)
+            crop = resize_frames if method == "pre-cropped" else letterbox
+            crops = chunked(lambda f: crop(f, size), msg.frames, self.max_bytes)
             return [FrameBatch(msg.video_id, None, msg.ts, msg.ok, crops, msg.ok.copy())]
+        problem = self._too_much_held(msg.frames)
+        if problem:
+            self._open.pop(msg.video_id, None)
+            self._failed.add(msg.video_id)
+            return [VideoError(msg.video_id, problem)]
         return self._faces(msg.video_id, msg.frames, msg.ts, msg.ok, final=False)
+
+    def _too_much_held(self, frames: torch.Tensor) -> str | None:
+        """Why a tracker cannot hold the up to k-1 frames between key frames within `max_bytes` (None: it can)."""
+        k = self.settings.detect_every
+        if self.max_bytes is None or k == 1 or not len(frames):
+            return None
+        held = (k - 1) * frames[0].numel()
+        if held <= self.max_bytes:
+            return None
+        h, w = frames.shape[-2:]
+        return (f"--detect-every {k} holds up to {k - 1} frames of {w}x{h} ({held / 2**20:,.0f} MiB) between key "
+                f"frames, more than the {self.max_bytes / 2**20:,.0f} MiB a decode batch may take; lower "
+                f"--detect-every or raise --decode-memory-mb")
 
     def _faces(self, vid: str, frames: torch.Tensor | None, ts: np.ndarray | None, ok: np.ndarray | None,
                final: bool) -> list[FrameBatch]:
         s = self.settings
         p = self._open.get(vid)
         if p is None:
-            p = self._open[vid] = _Pending(Tracker(self.detector, s.detect_every, s.track_iou, self.cut))
+            p = self._open[vid] = _Pending(Tracker(self.detector, s.detect_every, s.track_iou, self.cut,
+                                                   max_bytes=self.max_bytes))
         if frames is None:
             if p.tracker.pending is None:
                 return []
@@ -238,7 +271,8 @@ class FaceStage:
         ts_all, ok_all = np.concatenate(p.ts), np.concatenate(p.ok)
         p.ts, p.ok = [ts_all[r:]], [ok_all[r:]]
         valid = track.valid & torch.from_numpy(ok_all[:r]).to(track.valid.device)
-        crops = face_crops(done, track.boxes, track.landmarks, valid, s.size, bool(s.align), s.margin)
+        crops = chunked(lambda f, b, m, v: face_crops(f, b, m, v, s.size, bool(s.align), s.margin), done,
+                        self.max_bytes, track.boxes, track.landmarks, valid)
         return [FrameBatch(vid, None, ts_all[:r], ok_all[:r], crops, valid.cpu().numpy(), _host_faces(track, valid))]
 
 

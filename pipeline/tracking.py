@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from affcli.pipeline.crops import float_chunks
+
 
 class FaceTrack(NamedTuple):
     """One face per frame: boxes [N,4] (x0,y0,x1,y1 px), scores [N], landmarks [N,5,2] (NaN without a face or
@@ -65,10 +67,12 @@ class Tracker:
     At most k-1 frames (those after the last key frame) wait for the next batch; `final=True` resolves all.
     """
 
-    def __init__(self, detector: Detector, every: int = 1, iou: float = 0.4, cut: float = 0.12):
+    def __init__(self, detector: Detector, every: int = 1, iou: float = 0.4, cut: float = 0.12,
+                 max_bytes: int | None = None):
         if every < 1 or not 0 <= iou <= 1 or cut <= 0:
             raise ValueError(f"tracking: bad options every={every} iou={iou} cut={cut}")
         self.detector, self.every, self.iou, self.cut = detector, int(every), float(iou), float(cut)
+        self.max_bytes = max_bytes  # the detector and the thumbnails see frames in chunks whose float copies fit
         self.start = 0                       # global index of the first pending frame
         self.pending: torch.Tensor | None = None
         self.pending_cut: torch.Tensor | None = None
@@ -79,7 +83,8 @@ class Tracker:
     def _detect(self, frames: torch.Tensor) -> FaceTrack:
         if len(frames) == 0:
             return FaceTrack.empty(0, frames.device)
-        boxes, scores, marks, valid = self.detector(frames)
+        parts = [self.detector(frames[s]) for s in float_chunks(frames, self.max_bytes)]
+        boxes, scores, marks, valid = (torch.cat([p[i] for p in parts]) for i in range(4))
         self.n_detected += len(frames)
         dev = frames.device
         return FaceTrack(boxes.to(dev, torch.float32), scores.to(dev, torch.float32),
@@ -89,7 +94,7 @@ class Tracker:
         """cut[t]: frame t starts a new shot (differs from the frame before by more than `cut`)."""
         if self.every == 1:
             return torch.zeros(len(frames), dtype=torch.bool, device=frames.device)
-        th = thumbnails(frames)
+        th = torch.cat([thumbnails(frames[s]) for s in float_chunks(frames, self.max_bytes)])
         before = torch.cat([th[:1] if self.last_thumb is None else self.last_thumb, th[:-1]])
         self.last_thumb = th[-1:]
         return (th - before).abs().mean(1) > self.cut

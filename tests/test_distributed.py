@@ -110,3 +110,17 @@ def test_worker_killed_mid_run_then_run_completes_equal_to_clean(client, videos,
     _same(reference, _arrays(cache))
     assert verify(cache) == []
     assert FeatureStore(cache, mode="r").failures(SPECS[0]) == {}
+
+
+def test_an_id_refused_at_discovery_is_one_failed_result_on_a_cluster(client, videos, tmp_path):
+    import shutil
+
+    d = tmp_path / "v"
+    d.mkdir()
+    shutil.copy(videos / "v0.mp4", d / "v0.mp4")
+    shutil.copy(videos / "v0.mp4", d / "bad\nid.mp4")
+    events = []
+    res = run_on_client(client, _cfg(d, tmp_path / "r.zarr"), lambda e, i: events.append((e, i)))
+    assert [(r.video_id, r.status) for r in res] == [("bad\\nid", "failed"), ("v0", "ok")]
+    assert [i["video"] for e, i in events if e == "refused"] == ["bad\\nid"] and "rename it" in res[0].message
+    assert FeatureStore(tmp_path / "r.zarr", mode="r").videos(SPECS[0]) == ["v0"]

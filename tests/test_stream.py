@@ -1,5 +1,5 @@
 """`affcli stream`: frame-by-frame forecasts equal the offline causal `predict` (1e-4), each frame is embedded once,
-and runs it cannot serve (non-causal, audio, other weights) are refused in one line."""
+and runs it cannot serve (non-causal, centred audio, other weights) are refused in one line."""
 from __future__ import annotations
 
 import csv
@@ -15,6 +15,7 @@ from affcli.cli import app
 from affcli.heads.config import RunConfig
 from affcli.heads.infer.predict import predict_run
 from affcli.heads.train.trainer import train_run
+from affcli.pipeline.embed import forward_rows
 from affcli.pipeline.extract import ExtractConfig, run_extract
 from affcli.serve.features import FrameFeaturizer
 from affcli.serve.stream import Streamer, frame_source
@@ -74,7 +75,7 @@ def test_each_frame_is_embedded_once(served):
     embed = b.embed
     b.embed = lambda x: calls.append(len(x)) or embed(x)
     rows = list(s.run(frame_source(video=served["ds"].video_dir / "demo01.mp4", max_frames=20)))
-    assert len(rows) == 20 and calls == [1] * 20
+    assert len(rows) == 20 and calls == [forward_rows("cpu")] * 20  # one forward of extract's fixed shape per frame
 
 
 def test_cli_stream_writes_the_offline_forecasts(served, tmp_path):
@@ -101,11 +102,24 @@ def test_non_causal_run_refused_in_one_line(served):
 def test_other_backbone_weights_and_audio_features_refused(served):
     with pytest.raises(ValueError, match="other weights than the cached features"):
         Streamer.from_run(served["runs"]["gru"], seed=1)
-    fp = {"modality": "audio", "dim": 8, "weights_sha256": "x", "preprocessing": {}}
-    with pytest.raises(ValueError, match="visual-only"):
+    fp = {"modality": "audio", "dim": 8, "weights_sha256": "x", "preprocessing": {}, "alignment": "centered"}
+    with pytest.raises(ValueError, match="needs --audio-align causal"):
         FrameFeaturizer(["wav2vec2:tiny"], {"wav2vec2:tiny": fp})
     with pytest.raises(ValueError, match="exactly one of"):
         next(frame_source())
+
+
+def test_streamed_features_are_the_cached_ones_to_the_bit(served):
+    """One frame at a time (MTCNN, aligned crops, clip:tiny) gives exactly what extraction stored from batches of
+    64 frames: a frame's detection, crop and embedding never depend on its batch-mates."""
+    from affcli.cache.store import FeatureStore
+
+    f = FrameFeaturizer.from_cache(str(served["cache"]), ["clip:tiny"], "video", "cpu")
+    got = [x for frame, t, ok in frame_source(video=served["ds"].video_dir / "demo01.mp4")
+           for x in f.push(frame, t, ok)] + f.finish()
+    rec = FeatureStore(served["cache"], mode="r").read_video("clip:tiny", "demo01")
+    np.testing.assert_array_equal(np.stack([x.feats["visual"] for x in got]), rec.feats.astype(np.float32))
+    assert [x.valid["visual"] for x in got] == rec.valid.tolist()
 
 
 def test_an_ensemble_of_causal_runs_streams_as_predict_reads_it(served, tmp_path):

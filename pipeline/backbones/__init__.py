@@ -8,13 +8,14 @@ from __future__ import annotations
 import torch
 
 from affcli.common.registry import OptionError, UnknownNameError
-from affcli.pipeline.backbones.base import AudioBackbone, Backbone, BackboneError, Steps, TextEncoder, VisualBackbone
+from affcli.pipeline.backbones.base import (AudioBackbone, Backbone, BackboneError, CausalPlan, Steps, TextEncoder,
+                                            VisualBackbone)
 from affcli.pipeline.backbones.registry import BACKBONES
 from affcli.pipeline.backbones.spec import SpecSyntaxError, split_spec
 from affcli.pipeline.backbones import (ast, clip, dinov2, fer, hubert, opensmile_lld, timm_image,  # noqa: F401,E402
                                        vad, wav2vec2, wavlm, whisper)  # (each module registers its kind)
 
-__all__ = ["BACKBONES", "AudioBackbone", "Backbone", "BackboneError", "Steps", "TextEncoder",
+__all__ = ["BACKBONES", "AudioBackbone", "Backbone", "BackboneError", "CausalPlan", "Steps", "TextEncoder",
            "VisualBackbone",
            "build_backbone", "parse_spec"]
 

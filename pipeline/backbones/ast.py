@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.pipeline.backbones.base import AudioBackbone, Steps, seeded_build
+from affcli.pipeline.backbones.base import AudioBackbone, CausalPlan, Steps, seeded_build
 from affcli.pipeline.backbones.registry import BACKBONES
 from affcli.pipeline.backbones.spec import spec_name
 from affcli.pipeline.backbones.hub import load_pretrained
@@ -84,10 +84,12 @@ class ASTBackbone(AudioBackbone):
             h = self.model(fb).last_hidden_state[:, 2:]
         return h.float().reshape(len(x), self.n_freq, self.n_time, self.dim).mean(1).cpu().numpy()
 
+    def causal_plan(self) -> CausalPlan:
+        return CausalPlan(self.segment, int(self.causal_hop_s * self.sample_rate), self._forward, self._local_centres)
+
     def steps(self, wav: np.ndarray, causal: bool) -> Steps:
         sr = self.sample_rate
         if causal:
-            return run_causal(wav, sr, self.segment, int(self.causal_hop_s * sr), self.batch_segments,
-                              self._forward, self._local_centres)
+            return run_causal(wav, sr, self.causal_plan())
         return run_centered(wav, sr, self.segment, int(self.overlap_s * sr), self.batch_segments,
                             self._forward, self._local_centres)

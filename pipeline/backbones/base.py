@@ -6,6 +6,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -148,6 +149,19 @@ class Steps:
     end: np.ndarray
 
 
+@dataclass(frozen=True)
+class CausalPlan:
+    """How `--audio-align causal` windows the waveform: trailing windows of `length` samples (zeros before 0) ending
+    every `hop` samples and at the end of the audio, each run alone through `forward` (float32 [1, length] ->
+    [1, T, dim]); a window's feature is its last step, centred `local_centres(T)[-1]` samples after its start. One
+    window per forward, in extraction and in `stream` alike, so a window's feature never depends on its batch-mates."""
+
+    length: int
+    hop: int
+    forward: Callable[[np.ndarray], np.ndarray]
+    local_centres: Callable[[int], np.ndarray]
+
+
 @runtime_checkable
 class TextEncoder(Protocol):
     """A backbone with a text tower (CLIP): prompts -> [P, dim] L2-normalised float32 embeddings."""
@@ -164,6 +178,10 @@ class AudioBackbone(Backbone):
     @abstractmethod
     def steps(self, wav: np.ndarray, causal: bool) -> Steps:
         """Run the model over the waveform; causal=True computes steps only from audio up to their `end`."""
+
+    def causal_plan(self) -> CausalPlan:
+        """The causal windows of this backbone (what `stream` runs live, window by window)."""
+        raise BackboneError(self.spec, "this audio backbone declares no causal window plan; it cannot be streamed")
 
     def embed_audio(self, wav: np.ndarray, frame_times: np.ndarray,
                     align: Literal["centered", "causal"]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.pipeline.backbones.base import AudioBackbone, BackboneError, Steps, seeded_build
+from affcli.pipeline.backbones.base import AudioBackbone, BackboneError, CausalPlan, Steps, seeded_build
 from affcli.pipeline.backbones.hub import load_pretrained
 from affcli.pipeline.backbones.spec import spec_name
 from affcli.pipeline.backbones.windows import run_causal, run_centered
@@ -124,10 +124,14 @@ class SpeechSSLBackbone(AudioBackbone):
             out = self.model(t, output_hidden_states=self.layer != "last")
             return pick_hidden(out, self.layer).float().cpu().numpy()
 
+    def causal_plan(self) -> CausalPlan:
+        sr = self.sample_rate
+        return CausalPlan(int(self.causal_context_s * sr), int(self.causal_hop_s * sr), self._forward,
+                          self._local_centres)
+
     def steps(self, wav: np.ndarray, causal: bool) -> Steps:
         sr = self.sample_rate
         if causal:
-            return run_causal(wav, sr, int(self.causal_context_s * sr), int(self.causal_hop_s * sr),
-                              self.batch_chunks, self._forward, self._local_centres)
+            return run_causal(wav, sr, self.causal_plan())
         return run_centered(wav, sr, int(self.chunk_s * sr), int(self.overlap_s * sr), self.batch_chunks,
                             self._forward, self._local_centres)

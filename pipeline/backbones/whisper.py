@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.pipeline.backbones.base import AudioBackbone, BackboneError, Steps, seeded_build
+from affcli.pipeline.backbones.base import AudioBackbone, BackboneError, CausalPlan, Steps, seeded_build
 from affcli.pipeline.backbones.hub import load_pretrained
 from affcli.pipeline.backbones.registry import BACKBONES
 from affcli.pipeline.backbones.spec import spec_name
@@ -105,10 +105,12 @@ class WhisperBackbone(AudioBackbone):
             out = self.model(mel.to(self.device), output_hidden_states=self.layer != "last")
             return pick_hidden(out, self.layer).float().cpu().numpy()
 
+    def causal_plan(self) -> CausalPlan:
+        return CausalPlan(self.window, int(self.causal_hop_s * self.sample_rate), self._forward, self._local_centres)
+
     def steps(self, wav: np.ndarray, causal: bool) -> Steps:
         sr = self.sample_rate
         if causal:
-            return run_causal(wav, sr, self.window, int(self.causal_hop_s * sr), self.batch_windows,
-                              self._forward, self._local_centres)
+            return run_causal(wav, sr, self.causal_plan())
         return run_centered(wav, sr, self.window, int(self.overlap_s * sr), self.batch_windows, self._forward,
                             self._local_centres)

@@ -1,7 +1,8 @@
 """Window plans for audio transformers: overlapping chunks for `centered`, trailing windows for `causal`.
 
-Both feed equal-length windows to the model in batches and return, per window, the sample offset of its
-first sample (may be negative: left zero padding) and the sample where it ends.
+Both feed equal-length windows to the model and return, per window, the sample offset of its first sample (may be
+negative: left zero padding) and the sample where it ends. Centred chunks go in batches; causal windows go one per
+forward (`CausalPlan`), so `stream` computing them live gets the same numbers.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from affcli.pipeline.backbones.base import Steps
+from affcli.pipeline.backbones.base import CausalPlan, Steps
 
 
 def centered_starts(n: int, length: int, hop: int) -> np.ndarray:
@@ -57,15 +58,23 @@ def run_centered(wav: np.ndarray, sr: int, length: int, overlap: int, batch: int
     return Steps(np.concatenate(feats).astype(np.float32), np.concatenate(centres), np.concatenate(stop))
 
 
-def run_causal(wav: np.ndarray, sr: int, length: int, hop: int, batch: int,
-               model: Callable[[np.ndarray], np.ndarray], local_centres: Callable[[int], np.ndarray]) -> Steps:
-    """One pass per trailing window wav[e-length:e] (zeros before 0) every `hop`; keeps its last step, ending at e."""
-    ends = causal_ends(len(wav), hop)
-    starts = ends - length
+def causal_window(wav: np.ndarray, offset: int, end: int, plan: CausalPlan) -> tuple[np.ndarray, float]:
+    """The window of `plan` ending at sample `end`, from `wav` (which holds samples offset.. of the audio, at least from
+    end - length on, zeros before 0), run alone: (its last step [dim], its centre in samples)."""
+    start = end - plan.length
+    lo = max(0, start)
+    x = np.zeros((1, plan.length), np.float32)
+    x[0, lo - start:] = wav[lo - offset:end - offset]
+    out = plan.forward(x)
+    return out[0, -1], start + float(plan.local_centres(out.shape[1])[-1])
+
+
+def run_causal(wav: np.ndarray, sr: int, plan: CausalPlan) -> Steps:
+    """One pass per trailing window wav[e-length:e] (zeros before 0) every `hop`, each alone; keeps its last step."""
+    ends = causal_ends(len(wav), plan.hop)
     feats, centres = [], []
-    for sl, x in batched_windows(wav, starts, length, batch):
-        out = model(x)
-        last = local_centres(out.shape[1])[-1]
-        feats.append(out[:, -1])
-        centres.append((starts[sl] + last) / sr)
-    return Steps(np.concatenate(feats).astype(np.float32), np.concatenate(centres), ends / sr)
+    for e in ends:
+        f, c = causal_window(wav, 0, int(e), plan)
+        feats.append(f)
+        centres.append(c / sr)
+    return Steps(np.stack(feats).astype(np.float32), np.asarray(centres), ends / sr)

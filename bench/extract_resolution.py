@@ -1,0 +1,110 @@
+"""Extraction at high resolution: wall time and peak RSS of `affcli extract` on one synthetic video per size.
+
+Decoding memory is bounded by bytes (`--decode-memory-mb`), not by a frame count: a 4K batch holds a few frames and
+the face stage makes whole frames float a frame or two at a time, so the peak stays near the budget whatever the
+resolution. Each size runs `affcli extract` in a fresh process (peak RSS = that process's ru_maxrss); the video (a
+face moving over a smooth background, h264) is written once per size into --work, by a child process of its own (a
+child's ru_maxrss counts the RSS of the parent it was forked from, so the parent stays small), and reused.
+
+    python bench/extract_resolution.py --sizes 3840x2160 7680x4320 --frames 150 --face mtcnn --out r.json
+    python bench/extract_resolution.py --sizes 3840x2160 --frames 150 --decode-memory-mb 1024 --out r.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def make_video(path: Path, width: int, height: int, frames: int, fps: float) -> Path:
+    """A face moving over a smooth background (synthetic.media), written in chunks so the writer stays small."""
+    import av
+    import numpy as np
+
+    from affcli.synthetic.media import render_faces, smooth_background
+
+    if path.is_file():
+        return path
+    tmp = path.with_suffix(".part.mp4")
+    rng = np.random.default_rng(0)
+    background = smooth_background(rng, width, height)
+    side = int(min(width, height) * 0.5)
+    with av.open(str(tmp), "w") as out:
+        stream = out.add_stream("libx264", rate=int(fps), options={"preset": "ultrafast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for start in range(0, frames, 8):
+            n = min(8, frames - start)
+            t = (start + np.arange(n)) / fps
+            centres = np.stack([width / 2 + 0.1 * width * np.sin(2 * np.pi * t / 3),
+                                height / 2 + 0.05 * height * np.cos(2 * np.pi * t / 2)], 1)
+            ones = np.ones(n, np.float32)
+            batch = render_faces(background, centres, ones * side, np.ones((n, 3), np.float32), ones, ones > 0)
+            for img in batch:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    tmp.rename(path)
+    return path
+
+
+def run_extract(video_dir: Path, cache: Path, args: argparse.Namespace) -> dict:
+    """`affcli extract` in a child process; its wall time, exit code and peak RSS (MiB)."""
+    cmd = [sys.executable, "-m", "affcli", "extract", "--cache", str(cache), "--video-dir", str(video_dir),
+           "-b", args.backbone, "--face", args.face, "--device", "cpu", "--batch-size", str(args.batch)]
+    if args.decode_memory_mb:
+        cmd += ["--decode-memory-mb", str(args.decode_memory_mb)]
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the max over all children
+        seconds = time.perf_counter() - t0
+        err.seek(0)
+        lines = [ln for ln in err.read().splitlines() if ln.strip()]
+    return {"exit_code": os.waitstatus_to_exitcode(status), "seconds": round(seconds, 1),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024), "last_line": (lines or [""])[-1][-300:]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["3840x2160"], help="WIDTHxHEIGHT, one run each")
+    ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--face", default="mtcnn")
+    ap.add_argument("--backbone", default="clip:tiny")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--decode-memory-mb", type=int, default=0, help="0: the extract default")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "affcli_bench_resolution")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    rows = []
+    for size in args.sizes:
+        w, h = (int(x) for x in size.lower().split("x"))
+        vdir = args.work / f"{w}x{h}_{args.frames}"
+        vdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--make-video", str(vdir / f"v{w}x{h}.mp4"), str(w), str(h),
+                        str(args.frames), str(args.fps)], check=True)
+        made = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+            res = run_extract(vdir, Path(tmp) / "cache.zarr", args)
+        row = {"size": f"{w}x{h}", "frames": args.frames, "face": args.face, "backbone": args.backbone,
+               "decode_memory_mb": args.decode_memory_mb or "default", "video_written_s": round(made, 1), **res}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    info = {"machine": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg(), "rows": rows}
+    if args.out:
+        args.out.write_text(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--make-video"]:
+        make_video(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+    else:
+        main()
