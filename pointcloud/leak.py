@@ -128,3 +128,15 @@ def overlap_report(
                 break
     found = find_overlap(record, [f.stem for f in files], clouds, meshes)
     return {"training_data": record["data"], "checked": True, "overlap": found, "train_shapes": len(record["names"])}
+
+
+def overlap_line(leak: dict[str, Any]) -> str:
+    """The one line `pc eval` prints about an `overlap_report`: not checked (a warning), the overlapping shapes, or
+    how many training shapes were checked."""
+    if not leak["checked"]:
+        return ("warning: the run's training data (config.json 'data') is missing or has no shape record (make it with "
+                "`affcli pc make-data`): train/test overlap not checked")
+    if leak["overlap"]:
+        return (f"OVERLAP: {len(leak['overlap'])} test shape(s) in the training data: "
+                + ", ".join(f"{o['test']}={o['train']} ({o['by']})" for o in leak["overlap"]))
+    return f"no train/test overlap ({leak['train_shapes']} training shapes checked)"
