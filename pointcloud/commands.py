@@ -43,7 +43,7 @@ def upsample_file(
         def report(p: int, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, info=f"pass {p + 1}")
 
-        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report)
+        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report, name=str(inp))
     sec = time.perf_counter() - t
     write_cloud(out, up)
     info: dict[str, Any] = {"input_points": len(xyz), "output_points": len(up), "seconds": sec, "out": str(out),

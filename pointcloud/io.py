@@ -280,7 +280,10 @@ def read_cloud(path: str | os.PathLike) -> np.ndarray:
         xyz = xyz[:, :3]
     else:
         raise PointCloudError(f"{path}: unknown point-cloud extension {ext!r} (use .xyz, .ply, .bin, .npy)")
-    return _check_points(path, np.ascontiguousarray(xyz, dtype=np.float32))
+    _check_points(path, xyz)
+    if xyz.dtype != np.float32 and xyz.size and np.abs(xyz).max() > np.finfo(np.float32).max:
+        raise PointCloudError(f"{path}: coordinates beyond the float32 range (|x| > 3.4e38)")
+    return np.ascontiguousarray(xyz, dtype=np.float32)
 
 
 def write_cloud(path: str | os.PathLike, xyz: np.ndarray, binary: bool = True) -> None:
