@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.errors import PointCloudError, reading
 
 PLY_TYPES = {
     "char": "i1",
@@ -317,9 +317,11 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = _path(path)
     ext = path.suffix.lower()
     if ext == ".off":
-        v, f = _read_off(path)
+        with reading(path, "OFF mesh"):
+            v, f = _read_off(path)
     elif ext == ".obj":
-        v, f = _read_obj(path)
+        with reading(path, "OBJ mesh"):
+            v, f = _read_obj(path)
     elif ext == ".ply":
         ply = _read_ply(path)
         v = ply.get("vertex", np.zeros((0, 3)))
