@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,27 @@ from affcli.pointcloud.runtime import resolve_device
 from affcli.pointcloud.upsample import Merge, check_ratio, default_batch, load_upsampler
 
 DEFAULT_MAX_MEMORY_MIB = 2048
+
+
+LOG_EVERY_S = 10.0
+
+
+class ProgressLog:
+    """Progress lines for logs (stderr not a terminal, where the bar does not show): `progress: <what> pass p: chunk
+    d/t, s elapsed` at most every LOG_EVERY_S seconds, so short runs print none."""
+
+    def __init__(self, what: str, start: float, every: float = LOG_EVERY_S, stream=None) -> None:
+        self.what, self.start, self.every, self.stream = what, start, every, stream or sys.stderr
+        self.last = start
+        self.on = not self.stream.isatty()
+
+    def __call__(self, p: int, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.on and now - self.last >= self.every:
+            self.last = now
+            self.stream.write(f"progress: {self.what} pass {p + 1}: chunk {done}/{total}, "
+                              f"{now - self.start:.0f} s elapsed\n")
+            self.stream.flush()
 
 
 def upsample_file(
@@ -45,10 +67,13 @@ def upsample_file(
     with progress_bar("chunks", transient=True) as bar:
         task = bar.add_task(f"x{ratio:g} {inp.name}", total=None, info="")
 
+        log = ProgressLog(f"x{ratio:g} {inp.name}", t)
+
         def report(p: int, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, info=f"pass {p + 1}")
+            log(p, done, total)
 
-        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report)
+        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report, name=str(inp))
     sec = time.perf_counter() - t
     write_cloud(out, up)
     info: dict[str, Any] = {"input_points": len(xyz), "output_points": len(up), "seconds": sec, "out": str(out),

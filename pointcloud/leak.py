@@ -13,6 +13,8 @@ import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 
+from affcli.common.runs import check_run_file
+from affcli.pointcloud.errors import PointCloudError, reading
 from affcli.pointcloud.sampling import sample_surface_uniform
 
 FINGERPRINT_POINTS = 512
@@ -49,7 +51,7 @@ def read_record(data: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(data)
     if not path.is_file():
         return None
-    with h5py.File(path, "r") as fh:
+    with reading(path, "HDF5 training file"), h5py.File(path, "r") as fh:
         if "meshes" not in fh.attrs:
             return None
         names = [str(n) for n in fh.attrs["meshes"]]
@@ -104,7 +106,11 @@ def run_record(run: str | os.PathLike) -> dict[str, Any] | None:
     cfg = (run if run.is_dir() else run.parent) / "config.json"
     if not cfg.is_file():
         return None
-    data = json.loads(cfg.read_text()).get("data")
+    with reading(cfg, "run config (JSON)"):
+        check_run_file(cfg)  # a ValueError naming the file, made one line by `reading`
+        data = json.loads(cfg.read_text()).get("data")
+    if data is not None and not isinstance(data, str):
+        raise PointCloudError(f"{cfg}: 'data' should be a file name, got {type(data).__name__}")
     if data and not Path(data).is_absolute() and (cfg.parent / data).is_file():  # shipped: beside its config
         data = cfg.parent / data
     return read_record(data) if data else None
