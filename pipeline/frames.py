@@ -54,11 +54,10 @@ def image_size(path: Path | bytes) -> tuple[int, int] | str:
 
     from PIL import Image, UnidentifiedImageError
 
+    _quiet_bomb_warning(Image.DecompressionBombWarning)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: the caller decides on the size
-            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
-                return int(im.size[0]), int(im.size[1])
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
+            return int(im.size[0]), int(im.size[1])
     except Image.DecompressionBombError as e:
         claimed = re.search(r"\((\d+) pixels\)", str(e))
         return f"its header claims {int(claimed.group(1)):,} pixels" if claimed else "its header claims too many pixels"
@@ -66,6 +65,14 @@ def image_size(path: Path | bytes) -> tuple[int, int] | str:
         return "not an image (no image header Pillow knows)"
     except (OSError, ValueError, SyntaxError) as e:
         return f"not an image ({' '.join(str(e).split()) or type(e).__name__})"
+
+
+def _quiet_bomb_warning(category: type[Warning]) -> None:
+    """Ignore Pillow's DecompressionBombWarning by a narrow filter, added once (the size check is the caller's). Not
+    `catch_warnings`, which is not thread-safe: headers are read in decode threads, and two of them restoring each
+    other's saved filters left a catch-all `ignore` behind that silenced every later invalid-frame line."""
+    if not any(f[0] == "ignore" and f[2] is category and f[1] is None for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=category)
 
 
 def _cut_short(data: bytes) -> bool:

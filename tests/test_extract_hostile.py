@@ -268,3 +268,72 @@ def test_a_custom_set_is_not_replaced_by_another_list_and_names_are_checked(name
     assert FeatureStore(cache, mode="r").read_text_embeddings(name, CLIP)[0] == ["first"]
     assert _prompts(cache, "--file", str(two), "--name", name, "--set", "lsd6", "--overwrite").exit_code == 0
     assert FeatureStore(cache, mode="r").read_text_embeddings(name, CLIP)[0] == ["second"]
+
+
+# ---- invalid-frame lines are never silenced by another thread's warning filters -----------------------------------
+
+def _overlapping_header_reads(monkeypatch, threads: int = 2) -> None:
+    """Make every `threads` concurrent header reads overlap, the one that started last ending last: the order in which
+    a `catch_warnings` per read leaves a catch-all `ignore` behind (each restores the filters it saw on entry)."""
+    import threading
+    import time
+
+    from PIL import Image
+
+    real, lock, order = Image.open, threading.Lock(), []
+    barrier = threading.Barrier(threads, timeout=2)
+
+    def overlapping(*a, **kw):
+        with lock:
+            order.append(threading.get_ident())
+            mine = len(order)
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        if mine % threads == 0:
+            time.sleep(0.05)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(Image, "open", overlapping)
+
+
+def test_concurrent_header_reads_leave_the_warning_filters_as_they_were(tmp_path, monkeypatch):
+    import warnings
+
+    from affcli.pipeline.frames import iter_frame_folder
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i in range(1, 9):
+        (folder / f"{i:05d}.jpg").write_bytes(_claiming(65000, 65000) if i % 2 == 0 else _jpg())
+    with pytest.warns(UserWarning):  # Pillow's one-time filter, if any, is in place
+        next(iter_frame_folder(folder, 8, size=32, threads=2))
+    _overlapping_header_reads(monkeypatch)
+    before = list(warnings.filters)
+    with pytest.warns(UserWarning) as got:
+        batches = list(iter_frame_folder(folder, 4, size=32, threads=2))
+    assert list(warnings.filters) == before  # no catch-all `ignore` left behind
+    said = [str(w.message) for w in got if "invalid image" in str(w.message)]
+    assert sorted(s.split(":")[0] for s in said) == [str(folder / f"{i:05d}.jpg") for i in (2, 4, 6, 8)]
+    assert np.concatenate([ok for *_, ok in batches]).tolist() == [True, False] * 4
+
+
+@pytest.mark.parametrize("inputs", ["--frames-dir", "--images-dir"])
+def test_every_lying_frame_of_every_folder_is_named_when_reads_overlap(inputs, tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    bad = []
+    for vid in ("a", "b", "c"):
+        (root / vid).mkdir(parents=True)
+        for i in range(1, 7):
+            path = root / vid / f"{i:05d}.jpg"
+            liar = i in (2, 3, 5)
+            path.write_bytes(_claiming(65000, 65000) if liar else _jpg())
+            bad += [path] if liar else []
+    _overlapping_header_reads(monkeypatch)
+    r = _extract("--cache", str(tmp_path / "c.zarr"), inputs, str(root), "--decode-workers", "2")
+    assert r.exit_code == 0, r.output
+    warned = [ln for ln in _lines(r.output) if ln.startswith("warning:")]
+    for path in bad:
+        assert sum(str(path) in w and "header claims" in w for w in warned) == 1, (path, r.output)
+    assert len(warned) == len(bad), r.output

@@ -19,7 +19,7 @@ class MtcnnDetector(FaceDetector):
     """Largest face per frame by MTCNN.largest_face, with its 5 landmarks."""
 
     def __init__(self, device: str | torch.device, threads: int, min_face_size: float = 20.0,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+                 thresholds: tuple[float, float, float] | list[float] = (0.6, 0.7, 0.7), factor: float = 0.709,
                  detect_width: int = 640):
         self.mtcnn = MTCNN(device, min_face_size=min_face_size, thresholds=tuple(thresholds), factor=factor)
         self.detect_width = int(detect_width)
