@@ -75,6 +75,18 @@ def _quiet_bomb_warning(category: type[Warning]) -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
+_ARITHMETIC_SOF = tuple(bytes([0xFF, m]) for m in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def _jpeg_too_short(data: bytes, w: int, h: int) -> bool:
+    """True when a Huffman-coded JPEG has fewer bits than its header's 8x8 blocks: every block costs at least one
+    (its DC code), so a header claiming more blocks lies, and libjpeg would fill the rest with grey. Arithmetic-coded
+    files (which can go below a bit a block) are not judged."""
+    if data[:3] != b"\xff\xd8\xff" or any(m in data for m in _ARITHMETIC_SOF):
+        return False
+    return 8 * len(data) < -(-w // 8) * -(-h // 8)
+
+
 def _cut_short(data: bytes) -> bool:
     """True when a JPEG or PNG ends before its end marker (a truncated file; OpenCV would fill the rest with grey)."""
     if data[:3] == b"\xff\xd8\xff":  # JPEG: the end-of-image marker after the last scan (never inside scan data)
@@ -108,6 +120,8 @@ def read_image(path: Path | None, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[n
     if w * h > max_pixels:
         return None, (f"its header claims {w}x{h} ({w * h * 3 / 2**20:,.0f} MiB decoded), more than the "
                       f"{max_pixels * 3 / 2**20:,.0f} MiB one image may take (--decode-memory-mb)")
+    if _jpeg_too_short(data, w, h):
+        return None, f"its header claims {w}x{h}, more than its {len(data):,} bytes can hold"
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as e:

@@ -126,6 +126,8 @@ def _claiming(w: int, h: int) -> bytes:
 LIARS = {
     "claims-65000x65000": (_claiming(65000, 65000), "header claims"),
     "claims-20000x20000": (_claiming(20000, 20000), "header claims"),
+    "claims-2000x2000": (_claiming(2000, 2000), "bytes can hold"),  # under the size cap, far over its data
+    "claims-1200x900": (_claiming(1200, 900), "bytes can hold"),
     "junk": (b"\x00garbage" * 50, "not an image"),
     "empty": (b"", "empty"),
     "cut-short-jpg": (_jpg(64)[:300], "cut short"),
@@ -157,10 +159,22 @@ def test_lying_frames_are_invalid_frames_named_one_line_each(tmp_path):
     assert rec.valid.tolist() == [True] + [False] * len(LIARS) + [True]
 
 
+@pytest.mark.parametrize("side", [8, 333, 1024, 2048])
+@pytest.mark.parametrize("params", [[], [cv2.IMWRITE_JPEG_QUALITY, 1], [cv2.IMWRITE_JPEG_OPTIMIZE, 1],
+                                    [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_QUALITY, 1],
+                                    [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411]])
+def test_honest_jpegs_that_compress_well_are_not_taken_for_liars(side, params, tmp_path):
+    for value in (0, 128, 255):  # one flat colour: the fewest bytes a JPEG of this size can take
+        path = tmp_path / f"{value}.jpg"
+        path.write_bytes(cv2.imencode(".jpg", np.full((side, side + 5, 3), value, np.uint8), params)[1].tobytes())
+        img, why = read_image(path)
+        assert why is None and img.shape == (side, side + 5, 3), (side, params, value, why)
+
+
 def test_lying_still_images_are_invalid_rows_and_the_folder_goes_on(tmp_path):
     folder = tmp_path / "tree" / "cls"
     folder.mkdir(parents=True)
-    cases = ["claims-65000x65000", "cut-short-jpg", "empty", "junk"]
+    cases = ["claims-65000x65000", "claims-2000x2000", "cut-short-jpg", "empty", "junk"]
     (folder / "a.jpg").write_bytes(_jpg())
     for case in cases:
         (folder / f"b-{case}.jpg").write_bytes(LIARS[case][0])
@@ -172,7 +186,7 @@ def test_lying_still_images_are_invalid_rows_and_the_folder_goes_on(tmp_path):
     assert len(warned) == len(cases), r.output
     for case in cases:
         assert sum(f"b-{case}.jpg" in w and LIARS[case][1] in w for w in warned) == 1, (case, r.output)
-    assert FeatureStore(cache, mode="r").read_video(CLIP, "cls").valid.tolist() == [True] + [False] * 4 + [True]
+    assert FeatureStore(cache, mode="r").read_video(CLIP, "cls").valid.tolist() == [True] + [False] * 5 + [True]
 
 
 def test_a_stray_frame_number_fails_its_folder_only(tmp_path):
