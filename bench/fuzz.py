@@ -315,6 +315,124 @@ register_target(Target(
     [Probe("score", probe_score, interchange=True)]))
 
 
+# ---- the point-cloud artefacts: input clouds, a training HDF5, a pc train run folder, a mesh -------------------
+
+def build_pc(root: Path) -> None:
+    """A 400-point sphere as .xyz/.ply/.npy/KITTI .bin, a tiny PU-GAN-format HDF5, a one-epoch pu-net run trained on
+    it, and a small test folder (input_2048-style layout) with an OFF mesh for P2F."""
+    from typer.testing import CliRunner
+
+    import h5py
+
+    from affcli.cli import app
+    from affcli.pointcloud.io import write_cloud, write_mesh
+
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(400, 3))
+    pts = (pts / np.linalg.norm(pts, axis=1, keepdims=True)).astype(np.float32)
+    root.mkdir(parents=True, exist_ok=True)
+    write_cloud(root / "cloud.xyz", pts)
+    write_cloud(root / "cloud.ply", pts)
+    write_cloud(root / "cloud.npy", pts)
+    np.concatenate([pts, np.ones((len(pts), 1), np.float32)], 1).astype("<f4").tofile(root / "cloud.bin")
+    gt = rng.normal(size=(4, 256, 3))
+    gt = (gt / np.linalg.norm(gt, axis=2, keepdims=True)).astype(np.float32)
+    for h5 in (root / "train.h5", _pc_run_data(root)):
+        with h5py.File(h5, "w") as fh:
+            fh["poisson_256"], fh["poisson_1024"] = gt[:, :64], gt
+            fh["mesh_index"] = np.arange(4)
+    r = CliRunner().invoke(app, ["pc", "train", "--data", str(_pc_run_data(root)), "--out", str(root / "run"),
+                                 "--model", "pu-net", "--epochs", "1", "--batch-size", "4", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    test = root / "test"
+    n = 64
+    t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    verts = np.concatenate([np.stack([np.cos(t), np.sin(t), np.full(12, z)], 1) for z in (-1.0, 1.0)])
+    faces = [[i, (i + 1) % 12, 12 + i] for i in range(12)] + [[(i + 1) % 12, 12 + (i + 1) % 12, 12 + i] for i in range(12)]
+    write_mesh(root / "mesh.off", verts, np.array(faces))
+    (test / "meshes").mkdir(parents=True)
+    shutil.copy(root / "mesh.off", test / "meshes" / "tube.off")
+    ang = rng.random(4 * n) * 2 * np.pi
+    tube = np.stack([np.cos(ang), np.sin(ang), rng.uniform(-1, 1, 4 * n)], 1).astype(np.float32)
+    write_cloud(test / "input_64" / "tube.xyz", tube[:n])
+    write_cloud(test / "gt_256" / "tube.xyz", tube)
+
+
+def _pc_run_data(root: Path) -> Path:
+    """The run's training file, beside the artefact folders (a run resumes only on the same data path)."""
+    return root.parent / "pc_run_train.h5"
+
+
+def _pc_digest(a: Answer, *paths: Path) -> Answer:
+    if a.code == 0 and a.escaped is None:
+        a.digest = file_digest(*paths)
+    return a
+
+
+def probe_pc_upsample(ext: str) -> Callable[[Path], Answer]:
+    def run(root: Path) -> Answer:
+        out = root / f"up_{ext}.npy"
+        out.unlink(missing_ok=True)
+        return cli(["pc", "upsample", str(root / f"cloud.{ext}"), "--out", str(out), "--device", "cpu"],
+                   lambda: file_digest(out))
+    return run
+
+
+def probe_pc_upsample_run(root: Path) -> Answer:
+    out = root / "up_run.npy"
+    out.unlink(missing_ok=True)
+    return cli(["pc", "upsample", str(root / "cloud.npy"), "--run", str(root / "run"), "--out", str(out),
+                "--device", "cpu"], lambda: file_digest(out))
+
+
+def probe_pc_train(root: Path) -> Answer:
+    out = root / f"pct_{time.monotonic_ns()}"
+    return cli(["pc", "train", "--data", str(root / "train.h5"), "--out", str(out), "--model", "pu-net", "--epochs",
+                "1", "--batch-size", "4", "--device", "cpu", "--val-every", "2"],
+               lambda: file_digest(out / "model.safetensors"))
+
+
+def probe_pc_resume(root: Path) -> Answer:
+    return cli(["pc", "train", "--data", str(_pc_run_data(root)), "--out", str(root / "run"), "--model", "pu-net",
+                "--epochs", "2", "--batch-size", "4", "--device", "cpu"],
+               lambda: file_digest(root / "run" / "model.safetensors"))
+
+
+def probe_pc_metrics(root: Path) -> Answer:
+    a = cli(["pc", "metrics", "--pred", str(root / "cloud.xyz"), "--gt", str(root / "cloud.npy"), "--mesh",
+             str(root / "mesh.off"), "--device", "cpu"])
+    if a.code == 0 and a.escaped is None:
+        a.digest = hashlib.sha256("\n".join(a.lines).encode()).hexdigest()[:16]
+    return a
+
+
+def probe_pc_eval(root: Path) -> Answer:
+    out = root / "ev"
+    shutil.rmtree(out, ignore_errors=True)
+    return _pc_digest(cli(["pc", "eval", "--run", str(root / "run"), "--test-dir", str(root / "test"), "--device", "cpu",
+                           "--renders", "0", "--allow-overlap", "--out", str(out)]), out / "results.csv")
+
+
+register_target(Target(
+    "pc clouds", build_pc,
+    lambda root: [root / f"cloud.{e}" for e in ("xyz", "ply", "npy", "bin")],
+    [Probe(f"pc upsample .{e}", probe_pc_upsample(e), interchange=True) for e in ("xyz", "ply", "npy", "bin")]
+    + [Probe("pc metrics", probe_pc_metrics, interchange=True)]))
+register_target(Target(
+    "pc training h5", build_pc, lambda root: [root / "train.h5"],
+    [Probe("pc train", probe_pc_train, interchange=True)]))
+register_target(Target(
+    "pc run folder", build_pc,
+    lambda root: [root / "run" / n for n in ("config.json", "metrics.json", "model.safetensors",
+                                             "optimizer.safetensors", "checksums.json")],
+    [Probe("pc upsample --run", probe_pc_upsample_run), Probe("pc train (resume)", probe_pc_resume)]))
+register_target(Target(
+    "pc test set, mesh", build_pc,
+    lambda root: [root / "mesh.off", root / "test" / "input_64" / "tube.xyz", root / "test" / "gt_256" / "tube.xyz",
+                  root / "test" / "meshes" / "tube.off"],
+    [Probe("pc metrics", probe_pc_metrics, interchange=True), Probe("pc eval", probe_pc_eval, interchange=True)]))
+
+
 # ---- the run ---------------------------------------------------------------------------------------------------
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from affcli.cache.errors import CacheError
+from affcli.cache.options import ExportOptions, ImportOptions, VerifyOptions
 from affcli.common.commands import EXIT_FAILED, EXIT_OK, guarded
 
 
@@ -44,18 +45,18 @@ def info_command(cache: str, feature_set: str | None) -> int:
     return EXIT_OK
 
 
-def verify_command(cache: str, quick: bool, weights=None, seed: int = 0, rebuild_manifest: bool = False) -> int:
-    """Every problem on its own line (exit 1), or `<cache>: ok`; `weights` (cache.verify.WeightsHash) also checks
-    the fingerprints' weights hashes; notes (sound but unchecked data) are printed without failing;
-    `rebuild_manifest` rewrites manifest.parquet from the video groups afterwards."""
+def verify_command(cache: str, o: VerifyOptions, weights=None) -> int:
+    """Every problem on its own line (exit 1), or `<cache>: ok`; `weights` (cache.verify.WeightsHash, given when
+    `o.weights`) also checks the fingerprints' weights hashes; notes (sound but unchecked data) are printed without
+    failing; `o.rebuild_manifest` rewrites manifest.parquet from the video groups afterwards."""
     from affcli.cache.store import FeatureStore
     from affcli.cache.verify import verify
 
     notes: list[str] = []
-    problems = guarded((CacheError,), verify, cache, deep=not quick, weights=weights, seed=seed, notes=notes)
+    problems = guarded((CacheError,), verify, cache, deep=not o.quick, weights=weights, seed=o.seed, notes=notes)
     for n in notes:
         typer.echo(f"note: {n}")
-    if rebuild_manifest:
+    if o.rebuild_manifest:
         path = guarded((CacheError,), lambda: FeatureStore(cache, mode="r+").write_manifest())
         typer.echo(f"rebuilt {path}")
         problems = [p for p in problems if not p.startswith("manifest.parquet:")]
@@ -87,18 +88,18 @@ def set_modality_command(cache: str, feature_set: str, modality: str) -> int:
     return EXIT_OK
 
 
-def export_h5_command(cache: Path, out: Path, feature_sets: list[str] | None, overwrite: bool = False) -> int:
-    """Export feature sets (all by default) to one HDF5 file (an existing file only with `overwrite`)."""
+def export_h5_command(cache: Path, out: Path, o: ExportOptions) -> int:
+    """Export feature sets (all by default) to one HDF5 file (an existing file only with `o.overwrite`)."""
     from affcli.cache.h5io import export_h5
 
-    typer.echo(f"wrote {guarded((CacheError,), export_h5, cache, out, feature_sets or None, overwrite)}")
+    typer.echo(f"wrote {guarded((CacheError,), export_h5, cache, out, o.feature_set or None, o.overwrite)}")
     return EXIT_OK
 
 
-def import_h5_command(src: Path, cache: Path, spec: str | None, fps: float, modality: str | None) -> int:
+def import_h5_command(src: Path, cache: Path, o: ImportOptions) -> int:
     """Import an HDF5 file (an affcli export, or per-video [n_frames, dim] datasets) into a cache."""
     from affcli.cache.h5io import import_h5
 
-    for s, n in guarded((CacheError,), import_h5, src, cache, spec, fps, modality).items():
+    for s, n in guarded((CacheError,), import_h5, src, cache, o.spec, o.fps, o.modality).items():
         typer.echo(f"{s}: {n} videos imported")
     return EXIT_OK

@@ -133,10 +133,19 @@ def value_problem(value: Any, annotation: Any) -> str | None:
     if annotation is str:  # a path object is a fine string option (cache, labels, out)
         return None if isinstance(value, (str, os.PathLike)) else "must be a string"
     if origin in (list, tuple, dict, set):
-        if not (isinstance(value, origin) or (origin is list and isinstance(value, tuple))):
-            return f"must be a {origin.__name__}"
+        if not (isinstance(value, origin) or (origin in (list, tuple) and isinstance(value, (list, tuple)))):
+            return f"must be a {origin.__name__}"  # a tuple option arrives as a list from JSON/TOML: same thing
         args = typing.get_args(annotation)
-        if origin in (list, set) and args:
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                return f"must hold {len(args)} values"
+            for item, arg in zip(value, args):
+                if (p := value_problem(item, arg)) is not None:
+                    return f"holds {_shown(item)}, which {p}"
+            return None
+        if origin is tuple and args:
+            args = args[:1]
+        if origin in (list, set, tuple) and args:
             for item in value:
                 if (p := value_problem(item, args[0])) is not None:
                     return f"holds {_shown(item)}, which {p}"

@@ -14,7 +14,7 @@ from affcli.cache.errors import CacheError
 from affcli.common.cluster import ClusterOptions
 from affcli.common.notices import warn
 from affcli.common.registry import UnknownNameError
-from affcli.pipeline.config import ExtractConfig
+from affcli.pipeline.config import ExtractConfig, PromptsOptions
 from affcli.pipeline.errors import Interrupted
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -60,12 +60,14 @@ def extract_command(cfg: ExtractConfig, cluster: ClusterOptions | None = None) -
     return EXIT_FAILED if print_summary(results)["failed"] else EXIT_OK
 
 
-def prompts_command(cache: Path, backbone: str, sets: list[str] | None, device: str, prompt_file: Path | None,
-                    file_set: str, overwrite: bool = False) -> int:
-    """Encode the named prompt sets (none named: the default ones) and a prompt file as set `file_set` into the cache;
-    one line per set. A built-in set or a cached set is not replaced by other prompts without `overwrite`."""
+def prompts_command(o: PromptsOptions) -> int:
+    """Encode the named prompt sets (none named: the default ones) and a prompt file as set `o.name` into the cache;
+    one line per set. A built-in set or a cached set is not replaced by other prompts without `o.overwrite`."""
     from affcli.pipeline.config import DEFAULT_PROMPT_SETS
     from affcli.pipeline.prompt_encode import encode_prompt_sets
+
+    cache, backbone, sets, device, prompt_file, file_set, overwrite = (o.cache, o.backbone, o.sets, o.device, o.file,
+                                                                       o.name, o.overwrite)
 
     try:
         with one_line_warnings():

@@ -199,3 +199,17 @@ def feature_fingerprint(backbone: Any, crop: CropSettings, audio_align: str) -> 
         pre["sample_rate"] = int(getattr(backbone, "sample_rate", 16000))
         alignment = audio_align
     return make_fingerprint(fp["spec"], fp["modality"], fp["dim"], fp["weights_sha256"], pre, alignment, fp["versions"])
+
+
+@dataclass
+class PromptsOptions:
+    """`affcli prompts`: prompt lists encoded by a CLIP text tower into the cache."""
+
+    cache: Path = option(help="Feature cache to store the text embeddings in.")
+    backbone: str = option("clip:ViT-B-16/openai", short="-b", help="A backbone with a text tower (clip:*).")
+    sets: list[str] | None = option(None, flag="--set", help="Named prompt sets (repeatable).", shown="expr8, va9")
+    file: Path | None = option(None, help="A text file of prompts, one per line (custom set).")
+    name: str = option("custom", help="Name of the custom set from --file.")
+    device: str = option("auto", help="auto, cpu, cuda, cuda:1 ...")
+    overwrite: bool = option(False, help="Replace a built-in or cached prompt set of the same name by other prompts "
+                                         "(refused without it).")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from affcli.common.cli_options import option
 from affcli.pipeline.errors import MediaError
 
 DEFAULT_FRAMES = 4
@@ -186,9 +187,22 @@ def format_report(r: FaceReport) -> list[str]:
     return lines
 
 
-def faces_command(cache: Path, video: str, frames: str | None, feature_set: str | None, render_dir: Path | None,
-                  video_dir: Path | None, frames_dir: Path | None) -> int:
+@dataclass
+class FacesOptions:
+    """`affcli cache faces` (besides CACHE and VIDEO)."""
+
+    frames: str | None = option(None, help="Frame indices, e.g. 0,10,20.", shown="4 spread over the video")
+    feature_set: str | None = option(None, help="Read this set's face record.", shown="the first that has one")
+    render: Path | None = option(None, help="Folder for PNGs of the chosen frames with the box and the five landmarks "
+                                            "drawn on.")
+    video_dir: Path | None = option(None, help="Find the source video here by id.", shown="the path the cache "
+                                                                                         "recorded")
+    frames_dir: Path | None = option(None, help="Or its frames folder here by id.")
+
+
+def faces_command(cache: Path, video: str, o: FacesOptions) -> int:
     """Body of `affcli cache faces`: the report's lines, or a one-line error (exit 2)."""
+    frames, feature_set, render_dir, video_dir, frames_dir = o.frames, o.feature_set, o.render, o.video_dir, o.frames_dir
     import typer
 
     from affcli.cache.errors import CacheError

@@ -54,11 +54,10 @@ def image_size(path: Path | bytes) -> tuple[int, int] | str:
 
     from PIL import Image, UnidentifiedImageError
 
+    _quiet_bomb_warning(Image.DecompressionBombWarning)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: the caller decides on the size
-            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
-                return int(im.size[0]), int(im.size[1])
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
+            return int(im.size[0]), int(im.size[1])
     except Image.DecompressionBombError as e:
         claimed = re.search(r"\((\d+) pixels\)", str(e))
         return f"its header claims {int(claimed.group(1)):,} pixels" if claimed else "its header claims too many pixels"
@@ -66,6 +65,26 @@ def image_size(path: Path | bytes) -> tuple[int, int] | str:
         return "not an image (no image header Pillow knows)"
     except (OSError, ValueError, SyntaxError) as e:
         return f"not an image ({' '.join(str(e).split()) or type(e).__name__})"
+
+
+def _quiet_bomb_warning(category: type[Warning]) -> None:
+    """Ignore Pillow's DecompressionBombWarning by a narrow filter, added once (the size check is the caller's). Not
+    `catch_warnings`, which is not thread-safe: headers are read in decode threads, and two of them restoring each
+    other's saved filters left a catch-all `ignore` behind that silenced every later invalid-frame line."""
+    if not any(f[0] == "ignore" and f[2] is category and f[1] is None for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=category)
+
+
+_ARITHMETIC_SOF = tuple(bytes([0xFF, m]) for m in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def _jpeg_too_short(data: bytes, w: int, h: int) -> bool:
+    """True when a Huffman-coded JPEG has fewer bits than its header's 8x8 blocks: every block costs at least one
+    (its DC code), so a header claiming more blocks lies, and libjpeg would fill the rest with grey. Arithmetic-coded
+    files (which can go below a bit a block) are not judged."""
+    if data[:3] != b"\xff\xd8\xff" or any(m in data for m in _ARITHMETIC_SOF):
+        return False
+    return 8 * len(data) < -(-w // 8) * -(-h // 8)
 
 
 def _cut_short(data: bytes) -> bool:
@@ -101,6 +120,8 @@ def read_image(path: Path | None, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[n
     if w * h > max_pixels:
         return None, (f"its header claims {w}x{h} ({w * h * 3 / 2**20:,.0f} MiB decoded), more than the "
                       f"{max_pixels * 3 / 2**20:,.0f} MiB one image may take (--decode-memory-mb)")
+    if _jpeg_too_short(data, w, h):
+        return None, f"its header claims {w}x{h}, more than its {len(data):,} bytes can hold"
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as e:

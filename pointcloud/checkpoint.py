@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from affcli.common.runs import check_run_file
 from affcli.common.checkpoint import CheckpointError, load_weights, read_checkpoint, write_checkpoint
-from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.errors import PointCloudError, reading
 from affcli.pointcloud.models import model_from_spec, model_spec
 
 MODEL_FILE = "model.safetensors"
@@ -27,6 +28,15 @@ def _as_pc_error() -> Iterator[None]:
         raise PointCloudError(str(e)) from None
 
 
+def checked(path: str | os.PathLike) -> Path:
+    """`path` of a run folder, or a one-line PointCloudError if it differs from the folder's checksums.json."""
+    try:
+        check_run_file(path)
+    except ValueError as e:
+        raise PointCloudError(str(e)) from None
+    return Path(path)
+
+
 def save_model(model: nn.Module, run_dir: str | os.PathLike) -> Path:
     """Write weights with the model spec in the safetensors metadata (atomic)."""
     return write_checkpoint(Path(run_dir) / MODEL_FILE, model.state_dict(), spec=model_spec(model))
@@ -38,15 +48,23 @@ def load_model(run: str | os.PathLike, device: str | torch.device = "cpu") -> nn
     path = path / MODEL_FILE if path.is_dir() else path
     if not path.is_file():
         raise PointCloudError(f"{path}: no trained model (run `affcli pc train` first)")
+    checked(path)
     with _as_pc_error():
         meta, state = read_checkpoint(path, "spec")
-        model = load_weights(model_from_spec(meta["spec"]), state, path)
+    with reading(path, "model checkpoint (its spec does not build a model)"):
+        model = model_from_spec(meta["spec"])
+    with _as_pc_error():
+        model = load_weights(model, state, path)
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise PointCloudError(f"{path}: model weights contain NaN or infinite values ({bad[0]}"
+                              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})")
     return model.to(device).eval()
 
 
 def restore_model(model: nn.Module, run_dir: str | os.PathLike) -> nn.Module:
     """Load the run folder's saved weights into `model` (resume), checked against the model's parameters."""
-    path = Path(run_dir) / MODEL_FILE
+    path = checked(Path(run_dir) / MODEL_FILE)
     with _as_pc_error():
         return load_weights(model, read_checkpoint(path)[1], path)
 
@@ -62,7 +80,7 @@ def save_optimizer(opt: torch.optim.Optimizer, run_dir: str | os.PathLike, extra
 def load_optimizer(opt: torch.optim.Optimizer, run_dir: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Restore state saved by save_optimizer into `opt`; returns the extra tensors."""
     with _as_pc_error():
-        meta, flat = read_checkpoint(Path(run_dir) / OPTIM_FILE, "param_groups")
+        meta, flat = read_checkpoint(checked(Path(run_dir) / OPTIM_FILE), "param_groups")
     groups: list[dict[str, Any]] = meta["param_groups"]
     state: dict[int, dict[str, torch.Tensor]] = {}
     extra = {}

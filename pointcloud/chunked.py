@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from affcli.common.notices import warn
 from affcli.pointcloud.errors import PointCloudError
 from affcli.pointcloud.ops import knn
 from affcli.pointcloud.merge import blocked_fps_merge, shares
-from affcli.pointcloud.upsample import PATCH, Merge, check_cloud, output_points, passes_for, upsample_pass
+from affcli.pointcloud.upsample import (PATCH, Merge, duplicates_notice, output_points, passes_for, unit_cloud,
+                                       upsample_pass)
 
 FIXED_MIB = 192  # knn distance blocks (128 MiB cap) + network activations of one batch
 BYTES_PER_POINT = 4096  # measured ~2.8 KiB per input point of a chunk (patches, outputs, merge), halo included
@@ -107,10 +109,14 @@ def upsample_large(
     batch: int = 16,
     merge: Merge = "auto",
     on_chunk: Callable[[int, int, int], None] | None = None,
+    name: str = "input cloud",
 ) -> np.ndarray:
-    """upsample_cloud within a memory budget (any ratio > 1, exactly round(ratio N) points): each pass whole when
-    it fits, else in k-d chunks with halos; on_chunk(pass, done, total) reports progress."""
-    cur = check_cloud(xyz).to(next(model.parameters()).device)
+    """upsample_cloud within a memory budget (any ratio > 1, exactly round(ratio N) points of the N distinct ones):
+    each pass whole when it fits, else in k-d chunks with halos; on_chunk(pass, done, total) reports progress."""
+    cloud = unit_cloud(xyz, name)
+    if cloud.duplicates:
+        warn(duplicates_notice(name, cloud, ratio))
+    cur = cloud.points.to(next(model.parameters()).device)
     passes, total = passes_for(model.ratio, ratio), output_points(len(cur), ratio)
     for p in range(passes):
         keep = total if p == passes - 1 and total < model.ratio * len(cur) else None
@@ -125,4 +131,4 @@ def upsample_large(
                 report(1, 1)
         else:
             cur = chunked_pass(model, cur, batch, size, report, keep)
-    return cur.cpu().numpy()
+    return cloud.restore(cur, name)

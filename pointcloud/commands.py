@@ -1,19 +1,46 @@
-"""Thin entry points behind `affcli pc ...`: each loads, runs one job and returns what the CLI prints."""
+"""Bodies of the `affcli pc` commands: each loads, runs one job, prints its answer and returns the exit status."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import typer
+
+from affcli.common.commands import EXIT_OK
 from affcli.common.progress import progress_bar
 from affcli.common.threads import configure_threads
 from affcli.pointcloud.chunked import upsample_large
+from affcli.pointcloud.config import TrainConfig
 from affcli.pointcloud.io import read_cloud, write_cloud
+from affcli.pointcloud.options import EvalOptions, MakeDataOptions, MakeTestOptions, MetricsOptions, UpsampleOptions
 from affcli.pointcloud.runtime import resolve_device
 from affcli.pointcloud.upsample import Merge, check_ratio, default_batch, load_upsampler
 
 DEFAULT_MAX_MEMORY_MIB = 2048
+
+
+LOG_EVERY_S = 10.0
+
+
+class ProgressLog:
+    """Progress lines for logs (stderr not a terminal, where the bar does not show): `progress: <what> pass p: chunk
+    d/t, s elapsed` at most every LOG_EVERY_S seconds, so short runs print none."""
+
+    def __init__(self, what: str, start: float, every: float = LOG_EVERY_S, stream=None) -> None:
+        self.what, self.start, self.every, self.stream = what, start, every, stream or sys.stderr
+        self.last = start
+        self.on = not self.stream.isatty()
+
+    def __call__(self, p: int, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.on and now - self.last >= self.every:
+            self.last = now
+            self.stream.write(f"progress: {self.what} pass {p + 1}: chunk {done}/{total}, "
+                              f"{now - self.start:.0f} s elapsed\n")
+            self.stream.flush()
 
 
 def upsample_file(
@@ -40,10 +67,13 @@ def upsample_file(
     with progress_bar("chunks", transient=True) as bar:
         task = bar.add_task(f"x{ratio:g} {inp.name}", total=None, info="")
 
+        log = ProgressLog(f"x{ratio:g} {inp.name}", t)
+
         def report(p: int, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total, info=f"pass {p + 1}")
+            log(p, done, total)
 
-        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report)
+        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report, name=str(inp))
     sec = time.perf_counter() - t
     write_cloud(out, up)
     info: dict[str, Any] = {"input_points": len(xyz), "output_points": len(up), "seconds": sec, "out": str(out),
@@ -72,3 +102,88 @@ def evaluate_levels(noise: str | None, noise_seed: int = 0, **kwargs: Any) -> li
     return [evaluate_run(**kwargs, noise=level, noise_seed=noise_seed,
                          out_dir=None if out is None else Path(out) / f"noise{level:g}" if len(levels) > 1 else out)
             for level in levels]
+
+
+# ----- bodies of the `affcli pc` commands: each returns the exit status, expected errors are one line (exit 2) -----
+
+def pc_guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call a pointcloud function, turning its expected errors into one-line CLI errors."""
+    from affcli.common.commands import guarded
+    from affcli.common.registry import UnknownNameError
+    from affcli.pointcloud.errors import PointCloudError
+
+    return guarded((PointCloudError, UnknownNameError, FileNotFoundError), fn, *args, **kwargs)
+
+
+def train_command(cfg: TrainConfig) -> int:
+    """Train (or resume) one run; prints epochs done and the final loss."""
+    from affcli.pointcloud.train import train
+
+    m = pc_guarded(train, cfg)
+    loss = "-" if m["final_loss"] is None else f"{m['final_loss']:.6f}"
+    typer.echo(f"{cfg.out}: {m['epochs_done']} epochs, final loss {loss}"
+               + (f" (stopped: {m['stopped']})" if m["stopped"] else ""))
+    return EXIT_OK
+
+
+def make_data_command(o: MakeDataOptions) -> int:
+    """Training patches from meshes and procedural shapes; prints the file written."""
+    from affcli.pointcloud.data import make_pugan_h5
+
+    typer.echo(str(pc_guarded(make_pugan_h5, o.meshes, o.out, patches_per_mesh=o.patches_per_mesh, seed=o.seed,
+                              procedural=o.procedural, exclude_near=o.exclude_near)))
+    return EXIT_OK
+
+
+def make_test_command(o: MakeTestOptions) -> int:
+    """Input / ground-truth pairs from meshes; prints how many clouds were written."""
+    from affcli.pointcloud.data import make_test_pairs
+
+    typer.echo(f"{len(pc_guarded(make_test_pairs, o.meshes, o.out, o.n_in, o.n_gt, o.seed))} clouds written under "
+               f"{o.out}")
+    return EXIT_OK
+
+
+def upsample_command(cloud: Path | None, o: UpsampleOptions) -> int:
+    """Upsample the cloud given once (CLOUD or --input) to exactly round(ratio N) points; prints counts and time."""
+    from affcli.common.commands import fail
+
+    if (cloud is None) == (o.input is None):
+        fail("pc upsample: give the input cloud once, as an argument or as --input")
+    inp = cloud or o.input
+    out = o.out or pc_guarded(default_output, inp, o.ratio)
+    info = pc_guarded(upsample_file, o.run, inp, o.ratio, out, o.device, o.batch, o.merge, o.render, o.max_memory,
+                      o.threads)
+    typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s "
+               f"({info['threads']} thread{'s' if info['threads'] != 1 else ''}): {out}")
+    return EXIT_OK
+
+
+def eval_command(o: EvalOptions) -> int:
+    """Score the run, the prior, midpoints and the input on a test folder (one table per noise level), after the
+    train/test overlap line."""
+    from rich.console import Console
+
+    from affcli.pointcloud.evaluate import levels_table, results_table
+    from affcli.pointcloud.leak import overlap_line
+
+    results = pc_guarded(evaluate_levels, o.noise, o.noise_seed, run=o.run, test_dir=o.test_dir, mesh_dir=o.mesh_dir,
+                         convention=o.convention, ratio=o.ratio, device=o.device, renders=o.renders,
+                         allow_overlap=o.allow_overlap, out_dir=o.out)
+    typer.echo(overlap_line(results[0]["leak"]))
+    console = Console()
+    for res in results:
+        console.print(results_table(res))
+        console.print(results_table(res, frame="gt"))
+    if len(results) > 1:
+        console.print(levels_table(results))
+    return EXIT_OK
+
+
+def metrics_command(o: MetricsOptions) -> int:
+    """CD, HD (and P2F with a mesh) of one predicted cloud against its ground truth, on one line."""
+    from affcli.pointcloud.evaluate import score_pair
+
+    res = pc_guarded(score_pair, o.pred, o.gt, o.mesh, o.convention, o.device)
+    typer.echo(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
+    return EXIT_OK

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from affcli.common.progress import progress_bar
-from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.errors import PointCloudError, reading
 from affcli.pointcloud.io import read_cloud, read_mesh, write_cloud
 from affcli.pointcloud.leak import find_overlap, fingerprint, geometry_hash
 from affcli.pointcloud.metrics import CLOUD_EXTS
@@ -21,6 +21,7 @@ from affcli.pointcloud.procedural import KINDS, make_shape
 from affcli.pointcloud.sampling import eliminate, poisson_disk_sample
 
 MESH_EXTS = (".off", ".obj", ".ply")
+MAX_H5_BYTES = 16 << 30  # a training dataset larger than this (as float32) is refused before it is read
 
 
 def read_pugan_h5(
@@ -30,14 +31,22 @@ def read_pugan_h5(
     path = Path(path)
     if not path.is_file():
         raise PointCloudError(f"{path}: no such file")
-    with h5py.File(path, "r") as fh:
+    with reading(path, "HDF5 training file"), h5py.File(path, "r") as fh:
         missing = [k for k in (input_key, gt_key) if k not in fh]
         if missing:
             raise PointCloudError(f"{path}: no dataset {', '.join(missing)}; available: {', '.join(sorted(fh.keys()))}")
-        inp, gt = fh[input_key][...], fh[gt_key][...]
-    for key, arr in ((input_key, inp), (gt_key, gt)):
-        if arr.ndim != 3 or arr.shape[2] < 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise PointCloudError(f"{path}: dataset {key} should be [P,N,>=3], got {list(arr.shape)}")
+        arrays = []
+        for key in (input_key, gt_key):
+            ds = fh[key]
+            if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "fiu":
+                raise PointCloudError(f"{path}: {key} is not a numeric dataset")
+            if ds.ndim != 3 or ds.shape[2] < 3 or ds.shape[0] == 0 or ds.shape[1] == 0:
+                raise PointCloudError(f"{path}: dataset {key} should be [P,N,>=3], got {list(ds.shape)}")
+            if ds.size * 4 > MAX_H5_BYTES:
+                raise PointCloudError(f"{path}: dataset {key} declares {list(ds.shape)} ({ds.size * 4 / 2**30:.1f} GiB "
+                                      f"as float32), over the {MAX_H5_BYTES / 2**30:g} GiB limit")
+            arrays.append(ds[...])
+    inp, gt = arrays
     if len(inp) != len(gt):
         raise PointCloudError(f"{path}: {input_key} has {len(inp)} patches but {gt_key} has {len(gt)}")
     return np.ascontiguousarray(inp[..., :3], np.float32), np.ascontiguousarray(gt[..., :3], np.float32)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.errors import PointCloudError, reading
 
 PLY_TYPES = {
     "char": "i1",
@@ -280,7 +280,10 @@ def read_cloud(path: str | os.PathLike) -> np.ndarray:
         xyz = xyz[:, :3]
     else:
         raise PointCloudError(f"{path}: unknown point-cloud extension {ext!r} (use .xyz, .ply, .bin, .npy)")
-    return _check_points(path, np.ascontiguousarray(xyz, dtype=np.float32))
+    _check_points(path, xyz)
+    if xyz.dtype != np.float32 and xyz.size and np.abs(xyz).max() > np.finfo(np.float32).max:
+        raise PointCloudError(f"{path}: coordinates beyond the float32 range (|x| > 3.4e38)")
+    return np.ascontiguousarray(xyz, dtype=np.float32)
 
 
 def write_cloud(path: str | os.PathLike, xyz: np.ndarray, binary: bool = True) -> None:
@@ -314,9 +317,11 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = _path(path)
     ext = path.suffix.lower()
     if ext == ".off":
-        v, f = _read_off(path)
+        with reading(path, "OFF mesh"):
+            v, f = _read_off(path)
     elif ext == ".obj":
-        v, f = _read_obj(path)
+        with reading(path, "OBJ mesh"):
+            v, f = _read_obj(path)
     elif ext == ".ply":
         ply = _read_ply(path)
         v = ply.get("vertex", np.zeros((0, 3)))

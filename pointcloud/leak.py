@@ -13,6 +13,8 @@ import h5py
 import numpy as np
 from scipy.spatial import cKDTree
 
+from affcli.common.runs import check_run_file
+from affcli.pointcloud.errors import PointCloudError, reading
 from affcli.pointcloud.sampling import sample_surface_uniform
 
 FINGERPRINT_POINTS = 512
@@ -49,7 +51,7 @@ def read_record(data: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(data)
     if not path.is_file():
         return None
-    with h5py.File(path, "r") as fh:
+    with reading(path, "HDF5 training file"), h5py.File(path, "r") as fh:
         if "meshes" not in fh.attrs:
             return None
         names = [str(n) for n in fh.attrs["meshes"]]
@@ -104,7 +106,11 @@ def run_record(run: str | os.PathLike) -> dict[str, Any] | None:
     cfg = (run if run.is_dir() else run.parent) / "config.json"
     if not cfg.is_file():
         return None
-    data = json.loads(cfg.read_text()).get("data")
+    with reading(cfg, "run config (JSON)"):
+        check_run_file(cfg)  # a ValueError naming the file, made one line by `reading`
+        data = json.loads(cfg.read_text()).get("data")
+    if data is not None and not isinstance(data, str):
+        raise PointCloudError(f"{cfg}: 'data' should be a file name, got {type(data).__name__}")
     if data and not Path(data).is_absolute() and (cfg.parent / data).is_file():  # shipped: beside its config
         data = cfg.parent / data
     return read_record(data) if data else None
@@ -128,3 +134,15 @@ def overlap_report(
                 break
     found = find_overlap(record, [f.stem for f in files], clouds, meshes)
     return {"training_data": record["data"], "checked": True, "overlap": found, "train_shapes": len(record["names"])}
+
+
+def overlap_line(leak: dict[str, Any]) -> str:
+    """The one line `pc eval` prints about an `overlap_report`: not checked (a warning), the overlapping shapes, or
+    how many training shapes were checked."""
+    if not leak["checked"]:
+        return ("warning: the run's training data (config.json 'data') is missing or has no shape record (make it with "
+                "`affcli pc make-data`): train/test overlap not checked")
+    if leak["overlap"]:
+        return (f"OVERLAP: {len(leak['overlap'])} test shape(s) in the training data: "
+                + ", ".join(f"{o['test']}={o['train']} ({o['by']})" for o in leak["overlap"]))
+    return f"no train/test overlap ({leak['train_shapes']} training shapes checked)"

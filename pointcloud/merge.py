@@ -62,13 +62,30 @@ def blocked_fps_merge(xyz: Tensor, cand: Tensor, r: int, total: int | None = Non
     have = torch.bincount(cand_block, minlength=n_blocks)
     quota = _quotas(need.cpu(), have.cpu()).to(xyz.device)
     order = torch.argsort(cand_block, stable=True)
-    start = torch.cumsum(have, 0) - have
-    slot = torch.arange(len(cand), device=cand.device) - start[cand_block[order]]
-    width = int(have.max())
-    grid = torch.zeros(n_blocks, width, 3, dtype=cand.dtype, device=cand.device)
-    valid = torch.zeros(n_blocks, width, dtype=torch.bool, device=cand.device)
-    grid[cand_block[order], slot] = cand[order]
-    valid[cand_block[order], slot] = True
-    picks = batched_fps(grid, valid, int(quota.max()))
-    keep = torch.arange(picks.shape[1], device=cand.device)[None] < quota[:, None]
-    return grid.gather(1, picks[..., None].expand(-1, -1, 3))[keep]
+    block, pts = cand_block[order], cand[order]
+    slot = torch.arange(len(cand), device=cand.device) - (torch.cumsum(have, 0) - have)[block]
+    size_class = torch.ceil(torch.log2(have.clamp_min(1).double()) / 2).long()  # widths within a factor of 4
+    out_pts, out_block = [], []
+    for c in size_class[quota > 0].unique().tolist():
+        out = _fps_blocks(((size_class == c) & (quota > 0)).nonzero()[:, 0], block, slot, pts, have, quota)
+        out_pts.append(out[0])
+        out_block.append(out[1])
+    return torch.cat(out_pts)[torch.argsort(torch.cat(out_block), stable=True)]
+
+
+def _fps_blocks(blocks: Tensor, block: Tensor, slot: Tensor, pts: Tensor, have: Tensor, quota: Tensor) -> tuple[Tensor, Tensor]:
+    """Batched FPS of `quota` picks in each of `blocks` (ids, ascending) of candidates pts sorted by block (slot in
+    block); padded to the widest of them only, so one crowded block costs its own width, not every block's.
+    Returns the picks (block-major, pick order) and their block ids."""
+    row = torch.full((len(have),), -1, dtype=torch.long, device=pts.device)
+    row[blocks] = torch.arange(len(blocks), device=pts.device)
+    mine = row[block] >= 0
+    width = int(have[blocks].max())
+    grid = torch.zeros(len(blocks), width, 3, dtype=pts.dtype, device=pts.device)
+    valid = torch.zeros(len(blocks), width, dtype=torch.bool, device=pts.device)
+    grid[row[block[mine]], slot[mine]] = pts[mine]
+    valid[row[block[mine]], slot[mine]] = True
+    q = quota[blocks]
+    picks = batched_fps(grid, valid, int(q.max()))
+    keep = torch.arange(picks.shape[1], device=pts.device)[None] < q[:, None]
+    return grid.gather(1, picks[..., None].expand(-1, -1, 3))[keep], blocks[:, None].expand_as(keep)[keep]

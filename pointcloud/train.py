@@ -8,19 +8,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from affcli.common.device import autocast
 from affcli.common.progress import progress_bar
-from affcli.common.runs import config_hash, read_json, seed_everything, write_json
-from affcli.pointcloud.checkpoint import MODEL_FILE, OPTIM_FILE, load_optimizer, restore_model, save_model, save_optimizer
+from affcli.common.runs import config_hash, read_json, seed_everything, write_checksums, write_json
+from affcli.pointcloud.checkpoint import MODEL_FILE, checked, OPTIM_FILE, load_optimizer, restore_model, save_model, save_optimizer
 from affcli.pointcloud.config import TrainConfig
 from affcli.pointcloud.data import augment, read_pugan_h5
-from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.errors import PointCloudError, reading
 from affcli.pointcloud.losses import upsampling_loss
 from affcli.pointcloud.models import create_model
 from affcli.pointcloud.ops import farthest_point_sample, gather_points, normalize_unit_sphere
 from affcli.pointcloud.runtime import resolve_device
+
+
+RUN_FILES = ["config.json", MODEL_FILE, OPTIM_FILE, "metrics.json"]  # checked on resume and by every reader
 
 
 def load_patches(cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,10 +50,12 @@ def split_validation(cfg: TrainConfig, inp: torch.Tensor, gt: torch.Tensor):
         return inp, gt, None, None
     import h5py
 
-    with h5py.File(cfg.data, "r") as fh:
+    with reading(cfg.data, "HDF5 training file"), h5py.File(cfg.data, "r") as fh:
         if "mesh_index" not in fh:
             raise PointCloudError(f"{cfg.data}: no mesh_index dataset, cannot hold out shapes (val_every)")
-        owner = torch.from_numpy(fh["mesh_index"][...][: len(inp)]).to(inp.device)
+        owner = torch.from_numpy(np.asarray(fh["mesh_index"][...], np.int64).reshape(-1)[: len(inp)]).to(inp.device)
+    if len(owner) != len(inp):
+        raise PointCloudError(f"{cfg.data}: mesh_index has {len(owner)} entries for {len(inp)} patches")
     held = owner % cfg.val_every == 0
     if held.all() or not held.any():
         raise PointCloudError(f"{cfg.data}: val_every={cfg.val_every} leaves no training or no validation shape")
@@ -93,16 +99,22 @@ def _start(cfg: TrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer,
     out = Path(cfg.out)
     if not (out / MODEL_FILE).is_file() or not (out / OPTIM_FILE).is_file():
         return 0, 0, [], None
-    old = read_json(out / "config.json")
-    if config_hash(old.get("identity", {})) != config_hash(cfg.identity()):
+    with reading(out / "config.json", "run config (JSON)"):
+        old = read_json(checked(out / "config.json"))
+        same = config_hash(old.get("identity", {})) == config_hash(cfg.identity())
+    if not same:
         raise PointCloudError(f"{out}: holds a different run (other data/model/options); use another --out")
     restore_model(model, out)
-    extra = load_optimizer(opt, out)
-    gen.set_state(extra["rng"])
-    metrics = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
-    hist = [h for h in metrics.get("epochs", []) if h["epoch"] > 0]  # older runs logged the untrained val_cd as epoch 0
-    old_initial = next((h.get("val_cd") for h in metrics.get("epochs", []) if h["epoch"] == 0), None)
-    return int(extra["epoch"]), int(extra["step"]), hist, metrics.get("val_cd_initial", old_initial)
+    with reading(out / OPTIM_FILE, "optimizer checkpoint"):
+        extra = load_optimizer(opt, out)
+        gen.set_state(extra["rng"])
+        first, step = int(extra["epoch"]), int(extra["step"])
+    with reading(out / "metrics.json", "run metrics (JSON)"):
+        metrics = read_json(checked(out / "metrics.json")) if (out / "metrics.json").is_file() else {}
+        hist = [h for h in metrics.get("epochs", []) if h["epoch"] > 0]  # older runs logged the untrained val_cd as epoch 0
+        old_initial = next((h.get("val_cd") for h in metrics.get("epochs", []) if h["epoch"] == 0), None)
+        initial = metrics.get("val_cd_initial", old_initial)
+    return first, step, hist, initial
 
 
 def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
@@ -128,6 +140,7 @@ def train(cfg: TrainConfig, console=None) -> dict[str, Any]:
             "parameters": sum(p.numel() for p in model.parameters()),
         },
     )
+    write_checksums(out, RUN_FILES)
     n = len(inp)
     bs = min(cfg.batch_size, n)
     steps = math.ceil(n / bs)
@@ -204,3 +217,4 @@ def _checkpoint(
             "target_epochs": cfg.epochs,
         },
     )
+    write_checksums(out, RUN_FILES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from affcli.common.device import autocast
+from affcli.common.notices import warn
 from affcli.pointcloud.errors import PointCloudError
 from affcli.pointcloud.merge import blocked_fps_merge
 from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
@@ -39,6 +41,65 @@ def check_cloud(xyz: Tensor | np.ndarray, name: str = "input cloud") -> Tensor:
     if t.shape[0] < MIN_POINTS:
         raise PointCloudError(f"{name}: {t.shape[0]} points; need at least {MIN_POINTS} to upsample")
     return t
+
+
+@dataclass
+class UnitCloud:
+    """A cloud as the upsamplers see it: its distinct points [M,3] float32 on the unit sphere, and the float64 centre
+    and radius that map results back to the input's frame (any finite scale, 1e-30 to 1e30)."""
+
+    points: Tensor
+    centre: np.ndarray
+    radius: float
+    given: int
+
+    @property
+    def duplicates(self) -> int:
+        """Input points dropped as exact copies of another (after normalisation to float32)."""
+        return self.given - len(self.points)
+
+    def restore(self, out: Tensor, name: str = "output") -> np.ndarray:
+        """Points [K,3] of the unit frame mapped back to the input's frame, float32; one-line error past float32."""
+        back = out.detach().cpu().double().numpy() * self.radius + self.centre
+        if not np.isfinite(back).all() or np.abs(back).max() > np.finfo(np.float32).max:
+            raise PointCloudError(f"{name}: upsampled coordinates exceed the float32 range (input near its limit)")
+        return back.astype(np.float32)
+
+
+def unit_cloud(xyz: Tensor | np.ndarray, name: str = "input cloud") -> UnitCloud:
+    """The cloud checked (shape, finite), centred and scaled to the unit sphere in float64, then its exact duplicates
+    dropped (first copies kept, in input order): degenerate input either becomes a well-posed cloud or is refused in
+    one line naming `name` (all points equal, fewer than MIN_POINTS distinct ones)."""
+    t = torch.as_tensor(np.asarray(xyz) if not isinstance(xyz, Tensor) else xyz)
+    if t.ndim != 2 or t.shape[-1] != 3:
+        raise PointCloudError(f"{name}: expected [N,3] points, got shape {list(t.shape)}")
+    if t.shape[0] == 0:
+        raise PointCloudError(f"{name}: empty point cloud")
+    x = t.detach().cpu().double().numpy()
+    if not np.isfinite(x).all():
+        raise PointCloudError(f"{name}: contains NaN or infinite coordinates")
+    centre = x.mean(0)
+    centred = x - centre
+    radius = float(np.sqrt(np.square(centred).sum(1).max()))
+    unit = (centred / radius).astype(np.float32) if radius > 0 else np.zeros_like(centred, np.float32)
+    _, first = np.unique(unit, axis=0, return_index=True)
+    if len(first) < len(unit):
+        unit = unit[np.sort(first)]
+    if len(unit) < MIN_POINTS:
+        if len(unit) == len(x):
+            what = f"{len(x)} point{'s' if len(x) > 1 else ''}"
+        elif len(unit) == 1:
+            what = f"all {len(x)} points are the same point (equal in float32)"
+        else:
+            what = f"{len(x)} points but only {len(unit)} distinct (equal in float32)"
+        raise PointCloudError(f"{name}: {what}; need at least {MIN_POINTS} distinct points to upsample")
+    return UnitCloud(torch.from_numpy(np.ascontiguousarray(unit)), centre, radius, len(x))
+
+
+def duplicates_notice(name: str, cloud: UnitCloud, ratio: float) -> str:
+    """The one warning line for a cloud with duplicate points: how many were dropped and what the output holds."""
+    return (f"{name}: {cloud.duplicates} duplicate point(s) dropped ({cloud.given} given, {len(cloud.points)} "
+            f"distinct); output is {output_points(len(cloud.points), ratio)} points (x{ratio:g} of the distinct ones)")
 
 
 def check_ratio(ratio: float) -> float:
@@ -139,7 +200,9 @@ def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge =
 
 
 def _cover(xyz: Tensor, idx: Tensor, seed_idx: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Add patches seeded at uncovered points until every point lies in some patch."""
+    """Add patches seeded at uncovered points until every point lies in some patch. Each new patch holds its own seed
+    (kNN ties between equal or nearly equal points could leave it out), so every round covers at least one more
+    point and the loop ends after at most N new patches."""
     while True:
         covered = torch.zeros(len(xyz), dtype=torch.bool, device=xyz.device)
         covered[idx.reshape(-1)] = True
@@ -147,7 +210,10 @@ def _cover(xyz: Tensor, idx: Tensor, seed_idx: Tensor, size: int) -> tuple[Tenso
         if not len(missing):
             return idx, seed_idx
         extra = missing[farthest_point_sample(xyz[missing][None], min(len(missing), max(1, len(idx) // 8)))[0]]
-        idx = torch.cat([idx, _patches(xyz, xyz[extra], size)])
+        new = _patches(xyz, xyz[extra], size)
+        absent = ~(new == extra[:, None]).any(1)
+        new[absent, -1] = extra[absent]
+        idx = torch.cat([idx, new])
         seed_idx = torch.cat([seed_idx, extra])
 
 
@@ -162,18 +228,22 @@ def _central(xyz: Tensor, idx: Tensor, seed_idx: Tensor) -> Tensor:
 
 
 def upsample_cloud(
-    model: nn.Module, xyz: Tensor | np.ndarray, ratio: float, batch: int = 64, merge: Merge = "auto"
+    model: nn.Module, xyz: Tensor | np.ndarray, ratio: float, batch: int = 64, merge: Merge = "auto",
+    name: str = "input cloud",
 ) -> np.ndarray:
-    """Upsample a cloud [N,3] by any ratio > 1: exactly round(ratio N) points. Powers of the model's ratio are
-    whole passes (x16 = two x4 passes); any other ratio takes the fewest passes that reach it, the last one thinned
-    by farthest-point sampling inside the merge's blocks (x2.5, x6: one or two x4 passes)."""
-    t = check_cloud(xyz)
+    """Upsample a cloud [N,3] by any ratio > 1: exactly round(ratio N) points (N distinct points: exact duplicates
+    are dropped first, see unit_cloud). Powers of the model's ratio are whole passes (x16 = two x4 passes); any other
+    ratio takes the fewest passes that reach it, the last one thinned by farthest-point sampling inside the merge's
+    blocks (x2.5, x6: one or two x4 passes)."""
+    cloud = unit_cloud(xyz, name)
+    if cloud.duplicates:
+        warn(duplicates_notice(name, cloud, ratio))
     device = next(model.parameters()).device
-    cur = t.to(device)
-    passes, total = passes_for(model.ratio, ratio), output_points(len(t), ratio)
+    cur = cloud.points.to(device)
+    passes, total = passes_for(model.ratio, ratio), output_points(len(cur), ratio)
     for p in range(passes):
         cur = upsample_pass(model, cur, batch, merge, total if p == passes - 1 else None)
-    return cur.cpu().numpy()
+    return cloud.restore(cur, name)
 
 
 def load_upsampler(run: str | Path | None, device: str | torch.device = "cpu") -> nn.Module:

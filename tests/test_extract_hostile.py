@@ -126,6 +126,8 @@ def _claiming(w: int, h: int) -> bytes:
 LIARS = {
     "claims-65000x65000": (_claiming(65000, 65000), "header claims"),
     "claims-20000x20000": (_claiming(20000, 20000), "header claims"),
+    "claims-2000x2000": (_claiming(2000, 2000), "bytes can hold"),  # under the size cap, far over its data
+    "claims-1200x900": (_claiming(1200, 900), "bytes can hold"),
     "junk": (b"\x00garbage" * 50, "not an image"),
     "empty": (b"", "empty"),
     "cut-short-jpg": (_jpg(64)[:300], "cut short"),
@@ -157,10 +159,22 @@ def test_lying_frames_are_invalid_frames_named_one_line_each(tmp_path):
     assert rec.valid.tolist() == [True] + [False] * len(LIARS) + [True]
 
 
+@pytest.mark.parametrize("side", [8, 333, 1024, 2048])
+@pytest.mark.parametrize("params", [[], [cv2.IMWRITE_JPEG_QUALITY, 1], [cv2.IMWRITE_JPEG_OPTIMIZE, 1],
+                                    [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_QUALITY, 1],
+                                    [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411]])
+def test_honest_jpegs_that_compress_well_are_not_taken_for_liars(side, params, tmp_path):
+    for value in (0, 128, 255):  # one flat colour: the fewest bytes a JPEG of this size can take
+        path = tmp_path / f"{value}.jpg"
+        path.write_bytes(cv2.imencode(".jpg", np.full((side, side + 5, 3), value, np.uint8), params)[1].tobytes())
+        img, why = read_image(path)
+        assert why is None and img.shape == (side, side + 5, 3), (side, params, value, why)
+
+
 def test_lying_still_images_are_invalid_rows_and_the_folder_goes_on(tmp_path):
     folder = tmp_path / "tree" / "cls"
     folder.mkdir(parents=True)
-    cases = ["claims-65000x65000", "cut-short-jpg", "empty", "junk"]
+    cases = ["claims-65000x65000", "claims-2000x2000", "cut-short-jpg", "empty", "junk"]
     (folder / "a.jpg").write_bytes(_jpg())
     for case in cases:
         (folder / f"b-{case}.jpg").write_bytes(LIARS[case][0])
@@ -172,7 +186,7 @@ def test_lying_still_images_are_invalid_rows_and_the_folder_goes_on(tmp_path):
     assert len(warned) == len(cases), r.output
     for case in cases:
         assert sum(f"b-{case}.jpg" in w and LIARS[case][1] in w for w in warned) == 1, (case, r.output)
-    assert FeatureStore(cache, mode="r").read_video(CLIP, "cls").valid.tolist() == [True] + [False] * 4 + [True]
+    assert FeatureStore(cache, mode="r").read_video(CLIP, "cls").valid.tolist() == [True] + [False] * 5 + [True]
 
 
 def test_a_stray_frame_number_fails_its_folder_only(tmp_path):
@@ -268,3 +282,72 @@ def test_a_custom_set_is_not_replaced_by_another_list_and_names_are_checked(name
     assert FeatureStore(cache, mode="r").read_text_embeddings(name, CLIP)[0] == ["first"]
     assert _prompts(cache, "--file", str(two), "--name", name, "--set", "lsd6", "--overwrite").exit_code == 0
     assert FeatureStore(cache, mode="r").read_text_embeddings(name, CLIP)[0] == ["second"]
+
+
+# ---- invalid-frame lines are never silenced by another thread's warning filters -----------------------------------
+
+def _overlapping_header_reads(monkeypatch, threads: int = 2) -> None:
+    """Make every `threads` concurrent header reads overlap, the one that started last ending last: the order in which
+    a `catch_warnings` per read leaves a catch-all `ignore` behind (each restores the filters it saw on entry)."""
+    import threading
+    import time
+
+    from PIL import Image
+
+    real, lock, order = Image.open, threading.Lock(), []
+    barrier = threading.Barrier(threads, timeout=2)
+
+    def overlapping(*a, **kw):
+        with lock:
+            order.append(threading.get_ident())
+            mine = len(order)
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        if mine % threads == 0:
+            time.sleep(0.05)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(Image, "open", overlapping)
+
+
+def test_concurrent_header_reads_leave_the_warning_filters_as_they_were(tmp_path, monkeypatch):
+    import warnings
+
+    from affcli.pipeline.frames import iter_frame_folder
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i in range(1, 9):
+        (folder / f"{i:05d}.jpg").write_bytes(_claiming(65000, 65000) if i % 2 == 0 else _jpg())
+    with pytest.warns(UserWarning):  # Pillow's one-time filter, if any, is in place
+        next(iter_frame_folder(folder, 8, size=32, threads=2))
+    _overlapping_header_reads(monkeypatch)
+    before = list(warnings.filters)
+    with pytest.warns(UserWarning) as got:
+        batches = list(iter_frame_folder(folder, 4, size=32, threads=2))
+    assert list(warnings.filters) == before  # no catch-all `ignore` left behind
+    said = [str(w.message) for w in got if "invalid image" in str(w.message)]
+    assert sorted(s.split(":")[0] for s in said) == [str(folder / f"{i:05d}.jpg") for i in (2, 4, 6, 8)]
+    assert np.concatenate([ok for *_, ok in batches]).tolist() == [True, False] * 4
+
+
+@pytest.mark.parametrize("inputs", ["--frames-dir", "--images-dir"])
+def test_every_lying_frame_of_every_folder_is_named_when_reads_overlap(inputs, tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    bad = []
+    for vid in ("a", "b", "c"):
+        (root / vid).mkdir(parents=True)
+        for i in range(1, 7):
+            path = root / vid / f"{i:05d}.jpg"
+            liar = i in (2, 3, 5)
+            path.write_bytes(_claiming(65000, 65000) if liar else _jpg())
+            bad += [path] if liar else []
+    _overlapping_header_reads(monkeypatch)
+    r = _extract("--cache", str(tmp_path / "c.zarr"), inputs, str(root), "--decode-workers", "2")
+    assert r.exit_code == 0, r.output
+    warned = [ln for ln in _lines(r.output) if ln.startswith("warning:")]
+    for path in bad:
+        assert sum(str(path) in w and "header claims" in w for w in warned) == 1, (path, r.output)
+    assert len(warned) == len(bad), r.output

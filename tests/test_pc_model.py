@@ -158,16 +158,20 @@ def test_train_cli_resume_and_errors(tmp_path, patches_h5):
                             "--out", str(up), "--device", "cpu", "--render"])
     assert r.exit_code == 0, r.output
     assert len(up.read_text().splitlines()) == 1200 and up.with_suffix(".png").is_file()
-    r = runner.invoke(app, ["pc", "upsample", "--run", str(run), "--input", str(cloud), "--ratio", "8",
+    r = runner.invoke(app, ["pc", "upsample", "--run", str(run), "--input", str(cloud), "--ratio", "1",
                             "--out", str(up), "--device", "cpu"])
-    assert r.exit_code == 2 and "ratio 8 not reachable" in r.output
+    assert r.exit_code == 2 and "ratio '1' out of range" in r.output
     empty = tmp_path / "empty.xyz"
     empty.write_text("")
     r = runner.invoke(app, ["pc", "upsample", "--run", str(run), "--input", str(empty), "--out", str(up)])
     assert r.exit_code == 2 and "empty" in r.output
     (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes()[:200])
-    r = runner.invoke(app, ["pc", "upsample", "--run", str(run), "--input", str(cloud), "--out", str(up), "--device", "cpu"])
-    assert r.exit_code == 2 and "model.safetensors: unreadable checkpoint" in r.output
+    cmd = ["pc", "upsample", "--run", str(run), "--input", str(cloud), "--out", str(up), "--device", "cpu"]
+    r = runner.invoke(app, cmd)
+    assert r.exit_code == 2 and "model.safetensors: changed after the run was written" in r.output, r.output
+    (run / "checksums.json").unlink()  # a run from before checksums.json: the damage is still caught on read
+    r = runner.invoke(app, cmd)
+    assert r.exit_code == 2 and "model.safetensors: unreadable checkpoint" in r.output, r.output
 
 
 def test_train_refuses_nan_patches(tmp_path):
