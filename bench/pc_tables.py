@@ -4,6 +4,10 @@ method with the model's wins over kNN midpoints.
 
     python bench/pc_tables.py join --key x4 --out /tmp/pc_x4 --from /tmp/ev_model /tmp/ev_baselines
     python bench/pc_tables.py per-shape /tmp/pc_x4/results_x4.json
+    python bench/pc_tables.py check --record bench/results/pc_default_v3_x16.json --pred OUT/x16/model --gt OUT/gt_32768
+
+`check` re-scores (CD/HD, no P2F) the first --first predictions of a folder and compares them with a recorded
+results JSON of the same method: whether today's pipeline still gives the recorded figures.
 """
 
 from __future__ import annotations
@@ -67,6 +71,24 @@ def per_shape(path: Path) -> str:
     return "\n".join(lines)
 
 
+def check(record: Path, pred: Path, gt: Path, first: int, method: str = "model") -> float:
+    """Largest relative CD/HD difference between fresh scores of pred/*.xyz (first n) and the recorded rows."""
+    import torch
+
+    from affcli.pointcloud.evaluate import evaluate_clouds
+    from affcli.pointcloud.io import read_cloud
+
+    rec = {r["shape"]: r for r in json.loads(record.read_text())["methods"][method]["rows"]}
+    worst = 0.0
+    for f in sorted(pred.glob("*.xyz"))[:first]:
+        r = evaluate_clouds(read_cloud(f), read_cloud(gt / f.name), None, "pugcn", torch.device("cpu"))
+        cd, hd, old = r["cd"] * 1e3, r["hd"] * 1e3, rec[f.stem]
+        worst = max(worst, abs(cd - old["cd"]) / old["cd"], abs(hd - old["hd"]) / old["hd"])
+        print(f"{f.stem}: CD {cd:.4f} HD {hd:.3f} | recorded CD {old['cd']:.4f} HD {old['hd']:.3f}", flush=True)
+    print(f"largest relative difference: {worst:.2e}")
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -76,8 +98,16 @@ def main() -> None:
     jp.add_argument("--from", dest="sources", type=Path, nargs="+", required=True)
     pp = sub.add_parser("per-shape")
     pp.add_argument("results", type=Path)
+    cp = sub.add_parser("check")
+    cp.add_argument("--record", type=Path, required=True)
+    cp.add_argument("--pred", type=Path, required=True)
+    cp.add_argument("--gt", type=Path, required=True)
+    cp.add_argument("--first", type=int, default=4)
+    cp.add_argument("--method", default="model")
     a = ap.parse_args()
-    if a.cmd == "join":
+    if a.cmd == "check":
+        check(a.record, a.pred, a.gt, a.first, a.method)
+    elif a.cmd == "join":
         print(join(a.key, a.out, a.sources))
     else:
         print(per_shape(a.results))
