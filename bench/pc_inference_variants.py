@@ -105,9 +105,10 @@ def variant_fn(model: torch.nn.Module, name: str):
     """cloud [N,3] -> x4 cloud for one variant name (see the module docstring)."""
     kind, _, arg = name.partition(":")
     base = lambda x: up.upsample_pass(model, x)  # noqa: E731
-    patches = {"sor": (up, "blocked_fps_merge", lambda *a: sor_merge(float(arg), *a)),
-               "steep": (prior_mod, "STEEP", float(arg or 0)), "inner": (up, "INNER", float(arg or 0)),
-               "keep": (up, "KEEP_LOGIT", -float("inf") if arg == "off" else float(arg or 0))}
+    patches = {"sor": lambda: (up, "blocked_fps_merge", lambda *a: sor_merge(float(arg), *a)),  # built on use:
+               "steep": lambda: (prior_mod, "STEEP", float(arg or 0)),  # keep:off has no number
+               "inner": lambda: (up, "INNER", float(arg or 0)),
+               "keep": lambda: (up, "KEEP_LOGIT", -float("inf") if arg == "off" else float(arg or 0))}
     if kind == "base":
         return base
     if kind == "prior":
@@ -123,8 +124,10 @@ def variant_fn(model: torch.nn.Module, name: str):
     if kind == "mean":
         return lambda x: mean_merge(model, x)
     if kind in patches:
+        patch = patches[kind]()
+
         def fn(x: torch.Tensor) -> torch.Tensor:
-            with mock.patch.object(*patches[kind]):
+            with mock.patch.object(*patch):
                 return base(x)
         return fn
     raise SystemExit(f"unknown variant {name!r}")
