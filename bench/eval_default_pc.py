@@ -147,7 +147,7 @@ def markdown(rows: dict[str, list[dict]], ratio: int) -> str:
     for m, rs in rows.items():
         mean = next(r for r in rs if r["shape"] == "mean")
         lines.append(f"| {m} | " + " | ".join(_cell(mean, c) for c in COLS) + " |")
-    pair = [m for m in ("model", "midpoint") if m in rows]
+    pair = [m for m in ("model", "midpoint") if m in rows] or list(rows)[:1]  # e.g. only prior and input asked
     lines += ["", "| shape | " + " | ".join(f"{n} {m}" for n in names for m in pair) + " |",
               "|---|" + "---:|" * (5 * len(pair))]
     for r0 in rows[pair[0]]:
