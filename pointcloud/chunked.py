@@ -11,16 +11,17 @@ from torch import Tensor, nn
 
 from affcli.common.notices import warn
 from affcli.pointcloud.errors import PointCloudError
-from affcli.pointcloud.ops import knn
+from affcli.pointcloud.ops import knn, normalize_unit_sphere
 from affcli.pointcloud.merge import blocked_fps_merge, shares
-from affcli.pointcloud.upsample import (PATCH, Merge, duplicates_notice, output_points, passes_for, unit_cloud,
-                                       upsample_pass)
+from affcli.pointcloud.upsample import (PATCH, Merge, assign_children, duplicates_notice, output_points, passes_for,
+                                       unit_cloud, upsample_pass)
 
 FIXED_MIB = 192  # knn distance blocks (128 MiB cap) + network activations of one batch
 BYTES_PER_POINT = 4096  # measured ~2.8 KiB per input point of a chunk (patches, outputs, merge), halo included
 THIN_BYTES_PER_POINT = 8192  # a chunk that also thins its children (ratios other than powers of the model's)
 BLOCKED_BYTES_PER_POINT = 16384  # a whole pass with the blocked FPS merge: measured ~11.5 KiB per point
 HALO_SAMPLES = 256
+MAX_CHUNK = 1 << 16  # seeds FPS and patch kNN cost ~ chunk^2: 2M points in 64k chunks take ~1/4 the time of 256k ones
 
 
 def chunk_points(max_memory_mib: float, n_points: int, ratio: int, per_point: int = BYTES_PER_POINT) -> int:
@@ -87,7 +88,8 @@ def chunked_pass(
     out = torch.empty(n, r, 3, dtype=xyz.dtype) if keep is None else None
     for k, core in enumerate(chunks):
         ext = np.concatenate([core, _halo(host, core, gen)])
-        up = upsample_pass(model, xyz[torch.from_numpy(ext).to(xyz.device)], batch, "assign")
+        ext_n, centre, radius = normalize_unit_sphere(xyz[torch.from_numpy(ext).to(xyz.device)])
+        up = assign_children(model, ext_n, batch, own=len(core)) * radius + centre
         if out is not None:
             out[torch.from_numpy(core)] = up[: len(core) * r].reshape(len(core), r, 3).cpu()
             del up
@@ -120,7 +122,7 @@ def upsample_large(
     passes, total = passes_for(model.ratio, ratio), output_points(len(cur), ratio)
     for p in range(passes):
         keep = total if p == passes - 1 and total < model.ratio * len(cur) else None
-        size = chunk_points(max_memory_mib, len(cur), model.ratio)
+        size = min(MAX_CHUNK, chunk_points(max_memory_mib, len(cur), model.ratio))
         if keep is not None:
             size = min(size, max(4 * PATCH, chunk_points(max_memory_mib, len(cur), model.ratio, THIN_BYTES_PER_POINT)))
         report = (lambda d, t, p=p: on_chunk(p, d, t)) if on_chunk else None

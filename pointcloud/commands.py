@@ -27,19 +27,26 @@ LOG_EVERY_S = 10.0
 
 class ProgressLog:
     """Progress lines for logs (stderr not a terminal, where the bar does not show): `progress: <what> pass p: chunk
-    d/t, s elapsed` at most every LOG_EVERY_S seconds, so short runs print none."""
+    d/t, s elapsed, ~s left in this pass` at most every LOG_EVERY_S seconds, so short runs print none."""
 
-    def __init__(self, what: str, start: float, every: float = LOG_EVERY_S, stream=None) -> None:
-        self.what, self.start, self.every, self.stream = what, start, every, stream or sys.stderr
-        self.last = start
+    def __init__(self, what: str, start: float, every: float | None = None, stream=None) -> None:
+        self.what, self.start, self.stream = what, start, stream or sys.stderr
+        self.every = LOG_EVERY_S if every is None else every
+        self.last = self.pass_start = self.prev = start
+        self.pass_no = 0
         self.on = not self.stream.isatty()
 
     def __call__(self, p: int, done: int, total: int) -> None:
         now = time.perf_counter()
+        if p != self.pass_no:  # the pass began when the previous one reported its last chunk
+            self.pass_no, self.pass_start = p, self.prev
+        self.prev = now
         if self.on and now - self.last >= self.every:
             self.last = now
+            left = (now - self.pass_start) / done * (total - done) if 0 < done < total else 0.0
+            eta = f", ~{left:.0f} s left in this pass" if left else ""
             self.stream.write(f"progress: {self.what} pass {p + 1}: chunk {done}/{total}, "
-                              f"{now - self.start:.0f} s elapsed\n")
+                              f"{now - self.start:.0f} s elapsed{eta}\n")
             self.stream.flush()
 
 
