@@ -1,18 +1,26 @@
 """Extraction at high resolution: wall time and peak RSS of `affcli extract` on one synthetic video per size.
 
-Decoding memory is bounded by bytes (`--decode-memory-mb`), not by a frame count: a 4K batch holds a few frames and
-the face stage makes whole frames float a frame or two at a time, so the peak stays near the budget whatever the
-resolution. Each size runs `affcli extract` in a fresh process (peak RSS = that process's ru_maxrss); the video (a
-face moving over a smooth background, h264) is written once per size into --work, by a child process of its own (a
-child's ru_maxrss counts the RSS of the parent it was forked from, so the parent stays small), and reused.
+Decoding memory is bounded by bytes (`--decode-memory-mb`), not by a frame count: a 4K batch holds a few frames, an
+8K batch one, FFmpeg runs no more frame threads than fit a batch's share, and the face stage never makes a whole
+frame float (row strips, pipeline/strips.py), so the peak stays near the budget whatever the resolution. Each size
+runs `affcli extract` in a fresh process (peak RSS = that process's ru_maxrss); the video (a face moving over a
+smooth background, h264) is written once per size into --work, by a child process of its own (a child's ru_maxrss
+counts the RSS of the parent it was forked from, so the parent stays small), and reused.
 
     python bench/extract_resolution.py --sizes 3840x2160 7680x4320 --frames 150 --face mtcnn --out r.json
     python bench/extract_resolution.py --sizes 3840x2160 --frames 150 --decode-memory-mb 1024 --out r.json
     python bench/extract_resolution.py --sizes 1920x1080 3840x2160 7680x4320 --decode-only --out r.json
 
 `--decode-only` instead decodes each video alone in a child (no models, the same per-batch byte budget) and reports
-its peak RSS: beside one batch, that is the codec's own frames (FFmpeg's reference frames), which the budget does
-not count.
+its peak RSS: beside one batch, that is the codec's own frames (FFmpeg's reference frames), which FFmpeg's thread
+count (capped by the budget, media.decoder_threads) keeps near one batch.
+
+`--dump-crops VIDEO OUT.npz [--face F] [--detect-every K]` runs extract's decode and face stages (the default budget)
+over VIDEO and saves every crop and face array, so two versions of the code can be compared bit for bit:
+
+    PYTHONPATH=<old tree> python bench/extract_resolution.py --dump-crops v.mp4 old.npz --detect-every 3
+    PYTHONPATH=<new tree> python bench/extract_resolution.py --dump-crops v.mp4 new.npz --detect-every 3
+    python bench/extract_resolution.py --compare-crops old.npz new.npz
 """
 from __future__ import annotations
 
@@ -103,6 +111,59 @@ def run_decode_only(video: Path, args: argparse.Namespace) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def dump_crops(video: Path, out: Path, face: str, every: int) -> None:
+    """Decode `video` and run the face stage as `extract` does (default budget, CPU); save crops, validity and faces."""
+    import queue
+    import threading
+
+    import numpy as np
+    import torch
+
+    from affcli.pipeline.config import ExtractConfig
+    from affcli.pipeline.crop_settings import CropSettings
+    from affcli.pipeline.sources import Source
+    from affcli.pipeline.stages import Decoder, FaceStage, FrameBatch
+
+    per_batch = ExtractConfig(cache="-", backbones=["clip:tiny"]).batch_bytes()
+    crop = CropSettings(input="video", size=112 if face == "mtcnn" else 224, detector=face, detect_every=every)
+    stage = FaceStage(crop, crop.build_detector("cpu"), max_bytes=per_batch)
+    q: queue.Queue = queue.Queue(maxsize=4)
+    decoder = Decoder(torch.device("cpu"), 64, crop.size, 25.0, lambda s: None, max_bytes=per_batch)
+    threading.Thread(target=decoder.run, args=(Source(video.stem, video, "video"), False, q, threading.Event()),
+                     daemon=True).start()
+    got: dict[str, list] = {}
+    done = False
+    while not done:
+        msg = q.get()
+        done = not isinstance(msg, FrameBatch)
+        for m in stage(msg):
+            if isinstance(m, FrameBatch):
+                got.setdefault("crops", []).append(m.crops.numpy())
+                got.setdefault("valid", []).append(m.valid)
+                for k, v in (m.faces or {}).items():
+                    got.setdefault(k, []).append(v)
+            else:
+                got.setdefault("end", []).append(np.array([type(m).__name__]))
+    np.savez_compressed(out, **{k: np.concatenate(v) for k, v in got.items()})
+
+
+def compare_crops(a: Path, b: Path) -> None:
+    """Print, per array of two --dump-crops files, whether it is bit-identical (NaN equal to NaN) and the max diff."""
+    import numpy as np
+
+    x, y = np.load(a), np.load(b)
+    rows = {}
+    for k in sorted(set(x.files) | set(y.files)):
+        if k not in x.files or k not in y.files or x[k].shape != y[k].shape:
+            rows[k] = "missing or other shape"
+            continue
+        u, v = x[k], y[k]
+        same = bool(np.array_equal(u, v, equal_nan=u.dtype.kind == "f"))
+        diff = float(np.nanmax(np.abs(u.astype(np.float64) - v))) if u.dtype.kind in "fiu" and u.size else 0.0
+        rows[k] = {"shape": list(u.shape), "identical": same, "max_abs_diff": diff}
+    print(json.dumps(rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["3840x2160"], help="WIDTHxHEIGHT, one run each")
@@ -143,7 +204,17 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--make-video"]:
         make_video(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
-    elif sys.argv[1:2] == ["--decode-only"]:
+    elif sys.argv[1:2] == ["--decode-only"] and len(sys.argv) == 4 and sys.argv[3].isdigit():
         decode_only(Path(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--dump-crops"]:
+        opt = argparse.ArgumentParser()
+        opt.add_argument("video", type=Path)
+        opt.add_argument("out", type=Path)
+        opt.add_argument("--face", default="mtcnn")
+        opt.add_argument("--detect-every", type=int, default=1)
+        o = opt.parse_args(sys.argv[2:])
+        dump_crops(o.video, o.out, o.face, o.detect_every)
+    elif sys.argv[1:2] == ["--compare-crops"]:
+        compare_crops(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         main()

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from affcli.pipeline.face_align import align_faces, box_crops
+from affcli.pipeline.strips import resize_aa
 
 
 def float_chunks(frames: torch.Tensor, max_bytes: int | None) -> list[slice]:
@@ -49,13 +50,13 @@ def resize_batch(crops: np.ndarray, size: int) -> np.ndarray:
 
 def letterbox(frames: torch.Tensor, size: int) -> torch.Tensor:
     """Whole frames [N,3,H,W] uint8 -> [N,3,size,size] uint8, aspect kept, zero bars (`--face none`), on their
-    device."""
+    device; resized in row strips (`strips.resize_aa`), so no whole-frame float copy."""
     n, _, h, w = frames.shape
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     out = frames.new_zeros(n, 3, size, size)
     if n:
-        x = F.interpolate(frames.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        x = resize_aa(frames, (nh, nw))  # row strips: no whole-frame float copy
         top, left = (size - nh) // 2, (size - nw) // 2
         out[:, :, top:top + nh, left:left + nw] = x.round_().clamp_(0, 255).to(torch.uint8)
     return out

@@ -39,13 +39,6 @@ def similarity_transform(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     return torch.cat([rot, t[..., None]], 2).to(torch.float32)
 
 
-def _nchw_float(frames: torch.Tensor) -> torch.Tensor:
-    if frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[-1]):
-        raise ValueError(f"face_align: expected frames [N,H,W,3] or [N,3,H,W], got {tuple(frames.shape)}")
-    x = frames.permute(0, 3, 1, 2) if frames.shape[-1] == 3 and frames.shape[1] != 3 else frames
-    return x.float()
-
-
 def _homogeneous(m: torch.Tensor) -> torch.Tensor:
     row = torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype, device=m.device).expand(len(m), 1, 3)
     return torch.cat([m, row], 1)
@@ -59,6 +52,45 @@ def supersampling(matrices: torch.Tensor) -> torch.Tensor:
     return torch.where(scale > 0, k, torch.ones_like(k)).to(torch.int64)
 
 
+def _nchw(frames: torch.Tensor) -> torch.Tensor:
+    if frames.ndim != 4 or 3 not in (frames.shape[1], frames.shape[-1]):
+        raise ValueError(f"face_align: expected frames [N,H,W,3] or [N,3,H,W], got {tuple(frames.shape)}")
+    return frames.permute(0, 3, 1, 2) if frames.shape[-1] == 3 and frames.shape[1] != 3 else frames
+
+
+def _fma(a: torch.Tensor, b: torch.Tensor | float, c: torch.Tensor | float) -> torch.Tensor:
+    """float32 a * b + c rounded once (a float32 product is exact in float64), as the fused multiply-add of
+    PyTorch's vectorised CPU grid_sample."""
+    b = b.double() if isinstance(b, torch.Tensor) else b
+    c = c.double() if isinstance(c, torch.Tensor) else c
+    return (a.double() * b + c).float()
+
+
+def bilinear_sample(frames: torch.Tensor, frame_index: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """`F.grid_sample(frames[frame_index].float(), grid, "bilinear", "zeros", align_corners=False)` read straight from
+    the frames (uint8 or float, [N,3,H,W] or [N,H,W,3]): only the 4 neighbours of each sample become float, so no
+    whole-frame float copy exists. Same arithmetic as PyTorch's vectorised CPU kernel (fused multiply-adds in the
+    unnormalisation and the weighted sum): bit-identical there, equal to float rounding elsewhere. -> [K,C,h,w]."""
+    x = _nchw(frames)
+    _, c, h, w = x.shape
+    ix = _fma(grid[..., 0] + 1, w / 2, -0.5)
+    iy = _fma(grid[..., 1] + 1, h / 2, -0.5)
+    x_w, y_n = ix.floor(), iy.floor()
+    we, n = ix - x_w, iy - y_n
+    e, s = 1 - we, 1 - n
+    xi, yi = x_w.long(), y_n.long()
+    k = frame_index.to(x.device).long()[:, None, None]
+    out = None
+    for dy, dx, weight in ((0, 0, s * e), (0, 1, s * we), (1, 0, n * e), (1, 1, n * we)):
+        yy, xx = yi + dy, xi + dx
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        v = x[k, :, yy.clamp(0, h - 1), xx.clamp(0, w - 1)].float() * inside[..., None]  # [K,h,w,C]
+        v = v.permute(0, 3, 1, 2)
+        wt = weight[:, None]
+        out = v * wt if out is None else _fma(v, wt, out)
+    return out
+
+
 def warp_affine(frames: torch.Tensor, matrices: torch.Tensor, size: int, frame_index: torch.Tensor | None = None,
                 supersample: int | None = None) -> torch.Tensor:
     """cv2.warpAffine(frame, M, (size, size)) for a batch: bilinear, zeros outside, on the frames' device.
@@ -66,22 +98,24 @@ def warp_affine(frames: torch.Tensor, matrices: torch.Tensor, size: int, frame_i
     `matrices` [K,2,3] map frame pixels to output pixels; `frame_index` [K] picks each warp's frame (default: one
     per frame). `supersample` k samples k x k points per output pixel and averages them, against aliasing when a
     face is shrunk; None picks each warp's own (`supersampling`: ceil(1 / scale), at most 4), so a face's crop
-    does not depend on the other faces of the batch.
+    does not depend on the other faces of the batch. Only the sampled pixels become float (`bilinear_sample`).
     """
-    x = _nchw_float(frames if frame_index is None else frames[frame_index.to(frames.device)])  # pick, then float
-    if len(matrices) != len(x):
-        raise ValueError(f"face_align: {len(matrices)} matrices for {len(x)} frames")
-    k = len(x)
+    x = _nchw(frames)
+    idx = torch.arange(len(x), device=x.device) if frame_index is None else frame_index.to(x.device)
+    if len(matrices) != len(idx):
+        raise ValueError(f"face_align: {len(matrices)} matrices for {len(idx)} frames")
+    k = len(idx)
     if k == 0:
-        return x.new_zeros(0, x.shape[1], size, size)
+        return torch.zeros(0, x.shape[1], size, size, device=x.device)
     if supersample is None:
         ks = supersampling(matrices)
         levels = ks.unique().tolist()
         if len(levels) > 1:
-            out = x.new_empty(k, x.shape[1], size, size)
+            out = torch.empty(k, x.shape[1], size, size, device=x.device)
             for level in levels:
                 sel = (ks == level).nonzero().flatten()
-                out[sel] = warp_affine(x[sel], matrices[sel.to(matrices.device)], size, supersample=int(level))
+                out[sel] = warp_affine(x, matrices[sel.to(matrices.device)], size, idx[sel.to(idx.device)],
+                                       supersample=int(level))
             return out
         supersample = int(levels[0])
     m = matrices.to(x.device, torch.float64)
@@ -93,8 +127,8 @@ def warp_affine(frames: torch.Tensor, matrices: torch.Tensor, size: int, frame_i
     to_norm = torch.tensor([[2.0 / w, 0, 1.0 / w - 1], [0, 2.0 / h, 1.0 / h - 1], [0, 0, 1]],
                            dtype=torch.float64, device=x.device)
     theta = to_norm @ torch.linalg.inv(_homogeneous(m)) @ to_pix
-    grid = F.affine_grid(theta[:, :2].to(x.dtype), [k, x.shape[1], out, out], align_corners=False)
-    crops = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = F.affine_grid(theta[:, :2].to(torch.float32), [k, x.shape[1], out, out], align_corners=False)
+    crops = bilinear_sample(x, idx, grid)
     return F.avg_pool2d(crops, supersample) if supersample > 1 else crops
 
 
@@ -120,7 +154,7 @@ def box_crops(frames: torch.Tensor, boxes: torch.Tensor, size: int = 224, margin
     roi_align averages an adaptive grid of bilinear samples per output pixel (area-like when shrinking);
     outside the frame is zero; boxes holding NaN give zero crops. `frame_index` [K] as in `warp_affine`.
     """
-    x = _nchw_float(frames)
+    x = _nchw(frames).float()
     idx = torch.arange(len(boxes), device=x.device) if frame_index is None else frame_index.to(x.device)
     b = boxes.to(x.device, torch.float32)
     ok = torch.isfinite(b).all(1)

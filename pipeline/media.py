@@ -11,6 +11,7 @@ Failure policy (also in docs/MEDIA.md):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +98,27 @@ def frames_per_batch(path: Path, frame_bytes: int, batch_size: int, max_bytes: i
     return max(1, min(batch_size, max_bytes // frame_bytes))
 
 
+AUTO_THREADS = min(16, (os.cpu_count() or 1) + 1)  # FFmpeg's own choice for thread_count=0
+
+
+def decoder_threads(ctx: av.codec.context.CodecContext, threads: int, max_bytes: int | None) -> int:
+    """FFmpeg decoder threads: `threads`, or where that is 0 (auto) and a byte budget is given, at most as many as
+    RGB frames of this size fit in one batch's share. Each frame thread holds a decoded frame of its own outside
+    the decode batches, so at 8K (95 MiB a frame) auto threads alone would exceed a batch's share; frame sizes of
+    4K and below keep FFmpeg's choice under the default budget."""
+    if threads or max_bytes is None:
+        return int(threads)
+    fit = int(max_bytes) // max(1, 3 * int(ctx.width or 0) * int(ctx.height or 0))
+    return 0 if fit >= AUTO_THREADS else max(1, fit)
+
+
 def iter_video_frames(
     path: Path, batch_size: int = 64, threads: int = 0, thread_type: str = "AUTO", max_bytes: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frames uint8 [B,H,W,3] RGB, timestamps float64 [B] s) lazily; timestamps are pts * time_base.
 
-    `threads=0` lets FFmpeg pick the thread count; `thread_type` is FFmpeg's AUTO, FRAME, SLICE or NONE.
+    `threads=0` lets FFmpeg pick the thread count (fewer where `max_bytes` cannot hold that many frames:
+    `decoder_threads`); `thread_type` is FFmpeg's AUTO, FRAME, SLICE or NONE.
     Memory stays at one batch whatever the video length; with `max_bytes` a batch also holds at most that many
     bytes (it shrinks with the frame size: 4K frames come a few at a time).
     """
@@ -113,7 +129,7 @@ def iter_video_frames(
     try:
         stream = _video_stream(container, path)
         stream.thread_type = thread_type
-        stream.codec_context.thread_count = int(threads)
+        stream.codec_context.thread_count = decoder_threads(stream.codec_context, threads, max_bytes)
         fps = float(stream.average_rate or stream.guessed_rate or 30)
         buf: np.ndarray | None = None
         times = np.empty(batch_size, np.float64)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from affcli.pipeline.crops import float_chunks
+from affcli.pipeline.strips import area_sums
 
 
 class FaceTrack(NamedTuple):
@@ -56,9 +56,11 @@ def box_iou_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def thumbnails(frames: torch.Tensor, side: int = 16) -> torch.Tensor:
-    """Grey side x side thumbnails [N,side*side] in 0..1 of uint8 frames [N,3,H,W], for cut detection."""
-    grey = frames.float().mean(1, keepdim=True) / 255.0
-    return F.adaptive_avg_pool2d(grey, side).flatten(1)
+    """Grey side x side thumbnails [N,side*side] in 0..1 of uint8 frames [N,3,H,W], for cut detection: area averages of
+    the channel mean (integer bin sums over row strips, so no whole-frame float copy)."""
+    sums, kh, kw = area_sums(frames, (side, side))
+    count = (3 * 255) * (kh[:, None] * kw).double()
+    return (sums.sum(1).double() / count).float().flatten(1)
 
 
 class Tracker:

@@ -1,16 +1,16 @@
 """`--face mtcnn` (the default): MTCNN with facenet-pytorch's weights (pipeline/mtcnn.py), batched on the frames'
-device, 5 landmarks; frames wider than `detect_width` are area-downscaled for detection and the boxes / landmarks
-scaled back to frame pixels."""
+device, 5 landmarks; frames wider than `detect_width` are area-downscaled for detection (uint8 row strips, no float
+copy of the whole frame) and the boxes / landmarks scaled back to frame pixels."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from affcli.pipeline.detectors.base import Detections, FaceDetector
 from affcli.pipeline.detectors.registry import DETECTORS
 from affcli.pipeline.mtcnn import MTCNN, MTCNN_PACKAGE, MTCNN_VERSION
+from affcli.pipeline.strips import area_downscale
 
 
 @DETECTORS.register("mtcnn", landmarks=True,
@@ -34,6 +34,6 @@ class MtcnnDetector(FaceDetector):
         x = frames.to(self.mtcnn.device, non_blocking=True)
         if scale < 1.0:
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            x = F.interpolate(x.float(), size=size, mode="area").round_().clamp_(0, 255).to(torch.uint8)
+            x = area_downscale(x, size).round_().clamp_(0, 255).to(torch.uint8)  # no whole-frame float copy
         f = self.mtcnn.largest_face(x)
         return Detections(f.boxes / scale, torch.nan_to_num(f.scores, nan=0.0), f.landmarks / scale, f.valid)
