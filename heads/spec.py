@@ -1,13 +1,13 @@
 """Parse part specs (`tcn(levels=3, causal=true)`, `none:visual`) and loss sums (`ce+0.1*text-contrastive`)."""
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from affcli.common.literals import literal, split_top
+
 _PART = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?::\s*([A-Za-z0-9_.\-]+))?\s*(?:\((.*)\))?\s*$", re.S)
-_WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
 class SpecError(ValueError):
@@ -23,48 +23,24 @@ class PartSpec:
     opts: dict[str, Any] = field(default_factory=dict)
 
 
-def _literal(text: str) -> Any:
-    t = text.strip()
-    if t.lower() in _WORDS:
-        return _WORDS[t.lower()]
-    try:
-        return ast.literal_eval(t)
-    except (ValueError, SyntaxError):
-        return t
-
-
-def _split(text: str, sep: str) -> list[str]:
-    out, depth, cur = [], 0, ""
-    for i, ch in enumerate(text):
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        exp = sep == "+" and i > 1 and text[i - 1] in "eE" and text[i - 2].isdigit()
-        if ch == sep and depth == 0 and not exp:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [s.strip() for s in out + [cur] if s.strip()]
-
-
 def parse_part(text: str) -> PartSpec:
     """`name`, `name:arg` or `name(key=value, ...)` -> PartSpec."""
     m = _PART.match(str(text))
     if not m:
         raise SpecError(f"cannot parse {text!r}; write name, name:arg or name(key=value, ...)")
     opts: dict[str, Any] = {}
-    for item in _split(m.group(3) or "", ","):
+    for item in split_top(m.group(3) or "", ","):
         if "=" not in item:
             raise SpecError(f"option {item!r} of {text!r} is not key=value")
         k, v = item.split("=", 1)
-        opts[k.strip()] = _literal(v)
+        opts[k.strip()] = literal(v)
     return PartSpec(m.group(1), m.group(2), opts)
 
 
 def parse_loss(text: str) -> list[tuple[float, PartSpec]]:
     """`ce+0.1*text-contrastive` -> [(1.0, ce), (0.1, text-contrastive)]."""
     terms = []
-    for raw in _split(str(text), "+"):
+    for raw in split_top(str(text), "+"):
         m = re.match(r"^\s*([0-9.]+(?:[eE][+-]?[0-9]+)?)\s*\*(.*)$", raw, re.S)
         w, rest = (float(m.group(1)), m.group(2)) if m else (1.0, raw)
         terms.append((w, parse_part(rest)))

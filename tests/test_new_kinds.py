@@ -80,7 +80,7 @@ def test_whisper_loads_the_encoder_only(saved_as, tmp_path):
     import transformers
     from transformers import WhisperConfig
 
-    from affcli.pipeline.backbones.whisper import CONFIG_DIR
+    from affcli.pipeline.backbones.hub import CONFIG_DIR
 
     cfg = WhisperConfig(**json.loads((CONFIG_DIR / "whisper-tiny.json").read_text()))
     torch.manual_seed(0)

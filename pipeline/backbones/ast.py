@@ -6,22 +6,17 @@ out [frequency, time]; the mean over frequency patches gives one step per time p
 """
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.pipeline.backbones.base import AudioBackbone, CausalPlan, Steps, seeded_build
+from affcli.pipeline.backbones.base import AudioBackbone, CausalPlan, Steps
 from affcli.pipeline.backbones.registry import BACKBONES
-from affcli.pipeline.backbones.spec import spec_name
-from affcli.pipeline.backbones.hub import load_pretrained
+from affcli.pipeline.backbones.hub import tiny_or_pretrained
 from affcli.pipeline.backbones.windows import run_causal, run_centered
-
-CONFIG_DIR = Path(__file__).parent / "configs"
 FBANK_WIN, FBANK_HOP = 400, 160
 
 
@@ -39,14 +34,9 @@ class ASTBackbone(AudioBackbone):
         super().__init__(spec, device, seed)
         from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
-        name = spec_name(spec)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-            if name == "tiny":
-                cfg = ASTConfig(**json.loads((CONFIG_DIR / "ast-tiny.json").read_text()))
-                model, fe = seeded_build(seed, lambda: ASTModel(cfg)), None
-            else:
-                model, fe = load_pretrained(spec, name, ASTModel, ASTFeatureExtractor)
+            model, fe = tiny_or_pretrained(spec, seed, ASTModel, ASTConfig, ASTFeatureExtractor, "ast-tiny.json")
             c = model.config
             self.fe = fe or ASTFeatureExtractor(num_mel_bins=c.num_mel_bins, max_length=c.max_length)
         if self.fe.num_mel_bins != c.num_mel_bins or self.fe.max_length != c.max_length:

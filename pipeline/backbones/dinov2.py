@@ -8,20 +8,16 @@ done batched on the device; without one, the DINOv2 defaults (256 -> 224, ImageN
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.pipeline.backbones.base import BackboneError, VisualBackbone, seeded_build
-from affcli.pipeline.backbones.hub import load_pretrained
+from affcli.pipeline.backbones.base import BackboneError, VisualBackbone
+from affcli.pipeline.backbones.hub import tiny_or_pretrained
 from affcli.pipeline.backbones.registry import BACKBONES
 from affcli.pipeline.backbones.spec import spec_name
-
-CONFIG_DIR = Path(__file__).parent / "configs"
 POOLS = ("cls", "mean", "both")
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL codes of the processor's `resample`
@@ -63,11 +59,7 @@ class Dinov2Backbone(VisualBackbone):
         if pool not in POOLS:
             raise BackboneError(spec, f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
         name = spec_name(spec)
-        if name == "tiny":
-            cfg = Dinov2Config(**json.loads((CONFIG_DIR / "dinov2-tiny.json").read_text()))
-            model, proc = seeded_build(seed, lambda: Dinov2Model(cfg)), None
-        else:
-            model, proc = load_pretrained(spec, name, Dinov2Model, AutoImageProcessor)
+        model, proc = tiny_or_pretrained(spec, seed, Dinov2Model, Dinov2Config, AutoImageProcessor, "dinov2-tiny.json")
         c = model.config
         try:
             self.pre = processor_settings(proc, int(c.image_size) if name == "tiny" else 224)

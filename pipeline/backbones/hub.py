@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import socket
@@ -13,7 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from affcli.pipeline.backbones.base import BackboneError, hub_offline, looks_local
+from affcli.pipeline.backbones.base import BackboneError, hub_offline, looks_local, seeded_build
+from affcli.pipeline.backbones.spec import spec_name
+
+CONFIG_DIR = Path(__file__).parent / "configs"
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -118,6 +122,17 @@ def load_pretrained(spec: str, name: str, model_cls, processor_cls=None, **kwarg
         except Exception:  # noqa: BLE001 - a checkpoint saved without a preprocessor config: the caller's defaults
             continue
     return model, None
+
+
+def tiny_or_pretrained(spec: str, seed: int, model_cls, config_cls, processor_cls, tiny_config: str,
+                       **kwargs: Any):
+    """(model, processor or None) of a transformers kind: `tiny` builds random weights from `configs/<tiny_config>`
+    under `seed` (the offline twin tests load back), any other name goes through `load_pretrained`."""
+    name = spec_name(spec)
+    if name == "tiny":
+        cfg = config_cls(**json.loads((CONFIG_DIR / tiny_config).read_text()))
+        return seeded_build(seed, lambda: model_cls(cfg)), None
+    return load_pretrained(spec, name, model_cls, processor_cls, **kwargs)
 
 
 @contextlib.contextmanager

@@ -5,45 +5,22 @@ sets; the options are the kind's keyword parameters (checked by the registry lik
 """
 from __future__ import annotations
 
-import ast
 from typing import Any
 
-_WORDS = {"true": True, "false": False, "none": None, "null": None}
+from affcli.common.literals import literal, split_top
 
 
 class SpecSyntaxError(ValueError):
     """A spec whose trailing `(key=value, ...)` cannot be read."""
 
 
-def _value(text: str) -> Any:
-    t = text.strip()
-    if t.lower() in _WORDS:
-        return _WORDS[t.lower()]
-    try:
-        return ast.literal_eval(t)
-    except (ValueError, SyntaxError):
-        return t
-
-
 def _items(body: str, spec: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    depth, cur, parts = 0, "", []
-    for ch in body:
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    for p in (p.strip() for p in parts):
-        if not p:
-            continue
+    for p in split_top(body, ","):
         key, eq, val = p.partition("=")
         if not eq or not key.strip().isidentifier():
             raise SpecSyntaxError(f"{spec}: option {p!r} is not key=value; write kind:name(key=value, ...)")
-        out[key.strip()] = _value(val)
+        out[key.strip()] = literal(val)
     return out
 
 

@@ -8,20 +8,15 @@ of one model are two feature sets.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.pipeline.backbones.base import AudioBackbone, BackboneError, CausalPlan, Steps, seeded_build
-from affcli.pipeline.backbones.hub import load_pretrained
-from affcli.pipeline.backbones.spec import spec_name
+from affcli.pipeline.backbones.base import AudioBackbone, BackboneError, CausalPlan, Steps
+from affcli.pipeline.backbones.hub import tiny_or_pretrained
 from affcli.pipeline.backbones.windows import run_causal, run_centered
-
-CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def receptive_field(kernels: list[int], strides: list[int]) -> tuple[int, int]:
@@ -83,12 +78,7 @@ class SpeechSSLBackbone(AudioBackbone):
     batch_chunks: int = 8
 
     def _setup(self, spec: str, seed: int, layer: Any, model_cls, config_cls, fe_cls, tiny_config: str) -> None:
-        name = spec_name(spec)
-        if name == "tiny":
-            cfg = config_cls(**json.loads((CONFIG_DIR / tiny_config).read_text()))
-            model, processor = seeded_build(seed, lambda: model_cls(cfg)), None
-        else:
-            model, processor = load_pretrained(spec, name, model_cls, fe_cls)
+        model, processor = tiny_or_pretrained(spec, seed, model_cls, config_cls, fe_cls, tiny_config)
         self.model = self._freeze(model)
         self.do_normalize = bool(getattr(processor or fe_cls(), "do_normalize", True))
         self.dim = int(model.config.hidden_size)

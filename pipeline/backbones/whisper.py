@@ -13,22 +13,17 @@ frame's feature.
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from affcli.common.device import autocast
-from affcli.pipeline.backbones.base import AudioBackbone, BackboneError, CausalPlan, Steps, seeded_build
-from affcli.pipeline.backbones.hub import load_pretrained
+from affcli.pipeline.backbones.base import AudioBackbone, BackboneError, CausalPlan, Steps
+from affcli.pipeline.backbones.hub import tiny_or_pretrained
 from affcli.pipeline.backbones.registry import BACKBONES
-from affcli.pipeline.backbones.spec import spec_name
 from affcli.pipeline.backbones.speech import layer_output, parse_layer, pick_hidden
 from affcli.pipeline.backbones.windows import run_causal, run_centered
-
-CONFIG_DIR = Path(__file__).parent / "configs"
 ENCODER_KEYS = {r"^(model\.)?encoder\.": ""}
 
 
@@ -57,13 +52,8 @@ class WhisperBackbone(AudioBackbone):
         super().__init__(spec, device, seed)
         from transformers import WhisperConfig, WhisperFeatureExtractor
 
-        name = spec_name(spec)
-        cls = encoder_class()
-        if name == "tiny":
-            cfg = WhisperConfig(**json.loads((CONFIG_DIR / "whisper-tiny.json").read_text()))
-            model, fe = seeded_build(seed, lambda: cls(cfg)), None
-        else:
-            model, fe = load_pretrained(spec, name, cls, WhisperFeatureExtractor, key_mapping=ENCODER_KEYS)
+        model, fe = tiny_or_pretrained(spec, seed, encoder_class(), WhisperConfig, WhisperFeatureExtractor,
+                                       "whisper-tiny.json", key_mapping=ENCODER_KEYS)
         c = model.config
         self.fe = fe or WhisperFeatureExtractor(feature_size=c.num_mel_bins)
         if self.fe.feature_size != c.num_mel_bins:
