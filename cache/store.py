@@ -577,16 +577,18 @@ class FeatureStore:
 
     def _text_groups(self) -> tuple[dict[str, zarr.Group], dict[str, str]]:
         """(readable prompt-set groups by key, {key: problem} of those that are not, `_text` itself included)."""
-        if self._fs is None:
-            self._fs = coord.store_fs(self.path, self.storage_options)
-        fs, root = self._fs
-        if not fs.exists(f"{root.rstrip('/')}/{TEXT_GROUP}"):
+        return self.area_groups(TEXT_GROUP)
+
+    def area_groups(self, area: str) -> tuple[dict[str, zarr.Group], dict[str, str]]:
+        """The readable subgroups of a top-level area (`_text`, `teacher`) by key, and {key: problem} of those whose
+        metadata does not read (the area's own included); nothing when the area does not exist."""
+        if not _node_exists(self, area):
             return {}, {}
         try:
-            tg = self.root[TEXT_GROUP]
+            g = self.root[area]
         except Exception as e:
-            return {}, {TEXT_GROUP: f"group metadata unreadable ({_describe(e)})"}
-        return self._subgroups(tg, TEXT_GROUP)
+            return {}, {area: f"group metadata unreadable ({_describe(e)})"}
+        return self._subgroups(g, area)
 
     def text_sets(self) -> list[tuple[str, str]]:
         """(prompt-set name, spec) pairs stored in the cache (groups that cannot be read, or whose attributes do not

@@ -123,15 +123,7 @@ def read_targets(path: str | Path, key: str, mode: str = "r") -> TeacherTargets:
 
 def teacher_groups(store: FeatureStore) -> tuple[dict[str, Any], dict[str, str]]:
     """(readable teacher groups by run hash, {key: problem} of those whose metadata does not read)."""
-    from affcli.cache.store import _node_exists
-
-    if not _node_exists(store, TEACHER_GROUP):
-        return {}, {}
-    try:
-        tg = store.root[TEACHER_GROUP]
-    except Exception as e:
-        return {}, {TEACHER_GROUP: f"group metadata unreadable ({type(e).__name__})"}
-    return store._subgroups(tg, TEACHER_GROUP)
+    return store.area_groups(TEACHER_GROUP)
 
 
 def teachers(path: str | Path) -> dict[str, dict[str, Any]]:

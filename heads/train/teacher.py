@@ -8,7 +8,6 @@ onto the student's by output key (one run per task, or one multi-task run).
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,13 @@ import numpy as np
 import torch
 
 from affcli.common.cluster import ClusterOptions, Progress, map_videos
-from affcli.common.runs import config_hash
+from affcli.common.runs import config_hash, file_sha256
 from affcli.heads.config import RunConfig, hashable_config
 from affcli.heads.data.dataset import Data
 from affcli.heads.tasks import Output, task_outputs
 
 NOT_IDENTITY = ("out", "name", "cache", "labels", "device", "save_predictions", "plots", "skip_bad")
 Predictor = Callable[[str, str, list[str], str | None], dict[str, dict[str, np.ndarray]]]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def teacher_fingerprint(run_dir: str | Path, cache: str | Path) -> dict[str, Any]:
@@ -51,7 +42,7 @@ def teacher_fingerprint(run_dir: str | Path, cache: str | Path) -> dict[str, Any
         raise ValueError(f"distill teacher {run_dir}: its feature sets {', '.join(missing)} are not in {cache}")
     feats = {f: {k: store.fingerprint(f).get(k) for k in IDENTITY_FIELDS} for f in cfg.features}
     return {"config": config_hash(hashable_config({k: v for k, v in cfg.to_dict().items() if k not in NOT_IDENTITY})),
-            "checkpoint_sha256": _sha256(ckpt), "features": feats,
+            "checkpoint_sha256": file_sha256(ckpt), "features": feats,
             "outputs": [[o.key, o.dim, o.kind] for o in task_outputs(cfg.task)]}
 
 
