@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["model", "prior", "midpoint", "input"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--merge", default="auto", help="Merge of the network's patch outputs (auto = inner up to 2^20).")
+    ap.add_argument("--no-fill", dest="fill", action="store_false",
+                    help="Model and prior without the hole-filling candidates (pointcloud/holefill.py).")
     ap.add_argument("--report", action="store_true", help="Only rewrite the markdown tables from the JSON results.")
     ap.add_argument("--seeds-from", type=Path, nargs="+", default=None,
                     help="With --report: OUT folders of other runs (e.g. other training seeds) pooled with --out into "
@@ -199,8 +201,8 @@ def main() -> None:
     if "model" in a.methods:
         leak = overlap_report(a.run or DEFAULT_MODEL, files, a.test_dir / "gt_8192", mesh_dir)
     fns = {
-        "model": lambda r: lambda x, _: upsample_cloud(model, x, r, merge=a.merge),
-        "prior": lambda r: lambda x, _: upsample_cloud(untrained, x, r, merge=a.merge),
+        "model": lambda r: lambda x, _: upsample_cloud(model, x, r, merge=a.merge, fill=a.fill),
+        "prior": lambda r: lambda x, _: upsample_cloud(untrained, x, r, merge=a.merge, fill=a.fill),
         "midpoint": lambda r: lambda x, _: midpoint_upsample(x, r).numpy(),
         "input": lambda r: lambda x, _: x,
         "oracle": lambda r: oracle_fn(mesh_dir, round(2048 * r)),

@@ -3,7 +3,8 @@ split of PU-GCN's Hausdorff into its two directions (stray points vs holes) for 
 
 Validation clouds (PU-GAN layout: input_2048 / gt_8192 / meshes): 24 procedural shapes of a seed the training data
 never used (7) and the 14 training meshes, each a 2,048-point input (Poisson disk, seed 1) and an 8,192-point gt
-(seed 0). Variants (x4): `base` (the pipeline as shipped), `project` (outputs moved onto the Gaussian-weighted
+(seed 0). Variants (x4): `base` (the pipeline as shipped, hole filling included), `nofill` (without the hole
+filling of pointcloud/holefill.py), `fill:T,T2` (hole filling with FILL_TOL T and MODEL_TOL T2), `project` (outputs moved onto the Gaussian-weighted
 average of their 8 nearest inputs' PCA tangent planes), `clamp:T` (only the part of that move beyond T x the
 median input spacing), `sor:A` (merge candidates whose mean distance to their 8 nearest candidates exceeds mean + A
 std dropped before the merge), `mean` (each child's copies averaged over the patches that hold it in their inner
@@ -111,6 +112,17 @@ def variant_fn(model: torch.nn.Module, name: str):
                "keep": lambda: (up, "KEEP_LOGIT", -float("inf") if arg == "off" else float(arg or 0))}
     if kind == "base":
         return base
+    if kind == "nofill":
+        return lambda x: up.upsample_pass(model, x, fill=False)
+    if kind == "fill":
+        import affcli.pointcloud.holefill as hf
+
+        tol, model_tol = (float(v) for v in arg.split(","))
+
+        def filled(x: torch.Tensor) -> torch.Tensor:
+            with mock.patch.object(hf, "FILL_TOL", tol), mock.patch.object(hf, "MODEL_TOL", model_tol):
+                return base(x)
+        return filled
     if kind == "prior":
         untrained = model_from_spec(model_spec(model)).eval()
         return lambda x: up.upsample_pass(untrained, x)

@@ -47,15 +47,18 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=PC / "punet_mc5k")
     ap.add_argument("--methods", nargs="+", default=["model", "prior", "midpoint", "input"])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-fill", dest="fill", action="store_false",
+                    help="Model and prior without the hole-filling candidates (pointcloud/holefill.py).")
     a = ap.parse_args()
     threads = configure_threads(a.threads)
     ins, gts = make_inputs(a.data, a.out)
     model = load_upsampler(a.run)
     untrained = model_from_spec(model_spec(model)).eval()
-    fns = {"model": lambda x: upsample_cloud(model, x, 4), "prior": lambda x: upsample_cloud(untrained, x, 4),
+    fns = {"model": lambda x: upsample_cloud(model, x, 4, fill=a.fill),
+           "prior": lambda x: upsample_cloud(untrained, x, 4, fill=a.fill),
            "midpoint": lambda x: midpoint_upsample(x, 4).numpy(), "input": lambda x: x}
     files = sorted(ins.glob("*.xyz"))
-    res = {"threads": threads, "run": str(a.run or DEFAULT_MODEL), "methods": {},
+    res = {"threads": threads, "run": str(a.run or DEFAULT_MODEL), "fill": a.fill, "methods": {},
            "leak": overlap_report(a.run or DEFAULT_MODEL, files, gts, None)}
     for m in a.methods:
         for f in files:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from affcli.common.notices import warn
 from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.holefill import FILL_MAX_POINTS
 from affcli.pointcloud.ops import knn, normalize_unit_sphere
 from affcli.pointcloud.merge import blocked_fps_merge, shares
 from affcli.pointcloud.upsample import (PATCH, Merge, assign_children, duplicates_notice, output_points, passes_for,
@@ -20,6 +21,7 @@ FIXED_MIB = 192  # knn distance blocks (128 MiB cap) + network activations of on
 BYTES_PER_POINT = 4096  # measured ~2.8 KiB per input point of a chunk (patches, outputs, merge), halo included
 THIN_BYTES_PER_POINT = 8192  # a chunk that also thins its children (ratios other than powers of the model's)
 BLOCKED_BYTES_PER_POINT = 16384  # a whole pass with the blocked FPS merge: measured ~11.5 KiB per point
+FILL_BYTES_PER_POINT = 32768  # hole filling on top (Delaunay prior and its brute-force kNN): measured ~27-30 KiB/point
 HALO_SAMPLES = 256
 MAX_CHUNK = 1 << 16  # seeds FPS and patch kNN cost ~ chunk^2: 2M points in 64k chunks take ~1/4 the time of 256k ones
 
@@ -112,9 +114,11 @@ def upsample_large(
     merge: Merge = "auto",
     on_chunk: Callable[[int, int, int], None] | None = None,
     name: str = "input cloud",
+    fill: bool = True,
 ) -> np.ndarray:
     """upsample_cloud within a memory budget (any ratio > 1, exactly round(ratio N) points of the N distinct ones):
-    each pass whole when it fits, else in k-d chunks with halos; on_chunk(pass, done, total) reports progress."""
+    each pass whole when it fits (with hole filling when `fill`), else in k-d chunks with halos (no hole filling, said
+    in a notice); on_chunk(pass, done, total) reports progress."""
     cloud = unit_cloud(xyz, name)
     if cloud.duplicates:
         warn(duplicates_notice(name, cloud, ratio))
@@ -126,11 +130,15 @@ def upsample_large(
         if keep is not None:
             size = min(size, max(4 * PATCH, chunk_points(max_memory_mib, len(cur), model.ratio, THIN_BYTES_PER_POINT)))
         report = (lambda d, t, p=p: on_chunk(p, d, t)) if on_chunk else None
-        whole = chunk_points(max_memory_mib, len(cur), model.ratio, BLOCKED_BYTES_PER_POINT)
-        if len(cur) <= whole and merge != "assign":
-            cur = upsample_pass(model, cur, batch, merge, keep)
+        filled = fill and len(cur) <= FILL_MAX_POINTS
+        per_point = BLOCKED_BYTES_PER_POINT + (FILL_BYTES_PER_POINT if filled else 0)
+        if len(cur) <= chunk_points(max_memory_mib, len(cur), model.ratio, per_point) and merge != "assign":
+            cur = upsample_pass(model, cur, batch, merge, keep, fill)
             if report:
                 report(1, 1)
         else:
+            if fill:
+                warn(f"{name}: hole filling skipped for a pass over {len(cur):,} points in chunks (it runs on whole "
+                     f"passes of up to {FILL_MAX_POINTS:,} points within --max-memory): the network's children only")
             cur = chunked_pass(model, cur, batch, size, report, keep)
     return cloud.restore(cur, name)

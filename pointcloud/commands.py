@@ -61,6 +61,7 @@ def upsample_file(
     render: bool = False,
     max_memory: float = DEFAULT_MAX_MEMORY_MIB,
     threads: int | None = None,
+    fill: bool = True,
 ) -> dict[str, Any]:
     """Upsample one cloud file with a trained run (None: the shipped default model) within `max_memory` MiB of
     working memory (in chunks when needed, progress shown); torch threads as the process may use; optional
@@ -80,11 +81,12 @@ def upsample_file(
             bar.update(task, completed=done, total=total, info=f"pass {p + 1}")
             log(p, done, total)
 
-        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report, name=str(inp))
+        up = upsample_large(model, xyz, ratio, max_memory, batch or default_batch(dev), merge, report, name=str(inp),
+                           fill=fill)
     sec = time.perf_counter() - t
     write_cloud(out, up)
     info: dict[str, Any] = {"input_points": len(xyz), "output_points": len(up), "seconds": sec, "out": str(out),
-                            "threads": n_threads}
+                            "threads": n_threads, "fill": fill}
     if render:
         from affcli.pointcloud.render import render_before_after
 
@@ -160,7 +162,7 @@ def upsample_command(cloud: Path | None, o: UpsampleOptions) -> int:
     inp = cloud or o.input
     out = o.out or pc_guarded(default_output, inp, o.ratio)
     info = pc_guarded(upsample_file, o.run, inp, o.ratio, out, o.device, o.batch, o.merge, o.render, o.max_memory,
-                      o.threads)
+                      o.threads, o.fill)
     typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s "
                f"({info['threads']} thread{'s' if info['threads'] != 1 else ''}): {out}")
     return EXIT_OK
@@ -176,7 +178,7 @@ def eval_command(o: EvalOptions) -> int:
 
     results = pc_guarded(evaluate_levels, o.noise, o.noise_seed, run=o.run, test_dir=o.test_dir, mesh_dir=o.mesh_dir,
                          convention=o.convention, ratio=o.ratio, device=o.device, renders=o.renders,
-                         allow_overlap=o.allow_overlap, out_dir=o.out)
+                         allow_overlap=o.allow_overlap, out_dir=o.out, fill=o.fill)
     typer.echo(overlap_line(results[0]["leak"]))
     console = Console()
     for res in results:

@@ -83,6 +83,7 @@ def evaluate_run(
     allow_overlap: bool = False,
     noise: float = 0.0,
     noise_seed: int = 0,
+    fill: bool = True,
 ) -> dict[str, Any]:
     """Upsample every test input with the run's model (and the midpoint baseline), score, render; results dict.
     noise > 0: every method gets the same seeded noisy inputs (sigma = noise x each cloud's radius, written to
@@ -111,7 +112,9 @@ def evaluate_run(
             write_cloud(out / "input" / f"{f.stem}.xyz", add_noise(read_cloud(f), noise, f.stem, noise_seed))
         files = [out / "input" / f"{f.stem}.xyz" for f in files]
     batch = default_batch(dev)
-    methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {"model": lambda x: upsample_cloud(model, x, ratio, batch)}
+    methods: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "model": lambda x: upsample_cloud(model, x, ratio, batch, fill=fill)
+    }
     if baseline:
         methods["midpoint"] = lambda x: midpoint_upsample(x, ratio, dev).cpu().numpy()
     result: dict[str, Any] = {
@@ -123,6 +126,7 @@ def evaluate_run(
         "device": str(dev),
         "noise": noise,
         "noise_seed": noise_seed,
+        "fill": fill,
         "leak": leak,
         "methods": {},
     }

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from affcli.common.cli_options import option
 
+FILL_HELP = ("Hole filling: after the merge, points off the surface leave and Delaunay edge midpoints that reach into "
+             "the input's gaps join, then one more farthest-point merge (whole passes of up to 16,384 input points; "
+             "--no-fill: the network's children only).")
 CONVENTION_HELP = "pugcn | textbook | half"
 
 
@@ -52,6 +55,7 @@ class UpsampleOptions:
                                      "patch-interior children) | blocked (FPS inside spatial blocks) | fps (one global "
                                      "FPS: slow) | assign.")
     render: bool = option(False, help="Also write a before/after PNG beside --out.")
+    fill: bool = option(True, help=FILL_HELP)
     max_memory: float = option(2048, help="MiB of working memory; larger clouds go in chunks.")
     threads: int | None = option(None, help="CPU threads.", shown="what this process may use: affinity, cgroup "
                                                                  "quota, idle CPUs, OMP_NUM_THREADS")
@@ -74,6 +78,7 @@ class EvalOptions:
     device: str = option("auto", help="auto, cpu, cuda, cuda:1 ...")
     renders: int = option(3, help="Before/after PNGs of the N worst and N best shapes (those with meshes first).")
     allow_overlap: bool = option(False, help="Evaluate even if the training data holds test shapes (reported).")
+    fill: bool = option(True, help=FILL_HELP)
     out: Path | None = option(None, help="Output folder.", shown="RUN/eval_x<r>_<convention>, or "
                                                                "./eval_pu_mfa_x4/... for the shipped model")
 

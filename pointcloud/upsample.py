@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from affcli.common.device import autocast
 from affcli.common.notices import warn
 from affcli.pointcloud.errors import PointCloudError
+from affcli.pointcloud.holefill import fill_pool
 from affcli.pointcloud.merge import blocked_fps_merge
 from affcli.pointcloud.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
 from affcli.pointcloud.runtime import resolve_device
@@ -171,9 +172,12 @@ def trusted(cand: Tensor, logits: Tensor | None, total: int) -> Tensor:
 
 
 @torch.no_grad()
-def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge = "auto", keep: int | None = None) -> Tensor:
+def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge = "auto", keep: int | None = None,
+                  fill: bool = True) -> Tensor:
     """One x r pass over a cloud [N,3] on the model's device: exactly `keep` (default r N) points [keep,3]; fewer
-    than r N are the merge's farthest-point picks (block by block, like the merge itself)."""
+    than r N are the merge's farthest-point picks (block by block, like the merge itself). `fill` (merges inner,
+    blocked, fps): the merged points, screened and joined by the hole-filling candidates of pointcloud.holefill, are
+    merged once more by blocked FPS."""
     n, r = xyz.shape[0], model.ratio
     keep = r * n if keep is None else int(keep)
     if not 0 < keep <= r * n:
@@ -192,21 +196,22 @@ def upsample_pass(model: nn.Module, xyz: Tensor, batch: int = 64, merge: Merge =
     idx = _patches(xyz_n, xyz_n[seed_idx], size)
     if merge == "inner":
         idx, seed_idx = _cover(xyz_n, idx, seed_idx, size)
+    if merge not in ("fps", "blocked", "inner"):
+        raise PointCloudError(f"merge must be auto, inner, blocked, fps or assign, got {merge!r}")
     up, logits = _infer(model, xyz_n[idx], batch)
-    if merge == "fps":
-        flat = trusted(up.reshape(-1, 3), None if logits is None else logits.reshape(-1), keep)[None]
-        out = gather_points(flat, farthest_point_sample(flat, keep))[0]
-    elif merge == "blocked":
-        out = blocked_fps_merge(xyz_n, trusted(up.reshape(-1, 3), None if logits is None else logits.reshape(-1), keep),
-                                r, keep)
-    elif merge == "inner":
+    if merge == "inner":
         inner = (torch.arange(idx.shape[1], device=idx.device) < INNER * idx.shape[1]).repeat(idx.shape[0])
         inner[_central(xyz_n, idx, seed_idx)] = True
-        cand = up.reshape(-1, r, 3)[inner].reshape(-1, 3)
-        out = blocked_fps_merge(xyz_n, trusted(cand, None if logits is None else logits.reshape(-1, r)[inner].reshape(-1),
-                                               keep), r, keep)
+        cand = trusted(up.reshape(-1, r, 3)[inner].reshape(-1, 3),
+                       None if logits is None else logits.reshape(-1, r)[inner].reshape(-1), keep)
     else:
-        raise PointCloudError(f"merge must be auto, inner, blocked, fps or assign, got {merge!r}")
+        cand = trusted(up.reshape(-1, 3), None if logits is None else logits.reshape(-1), keep)
+    if merge == "fps":
+        out = gather_points(cand[None], farthest_point_sample(cand[None], keep))[0]
+    else:
+        out = blocked_fps_merge(xyz_n, cand, r, keep)
+    if fill:
+        out = blocked_fps_merge(xyz_n, fill_pool(xyz_n, out, r, keep), r, keep)
     return out * radius + centre
 
 
@@ -259,7 +264,7 @@ def _central(xyz: Tensor, idx: Tensor, seed_idx: Tensor) -> Tensor:
 
 def upsample_cloud(
     model: nn.Module, xyz: Tensor | np.ndarray, ratio: float, batch: int = 64, merge: Merge = "auto",
-    name: str = "input cloud",
+    name: str = "input cloud", fill: bool = True,
 ) -> np.ndarray:
     """Upsample a cloud [N,3] by any ratio > 1: exactly round(ratio N) points (N distinct points: exact duplicates
     are dropped first, see unit_cloud). Powers of the model's ratio are whole passes (x16 = two x4 passes); any other
@@ -272,7 +277,7 @@ def upsample_cloud(
     cur = cloud.points.to(device)
     passes, total = passes_for(model.ratio, ratio), output_points(len(cur), ratio)
     for p in range(passes):
-        cur = upsample_pass(model, cur, batch, merge, total if p == passes - 1 else None)
+        cur = upsample_pass(model, cur, batch, merge, total if p == passes - 1 else None, fill)
     return cloud.restore(cur, name)
 
 

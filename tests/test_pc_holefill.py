@@ -1,0 +1,108 @@
+"""Hole filling after the merge (pointcloud/holefill.py): Delaunay candidates reach into a gap of the input, strays
+off the surface leave the pool, the pass still returns exactly r N points, and `--no-fill` turns it off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import affcli.pointcloud.holefill as hf
+from affcli.cli import app
+from affcli.pointcloud.checkpoint import save_model
+from affcli.pointcloud.chunked import upsample_large
+from affcli.pointcloud.io import read_cloud, write_cloud
+from affcli.pointcloud.models import create_model
+from affcli.pointcloud.options import FILL_HELP
+from affcli.pointcloud.ops import knn
+from affcli.pointcloud.upsample import upsample_cloud
+
+TINY = {"dim": 16, "growth": 8, "dense_layers": 2, "scales": [8, 16], "levels": 1, "heads": 2, "code_dim": 8,
+        "prior": "phong", "prior_features": True, "offset_bound": 1.0}
+runner = CliRunner()
+
+
+def holed_grid() -> torch.Tensor:
+    """A 21 x 21 grid (spacing 0.1) on z = 0 without the five points nearest the origin: a hole of radius ~0.14."""
+    g = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 21), torch.linspace(-1, 1, 21), indexing="ij"), -1)
+    xyz = torch.cat([g.reshape(-1, 2), torch.zeros(441, 1)], 1)
+    return xyz[xyz[:, :2].norm(dim=1) > 0.12]
+
+
+def nearest(points: torch.Tensor, to: torch.Tensor) -> torch.Tensor:
+    return knn(to[None], points[None], 1)[0][0, :, 0].sqrt()
+
+
+def test_fill_pool_reaches_into_a_hole_and_drops_strays():
+    xyz = holed_grid()
+    stray = torch.tensor([[0.5, 0.5, 0.2]])
+    cand = torch.cat([xyz, stray])
+    pool = hf.fill_pool(xyz, cand, 4, need=len(xyz))
+    origin = torch.zeros(1, 3)
+    assert float(nearest(cand, origin)) > 0.14
+    assert float(nearest(pool, origin)) < 0.05  # a lifted Delaunay midpoint sits in the hole
+    assert float(nearest(pool, stray)) > 0.1  # the stray (2 spacings off the plane) left the pool
+    assert float(pool[:, 2].abs().max()) < 1e-5  # everything kept lies on the plane
+    kept = nearest(pool, xyz)
+    assert float(kept.max()) < 1e-6  # every on-surface candidate stays
+
+
+def test_fill_pool_keeps_every_candidate_when_the_screen_leaves_too_few(monkeypatch, capsys):
+    xyz = holed_grid()
+    cand = (xyz + torch.tensor([0.0, 0.0, 0.5])).repeat(8, 1)  # all far off the plane, more than the prior gives
+    assert float(nearest(hf.fill_pool(xyz, cand, 4, need=len(xyz)), cand).min()) > 0.4  # enough left: all dropped
+    pool = hf.fill_pool(xyz, cand, 4, need=len(cand))
+    assert len(pool) > len(cand) and float(nearest(pool, cand).max()) == 0.0
+    assert f"{hf.FILL_MAX_POINTS:,} input points" in FILL_HELP  # the help (torch-free) names the real cap
+    monkeypatch.setattr(hf, "FILL_MAX_POINTS", 100)
+    assert hf.fill_pool(xyz, cand, 4, need=1) is cand  # above the cap: unchanged, and said
+    assert "hole filling skipped for a pass over 436 points" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create_model("pu-mfa", 4, **TINY).eval()
+
+
+def capped_sphere(n: int) -> torch.Tensor:
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(3))
+    x = x / x.norm(dim=1, keepdim=True)
+    return x[x[:, 2] < 0.97]  # a cap of ~14 degrees removed: a hole a few spacings wide
+
+
+def test_fill_covers_a_hole_better_with_exact_counts(tiny):
+    xyz = capped_sphere(700)
+    filled = torch.as_tensor(upsample_cloud(tiny, xyz, 4, batch=8))
+    plain = torch.as_tensor(upsample_cloud(tiny, xyz, 4, batch=8, fill=False))
+    assert filled.shape == plain.shape == (4 * len(xyz), 3)
+    rim = torch.tensor([[0.0, 0.0, 1.0]])
+    ring = torch.stack([torch.tensor([np.sin(a) * 0.22, np.cos(a) * 0.22, 0.975]) for a in np.linspace(0, 6, 12)])
+    probe = torch.cat([rim, ring / ring.norm(dim=1, keepdim=True)]).float()
+    assert float(nearest(filled, probe).mean()) < float(nearest(plain, probe).mean())
+    assert float((filled.norm(dim=1) - 1).abs().max()) < 0.03  # still on the sphere
+
+
+def test_chunked_passes_say_they_do_not_fill(tiny, capsys):
+    xyz = capped_sphere(3000)
+    out = upsample_large(tiny, xyz, 4, max_memory_mib=260, batch=8)
+    assert out.shape == (4 * len(xyz), 3)
+    assert "hole filling skipped for a pass over" in capsys.readouterr().err
+    upsample_large(tiny, xyz, 4, max_memory_mib=260, batch=8, fill=False)
+    assert "hole filling" not in capsys.readouterr().err
+
+
+def test_cli_no_fill_is_the_plain_pass(tmp_path, tiny):
+    save_model(tiny, tmp_path / "run")
+    xyz = capped_sphere(300)
+    write_cloud(tmp_path / "c.xyz", xyz.numpy())
+    args = ["pc", "upsample", str(tmp_path / "c.xyz"), "--run", str(tmp_path / "run"), "--device", "cpu"]
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "f.xyz")]).exit_code == 0
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "p.xyz"), "--no-fill"])
+    assert r.exit_code == 0, r.output
+    f, p = read_cloud(tmp_path / "f.xyz"), read_cloud(tmp_path / "p.xyz")
+    assert f.shape == p.shape == (4 * len(xyz), 3)
+    np.testing.assert_allclose(p, upsample_cloud(tiny, read_cloud(tmp_path / "c.xyz"), 4, batch=4, fill=False),
+                               atol=1e-5)
+    assert not np.allclose(np.sort(f, 0), np.sort(p, 0))
