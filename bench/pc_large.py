@@ -163,14 +163,7 @@ def profile(a: argparse.Namespace) -> None:
     threads = configure_threads(a.threads)
     model = U.load_upsampler(None, "cpu")
     xyz = read_cloud(a.cloud)
-    patches = collections.Counter()
-    infer = U._infer
-
-    def count(model_, pts, batch):
-        patches["patches"] += len(pts)
-        return infer(model_, pts, batch)
-
-    U._infer = count
+    patches = count_patches(U, "patches")
     t = time.perf_counter()
     out = C.upsample_large(model, xyz, a.ratio, a.max_memory, a.batch or U.default_batch("cpu"),
                            on_chunk=lambda p, d, tot: print(f"  chunk {d}/{tot} {time.perf_counter() - t:.1f}s",
@@ -185,6 +178,20 @@ def profile(a: argparse.Namespace) -> None:
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(res, indent=1))
+
+
+def count_patches(upsample_module, key: str) -> collections.Counter:
+    """A counter that `upsample_module._infer` (patched here for the rest of the process) adds each batch's patch
+    count to, under `key`."""
+    patches: collections.Counter = collections.Counter()
+    infer = upsample_module._infer
+
+    def count(model_, pts, batch):
+        patches[key] += len(pts)
+        return infer(model_, pts, batch)
+
+    upsample_module._infer = count
+    return patches
 
 
 def seeds(a: argparse.Namespace) -> None:
@@ -203,14 +210,7 @@ def seeds(a: argparse.Namespace) -> None:
     inputs = sorted((test / "input_2048").glob("*.xyz"))
     large = [(m, sample_surface_uniform(*read_mesh(test / "meshes" / f"{m}.off"), a.large_points, seed=1))
              for m in a.large_meshes]
-    patches = collections.Counter()
-    infer = U._infer
-
-    def count(model_, pts, batch):
-        patches["n"] += len(pts)
-        return infer(model_, pts, batch)
-
-    U._infer = count
+    patches = count_patches(U, "n")
     rows = []
     for factor in a.factors:
         U.ASSIGN_SEED_FACTOR = factor

@@ -50,8 +50,9 @@ def fill_pool(xyz: Tensor, cand: Tensor, ratio: int, need: int) -> Tensor:
              "children only")
     if n > FILL_MAX_POINTS or n < NORMAL_K or ratio < 2:
         return cand
-    normals = pca_normals(xyz[None], knn(xyz[None], xyz[None], NORMAL_K)[1])[0]
-    spacing = knn(xyz[None], xyz[None], 2)[0][0, :, 1].sqrt().median()
+    d2, idx = knn(xyz[None], xyz[None], NORMAL_K)
+    normals = pca_normals(xyz[None], idx)[0]
+    spacing = d2[0, :, 1].sqrt().median()
     extra = delaunay_prior(xyz[None], ratio)[0, :, 1:].reshape(-1, 3)
     extra = extra[plane_offset(extra, xyz, normals, spacing) <= FILL_TOL]
     kept = cand[plane_offset(cand, xyz, normals, spacing) <= MODEL_TOL]

@@ -3,6 +3,8 @@ off the surface leave the pool, the pass still returns exactly r N points, and `
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,22 @@ def test_cli_no_fill_is_the_plain_pass(tmp_path, tiny):
     np.testing.assert_allclose(p, upsample_cloud(tiny, read_cloud(tmp_path / "c.xyz"), 4, batch=4, fill=False),
                                atol=1e-5)
     assert not np.allclose(np.sort(f, 0), np.sort(p, 0))
+
+
+def test_eval_no_fill_is_recorded_and_scores_the_plain_pass(tmp_path, tiny):
+    save_model(tiny, tmp_path / "run")
+    test = tmp_path / "test"
+    for k in range(2):
+        write_cloud(test / "input_256" / f"s{k}.xyz", capped_sphere(290 + k)[:256].numpy())
+        write_cloud(test / "gt_1024" / f"s{k}.xyz", capped_sphere(1200 + k)[:1024].numpy())
+    base = ["pc", "eval", "--run", str(tmp_path / "run"), "--test-dir", str(test), "--device", "cpu", "--renders", "0"]
+    for flag, out in (("--fill", "f"), ("--no-fill", "p")):
+        r = runner.invoke(app, [*base, flag, "--out", str(tmp_path / out)])
+        assert r.exit_code == 0, r.output
+    filled, plain = (json.loads((tmp_path / o / "results.json").read_text()) for o in ("f", "p"))
+    assert filled["fill"] is True and plain["fill"] is False
+    x = read_cloud(test / "input_256" / "s0.xyz")
+    np.testing.assert_allclose(read_cloud(tmp_path / "p" / "model" / "s0.xyz"),
+                               upsample_cloud(tiny, x, 4, batch=4, fill=False), atol=1e-5)
+    assert not np.allclose(read_cloud(tmp_path / "f" / "model" / "s0.xyz"),
+                           read_cloud(tmp_path / "p" / "model" / "s0.xyz"))
