@@ -7,8 +7,8 @@ from pathlib import Path
 
 from affcli.common.cli_options import option
 
-FILL_HELP = ("Hole filling: after the merge, points off the surface leave and Delaunay edge midpoints that reach into "
-             "the input's gaps join, then one more farthest-point merge (whole passes of up to 16,384 input points; "
+FILL_HELP = ("Hole filling: after the merge, points off the surface leave and Delaunay edge midpoints and triangle "
+             "centroids that reach into the input's gaps join, then one more farthest-point merge (whole passes of up to 16,384 input points; "
              "--no-fill: the network's children only).")
 CONVENTION_HELP = "pugcn | textbook | half"
 

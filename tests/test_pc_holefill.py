@@ -16,6 +16,7 @@ from affcli.pointcloud.checkpoint import save_model
 from affcli.pointcloud.chunked import upsample_large
 from affcli.pointcloud.io import read_cloud, write_cloud
 from affcli.pointcloud.models import create_model
+from affcli.pointcloud.models.prior import delaunay_prior, local_delaunay
 from affcli.pointcloud.options import FILL_HELP
 from affcli.pointcloud.ops import knn
 from affcli.pointcloud.upsample import upsample_cloud
@@ -50,9 +51,47 @@ def test_fill_pool_reaches_into_a_hole_and_drops_strays():
     assert float(kept.max()) < 1e-6  # every on-surface candidate stays
 
 
+def centroids(xyz: torch.Tensor) -> torch.Tensor:
+    local = local_delaunay(xyz[None])
+    return hf.triangle_centroids(xyz, local, local.d2[0, :, 0].sqrt().median())
+
+
+def test_triangle_centroids_cover_a_plane_once_and_reach_farther_than_edge_midpoints():
+    g = torch.Generator().manual_seed(0)
+    grid = torch.stack(torch.meshgrid(torch.arange(30.0), torch.arange(30.0), indexing="ij"), -1).reshape(-1, 2)
+    xyz = torch.cat([(grid + 0.3 * torch.rand(900, 2, generator=g)) / 30, torch.zeros(900, 1)], 1)
+    cen = centroids(xyz)
+    assert float(cen[:, 2].abs().max()) < 1e-6  # flat corners: the lift leaves the centroid on the plane
+    assert len(torch.unique(cen, dim=0)) == len(cen)  # each triangle once, not once per corner
+    assert 1.6 * len(xyz) < len(cen) < 2.1 * len(xyz)  # a planar triangulation has about 2 N triangles
+    probe = torch.cat([torch.rand(20000, 2, generator=g) * 0.75 + 0.1, torch.zeros(20000, 1)], 1)  # the interior
+    with_mids = torch.cat([xyz, delaunay_prior(xyz[None], 4)[0, :, 1:].reshape(-1, 3)])
+    gap, filled = nearest(with_mids, probe).max(), nearest(torch.cat([with_mids, cen]), probe).max()
+    assert float(filled) < 0.8 * float(gap)  # the centres of the triangles are where the midpoints leave gaps
+
+
+def test_triangle_centroids_are_lifted_onto_a_sphere():
+    i = torch.arange(1000.0) + 0.5
+    phi, theta = torch.acos(1 - 2 * i / 1000), torch.pi * (1 + 5**0.5) * i
+    xyz = torch.stack([phi.sin() * theta.cos(), phi.sin() * theta.sin(), phi.cos()], 1)
+    cen = centroids(xyz)
+    flat = xyz[knn(cen[None], xyz[None], 3)[1][0]].mean(1)  # the corners' plain centroid
+    assert len(cen) > 1.8 * len(xyz)
+    assert float((cen.norm(dim=1) - 1).abs().mean()) < 0.3 * float((flat.norm(dim=1) - 1).abs().mean())
+
+
+def test_triangle_centroids_leave_out_triangles_across_a_crease():
+    t = torch.linspace(-1, 1, 21)
+    u, v = torch.meshgrid(t, t, indexing="ij")
+    roof = torch.stack([u.reshape(-1), v.reshape(-1), 1 - u.abs().reshape(-1)], 1)  # two planes at 90 degrees
+    cen = centroids(roof)
+    off = (cen[:, 2] - (1 - cen[:, 0].abs())).abs()
+    assert len(cen) > len(roof) and float(off.max()) < 0.2 * 0.1 * 2**0.5
+
+
 def test_fill_pool_keeps_every_candidate_when_the_screen_leaves_too_few(monkeypatch, capsys):
     xyz = holed_grid()
-    cand = (xyz + torch.tensor([0.0, 0.0, 0.5])).repeat(8, 1)  # all far off the plane, more than the prior gives
+    cand = (xyz + torch.tensor([0.0, 0.0, 0.5])).repeat(16, 1)  # all far off the plane, more than the fill gives
     assert float(nearest(hf.fill_pool(xyz, cand, 4, need=len(xyz)), cand).min()) > 0.4  # enough left: all dropped
     pool = hf.fill_pool(xyz, cand, 4, need=len(cand))
     assert len(pool) > len(cand) and float(nearest(pool, cand).max()) == 0.0

@@ -14,6 +14,7 @@ plane; on a circle of radius R this removes the chord's sag R(1 - cos t) to seco
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -127,10 +128,42 @@ def _lift(xyz: Tensor, normals: Tensor, nb: Tensor) -> Tensor:
     return mids + (-(n_p * (n_p * half).sum(-1, keepdim=True)) + n_q * (n_q * half).sum(-1, keepdim=True)) / 4
 
 
+class LocalDelaunay(NamedTuple):
+    """Each point's k nearest neighbours (d2, idx [B,N,k], the point itself left out), PCA normals [B,N,3], the
+    neighbours' coordinates on its tangent plane [B,N,k,2], and which of them are usable Delaunay edges."""
+
+    d2: Tensor
+    idx: Tensor
+    normals: Tensor
+    plane: Tensor
+    far: Tensor
+    steep: Tensor
+    edge: Tensor
+
+
+def local_delaunay(xyz: Tensor) -> LocalDelaunay:
+    """The local Delaunay structure of a float cloud [B,N,3] (N >= 2) shared by the Delaunay prior and the hole
+    filling's triangle centroids: edges that pass the empty-circle test at either end, not steep, not across a gap."""
+    n = xyz.shape[1]
+    k = min(DELAUNAY_K, n - 1)
+    d2, idx = knn(xyz, xyz, max(k, min(NORMAL_K, n) - 1) + 1)
+    normals = pca_normals(xyz, idx[..., : min(NORMAL_K, n)])
+    d2, idx = d2[..., 1 : k + 1], idx[..., 1 : k + 1]
+    spacing = torch.minimum(d2[..., :1], d2[..., :1].median(1, keepdim=True).values)
+    far = d2 > FAR**2 * spacing
+    steep = _steep(xyz, idx, normals)
+    plane = tangent_coords(xyz, idx, normals)
+    dl = delaunay_mask(plane)
+    rev, mutual = reverse_slots(idx)
+    edge = (dl | (mutual & at_other_end(dl, idx, rev))) & ~steep & ~far
+    return LocalDelaunay(d2, idx, normals, plane, far, steep, edge)
+
+
 @torch.no_grad()
-def delaunay_prior(xyz: Tensor, ratio: int) -> Tensor:
+def delaunay_prior(xyz: Tensor, ratio: int, local: LocalDelaunay | None = None) -> Tensor:
     """[B,N,3] -> [B,N,ratio,3]: copy 0 is the point, copies 1.. lifted midpoints of its owned local Delaunay edges
-    (see the module docstring); slots left over take its other edges, then its nearest pairs."""
+    (see the module docstring); slots left over take its other edges, then its nearest pairs. `local`: the cloud's
+    `local_delaunay`, when the caller has it already."""
     b, n, _ = xyz.shape
     want = ratio - 1
     if want == 0 or n < 2:
@@ -138,15 +171,7 @@ def delaunay_prior(xyz: Tensor, ratio: int) -> Tensor:
     k = min(DELAUNAY_K, n - 1)
     with torch.autocast(xyz.device.type, enabled=False):
         xyz = xyz.float()
-        d2, idx = knn(xyz, xyz, max(k, min(NORMAL_K, n) - 1) + 1)
-        normals = pca_normals(xyz, idx[..., : min(NORMAL_K, n)])
-        d2, idx = d2[..., 1 : k + 1], idx[..., 1 : k + 1]
-        spacing = torch.minimum(d2[..., :1], d2[..., :1].median(1, keepdim=True).values)
-        far = d2 > FAR**2 * spacing
-        steep = _steep(xyz, idx, normals)
-        dl = delaunay_mask(tangent_coords(xyz, idx, normals))
-        rev, mutual = reverse_slots(idx)
-        edge = (dl | (mutual & at_other_end(dl, idx, rev))) & ~steep & ~far
+        d2, idx, normals, _, far, steep, edge = local_delaunay(xyz) if local is None else local
         mine = own_edges(edge, idx, d2, want)
         group = torch.where(mine, 0, torch.where(edge, 1, torch.where(~steep & ~far, 2, torch.where(far, 4, 3))))
         within = torch.where(mine, -d2, d2)  # own edges longest first, the others nearest first
