@@ -62,6 +62,25 @@ def make_val(out: Path) -> None:
             write_mesh(out / name / "meshes" / f"{stem}.off", v, f)
 
 
+def make_nonuniform(out: Path, ratio: float = 4.0) -> None:
+    """out/nonuni: the 14 training meshes with inputs of two densities (Poisson disk, the half of each shape above a
+    random plane through its centroid `ratio` times as dense as the other, 2,048 points in all), like PU-GAN's fandisk
+    input; the same 8,192-point gt."""
+    for sub in ("input_2048", "gt_8192", "meshes"):
+        (out / "nonuni" / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    for m in list_meshes(PC / "train_meshes"):
+        v, f = read_mesh(m)
+        axis = rng.normal(size=3)
+        side = lambda x: (x - v.mean(0)) @ axis > 0  # noqa: E731
+        dense = poisson_disk_sample(v, f, round(2 * 2048 * ratio / (ratio + 1)), seed=1)
+        sparse = poisson_disk_sample(v, f, round(2 * 2048 / (ratio + 1)), seed=2)
+        x = np.concatenate([dense[side(dense)], sparse[~side(sparse)]])
+        write_cloud(out / "nonuni" / "input_2048" / f"{m.stem}.xyz", x)
+        write_cloud(out / "nonuni" / "gt_8192" / f"{m.stem}.xyz", poisson_disk_sample(v, f, 8192, seed=0))
+        write_mesh(out / "nonuni" / "meshes" / f"{m.stem}.off", v, f)
+
+
 def tangent_projection(x: torch.Tensor, inp: torch.Tensor, clamp: float | None = None, k: int = 8) -> torch.Tensor:
     """x [M,3] moved onto the Gaussian-weighted mean of its k nearest inputs' tangent-plane projections (width: the
     nearest input's spacing); with `clamp`, only by the part of that move beyond clamp x the median input spacing."""
@@ -189,6 +208,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     mv = sub.add_parser("make-val")
     mv.add_argument("--out", type=Path, required=True)
+    mv.add_argument("--nonuniform", action="store_true", help="Only the two-density set OUT/nonuni (make_nonuniform).")
     rv = sub.add_parser("run")
     rv.add_argument("--val", type=Path, nargs="+", required=True)
     rv.add_argument("--out", type=Path, required=True)
@@ -201,7 +221,7 @@ def main() -> None:
     sp.add_argument("--pred", type=Path, nargs="+", required=True)
     a = ap.parse_args()
     if a.cmd == "make-val":
-        make_val(a.out)
+        make_nonuniform(a.out) if a.nonuniform else make_val(a.out)
     elif a.cmd == "run":
         run(a)
     else:

@@ -87,8 +87,8 @@ def markdown(res: dict) -> str:
     per = {m: {r["shape"]: r for r in rows} for m, rows in res["methods"].items()}
     offset = res.get("input_centroid_offset") or {}
     cols = [("cd", "CD {}", ".4f"), ("hd", "HD {}", ".3f"), ("cd_gt", "CD gt frame {}", ".4f")]
-    lines = ["| cloud | " + " | ".join(head.format(m) for _, head, _ in cols for m in methods)
-             + (" | input centroid offset |" if offset else " |"), "|---|" + "---:|" * (3 * len(methods) + bool(offset))]
+    heads = [head.format(m) for _, head, _ in cols for m in methods] + (["input centroid offset"] if offset else [])
+    lines = ["| cloud | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     for shape in per[methods[0]]:
         cells = [format(per[m][shape][key], fmt) for key, _, fmt in cols for m in methods]
         if offset:

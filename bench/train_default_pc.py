@@ -56,19 +56,21 @@ def test_subset(test_dir: Path, n: int | None, work: Path) -> Path:
     return sub
 
 
-def ship(run: Path, data: Path, recipe: dict) -> Path:
-    """Copy a run's weights into the package as the default model, with its training-shape record (names, hashes,
-    fingerprints: what `pc eval`'s leak check reads) and the recipe that made it."""
+def ship(run: Path, data: Path, recipe: dict, name: str = "clean") -> Path:
+    """Copy a run's weights into the package as the shipped weights `name` (clean: the default model; noise: the
+    `--weights noise` one), with its training-shape record (names, hashes, fingerprints: what `pc eval`'s leak check
+    reads) and the recipe that made it, in the weights' own folder."""
     import shutil
 
     import h5py
 
-    from affcli.pointcloud.upsample import DEFAULT_MODEL
+    from affcli.pointcloud.upsample import SHIPPED_WEIGHTS
 
-    home = DEFAULT_MODEL.parent
+    target = SHIPPED_WEIGHTS[name]
+    home = target.parent
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "model.safetensors", DEFAULT_MODEL)
-    record = home / f"{DEFAULT_MODEL.stem}_data.h5"
+    shutil.copyfile(run / "model.safetensors", target)
+    record = home / f"{target.stem}_data.h5"
     with h5py.File(data, "r") as src, h5py.File(record, "w") as dst:
         dst.create_dataset("fingerprints", data=src["fingerprints"][...].astype(np.float16).astype(np.float32),
                            compression="gzip")
@@ -87,7 +89,7 @@ def ship(run: Path, data: Path, recipe: dict) -> Path:
         "val_cd": metrics.get("val_cd"),
         "recipe": recipe,
     }, indent=1, default=str))
-    return DEFAULT_MODEL
+    return target
 
 
 def summarise(results: list[dict]) -> dict:
@@ -167,6 +169,8 @@ def main() -> None:
                          "validation clouds (bench/pc_inference_variants.py run --run OUT/seed<k>).")
     ap.add_argument("--ship", action="store_true", help="Copy the first seed's model into the package as the default.")
     ap.add_argument("--ship-only", action="store_true", help="Only ship an already trained first seed.")
+    ap.add_argument("--ship-as", choices=("clean", "noise"), default="clean",
+                    help="Which shipped weights --ship / --ship-only replace (noise: the `--weights noise` model).")
     ap.add_argument("--report", action="store_true", help="Only write OUT/seeds.md and seeds.json from the seeds' runs.")
     a = ap.parse_args()
     a.opt = DEFAULT_OPTS if a.opt is None else a.opt
@@ -189,7 +193,7 @@ def run_recipe(a: argparse.Namespace) -> None:
     timing = {"make_data_s": time.time() - t0}
     recipe = vars(a) | {"out": str(a.out), "command": " ".join(["python", *sys.argv])}
     if a.ship_only:
-        print(ship(a.out / f"seed{a.seeds[0]}", data, recipe))
+        print(ship(a.out / f"seed{a.seeds[0]}", data, recipe, a.ship_as))
         return
     test = test_subset(a.test_dir, a.test_shapes, a.out)
     results = []
@@ -216,7 +220,7 @@ def run_recipe(a: argparse.Namespace) -> None:
                "leak": [r["leak"] for r in results], "x4": summarise(results)}
     (a.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if a.ship:
-        print("shipped:", ship(a.out / f"seed{a.seeds[0]}", data, recipe))
+        print("shipped:", ship(a.out / f"seed{a.seeds[0]}", data, recipe, a.ship_as))
     print(seeds_report(a.out, a.seeds))
 
 

@@ -17,7 +17,7 @@ from affcli.pointcloud.config import TrainConfig
 from affcli.pointcloud.io import read_cloud, write_cloud
 from affcli.pointcloud.options import EvalOptions, MakeDataOptions, MakeTestOptions, MetricsOptions, UpsampleOptions
 from affcli.pointcloud.runtime import resolve_device
-from affcli.pointcloud.upsample import Merge, check_ratio, default_batch, load_upsampler
+from affcli.pointcloud.upsample import Merge, check_ratio, default_batch, load_upsampler, model_choice
 
 DEFAULT_MAX_MEMORY_MIB = 2048
 
@@ -161,8 +161,9 @@ def upsample_command(cloud: Path | None, o: UpsampleOptions) -> int:
         fail("pc upsample: give the input cloud once, as an argument or as --input")
     inp = cloud or o.input
     out = o.out or pc_guarded(default_output, inp, o.ratio)
-    info = pc_guarded(upsample_file, o.run, inp, o.ratio, out, o.device, o.batch, o.merge, o.render, o.max_memory,
-                      o.threads, o.fill)
+    run, fill = pc_guarded(model_choice, o.run, o.weights, o.fill)
+    info = pc_guarded(upsample_file, run, inp, o.ratio, out, o.device, o.batch, o.merge, o.render, o.max_memory,
+                      o.threads, fill)
     typer.echo(f"{info['input_points']} -> {info['output_points']} points in {info['seconds']:.2f}s "
                f"({info['threads']} thread{'s' if info['threads'] != 1 else ''}): {out}")
     return EXIT_OK
@@ -176,9 +177,10 @@ def eval_command(o: EvalOptions) -> int:
     from affcli.pointcloud.evaluate import levels_table, results_table
     from affcli.pointcloud.leak import overlap_line
 
-    results = pc_guarded(evaluate_levels, o.noise, o.noise_seed, run=o.run, test_dir=o.test_dir, mesh_dir=o.mesh_dir,
+    run, fill = pc_guarded(model_choice, o.run, o.weights, o.fill)
+    results = pc_guarded(evaluate_levels, o.noise, o.noise_seed, run=run, test_dir=o.test_dir, mesh_dir=o.mesh_dir,
                          convention=o.convention, ratio=o.ratio, device=o.device, renders=o.renders,
-                         allow_overlap=o.allow_overlap, out_dir=o.out, fill=o.fill)
+                         allow_overlap=o.allow_overlap, out_dir=o.out, fill=fill)
     typer.echo(overlap_line(results[0]["leak"]))
     console = Console()
     for res in results:

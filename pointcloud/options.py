@@ -7,9 +7,12 @@ from pathlib import Path
 
 from affcli.common.cli_options import option
 
+WEIGHTS_HELP = ("Shipped weights when --run is not given: clean (trained on clean inputs) or noise (trained with "
+                "input jitter; better on scans with noise of about 1-2% of the cloud's radius, worse on clean ones: "
+                "docs/pointcloud_models.md).")
 FILL_HELP = ("Hole filling: after the merge, points off the surface leave and Delaunay edge midpoints and triangle "
-             "centroids that reach into the input's gaps join, then one more farthest-point merge (whole passes of up to 16,384 input points; "
-             "--no-fill: the network's children only).")
+             "centroids that reach into the input's gaps join, then one more farthest-point merge (whole passes of "
+             "up to 16,384 input points; --no-fill: the network's children only).")
 CONVENTION_HELP = "pugcn | textbook | half"
 
 
@@ -44,6 +47,7 @@ class UpsampleOptions:
     input: Path | None = option(None, help="Cloud: .xyz, .ply, .npy or KITTI .bin (or the CLOUD argument).")
     run: Path | None = option(None, help="Run folder (or model.safetensors); default: the shipped x4 PU-MFA "
                                          "(docs/pointcloud_models.md).")
+    weights: str = option("clean", help=WEIGHTS_HELP)
     ratio: str = option("4", help="Any number > 1: exactly round(ratio x N) points. Powers of 4 are whole x4 passes "
                                   "(16: two); others (2.5, 5, 6) the passes that reach them, the last thinned by "
                                   "farthest-point sampling.")
@@ -55,7 +59,7 @@ class UpsampleOptions:
                                      "patch-interior children) | blocked (FPS inside spatial blocks) | fps (one global "
                                      "FPS: slow) | assign.")
     render: bool = option(False, help="Also write a before/after PNG beside --out.")
-    fill: bool = option(True, help=FILL_HELP)
+    fill: bool | None = option(None, help=FILL_HELP, shown="on; off with --weights noise")
     max_memory: float = option(2048, help="MiB of working memory; larger clouds go in chunks.")
     threads: int | None = option(None, help="CPU threads.", shown="what this process may use: affinity, cgroup "
                                                                  "quota, idle CPUs, OMP_NUM_THREADS")
@@ -67,6 +71,7 @@ class EvalOptions:
 
     test_dir: Path = option(help="Folder with input_2048/, gt_8192/ (and meshes/).")
     run: Path | None = option(None, help="Run folder.", shown="the shipped x4 PU-MFA")
+    weights: str = option("clean", help=WEIGHTS_HELP)
     mesh_dir: Path | None = option(None, help="Meshes for P2F.", shown="TEST_DIR/meshes")
     convention: str = option("pugcn", help=CONVENTION_HELP)
     ratio: str = option("4", help="Any number > 1; the test folder needs gt_<round(ratio x N)>/.")
@@ -78,7 +83,7 @@ class EvalOptions:
     device: str = option("auto", help="auto, cpu, cuda, cuda:1 ...")
     renders: int = option(3, help="Before/after PNGs of the N worst and N best shapes (those with meshes first).")
     allow_overlap: bool = option(False, help="Evaluate even if the training data holds test shapes (reported).")
-    fill: bool = option(True, help=FILL_HELP)
+    fill: bool | None = option(None, help=FILL_HELP, shown="on; off with --weights noise")
     out: Path | None = option(None, help="Output folder.", shown="RUN/eval_x<r>_<convention>, or "
                                                                "./eval_pu_mfa_x4/... for the shipped model")
 

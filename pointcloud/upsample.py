@@ -29,6 +29,9 @@ INNER = 0.7  # 'inner' merge: children of the nearest INNER x PATCH points of ea
 MAX_RATIO = 256.0
 Merge = Literal["auto", "inner", "blocked", "fps", "assign"]
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "pu_mfa_x4.safetensors"
+NOISE_MODEL = DEFAULT_MODEL.parent / "noise" / "pu_mfa_x4_noise.safetensors"  # trained with input jitter
+SHIPPED_WEIGHTS = {"clean": DEFAULT_MODEL, "noise": NOISE_MODEL}
+SHIPPED_FILL = {"clean": True, "noise": False}  # hole filling unless --fill / --no-fill says otherwise
 
 
 def check_cloud(xyz: Tensor | np.ndarray, name: str = "input cloud") -> Tensor:
@@ -279,6 +282,23 @@ def upsample_cloud(
     for p in range(passes):
         cur = upsample_pass(model, cur, batch, merge, total if p == passes - 1 else None, fill)
     return cloud.restore(cur, name)
+
+
+def model_choice(run: str | Path | None, weights: str = "clean", fill: bool | None = None) -> tuple[str | Path | None, bool]:
+    """What `--run`, `--weights` and `--fill` ask for: the run or the shipped weights of that name (None for the
+    default, clean ones; both at once is refused in one line) and whether to fill holes (unset: on, except for the
+    noise weights, whose input is noisy: the fill's candidates come from the input itself)."""
+    if weights not in SHIPPED_WEIGHTS:
+        raise PointCloudError(f"--weights must be one of {', '.join(SHIPPED_WEIGHTS)}, got {weights!r}")
+    if run is not None and weights != "clean":
+        raise PointCloudError(f"give --run or --weights {weights}, not both")
+    fill = SHIPPED_FILL[weights] if fill is None else fill
+    if run is not None or weights == "clean":
+        return run, fill
+    if not SHIPPED_WEIGHTS[weights].is_file():
+        raise PointCloudError(f"{SHIPPED_WEIGHTS[weights]}: the shipped {weights!r} weights are missing from this "
+                              "install; pass --run")
+    return SHIPPED_WEIGHTS[weights], fill
 
 
 def load_upsampler(run: str | Path | None, device: str | torch.device = "cpu") -> nn.Module:

@@ -3,10 +3,11 @@ the midpoint baseline on a shared PU-GAN test cloud)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from affcli.pointcloud.baselines import midpoint_upsample
-from affcli.pointcloud.io import read_cloud
+from affcli.pointcloud.io import read_cloud, write_cloud
 from affcli.pointcloud.metrics import chamfer, evaluate_clouds
 from affcli.pointcloud.models import create_model
 from affcli.pointcloud.models.prior import midpoint_prior
@@ -130,3 +131,52 @@ def test_cli_uses_the_shipped_model_without_run(shared_pc, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["leak"]["checked"] and res["leak"]["train_shapes"] >= 14
     assert set(res["methods"]) == {"model", "midpoint"}
+
+
+def test_noise_weights_are_shipped_selectable_and_leak_checked(shared_pc, tmp_path):
+    """`--weights noise` loads the jitter-trained shipped model without hole filling (its candidates would come from
+    the noisy input), which upsamples a noisy scan closer to the clean surface than the default does; `pc eval`
+    checks its own training record; `--fill` still turns filling on; it cannot be combined with --run, and an
+    unknown name is refused."""
+    import json
+
+    import pytest
+    from typer.testing import CliRunner
+
+    from affcli.cli import app
+    from affcli.pointcloud.errors import PointCloudError
+    from affcli.pointcloud.noise import add_noise
+    from affcli.pointcloud.upsample import NOISE_MODEL, model_choice
+
+    assert NOISE_MODEL.is_file() and NOISE_MODEL.stat().st_size < 8 * 2**20
+    assert json.loads((NOISE_MODEL.parent / "config.json").read_text())["train"]["jitter"] > 0
+    noisy, clean = load_upsampler(model_choice(None, "noise")[0]), load_upsampler(None)
+    src = shared_pc / "pugan_test"
+    x = add_noise(read_cloud(src / "input_2048" / f"{SHAPE}.xyz"), 0.01, SHAPE)
+    cloud = tmp_path / f"{SHAPE}.xyz"
+    write_cloud(cloud, x)
+    x = read_cloud(cloud)  # what the command reads (text, 6 decimals)
+    runner = CliRunner()
+    r = runner.invoke(app, ["pc", "upsample", str(cloud), "--weights", "noise", "--device", "cpu", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    out = read_cloud(tmp_path / f"{SHAPE}_x4.xyz")
+    assert np.allclose(out, upsample_cloud(noisy, x, 4, fill=False), atol=1e-5)
+    gt = read_cloud(src / "gt_8192" / f"{SHAPE}.xyz")
+    cd = {k: evaluate_clouds(p, gt, None, "pugcn", torch.device("cpu"))["cd"]
+          for k, p in (("noise", out), ("clean", upsample_cloud(clean, x, 4)))}
+    assert cd["noise"] < 0.95 * cd["clean"]
+    test = tmp_path / "test"
+    for sub, ext in (("input_2048", "xyz"), ("gt_8192", "xyz")):
+        (test / sub).mkdir(parents=True)
+        (test / sub / f"{SHAPE}.{ext}").symlink_to(src / sub / f"{SHAPE}.{ext}")
+    r = runner.invoke(app, ["pc", "eval", "--test-dir", str(test), "--weights", "noise", "--device", "cpu",
+                            "--renders", "0", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert res["run"] == str(NOISE_MODEL) and res["leak"]["checked"] and res["leak"]["train_shapes"] >= 14
+    assert res["fill"] is False
+    assert model_choice(None, "noise", True) == (NOISE_MODEL, True) and model_choice(None)[1] is True
+    r = runner.invoke(app, ["pc", "upsample", str(cloud), "--weights", "noise", "--run", str(NOISE_MODEL)])
+    assert r.exit_code == 2 and "not both" in r.output
+    with pytest.raises(PointCloudError, match="one of clean, noise"):
+        model_choice(None, "fancy")
