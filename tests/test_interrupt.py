@@ -36,11 +36,17 @@ def _complete(cache: Path) -> list[str]:
         return []
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, even when the tests run where SIGINT is ignored (a
+    background job of a non-interactive shell, `nohup`), which the child would inherit and keep."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(cache: Path, inputs: list[str], ready, signals: int = 1) -> tuple[int, list[str]]:
     """Run `affcli extract` in a child, send SIGINT `signals` times once `ready()` holds; (exit code, stderr lines)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
     p = subprocess.Popen([sys.executable, "-m", "affcli", "extract", "--cache", str(cache), *ARGS, *inputs],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 180
     while not ready() and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

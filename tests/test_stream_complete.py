@@ -168,7 +168,7 @@ def test_sigint_during_a_stream_exits_130_with_whole_rows(world, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     p = subprocess.Popen([sys.executable, "-m", "affcli", "stream", "--run", str(world["runs"]["audio"]), "--video",
                           str(long), "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env)
+                         env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even under nohup
     deadline = time.monotonic() + 120
     while p.poll() is None and time.monotonic() < deadline and (not out.is_file() or out.read_text().count("\n") < 6):
         time.sleep(0.05)
