@@ -88,7 +88,7 @@ def fill_pool(xyz: Tensor, cand: Tensor, ratio: int, need: int) -> Tensor:
         spacing = local.d2[0, :, 0].clamp_min(0).sqrt().median()
         extra = torch.cat([delaunay_prior(xyz[None], ratio, local)[0, :, 1:].reshape(-1, 3),
                            triangle_centroids(xyz, local, spacing)])
-        extra = extra[plane_offset(extra, xyz, normals, spacing) <= FILL_TOL]
-        kept = cand[plane_offset(cand, xyz, normals, spacing) <= MODEL_TOL]
+        off = plane_offset(torch.cat([extra, cand]), xyz, normals, spacing)  # one nearest-input search for both
+        extra, kept = extra[off[: len(extra)] <= FILL_TOL], cand[off[len(extra):] <= MODEL_TOL]
     pool = torch.cat([kept, extra])
     return pool if len(pool) >= need else torch.cat([cand, extra])

@@ -284,7 +284,9 @@ def upsample_cloud(
     return cloud.restore(cur, name)
 
 
-def model_choice(run: str | Path | None, weights: str = "clean", fill: bool | None = None) -> tuple[str | Path | None, bool]:
+def model_choice(
+    run: str | Path | None, weights: str = "clean", fill: bool | None = None
+) -> tuple[str | Path | None, bool]:
     """What `--run`, `--weights` and `--fill` ask for: the run or the shipped weights of that name (None for the
     default, clean ones; both at once is refused in one line) and whether to fill holes (unset: on, except for the
     noise weights, whose input is noisy: the fill's candidates come from the input itself)."""
